@@ -1,0 +1,696 @@
+"""Search spaces and genomes: the architecture as data.
+
+A `Genome` is an immutable, fully concrete description of one network of the MobileNetV3 family (stem,
+first depthwise-separable block, stages of inverted residual layers, head). It stores the channel counts the
+builder needs (expanded `mid_chs`, stage `out_chs`), so pruned genomes need no extra genes. Its canonical string
+(`to_str`) is its identity: database key, dedup key, log line. `from_str(to_str(g)) == g` always holds.
+
+A `SearchSpace` is data too: per stage the allowed depths, width multipliers, strides, expansion ratios,
+kernels, SE choices and activations, plus the fixed stem and head. Presets `mobilenet3-mt` (the paper's space)
+and `mobilenet3-ws` (once-for-all's) are defined here and can be dumped to / loaded from YAML.
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+#: Activation names accepted in genomes and spaces, with their short codes in genome strings.
+ACT_CODES: dict[str, str] = {"relu": "re", "hardswish": "hs", "silu": "sw"}
+_ACT_BY_CODE = {code: name for name, code in ACT_CODES.items()}
+
+
+def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """Rounds a channel count to the nearest multiple of `divisor`, never dropping more than 10%.
+
+    Same rule as timm's `make_divisible` and torchvision's `_make_divisible`, so MobileNetV3 channel counts
+    match the reference implementations exactly.
+    """
+    new_value = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if new_value < round_limit * value:
+        new_value += divisor
+    return new_value
+
+
+def se_channels(chs: int, divisor: int = 8) -> int:
+    """Reduced channel count of a Squeeze-and-Excite module on `chs` channels (MobileNetV3: ratio 0.25)."""
+    return make_divisible(chs * 0.25, divisor)
+
+
+def _check(condition: bool, where: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise ValueError(f"{where}: got {value!r}, allowed: {allowed}")
+
+
+def _check_act(where: str, act: str) -> None:
+    _check(act in ACT_CODES, where, act, ", ".join(ACT_CODES))
+
+
+def _check_kernel(where: str, kernel: int) -> None:
+    _check(isinstance(kernel, int) and kernel >= 1 and kernel % 2 == 1, where, kernel, "odd integers >= 1")
+
+
+def _check_chs(where: str, chs: int) -> None:
+    _check(isinstance(chs, int) and not isinstance(chs, bool) and chs > 0, where, chs, "integers > 0")
+
+
+def _check_stride(where: str, stride: int) -> None:
+    _check(stride in (1, 2), where, stride, "1 or 2")
+
+
+# --------------------------------------------------------------------------------------------- genome
+
+
+@dataclass(frozen=True, slots=True)
+class LayerGene:
+    """One inverted residual layer: 1x1 expand to `mid_chs`, depthwise kxk, optional SE, 1x1 project."""
+
+    kernel: int
+    mid_chs: int
+    se: bool = False
+    act: str = "relu"
+
+    def __post_init__(self) -> None:
+        _check_kernel("layer.kernel", self.kernel)
+        _check_chs("layer.mid_chs", self.mid_chs)
+        _check(isinstance(self.se, bool), "layer.se", self.se, "true or false")
+        _check_act("layer.act", self.act)
+
+
+@dataclass(frozen=True, slots=True)
+class StageGene:
+    """A run of layers with one output width; the first layer carries the stage's stride."""
+
+    out_chs: int
+    stride: int
+    layers: tuple[LayerGene, ...]
+
+    def __post_init__(self) -> None:
+        _check_chs("stage.out_chs", self.out_chs)
+        _check_stride("stage.stride", self.stride)
+        _check(isinstance(self.layers, tuple) and len(self.layers) >= 1, "stage.layers", self.layers, ">= 1 layer")
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+
+@dataclass(frozen=True, slots=True)
+class StemGene:
+    """Stem conv 3x3 stride 2 (the first down-sample), BN, activation."""
+
+    out_chs: int = 16
+    act: str = "hardswish"
+
+    def __post_init__(self) -> None:
+        _check_chs("stem.out_chs", self.out_chs)
+        _check_act("stem.act", self.act)
+
+
+@dataclass(frozen=True, slots=True)
+class DsGene:
+    """The depthwise-separable block after the stem (depthwise kxk, optional SE, 1x1 project)."""
+
+    kernel: int = 3
+    stride: int = 1
+    out_chs: int = 16
+    se: bool = False
+    act: str = "relu"
+
+    def __post_init__(self) -> None:
+        _check_kernel("ds.kernel", self.kernel)
+        _check_stride("ds.stride", self.stride)
+        _check_chs("ds.out_chs", self.out_chs)
+        _check(isinstance(self.se, bool), "ds.se", self.se, "true or false")
+        _check_act("ds.act", self.act)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadGene:
+    """Tail: 1x1 conv to `head_chs` + BN + act, global pool, 1x1 conv (with bias) to `feat_chs` + act, classifier."""
+
+    head_chs: int = 960
+    feat_chs: int = 1280
+    act: str = "hardswish"
+
+    def __post_init__(self) -> None:
+        _check_chs("head.head_chs", self.head_chs)
+        _check_chs("head.feat_chs", self.feat_chs)
+        _check_act("head.act", self.act)
+
+
+@dataclass(frozen=True, slots=True)
+class Genome:
+    """A complete, immutable network description. Equal genomes have equal strings and equal hashes."""
+
+    stem: StemGene
+    ds: DsGene
+    stages: tuple[StageGene, ...]
+    head: HeadGene
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.stages, tuple) and len(self.stages) >= 1, "genome.stages", self.stages, ">= 1 stage")
+
+    def __str__(self) -> str:
+        return self.to_str()
+
+    @property
+    def depth(self) -> int:
+        """Number of inverted residual layers over all stages."""
+        return sum(len(s.layers) for s in self.stages)
+
+    def layer_in_chs(self) -> list[list[int]]:
+        """Input channels of every layer, per stage."""
+        result, in_chs = [], self.ds.out_chs
+        for stage in self.stages:
+            result.append([in_chs] + [stage.out_chs] * (len(stage.layers) - 1))
+            in_chs = stage.out_chs
+        return result
+
+    # -- codecs ------------------------------------------------------------------------------------
+
+    def to_str(self) -> str:
+        """Canonical string, e.g. `stem_c16_hs-ds_k3_c16_re|ir_k3_s2_m64_c24_re-...|head_c960_f1280_hs`."""
+        parts = [f"stem_c{self.stem.out_chs}_{ACT_CODES[self.stem.act]}-{_ds_token(self.ds)}"]
+        for stage in self.stages:
+            parts.append(
+                "-".join(
+                    _ir_token(layer, stage.stride if i == 0 else 1, stage.out_chs)
+                    for i, layer in enumerate(stage.layers)
+                )
+            )
+        head = self.head
+        parts.append(f"head_c{head.head_chs}_f{head.feat_chs}_{ACT_CODES[head.act]}")
+        return "|".join(parts)
+
+    @classmethod
+    def from_str(cls, text: str) -> Genome:
+        """Parses a genome string; raises ValueError naming the offending section and token."""
+        return _parse_genome(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stem": {"out_chs": self.stem.out_chs, "act": self.stem.act},
+            "ds": _plain(self.ds),
+            "stages": [
+                {"out_chs": s.out_chs, "stride": s.stride, "layers": [_plain(layer) for layer in s.layers]}
+                for s in self.stages
+            ],
+            "head": _plain(self.head),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Genome:
+        """Builds a genome from `to_dict` output; unknown or missing keys raise ValueError naming them."""
+        _check(isinstance(data, dict), "genome", type(data).__name__, "a mapping")
+        _only_keys("genome", data, {"stem", "ds", "stages", "head"}, required=True)
+        stages_data = data["stages"]
+        _check(isinstance(stages_data, list), "genome.stages", type(stages_data).__name__, "a list")
+        stages = []
+        for i, s in enumerate(stages_data):
+            _check(isinstance(s, dict), f"genome.stages[{i}]", type(s).__name__, "a mapping")
+            _only_keys(f"genome.stages[{i}]", s, {"out_chs", "stride", "layers"}, required=True)
+            layers = tuple(_make(LayerGene, f"genome.stages[{i}].layers[{j}]", x) for j, x in enumerate(s["layers"]))
+            stages.append(StageGene(out_chs=s["out_chs"], stride=s["stride"], layers=layers))
+        return cls(
+            stem=_make(StemGene, "genome.stem", data["stem"]),
+            ds=_make(DsGene, "genome.ds", data["ds"]),
+            stages=tuple(stages),
+            head=_make(HeadGene, "genome.head", data["head"]),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({"genome": self.to_str(), **self.to_dict()}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Genome:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"genome JSON: not valid JSON ({exc})") from None
+        if isinstance(data, dict) and set(data) == {"genome"}:
+            return cls.from_str(data["genome"])
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "genome"}
+        return cls.from_dict(data)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def _only_keys(where: str, data: dict, allowed: set[str], required: bool = False) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}, allowed: {', '.join(sorted(allowed))}")
+    missing = sorted(allowed - set(data)) if required else []
+    if missing:
+        raise ValueError(f"{where}: missing key {missing[0]!r}")
+
+
+def _make(cls: type, where: str, data: Any) -> Any:
+    _check(isinstance(data, dict), where, type(data).__name__, "a mapping")
+    _only_keys(where, data, {f.name for f in fields(cls)})
+    try:
+        return cls(**data)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------- string codec
+
+
+def _ds_token(ds: DsGene) -> str:
+    stride = "_s2" if ds.stride == 2 else ""
+    se = "_se" if ds.se else ""
+    return f"ds_k{ds.kernel}{stride}_c{ds.out_chs}{se}_{ACT_CODES[ds.act]}"
+
+
+def _ir_token(layer: LayerGene, stride: int, out_chs: int) -> str:
+    s = "_s2" if stride == 2 else ""
+    se = "_se" if layer.se else ""
+    return f"ir_k{layer.kernel}{s}_m{layer.mid_chs}_c{out_chs}{se}_{ACT_CODES[layer.act]}"
+
+
+_NUM_TOKEN = re.compile(r"^([ksmcf])(\d+)$")
+
+
+def _parse_block(token: str, where: str, kind: str) -> dict[str, Any]:
+    """Splits `ir_k3_s2_m64_c24_se_re` into {'k': 3, 's': 2, 'm': 64, 'c': 24, 'se': True, 'act': 'relu'}."""
+    parts = token.split("_")
+    if parts[0] != kind:
+        raise ValueError(f"genome string, {where}: block {token!r} should start with {kind!r}")
+    out: dict[str, Any] = {"se": False}
+    seen: set[str] = set()
+    for part in parts[1:]:
+        match = _NUM_TOKEN.match(part)
+        if match:
+            key, value = match.group(1), int(match.group(2))
+        elif part == "se":
+            key, value = "se", True
+        elif part in _ACT_BY_CODE:
+            key, value = "act", _ACT_BY_CODE[part]
+        else:
+            allowed = "k<kernel>, s<stride>, m<mid>, c<out>, f<features>, se, " + ", ".join(_ACT_BY_CODE)
+            raise ValueError(f"genome string, {where}: unknown token {part!r} in {token!r}, allowed: {allowed}")
+        if key in seen:
+            raise ValueError(f"genome string, {where}: token {part!r} repeated in {token!r}")
+        seen.add(key)
+        out[key] = value
+    return out
+
+
+def _need(block: dict[str, Any], keys: str, where: str, token: str) -> None:
+    for key in keys.split():
+        if key not in block:
+            raise ValueError(f"genome string, {where}: {token!r} is missing the {key!r} token")
+
+
+def _no_extra(block: dict[str, Any], keys: str, where: str, token: str) -> None:
+    extra = sorted(set(block) - set(keys.split()) - {"se"})
+    if extra:
+        raise ValueError(f"genome string, {where}: token {extra[0]!r} is not allowed in {token!r}")
+
+
+def _parse_genome(text: str) -> Genome:
+    if not isinstance(text, str):
+        raise ValueError(f"genome string: got {type(text).__name__}, expected str")
+    sections = text.strip().split("|")
+    if len(sections) < 3:
+        raise ValueError(
+            "genome string: expected 'stem...-ds...|stage|...|head...' with at least one stage, "
+            f"got {len(sections)} section(s) in {text.strip()[:80]!r}"
+        )
+    try:
+        return _parse_sections(sections)
+    except ValueError as exc:
+        message = str(exc)
+        raise ValueError(message if message.startswith("genome string") else f"genome string: {message}") from None
+
+
+def _parse_sections(sections: list[str]) -> Genome:
+    stem_part = sections[0].split("-")
+    if len(stem_part) != 2:
+        raise ValueError(f"genome string, stem section: expected 'stem_...-ds_...', got {sections[0]!r}")
+    stem_b = _parse_block(stem_part[0], "stem", "stem")
+    _need(stem_b, "c act", "stem", stem_part[0])
+    _no_extra(stem_b, "c act", "stem", stem_part[0])
+    if stem_b["se"]:
+        raise ValueError(f"genome string, stem: token 'se' is not allowed in {stem_part[0]!r}")
+    ds_b = _parse_block(stem_part[1], "ds", "ds")
+    _need(ds_b, "k c act", "ds", stem_part[1])
+    _no_extra(ds_b, "k s c act", "ds", stem_part[1])
+    stem = StemGene(out_chs=stem_b["c"], act=stem_b["act"])
+    ds = DsGene(kernel=ds_b["k"], stride=ds_b.get("s", 1), out_chs=ds_b["c"], se=ds_b["se"], act=ds_b["act"])
+
+    stages = []
+    for i, section in enumerate(sections[1:-1]):
+        layers, stride, out_chs = [], 1, None
+        for j, token in enumerate(section.split("-")):
+            where = f"stage {i} layer {j}"
+            b = _parse_block(token, where, "ir")
+            _need(b, "k m c act", where, token)
+            _no_extra(b, "k s m c act", where, token)
+            if j == 0:
+                stride, out_chs = b.get("s", 1), b["c"]
+            elif b.get("s", 1) != 1:
+                raise ValueError(f"genome string, {where}: only the first layer of a stage may have a stride")
+            elif b["c"] != out_chs:
+                raise ValueError(f"genome string, {where}: c{b['c']} differs from the stage's c{out_chs}")
+            layers.append(LayerGene(kernel=b["k"], mid_chs=b["m"], se=b["se"], act=b["act"]))
+        stages.append(StageGene(out_chs=out_chs, stride=stride, layers=tuple(layers)))
+
+    head_b = _parse_block(sections[-1], "head", "head")
+    _need(head_b, "c f act", "head", sections[-1])
+    _no_extra(head_b, "c f act", "head", sections[-1])
+    if head_b["se"]:
+        raise ValueError(f"genome string, head: token 'se' is not allowed in {sections[-1]!r}")
+    head = HeadGene(head_chs=head_b["c"], feat_chs=head_b["f"], act=head_b["act"])
+    return Genome(stem=stem, ds=ds, stages=tuple(stages), head=head)
+
+
+# --------------------------------------------------------------------------------------------- references
+
+#: MobileNetV3-Large as in timm's `mobilenetv3_large_100` (expansions 2.5 and 2.3 give mid 200 and 184).
+MOBILENETV3_LARGE = (
+    "stem_c16_hs-ds_k3_c16_re"
+    "|ir_k3_s2_m64_c24_re-ir_k3_m72_c24_re"
+    "|ir_k5_s2_m72_c40_se_re-ir_k5_m120_c40_se_re-ir_k5_m120_c40_se_re"
+    "|ir_k3_s2_m240_c80_hs-ir_k3_m200_c80_hs-ir_k3_m184_c80_hs-ir_k3_m184_c80_hs"
+    "|ir_k3_m480_c112_se_hs-ir_k3_m672_c112_se_hs"
+    "|ir_k5_s2_m672_c160_se_hs-ir_k5_m960_c160_se_hs-ir_k5_m960_c160_se_hs"
+    "|head_c960_f1280_hs"
+)
+
+#: MobileNetV3-Small as in timm's `mobilenetv3_small_100`: its four inverted residual stages (the skeleton's
+#: stage count is free in a genome; the presets ask for five).
+MOBILENETV3_SMALL = (
+    "stem_c16_hs-ds_k3_s2_c16_se_re"
+    "|ir_k3_s2_m72_c24_re-ir_k3_m88_c24_re"
+    "|ir_k5_s2_m96_c40_se_hs-ir_k5_m240_c40_se_hs-ir_k5_m240_c40_se_hs"
+    "|ir_k5_m120_c48_se_hs-ir_k5_m144_c48_se_hs"
+    "|ir_k5_s2_m288_c96_se_hs-ir_k5_m576_c96_se_hs-ir_k5_m576_c96_se_hs"
+    "|head_c576_f1024_hs"
+)
+
+REFERENCE_GENOMES: dict[str, str] = {
+    "mobilenetv3_large_100": MOBILENETV3_LARGE,
+    "mobilenetv3_small_100": MOBILENETV3_SMALL,
+}
+
+
+def parse_genome_arg(text: str) -> Genome:
+    """Reads a genome from a reference name, a genome string, or a path to a .json/.txt file holding one."""
+    text = text.strip()
+    if text in REFERENCE_GENOMES:
+        return Genome.from_str(REFERENCE_GENOMES[text])
+    if "|" not in text:
+        path = Path(text)
+        if not path.exists():
+            names = ", ".join(REFERENCE_GENOMES)
+            raise ValueError(f"genome: {text!r} is neither a genome string, a reference name ({names}) nor a file")
+        content = path.read_text()
+        return Genome.from_json(content) if content.lstrip().startswith("{") else Genome.from_str(content)
+    return Genome.from_str(text)
+
+
+# --------------------------------------------------------------------------------------------- spaces
+
+
+@dataclass(frozen=True)
+class StageSpace:
+    """The choices for one stage. Layer choices (expansion, kernel, SE, activation) apply to every layer."""
+
+    base_chs: int
+    depths: tuple[int, ...]
+    width_mults: tuple[float, ...]
+    strides: tuple[int, ...]
+    expand_ratios: tuple[float, ...]
+    kernels: tuple[int, ...]
+    se: tuple[bool, ...]
+    acts: tuple[str, ...]
+
+    def validate(self, where: str) -> None:
+        _check_chs(f"{where}.base_chs", self.base_chs)
+        for name in ("depths", "width_mults", "strides", "expand_ratios", "kernels", "se", "acts"):
+            values = getattr(self, name)
+            _check(isinstance(values, tuple) and len(values) >= 1, f"{where}.{name}", values, "a non-empty list")
+            _check(len(set(values)) == len(values), f"{where}.{name}", values, "distinct values")
+        for d in self.depths:
+            _check(isinstance(d, int) and d >= 1, f"{where}.depths", d, "integers >= 1")
+        for w in self.width_mults:
+            _check(w > 0, f"{where}.width_mults", w, "numbers > 0")
+        for s in self.strides:
+            _check_stride(f"{where}.strides", s)
+        for e in self.expand_ratios:
+            _check(e > 0, f"{where}.expand_ratios", e, "numbers > 0")
+        for k in self.kernels:
+            _check_kernel(f"{where}.kernels", k)
+        for s in self.se:
+            _check(isinstance(s, bool), f"{where}.se", s, "true or false")
+        for a in self.acts:
+            _check_act(f"{where}.acts", a)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A family of genomes: fixed stem/ds/head template, and per-stage choices.
+
+    Output channels of stage i are `make_divisible(base_chs * width_mult, divisor)`; mid channels of a layer are
+    `make_divisible(in_chs * expand_ratio, divisor)`, or, when `allow_pruning`, any multiple of `divisor` up to
+    the largest expansion (what a pruned ticket has). The head's conv has `make_divisible(head_ratio * last_out)`
+    channels.
+    """
+
+    name: str
+    stages: tuple[StageSpace, ...]
+    max_downsamples: int = 4
+    stem: StemGene = field(default_factory=StemGene)
+    ds: DsGene = field(default_factory=DsGene)
+    head_ratio: float = 6.0
+    feat_chs: int = 1280
+    head_act: str = "hardswish"
+    divisor: int = 8
+    allow_pruning: bool = False
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and self.name != "", "space.name", self.name, "a non-empty string")
+        _check(isinstance(self.stages, tuple) and len(self.stages) >= 1, "space.stages", self.stages, ">= 1 stage")
+        for i, stage in enumerate(self.stages):
+            stage.validate(f"space.stages[{i}]")
+        _check(isinstance(self.max_downsamples, int) and self.max_downsamples >= 0, "space.max_downsamples",
+               self.max_downsamples, "integers >= 0")  # fmt: skip
+        forced = sum(1 for s in self.stages if s.strides == (2,))
+        _check(forced <= self.max_downsamples, "space.max_downsamples", self.max_downsamples,
+               f">= {forced} (stages whose only stride is 2)")  # fmt: skip
+        _check(self.head_ratio > 0, "space.head_ratio", self.head_ratio, "numbers > 0")
+        _check_chs("space.feat_chs", self.feat_chs)
+        _check_act("space.head_act", self.head_act)
+        _check(isinstance(self.divisor, int) and self.divisor >= 1, "space.divisor", self.divisor, "integers >= 1")
+
+    # -- derived channel choices (cached: the space is immutable) -----------------------------------
+
+    def stage_outs(self, i: int) -> tuple[int, ...]:
+        """Distinct output widths stage i can take, ascending."""
+        return self._stage_outs[i]
+
+    @cached_property
+    def _stage_outs(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(
+            tuple(sorted({make_divisible(s.base_chs * w, self.divisor) for w in s.width_mults})) for s in self.stages
+        )
+
+    def mid_choices(self, i: int, in_chs: int) -> tuple[int, ...]:
+        """Distinct expanded widths a layer of stage i with `in_chs` inputs can take, ascending."""
+        key = (i, in_chs)
+        if key not in self._mid_cache:
+            ratios = self.stages[i].expand_ratios
+            self._mid_cache[key] = tuple(sorted({make_divisible(in_chs * e, self.divisor) for e in ratios}))
+        return self._mid_cache[key]
+
+    @cached_property
+    def _mid_cache(self) -> dict[tuple[int, int], tuple[int, ...]]:
+        return {}
+
+    @cached_property
+    def stride_vectors(self) -> tuple[tuple[int, ...], ...]:
+        """Every allowed combination of stage strides (at most `max_downsamples` of them 2)."""
+        return tuple(
+            v for v in itertools.product(*(s.strides for s in self.stages)) if v.count(2) <= self.max_downsamples
+        )
+
+    def head_chs(self, last_out: int) -> int:
+        return make_divisible(self.head_ratio * last_out, self.divisor)
+
+    def head_gene(self, last_out: int) -> HeadGene:
+        return HeadGene(head_chs=self.head_chs(last_out), feat_chs=self.feat_chs, act=self.head_act)
+
+    # -- membership ---------------------------------------------------------------------------------
+
+    def check(self, genome: Genome) -> None:
+        """Raises ValueError naming the first field of `genome` that this space does not allow."""
+        _check(genome.stem == self.stem, "genome.stem", genome.stem, f"{self.stem} (fixed in {self.name})")
+        _check(genome.ds == self.ds, "genome.ds", genome.ds, f"{self.ds} (fixed in {self.name})")
+        _check(len(genome.stages) == len(self.stages), "genome.stages", len(genome.stages),
+               f"{len(self.stages)} stages in {self.name}")  # fmt: skip
+        downsamples = sum(1 for s in genome.stages if s.stride == 2)
+        _check(downsamples <= self.max_downsamples, "genome down-samplings", downsamples,
+               f"at most {self.max_downsamples} stages with stride 2")  # fmt: skip
+        in_chs = genome.ds.out_chs
+        for i, (stage, choices) in enumerate(zip(genome.stages, self.stages, strict=True)):
+            where = f"genome.stages[{i}]"
+            _check(stage.depth in choices.depths, f"{where}.depth", stage.depth, _fmt(choices.depths))
+            _check(stage.stride in choices.strides, f"{where}.stride", stage.stride, _fmt(choices.strides))
+            outs = self.stage_outs(i)
+            if self.allow_pruning:
+                _check(stage.out_chs % self.divisor == 0 and stage.out_chs <= outs[-1], f"{where}.out_chs",
+                       stage.out_chs, f"multiples of {self.divisor} up to {outs[-1]}")  # fmt: skip
+            else:
+                _check(stage.out_chs in outs, f"{where}.out_chs", stage.out_chs, _fmt(outs))
+            for j, layer in enumerate(stage.layers):
+                lw = f"{where}.layers[{j}]"
+                _check(layer.kernel in choices.kernels, f"{lw}.kernel", layer.kernel, _fmt(choices.kernels))
+                _check(layer.se in choices.se, f"{lw}.se", layer.se, _fmt(choices.se))
+                _check(layer.act in choices.acts, f"{lw}.act", layer.act, _fmt(choices.acts))
+                mids = self.mid_choices(i, in_chs)
+                if self.allow_pruning:
+                    _check(layer.mid_chs % self.divisor == 0 and layer.mid_chs <= mids[-1], f"{lw}.mid_chs",
+                           layer.mid_chs, f"multiples of {self.divisor} up to {mids[-1]}")  # fmt: skip
+                else:
+                    _check(layer.mid_chs in mids, f"{lw}.mid_chs", layer.mid_chs, f"{_fmt(mids)} for {in_chs} inputs")
+                in_chs = stage.out_chs
+        _check(genome.head.feat_chs == self.feat_chs, "genome.head.feat_chs", genome.head.feat_chs, str(self.feat_chs))
+        _check(genome.head.act == self.head_act, "genome.head.act", genome.head.act, self.head_act)
+
+    def contains(self, genome: Genome) -> bool:
+        try:
+            self.check(genome)
+        except ValueError:
+            return False
+        return True
+
+    # -- YAML / dict ----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "max_downsamples": self.max_downsamples,
+            "divisor": self.divisor,
+            "allow_pruning": self.allow_pruning,
+            "stem": _plain(self.stem),
+            "ds": _plain(self.ds),
+            "head": {"ratio": self.head_ratio, "feat_chs": self.feat_chs, "act": self.head_act},
+            "stages": [{k: list(v) if isinstance(v, tuple) else v for k, v in _plain(s).items()} for s in self.stages],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SearchSpace:
+        """Builds a space from a mapping (as written by `to_dict`); unknown keys raise ValueError naming them."""
+        _check(isinstance(data, dict), "space", type(data).__name__, "a mapping")
+        top = {"name", "max_downsamples", "divisor", "allow_pruning", "stem", "ds", "head", "stages"}
+        _only_keys("space", data, top)
+        if "stages" not in data or not isinstance(data["stages"], list):
+            raise ValueError("space.stages: missing or not a list of stage mappings")
+        stage_keys = {f.name for f in fields(StageSpace)}
+        stages = []
+        for i, s in enumerate(data["stages"]):
+            _check(isinstance(s, dict), f"space.stages[{i}]", type(s).__name__, "a mapping")
+            _only_keys(f"space.stages[{i}]", s, stage_keys, required=True)
+            values = {}
+            for k, v in s.items():
+                values[k] = v if k == "base_chs" else tuple(v) if isinstance(v, list | tuple) else (v,)
+            stages.append(StageSpace(**values))
+        head = data.get("head", {})
+        _check(isinstance(head, dict), "space.head", head, "a mapping")
+        _only_keys("space.head", head, {"ratio", "feat_chs", "act"})
+        kwargs: dict[str, Any] = {"name": data.get("name", "custom"), "stages": tuple(stages)}
+        for key in ("max_downsamples", "divisor", "allow_pruning"):
+            if key in data:
+                kwargs[key] = data[key]
+        if "stem" in data:
+            kwargs["stem"] = _make(StemGene, "space.stem", data["stem"])
+        if "ds" in data:
+            kwargs["ds"] = _make(DsGene, "space.ds", data["ds"])
+        for src, dst in (("ratio", "head_ratio"), ("feat_chs", "feat_chs"), ("act", "head_act")):
+            if src in head:
+                kwargs[dst] = head[src]
+        return cls(**kwargs)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def _fmt(values: tuple) -> str:
+    return ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in values)
+
+
+_MNV3_BASE = (24, 40, 80, 112, 160)
+_MNV3_ACTS = ("relu", "relu", "hardswish", "hardswish", "hardswish")
+
+
+def _mobilenet3_mt() -> SearchSpace:
+    """The paper's MobileNet3-MT: depth 1-6, expansion 1-6, optional SE, kernels 3/5/7, searched widths and
+    down-sampling (at most 4 over the five stages), pruned channel counts allowed."""
+    stages = tuple(
+        StageSpace(
+            base_chs=base,
+            depths=(1, 2, 3, 4, 5, 6),
+            width_mults=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
+            strides=(1, 2),
+            expand_ratios=(1, 2, 3, 4, 5, 6),
+            kernels=(3, 5, 7),
+            se=(False, True),
+            acts=(act,),
+        )
+        for base, act in zip(_MNV3_BASE, _MNV3_ACTS, strict=True)
+    )
+    return SearchSpace(name="mobilenet3-mt", stages=stages, max_downsamples=4, allow_pruning=True)
+
+
+def _mobilenet3_ws() -> SearchSpace:
+    """once-for-all's MobileNetV3 space: MobileNetV3-Large's strides, widths, SE placement and activations;
+    depth 2-4, expansion 3/4/6, kernels 3/5/7."""
+    se_by_stage = (False, True, False, True, True)
+    stride_by_stage = (2, 2, 2, 1, 2)
+    stages = tuple(
+        StageSpace(
+            base_chs=base,
+            depths=(2, 3, 4),
+            width_mults=(1.0,),
+            strides=(stride,),
+            expand_ratios=(3, 4, 6),
+            kernels=(3, 5, 7),
+            se=(se,),
+            acts=(act,),
+        )
+        for base, act, se, stride in zip(_MNV3_BASE, _MNV3_ACTS, se_by_stage, stride_by_stage, strict=True)
+    )
+    return SearchSpace(name="mobilenet3-ws", stages=stages, max_downsamples=4, allow_pruning=False)
+
+
+PRESETS: dict[str, SearchSpace] = {"mobilenet3-mt": _mobilenet3_mt(), "mobilenet3-ws": _mobilenet3_ws()}
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Returns a preset by name, or reads a space from a YAML file (safe loader)."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") or not path.exists():
+        raise ValueError(f"space: {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"space file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return SearchSpace.from_dict(data)

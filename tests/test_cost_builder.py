@@ -1,0 +1,154 @@
+"""The builder against timm, and the cost formula against forward hooks and fvcore."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from menas.builder import build_model
+from menas.cost import (
+    Budget,
+    count_cost,
+    count_macs,
+    count_params,
+    count_with_hooks,
+    format_count,
+    layer_table,
+    parse_count,
+    parse_range,
+)
+from menas.space import MOBILENETV3_LARGE, REFERENCE_GENOMES, Genome
+
+from genomes import seeded_genomes
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_GENOMES))
+def test_reference_genomes_match_timm_parameter_count(name: str) -> None:
+    genome = Genome.from_str(REFERENCE_GENOMES[name])
+    ours = sum(p.numel() for p in build_model(genome, 1000, 3).parameters())
+    theirs = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+    assert ours == theirs == count_params(genome)
+
+
+def test_mobilenetv3_large_known_cost() -> None:
+    # timm reports 5.48M params and 0.22 GMACs for mobilenetv3_large_100 at 224 px
+    assert count_cost(Genome.from_str(MOBILENETV3_LARGE), 224, 3, 1000) == (216_589_760, 5_483_032)
+
+
+SIZES = [16, 24, 32, 57, 96, 224]
+
+
+def _hook_cases() -> list[tuple[Genome, int, int, int]]:
+    cases = []
+    for k, name in enumerate(["mobilenet3-mt", "mobilenet3-ws"]):
+        for i, genome in enumerate(seeded_genomes(name, 100, seed=100 + k)):
+            cases.append((genome, SIZES[i % len(SIZES)], (1, 3)[i % 2], (10, 100, 1000)[i % 3]))
+    return cases
+
+
+def test_formula_equals_hook_count_on_200_genomes() -> None:
+    """Exact equality for 200 seeded genomes of both spaces at several input sizes; models live on the meta
+    device (shapes only), so this costs no weight initialisation."""
+    cases = _hook_cases()
+    assert len(cases) >= 200
+    for genome, size, in_chans, num_classes in cases:
+        with torch.device("meta"):
+            model = build_model(genome, num_classes, in_chans)
+        assert count_with_hooks(model, size, in_chans) == count_cost(genome, size, in_chans, num_classes), (
+            genome.to_str(),
+            size,
+        )
+
+
+def test_formula_handles_rectangular_inputs() -> None:
+    genome = Genome.from_str(MOBILENETV3_LARGE)
+    model = build_model(genome, 10, 3)
+    assert count_with_hooks(model, (48, 80), 3) == count_cost(genome, (48, 80), 3, 10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_formula_agrees_with_fvcore(seed: int) -> None:
+    fvcore = pytest.importorskip("fvcore.nn")
+    (genome,) = seeded_genomes("mobilenet3-mt", 1, seed=seed, budget=Budget(macs_max=150e6, input_size=64))
+    model = build_model(genome, 10, 3).eval()
+    analysis = fvcore.FlopCountAnalysis(model, torch.zeros(1, 3, 64, 64))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    by_op = analysis.by_operator()
+    # fvcore counts one "flop" per multiply-accumulate for conv and linear; BN/pooling are not MACs here
+    assert by_op["conv"] + by_op["linear"] == count_macs(genome, 64, 3, 10)
+
+
+def test_layer_table_adds_up_to_the_total() -> None:
+    for genome in seeded_genomes("mobilenet3-mt", 20, seed=4):
+        rows = layer_table(genome, 96, 3, 10)
+        assert len(rows) == genome.depth + 5
+        assert (sum(r.macs for r in rows), sum(r.params for r in rows)) == count_cost(genome, 96, 3, 10)
+
+
+@pytest.mark.parametrize(("name", "seed"), [("mobilenet3-mt", 0), ("mobilenet3-mt", 1), ("mobilenet3-ws", 0)])
+@pytest.mark.parametrize(("size", "in_chans"), [(16, 1), (32, 3), (45, 3)])
+def test_forward_shapes_and_channels_last(name: str, seed: int, size: int, in_chans: int) -> None:
+    (genome,) = seeded_genomes(name, 1, seed=seed, budget=Budget(macs_max=300e6, params_max=6e6, input_size=224))
+    text = genome.to_str()
+    model = build_model(genome, 7, in_chans).to(memory_format=torch.channels_last).eval()
+    x = torch.randn(2, in_chans, size, size).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = model(x)
+        reference = model.to(memory_format=torch.contiguous_format)(x.contiguous())
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+    assert genome.to_str() == text  # the builder never changes the genome
+
+
+def test_model_trains_one_step() -> None:
+    model = build_model(Genome.from_str(MOBILENETV3_LARGE), 3, 1)
+    x, y = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 2, 0])
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_builds_and_runs_on_cuda() -> None:
+    model = build_model(Genome.from_str(MOBILENETV3_LARGE), 10, 3).cuda().to(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 64, 64, device="cuda").to(memory_format=torch.channels_last))
+    assert out.shape == (2, 10)
+
+
+def test_builder_rejects_bad_arguments() -> None:
+    genome = Genome.from_str(MOBILENETV3_LARGE)
+    with pytest.raises(ValueError, match="num_classes: got 0"):
+        build_model(genome, 0, 3)
+    with pytest.raises(ValueError, match="in_chans"):
+        build_model(genome, 10, 0)
+
+
+def test_count_parsing_and_formatting() -> None:
+    assert parse_count("150M", "f") == 150e6
+    assert parse_count("1.5g", "f") == 1.5e9
+    assert parse_count("8e6", "f") == 8e6
+    assert parse_range("150M:300M", "f") == (150e6, 300e6)
+    assert parse_range(":300M", "f") == (0.0, 300e6)
+    assert parse_range("300M", "f") == (0.0, 300e6)
+    assert parse_range("1G:", "f")[1] == float("inf")
+    for bad in ("12X", "abc", "-5M", "inf"):
+        with pytest.raises(ValueError, match="f:"):
+            parse_count(bad, "f")
+    with pytest.raises(ValueError, match="larger than maximum"):
+        parse_range("300M:150M", "f")
+    assert format_count(216_589_760) == "217M"
+    assert format_count(5_483_032) == "5.48M"
+
+
+def test_budget_validation() -> None:
+    with pytest.raises(ValueError, match="budget.input_size: got 8"):
+        Budget(input_size=8)
+    with pytest.raises(ValueError, match="macs_min .* is larger than macs_max"):
+        Budget(macs_min=2e6, macs_max=1e6)
+    with pytest.raises(ValueError, match="budget.num_classes"):
+        Budget(num_classes=1)
