@@ -1,0 +1,209 @@
+"""Lottery tickets: proposals, weight inheritance, BN recalibration and ticket choice."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from menas.builder import build_model
+from menas.cost import Budget, count_cost, count_with_hooks
+from menas.lottery import (
+    LotteryConfig,
+    apply_rates,
+    inherit_weights,
+    keep_plan,
+    propose,
+    recalibrate_bn,
+    residual_groups,
+    search_ticket,
+    top1,
+)
+from menas.space import MOBILENETV3_LARGE, Genome
+
+from genomes import seeded_genomes
+
+SMALL = Budget(macs_max=3e6, params_max=1e6, input_size=32, in_chans=1, num_classes=4)
+
+
+def _randomise_bn(model: nn.Module, seed: int) -> None:
+    """Non-trivial BN statistics and affine parameters, so slicing mistakes change outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=gen) * 0.1)
+
+
+def _skips(model: nn.Module) -> list[bool]:
+    return [blk.has_skip for stage in model.stages for blk in stage]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_zero_rates_reproduce_outputs_exactly(seed: int) -> None:
+    (genome,) = seeded_genomes("mobilenet3-mt", 1, seed=seed, budget=SMALL)
+    model = build_model(genome, 4, 1).eval()
+    _randomise_bn(model, seed)
+    zeros = [[0.0] * s.depth for s in genome.stages]
+    assert apply_rates(genome, zeros, [0.0] * len(genome.stages)) == genome
+    child = inherit_weights(model, genome).eval()
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(child(x), model(x))
+
+
+@pytest.mark.parametrize("importance", ["l1", "first"])
+@pytest.mark.parametrize("seed", range(4))
+def test_inherited_weights_are_the_kept_slices(importance: str, seed: int) -> None:
+    (genome,) = seeded_genomes("mobilenet3-mt", 1, seed=10 + seed, budget=SMALL)
+    model = build_model(genome, 4, 1)
+    cfg = LotteryConfig(proposals=1, mid_rates=(0.3, 0.6), stage_rates=(0.2, 0.5), importance=importance)
+    (proposal,) = propose(genome, cfg, random.Random(seed), 32, 1, 4)
+    child = inherit_weights(model, proposal.genome, importance)
+    src, dst = model.state_dict(), child.state_dict()
+    for i, stage in enumerate(proposal.genome.stages):
+        for j, layer in enumerate(stage.layers):
+            w = src[f"stages.{i}.{j}.expand.conv.weight"]
+            if importance == "first":
+                keep = torch.arange(layer.mid_chs)
+            else:  # independent re-computation: largest L1 norms of the expand filters, original order
+                keep = torch.sort(torch.topk(w.abs().sum((1, 2, 3)), layer.mid_chs).indices).values
+            got = dst[f"stages.{i}.{j}.dw.conv.weight"]
+            assert torch.equal(got, src[f"stages.{i}.{j}.dw.conv.weight"][keep])
+            assert torch.equal(dst[f"stages.{i}.{j}.expand.bn.running_var"],
+                               src[f"stages.{i}.{j}.expand.bn.running_var"][keep])  # fmt: skip
+            proj = dst[f"stages.{i}.{j}.project.conv.weight"]
+            assert proj.shape == (stage.out_chs, layer.mid_chs, 1, 1)
+    # pruned state loads strictly into a freshly built model of the pruned genome
+    build_model(proposal.genome, 4, 1).load_state_dict(dst, strict=True)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pruned_model_cost_and_residuals(seed: int) -> None:
+    (genome,) = seeded_genomes("mobilenet3-mt", 1, seed=20 + seed, budget=SMALL)
+    model = build_model(genome, 4, 1)
+    cfg = LotteryConfig(proposals=3, mid_rates=(0.0, 0.8), stage_rates=(0.0, 0.8))
+    for proposal in propose(genome, cfg, random.Random(seed), 32, 1, 4):
+        child = inherit_weights(model, proposal.genome)
+        assert count_with_hooks(child, 32, 1) == count_cost(proposal.genome, 32, 1, 4)
+        # a proposal never adds or removes a residual connection
+        assert _skips(child) == _skips(model)
+        assert all(s.out_chs % 8 == 0 and s.out_chs > 0 for s in proposal.genome.stages)
+
+
+def test_residual_chains_share_channels() -> None:
+    genome = Genome.from_str(MOBILENETV3_LARGE.replace("ir_k3_m480_c112_se_hs", "ir_k3_m480_c80_se_hs").replace(
+        "ir_k3_m672_c112_se_hs", "ir_k3_m672_c80_se_hs").replace("head_c960", "head_c960"))  # fmt: skip
+    # stage 3 now continues stage 2's residual chain (stride 1, 80 -> 80)
+    assert residual_groups(genome) == [0, 1, 2, 2, 4]
+    pruned = apply_rates(genome, [[0.0] * s.depth for s in genome.stages], [0.0, 0.0, 0.5, 0.0, 0.0])
+    assert pruned.stages[2].out_chs == pruned.stages[3].out_chs == 40
+    model = build_model(genome, 10, 3)
+    plan = keep_plan(model, pruned)
+    assert torch.equal(plan["stages.2.0.project.conv"][0], plan["stages.3.1.project.conv"][0])
+    child = inherit_weights(model, pruned)
+    assert _skips(child) == _skips(model)
+
+
+def test_proposals_are_seeded_and_hit_the_macs_target() -> None:
+    genome = Genome.from_str(MOBILENETV3_LARGE)
+    cfg = LotteryConfig(proposals=20, macs_keep=(0.5, 0.7), stage_rates=(0.0, 0.3))
+    first = propose(genome, cfg, random.Random(1), 224, 3, 1000)
+    assert first == propose(genome, cfg, random.Random(1), 224, 3, 1000)
+    assert first != propose(genome, cfg, random.Random(2), 224, 3, 1000)
+    parent = count_cost(genome).macs
+    ratios = [count_cost(p.genome).macs / parent for p in first]
+    # rounding to multiples of 8 channels moves the share by a few percent at most
+    assert all(0.47 <= r <= 0.73 for r in ratios), ratios
+    assert len({p.genome for p in first}) == 20
+
+
+def test_bn_recalibration_equals_hand_computed_statistics() -> None:
+    model = build_model(Genome.from_str(MOBILENETV3_LARGE), 10, 3)
+    _randomise_bn(model, 0)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(16, 3, 32, 32, generator=gen) * (1 + i) for i in range(4)]
+    weights_before = {k: v.clone() for k, v in model.named_parameters()}
+    recalibrate_bn(model, batches)
+    conv_out = [model.stem.conv(x).detach() for x in batches]
+    mean = torch.stack([o.mean((0, 2, 3)) for o in conv_out]).mean(0)
+    var = torch.stack([o.var((0, 2, 3), unbiased=True) for o in conv_out]).mean(0)
+    torch.testing.assert_close(model.stem.bn.running_mean, mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.stem.bn.running_var, var, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(v, weights_before[k]) for k, v in model.named_parameters())
+    assert model.stem.bn.momentum == 0.1 and not model.training
+
+
+def _toy_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four classes: a bright square in one quadrant of a noisy 32x32 image."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=gen)
+    x = torch.randn(n, 1, 32, 32, generator=gen) * 0.5
+    for c, (r, q) in enumerate([(0, 0), (0, 16), (16, 0), (16, 16)]):
+        x[y == c, :, r + 4 : r + 12, q + 4 : q + 12] += 2.0
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained_toy() -> tuple[nn.Module, list, list]:
+    torch.manual_seed(0)
+    (genome,) = seeded_genomes("mobilenet3-mt", 1, seed=3, budget=SMALL)
+    model = build_model(genome, 4, 1, drop_rate=0.0)
+    x, y = _toy_data(1024, 0)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    model.train()
+    for step in range(60):
+        idx = torch.arange(step * 64, step * 64 + 64) % 1024
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    vx, vy = _toy_data(512, 1)
+    val = [(vx[i : i + 128], vy[i : i + 128]) for i in range(0, 512, 128)]
+    calib = [x[i : i + 128] for i in range(0, 512, 128)]
+    return model.eval(), calib, val
+
+
+def test_recalibration_rescues_pruned_accuracy(trained_toy) -> None:
+    model, calib, val = trained_toy
+    assert top1(model, val) > 0.9
+    cfg = LotteryConfig(proposals=6, mid_rates=(0.2, 0.4), stage_rates=(0.1, 0.3))
+    stale, fresh = [], []
+    for proposal in propose(model.genome, cfg, random.Random(0), 32, 1, 4):
+        child = inherit_weights(model, proposal.genome)
+        stale.append(top1(child, val))
+        fresh.append(top1(recalibrate_bn(child, calib), val))
+    assert sum(fresh) / len(fresh) > sum(stale) / len(stale) + 0.2, (stale, fresh)
+
+
+def test_search_ticket_picks_a_pruned_net_within_tolerance(trained_toy) -> None:
+    model, calib, val = trained_toy
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = LotteryConfig(proposals=8, mid_rates=(0.2, 0.5), score_images=256, rescore_top=3, tolerance=0.05)
+    result = search_ticket(model, calib, val, cfg, random.Random(0), input_size=32)
+    assert len(result.scored) == 8
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # the candidate is untouched
+    if result.chosen is not None:
+        assert result.ticket_score >= result.parent_score - 0.05
+        assert result.ticket_genome != model.genome
+        assert count_cost(result.ticket_genome, 32, 1, 4).macs < result.parent_macs
+        assert top1(result.ticket_model, val) == pytest.approx(result.ticket_score)
+    else:
+        assert all(s.full_score is None or s.full_score < result.parent_score - 0.05 for s in result.scored)
+    finalists = [s for s in result.scored if s.full_score is not None]
+    assert len(finalists) == 3 and min(f.subset_score for f in finalists) >= max(
+        s.subset_score for s in result.scored if s.full_score is None)  # fmt: skip
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="lottery.mid_rates"):
+        LotteryConfig(mid_rates=(0.5, 0.2))
+    with pytest.raises(ValueError, match="lottery.importance: got 'l2', allowed: l1, first"):
+        LotteryConfig(importance="l2")
+    with pytest.raises(ValueError, match="lottery.macs_keep"):
+        LotteryConfig(macs_keep=(0.0, 0.5))
