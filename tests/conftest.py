@@ -5,4 +5,46 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+# --------------------------------------------------------------------------------------------- data / train fixtures
+
+
+def _tiny_cnn(num_classes: int = 10, in_chans: int = 1, dropout: float = 0.0):
+    """A 2-conv CNN (about 10k parameters) that learns the synthetic data in a couple of epochs."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(in_chans, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(32 * 16, num_classes),
+    )
+
+
+@pytest.fixture
+def tiny_cnn():
+    """Factory for a small CNN: `tiny_cnn(num_classes=10, in_chans=1, dropout=0.0)`."""
+    return _tiny_cnn
+
+
+@pytest.fixture(scope="session")
+def synthetic_data():
+    """Search loaders over the synthetic dataset at 16 px on the CPU (2,500 train / 1,000 val images)."""
+    from menas.config import DataConfig
+    from menas.data import build_loaders
+
+    cfg = DataConfig(
+        dataset="synthetic", input_size=16, search_train_fraction=0.5, search_val_fraction=0.2, batch_size=64
+    )
+    return build_loaders(cfg, "cpu")

@@ -41,7 +41,7 @@ class LotteryConfig:
     calib_batches: int = 4  # K fixed search-train batches for BN recalibration
     score_images: int = 512  # first-round scoring subset of search-val (successive halving); 0 = all
     rescore_top: int = 5  # proposals re-scored on all of search-val
-    tolerance: float = 0.01  # a ticket must score >= parent's recalibrated score - tolerance
+    tolerance: float = 1.0  # percentage points: a ticket must score >= parent's recalibrated top-1 - tolerance
     amp: str = "auto"  # "auto": bf16 scoring on CUDA and on CPUs with native bf16; "bf16"; "off"
     divisor: int = 8  # pruned channel counts are multiples of this
 
@@ -335,7 +335,7 @@ def use_bf16(device: torch.device, amp: str) -> bool:
 
 @torch.no_grad()
 def top1(model: nn.Module, batches: Iterable[Batch], bf16: bool = False) -> float:
-    """Top-1 accuracy (0..1) of `model` in eval mode over `batches`."""
+    """Top-1 accuracy in percent of `model` in eval mode over `batches` (percent, as `train.evaluate`)."""
     model.eval()
     correct = total = 0
     for x, y in batches:
@@ -346,7 +346,7 @@ def top1(model: nn.Module, batches: Iterable[Batch], bf16: bool = False) -> floa
             logits = model(x)
         correct += (logits.argmax(1) == y).sum().item()
         total += y.numel()
-    return correct / max(total, 1)
+    return 100.0 * correct / max(total, 1)
 
 
 def take_images(batches: Iterable[Batch], limit: int) -> list[Batch]:
