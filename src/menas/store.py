@@ -1,0 +1,723 @@
+"""The run store: one SQLite file per run directory (`runs/NAME/menas.sqlite`), the source of truth of a search.
+
+This module owns the schema and every read and write of that file:
+
+- `run`: one row with the resolved config (JSON text), creation time, seed, menas version and run status;
+- `trials`: one row per trial keyed by the strategy's trial_id: genome, generation, role, parents, status
+  (queued -> running -> done | failed), the candidate's MACs/params/score, per-epoch times, the lottery ticket
+  (genome, score after and before fine-tuning, MACs, params), checkpoint path, error text, timestamps, seconds
+  spent training / searching tickets / evaluating, images trained and epochs;
+- `events`: a log of (time, kind, JSON payload).
+
+Crash safety: the file is created under a temporary name and renamed when complete; it runs in WAL mode with
+`synchronous=FULL`; every write is one transaction (`BEGIN IMMEDIATE` ... `COMMIT`), so a crash loses at most the
+write in progress and never leaves a half-written trial. Readers (other connections, threads or processes, e.g.
+`menas status` or `menas report` during a search) see consistent snapshots while a writer writes and wait on a
+busy timeout instead of failing with "database is locked". A `Store` object is one connection: use it from one
+thread; open another `Store` per thread or process.
+
+Resume (see `history` and `in_flight`): replay the history into a fresh strategy in trial_id order, then re-run
+the trials it reports pending (`requeue` them here first). This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import statistics
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from menas import __version__
+
+#: File name of the store inside a run directory.
+FILENAME = "menas.sqlite"
+#: Schema version, kept in SQLite's `user_version`; `Store.open` refuses other versions.
+SCHEMA_VERSION = 1
+#: Seconds a connection waits for a lock before "database is locked" is raised.
+BUSY_TIMEOUT_S = 30.0
+
+TRIAL_STATUSES = ("queued", "running", "done", "failed")
+IN_FLIGHT = ("queued", "running")
+RUN_STATUSES = ("created", "running", "finished", "failed", "interrupted")
+
+_SCHEMA = (
+    """CREATE TABLE run (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        config TEXT NOT NULL,
+        created REAL NOT NULL,
+        seed INTEGER,
+        version TEXT NOT NULL,
+        status TEXT NOT NULL,
+        updated REAL NOT NULL
+    )""",
+    """CREATE TABLE trials (
+        trial_id INTEGER PRIMARY KEY,
+        genome TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        parents TEXT NOT NULL,
+        use_tickets INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        macs INTEGER,
+        params INTEGER,
+        score REAL,
+        epoch_times TEXT NOT NULL DEFAULT '[]',
+        ticket TEXT,
+        ticket_score REAL,
+        ticket_macs INTEGER,
+        ticket_params INTEGER,
+        ticket_score_before_ft REAL,
+        checkpoint TEXT,
+        error TEXT,
+        queued_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        train_s REAL,
+        lottery_s REAL,
+        eval_s REAL,
+        images INTEGER,
+        epochs INTEGER
+    )""",
+    "CREATE INDEX trials_by_status ON trials (status)",
+    "CREATE INDEX trials_by_generation ON trials (generation)",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL
+    )""",
+)
+
+
+def _check(condition: bool, where: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise ValueError(f"{where}: got {value!r}, allowed: {allowed}")
+
+
+def _opt_int(where: str, value: Any) -> int | None:
+    _check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0), where, value,
+           "None or integers >= 0")  # fmt: skip
+    return value
+
+
+def _opt_real(where: str, value: Any, nonneg: bool = False) -> float | None:
+    if value is None:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    _check(ok and (not nonneg or value >= 0), where, value, "None or finite numbers" + (" >= 0" if nonneg else ""))
+    return float(value)
+
+
+def store_path(path: str | os.PathLike[str]) -> Path:
+    """The store file for `path`: the path itself when it ends in `.sqlite`, else `path / menas.sqlite`."""
+    path = Path(path)
+    return path if path.suffix == ".sqlite" else path / FILENAME
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+class SpecLike(Protocol):
+    """What `add_trial` reads from a spec (the strategy's `TrialSpec`; the store does not import strategies)."""
+
+    trial_id: int
+    genome: str
+    generation: int
+    role: str
+    parents: tuple[str, ...]
+    use_tickets: bool
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One row of `trials`. Attribute names match the strategy's `TrialSpec` and `TrialOutcome`, so
+    `strategy.replay(store.history())` reads records directly. Times are Unix seconds; durations seconds."""
+
+    trial_id: int
+    genome: str
+    generation: int
+    role: str
+    parents: tuple[str, ...]
+    use_tickets: bool
+    status: str
+    attempts: int
+    worker: str | None
+    macs: int | None
+    params: int | None
+    score: float | None
+    epoch_times: tuple[float, ...]
+    ticket: str | None
+    ticket_score: float | None
+    ticket_macs: int | None
+    ticket_params: int | None
+    ticket_score_before_ft: float | None
+    checkpoint: str | None
+    error: str | None
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    train_s: float | None
+    lottery_s: float | None
+    eval_s: float | None
+    images: int | None
+    epochs: int | None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in IN_FLIGHT
+
+    @property
+    def final_score(self) -> float | None:
+        """The ticket's score when a ticket was recorded, else the candidate's."""
+        return self.ticket_score if self.ticket is not None else self.score
+
+    @property
+    def final_macs(self) -> int | None:
+        return self.ticket_macs if self.ticket is not None else self.macs
+
+    @property
+    def final_params(self) -> int | None:
+        return self.ticket_params if self.ticket is not None else self.params
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> TrialRecord:
+        data = dict(row)
+        data["parents"] = tuple(json.loads(data["parents"]))
+        data["epoch_times"] = tuple(json.loads(data["epoch_times"]))
+        data["use_tickets"] = bool(data["use_tickets"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of `events`."""
+
+    id: int
+    time: float
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The `run` row without the config (see `Store.config`)."""
+
+    created: float
+    updated: float
+    seed: int | None
+    version: str
+    status: str
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    """Statistics of one generation. Scores, MACs and params are over done trials (None when there are none);
+    `ticket_*` are the final (ticket, else candidate) values; `epoch_s_mean` averages every recorded epoch time."""
+
+    generation: int
+    trials: int
+    done: int
+    failed: int
+    in_flight: int
+    score_mean: float | None
+    score_median: float | None
+    score_best: float | None
+    ticket_score_mean: float | None
+    ticket_score_best: float | None
+    macs_mean: float | None
+    params_mean: float | None
+    ticket_macs_mean: float | None
+    ticket_params_mean: float | None
+    epoch_s_mean: float | None
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+# --------------------------------------------------------------------------------------------- store
+
+
+def _connect(path: Path, mode: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), rows by name, busy timeout set."""
+    conn = sqlite3.connect(
+        f"file:{quote(str(path))}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    if mode != "ro":
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class Store:
+    """A run's SQLite record. Build it with `Store.create` (new run) or `Store.open` (resume, status, report)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
+        """Use `Store.create` or `Store.open`."""
+        self._conn = conn
+        self.path = path
+        self.readonly = readonly
+
+    # -- life cycle -----------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], config: dict[str, Any], seed: int | None = None) -> Store:
+        """Creates the store of a new run and opens it for writing.
+
+        Args:
+            path: the run directory (created if missing) or the `.sqlite` file itself.
+            config: the resolved run config; stored as JSON, so it must be JSON-serialisable.
+            seed: the run's seed; defaults to `config["seed"]` when present.
+
+        Raises:
+            FileExistsError: the store already exists (resume it instead of overwriting a run).
+            ValueError: a config that is not a JSON-serialisable mapping, or a bad seed.
+        """
+        _check(isinstance(config, dict), "config", type(config).__name__, "a mapping")
+        try:
+            config_text = json.dumps(config, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config: not JSON-serialisable ({exc})") from None
+        if seed is None and isinstance(config.get("seed"), int):
+            seed = config["seed"]
+        _check(seed is None or (isinstance(seed, int) and not isinstance(seed, bool)), "seed", seed,
+               "None or integers")  # fmt: skip
+        target = store_path(path)
+        if target.exists():
+            raise FileExistsError(f"{target} already exists: resume that run or choose another run name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+        conn = _connect(tmp, "rwc")
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO run (id, config, created, seed, version, status, updated) VALUES (1, ?, ?, ?, ?, ?, ?)",
+                (config_text, now, seed, __version__, "created", now),
+            )
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # the last connection checkpoints the WAL into the file and removes it
+        os.replace(tmp, target)
+        return cls.open(target)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], readonly: bool = False) -> Store:
+        """Opens an existing store (run directory or `.sqlite` file); `readonly` for status and reports.
+
+        Raises:
+            FileNotFoundError: no store at `path`.
+            ValueError: the file is not a menas store of this schema version.
+        """
+        target = store_path(path)
+        if not target.is_file():
+            raise FileNotFoundError(f"{target}: no menas store there (start a search first)")
+        try:
+            conn = _connect(target, "ro" if readonly else "rw")
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{target}: not a menas store ({exc})") from None
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ValueError(f"{target}: not a menas store ({exc})") from None
+        if not {"run", "trials", "events"} <= tables or version != SCHEMA_VERSION:
+            conn.close()
+            raise ValueError(
+                f"{target}: not a menas store of schema version {SCHEMA_VERSION} (found version {version}, "
+                f"tables {sorted(tables)})"
+            )
+        if not readonly and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        return cls(conn, target, readonly)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back on any error. Takes the write lock up front (IMMEDIATE), so
+        concurrent writers wait on the busy timeout instead of failing on a lock upgrade."""
+        if self.readonly:
+            raise ValueError(f"{self.path}: opened read-only, cannot write")
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same snapshot."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self._conn
+        finally:
+            self._conn.execute("COMMIT")
+
+    # -- run ------------------------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """The run's resolved config as stored at creation."""
+        return json.loads(self._conn.execute("SELECT config FROM run WHERE id = 1").fetchone()[0])
+
+    def run_info(self) -> RunInfo:
+        row = self._conn.execute("SELECT created, updated, seed, version, status FROM run WHERE id = 1").fetchone()
+        return RunInfo(**dict(row))
+
+    def set_status(self, status: str) -> None:
+        """Sets the run status (created, running, finished, failed, interrupted)."""
+        _check(status in RUN_STATUSES, "run status", status, ", ".join(RUN_STATUSES))
+        with self._write() as conn:
+            conn.execute("UPDATE run SET status = ?, updated = ? WHERE id = 1", (status, time.time()))
+
+    # -- trial writes ---------------------------------------------------------------------------------
+
+    def add_trial(self, spec: SpecLike) -> None:
+        """Records a proposed trial as queued (call before submitting it, so the store knows every trial)."""
+        self.add_trials([spec])
+
+    def add_trials(self, specs: Iterable[SpecLike]) -> None:
+        """Records several proposed trials in one transaction.
+
+        Raises:
+            ValueError: a trial id already recorded, or a spec field of the wrong type.
+        """
+        rows = []
+        now = time.time()
+        for spec in specs:
+            _check(isinstance(spec.trial_id, int) and spec.trial_id >= 0, "spec.trial_id", spec.trial_id,
+                   "integers >= 0")  # fmt: skip
+            _check(isinstance(spec.genome, str) and spec.genome != "", "spec.genome", spec.genome, "genome strings")
+            _check(isinstance(spec.generation, int) and spec.generation >= 0, "spec.generation", spec.generation,
+                   "integers >= 0")  # fmt: skip
+            _check(isinstance(spec.role, str), "spec.role", spec.role, "strings")
+            parents = list(spec.parents)
+            _check(all(isinstance(p, str) for p in parents), "spec.parents", spec.parents, "genome strings")
+            rows.append((spec.trial_id, spec.genome, spec.generation, spec.role, json.dumps(parents),
+                         int(bool(spec.use_tickets)), "queued", now))  # fmt: skip
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    "INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.IntegrityError:
+            ids = [r[0] for r in rows]
+            raise ValueError(f"add_trial: trial id(s) {ids} collide with recorded trials or repeat") from None
+
+    def mark_running(self, trial_id: int, worker: str | None = None) -> None:
+        """A queued trial starts on `worker` (free text, e.g. "gpu1"); counts the attempt."""
+        self._update(trial_id, ("queued",), "mark_running",
+                     "status = 'running', started_at = ?, worker = ?, attempts = attempts + 1",
+                     (time.time(), worker))  # fmt: skip
+
+    def finish_trial(
+        self,
+        trial_id: int,
+        *,
+        score: float,
+        macs: int,
+        params: int,
+        epoch_times: Iterable[float] = (),
+        ticket: str | None = None,
+        ticket_score: float | None = None,
+        ticket_macs: int | None = None,
+        ticket_params: int | None = None,
+        ticket_score_before_ft: float | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        train_s: float | None = None,
+        lottery_s: float | None = None,
+        eval_s: float | None = None,
+        images: int | None = None,
+        epochs: int | None = None,
+    ) -> None:
+        """Records a queued or running trial as done with its results, in one transaction.
+
+        Args:
+            trial_id: the trial.
+            score: the candidate's search-val top-1.
+            macs: the candidate's multiply-accumulates.
+            params: the candidate's parameter count.
+            epoch_times: seconds per training epoch.
+            ticket: the lottery ticket's genome (None: no ticket searched).
+            ticket_score: the ticket's search-val top-1 after fine-tuning (required with a ticket).
+            ticket_macs: the ticket's multiply-accumulates (required with a ticket).
+            ticket_params: the ticket's parameter count (required with a ticket).
+            ticket_score_before_ft: the ticket's search-val top-1 right after BN recalibration.
+            checkpoint: path of the trial's saved weights.
+            train_s: seconds spent training the candidate.
+            lottery_s: seconds spent searching and fine-tuning the ticket.
+            eval_s: seconds spent evaluating.
+            images: images trained on (all epochs, fine-tuning included).
+            epochs: epochs trained (early stopping may end before the configured count).
+
+        Raises:
+            ValueError: an unknown trial, one already finished or failed, or a field of the wrong type.
+        """
+        score = _opt_real("finish_trial score", score)
+        _check(score is not None, "finish_trial score", score, "finite numbers")
+        for name, value in (("macs", macs), ("params", params)):
+            _check(value is not None, f"finish_trial {name}", value, "integers >= 0")
+            _opt_int(f"finish_trial {name}", value)
+        if ticket is not None:
+            _check(isinstance(ticket, str) and ticket != "", "finish_trial ticket", ticket, "genome strings or None")
+            complete = None not in (ticket_score, ticket_macs, ticket_params)
+            _check(complete, "finish_trial ticket", ticket, "None, or a genome with ticket_score/_macs/_params")
+        values = {
+            "score": score,
+            "macs": macs,
+            "params": params,
+            "epoch_times": self._epoch_times(epoch_times),
+            "ticket": ticket,
+            "ticket_score": _opt_real("finish_trial ticket_score", ticket_score),
+            "ticket_macs": _opt_int("finish_trial ticket_macs", ticket_macs),
+            "ticket_params": _opt_int("finish_trial ticket_params", ticket_params),
+            "ticket_score_before_ft": _opt_real("finish_trial ticket_score_before_ft", ticket_score_before_ft),
+            "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
+            **self._times(train_s, lottery_s, eval_s, images, epochs),
+        }
+        self._finish(trial_id, "done", values, "finish_trial")
+
+    def fail_trial(
+        self,
+        trial_id: int,
+        error: str,
+        *,
+        macs: int | None = None,
+        params: int | None = None,
+        epoch_times: Iterable[float] = (),
+        checkpoint: str | os.PathLike[str] | None = None,
+        train_s: float | None = None,
+        lottery_s: float | None = None,
+        eval_s: float | None = None,
+        images: int | None = None,
+        epochs: int | None = None,
+    ) -> None:
+        """Records a queued or running trial as failed with its error text and whatever was measured."""
+        _check(isinstance(error, str), "fail_trial error", error, "strings")
+        values = {
+            "error": error,
+            "macs": _opt_int("fail_trial macs", macs),
+            "params": _opt_int("fail_trial params", params),
+            "epoch_times": self._epoch_times(epoch_times),
+            "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
+            **self._times(train_s, lottery_s, eval_s, images, epochs),
+        }
+        self._finish(trial_id, "failed", values, "fail_trial")
+
+    def record_outcome(self, outcome: Any, error: str = "", **details: Any) -> None:
+        """`finish_trial` or `fail_trial` from a strategy's `TrialOutcome` plus the trial's other measurements
+        (`details`: epoch_times, ticket_score_before_ft, checkpoint, train_s, ...)."""
+        if outcome.status == "failed":
+            self.fail_trial(outcome.trial_id, error, **details)
+            return
+        _check(outcome.status == "done", "outcome.status", outcome.status, "done or failed")
+        ticket = None if outcome.ticket in (None, outcome.genome) else outcome.ticket
+        self.finish_trial(
+            outcome.trial_id,
+            score=outcome.score,
+            macs=outcome.macs,
+            params=outcome.params,
+            ticket=ticket,
+            ticket_score=outcome.ticket_score if ticket else None,
+            ticket_macs=outcome.ticket_macs if ticket else None,
+            ticket_params=outcome.ticket_params if ticket else None,
+            **details,
+        )
+
+    def requeue(self, trial_ids: Iterable[int] | None = None) -> list[int]:
+        """Puts running trials (all in flight when `trial_ids` is None) back to queued, e.g. on resume after a
+        crash; returns the ids now queued."""
+        with self._write() as conn:
+            if trial_ids is None:
+                ids = [r[0] for r in conn.execute("SELECT trial_id FROM trials WHERE status IN ('queued', 'running')")]
+            else:
+                ids = list(trial_ids)
+            for tid in ids:
+                row = conn.execute("SELECT status FROM trials WHERE trial_id = ?", (tid,)).fetchone()
+                if row is None or row[0] not in IN_FLIGHT:
+                    found = "unknown" if row is None else row[0]
+                    raise ValueError(f"requeue: trial {tid} is {found}, allowed: queued or running trials")
+                conn.execute("UPDATE trials SET status = 'queued', started_at = NULL, worker = NULL "
+                             "WHERE trial_id = ?", (tid,))  # fmt: skip
+        return sorted(ids)
+
+    def log_event(self, kind: str, **payload: Any) -> int:
+        """Appends an event (e.g. "generation", "resume", "error"); returns its id. The payload is stored as JSON;
+        values JSON cannot hold (paths, ...) are stored as their `str`."""
+        _check(isinstance(kind, str) and kind != "", "event kind", kind, "non-empty strings")
+        text = json.dumps(payload, sort_keys=True, default=str)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO events (time, kind, payload) VALUES (?, ?, ?)", (time.time(), kind, text)
+            )
+            return int(cursor.lastrowid)
+
+    # -- queries --------------------------------------------------------------------------------------
+
+    def trial(self, trial_id: int) -> TrialRecord:
+        """One trial; KeyError when unknown."""
+        row = self._conn.execute("SELECT * FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"trial {trial_id} is not in {self.path}")
+        return TrialRecord._from_row(row)
+
+    def trials(self, status: str | Iterable[str] | None = None, generation: int | None = None) -> list[TrialRecord]:
+        """Trials in trial_id order, optionally of some statuses and one generation."""
+        statuses = (status,) if isinstance(status, str) else tuple(status) if status is not None else TRIAL_STATUSES
+        for s in statuses:
+            _check(s in TRIAL_STATUSES, "trial status", s, ", ".join(TRIAL_STATUSES))
+        query = f"SELECT * FROM trials WHERE status IN ({', '.join('?' * len(statuses))})"
+        args: list[Any] = list(statuses)
+        if generation is not None:
+            query += " AND generation = ?"
+            args.append(generation)
+        return [TrialRecord._from_row(r) for r in self._conn.execute(query + " ORDER BY trial_id", args)]
+
+    def history(self) -> list[TrialRecord]:
+        """Every trial in trial_id order (in-flight ones included): what `Strategy.replay` takes."""
+        return self.trials()
+
+    def finished(self) -> list[TrialRecord]:
+        """Done and failed trials, in trial_id order."""
+        return self.trials(("done", "failed"))
+
+    def in_flight(self) -> list[TrialRecord]:
+        """Queued and running trials, in trial_id order (after a crash: the ones to run again)."""
+        return self.trials(IN_FLIGHT)
+
+    def count(self) -> dict[str, int]:
+        """Number of trials per status."""
+        counts = dict.fromkeys(TRIAL_STATUSES, 0)
+        counts.update(dict(self._conn.execute("SELECT status, COUNT(*) FROM trials GROUP BY status").fetchall()))
+        return counts
+
+    def best(self) -> TrialRecord | None:
+        """The best done trial by final (ticket, else candidate) score; ties: fewer final MACs, earlier trial."""
+        row = self._conn.execute(
+            "SELECT * FROM trials WHERE status = 'done' ORDER BY "
+            "CASE WHEN ticket IS NULL THEN score ELSE ticket_score END DESC, "
+            "CASE WHEN ticket IS NULL THEN macs ELSE ticket_macs END ASC, trial_id ASC LIMIT 1"
+        ).fetchone()
+        return None if row is None else TrialRecord._from_row(row)
+
+    def generation_summary(self) -> list[GenerationSummary]:
+        """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""
+        by_gen: dict[int, list[TrialRecord]] = {}
+        for record in self.trials():
+            by_gen.setdefault(record.generation, []).append(record)
+        out = []
+        for gen, records in sorted(by_gen.items()):
+            done = [r for r in records if r.status == "done"]
+            scores = [r.score for r in done]
+            finals = [r.final_score for r in done]
+            out.append(
+                GenerationSummary(
+                    generation=gen,
+                    trials=len(records),
+                    done=len(done),
+                    failed=sum(r.status == "failed" for r in records),
+                    in_flight=sum(r.in_flight for r in records),
+                    score_mean=_mean(scores),
+                    score_median=statistics.median(scores) if scores else None,
+                    score_best=max(scores, default=None),
+                    ticket_score_mean=_mean(finals),
+                    ticket_score_best=max(finals, default=None),
+                    macs_mean=_mean([r.macs for r in done]),
+                    params_mean=_mean([r.params for r in done]),
+                    ticket_macs_mean=_mean([r.final_macs for r in done]),
+                    ticket_params_mean=_mean([r.final_params for r in done]),
+                    epoch_s_mean=_mean([t for r in done for t in r.epoch_times]),
+                )
+            )
+        return out
+
+    def events(self, kind: str | None = None, after: int = 0) -> list[Event]:
+        """Events with id > `after` (for tailing), optionally of one kind, oldest first."""
+        query, args = "SELECT * FROM events WHERE id > ?", [after]
+        if kind is not None:
+            query += " AND kind = ?"
+            args.append(kind)
+        rows = self._conn.execute(query + " ORDER BY id", args).fetchall()
+        return [Event(r["id"], r["time"], r["kind"], json.loads(r["payload"])) for r in rows]
+
+    def snapshot(self) -> tuple[RunInfo, list[TrialRecord]]:
+        """Run info and every trial from one consistent snapshot (for status displays)."""
+        with self._read():
+            return self.run_info(), self.trials()
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _epoch_times(values: Iterable[float]) -> str:
+        times = [_opt_real("epoch_times item", v, nonneg=True) for v in values]
+        _check(None not in times, "epoch_times", values, "finite numbers >= 0")
+        return json.dumps(times)
+
+    @staticmethod
+    def _times(train_s: Any, lottery_s: Any, eval_s: Any, images: Any, epochs: Any) -> dict[str, Any]:
+        return {
+            "train_s": _opt_real("train_s", train_s, nonneg=True),
+            "lottery_s": _opt_real("lottery_s", lottery_s, nonneg=True),
+            "eval_s": _opt_real("eval_s", eval_s, nonneg=True),
+            "images": _opt_int("images", images),
+            "epochs": _opt_int("epochs", epochs),
+        }
+
+    def _finish(self, trial_id: int, status: str, values: dict[str, Any], op: str) -> None:
+        columns = ", ".join(f"{name} = ?" for name in values)
+        self._update(trial_id, IN_FLIGHT, op, f"status = '{status}', finished_at = ?, {columns}",
+                     (time.time(), *values.values()))  # fmt: skip
+
+    def _update(self, trial_id: int, allowed: tuple[str, ...], op: str, assignments: str, args: tuple) -> None:
+        """Updates one trial whose status is in `allowed`, checking it in the same transaction."""
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"{op}: trial {trial_id} is not in the store (add_trial first)")
+            if row[0] not in allowed:
+                raise ValueError(f"{op}: trial {trial_id} is {row[0]}, allowed: {' or '.join(allowed)} trials")
+            conn.execute(f"UPDATE trials SET {assignments} WHERE trial_id = ?", (*args, trial_id))
+
+
+__all__ = [
+    "FILENAME",
+    "IN_FLIGHT",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "TRIAL_STATUSES",
+    "Event",
+    "GenerationSummary",
+    "RunInfo",
+    "Store",
+    "TrialRecord",
+    "store_path",
+]

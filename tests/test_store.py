@@ -1,0 +1,426 @@
+"""The run store: round trips, status rules, resume queries, concurrent readers, a killed writer, and exact
+resume of a strategy from the store."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from menas import __version__
+from menas.cost import Budget
+from menas.space import Genome
+from menas.store import FILENAME, SCHEMA_VERSION, Store, TrialRecord, store_path
+from menas.strategy import MENAS, TrialOutcome, TrialSpec
+
+from genomes import MT
+
+BUDGET = Budget(macs_min=150e6, macs_max=300e6, params_max=8e6, input_size=224)
+
+
+def spec(trial_id: int, generation: int = 0) -> TrialSpec:
+    return TrialSpec(trial_id, f"genome-{trial_id}", generation, "sample", (), False)
+
+
+def evaluate(s: TrialSpec) -> TrialOutcome:
+    """A deterministic stand-in for training: a hash score; one trial in five fails."""
+    cost = BUDGET.cost(Genome.from_str(s.genome))
+    if zlib.crc32(s.genome.encode()) % 5 == 0:
+        return TrialOutcome(s.trial_id, s.genome, "failed")
+    return TrialOutcome(s.trial_id, s.genome, "done", zlib.crc32(s.genome.encode()) / 2**32, cost.macs, cost.params)
+
+
+def new_store(tmp_path: Path, **config: object) -> Store:
+    return Store.create(tmp_path / "run", {"seed": 3, "search": {"population": 60}, **config})
+
+
+def test_importing_store_does_not_import_torch() -> None:
+    code = "import sys, menas.store; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_create_open_and_run_record(tmp_path: Path) -> None:
+    before = time.time()
+    with new_store(tmp_path, name="demo") as store:
+        assert store.path == tmp_path / "run" / FILENAME
+        assert store.config() == {"seed": 3, "search": {"population": 60}, "name": "demo"}
+        info = store.run_info()
+        assert info.seed == 3 and info.version == __version__ and info.status == "created"
+        assert before <= info.created <= time.time()
+        store.set_status("running")
+        with pytest.raises(ValueError, match="run status: got 'paused', allowed: created, running, finished"):
+            store.set_status("paused")
+    assert not list((tmp_path / "run").glob("*.tmp-*"))  # created under a temporary name, renamed
+    with Store.open(tmp_path / "run" / FILENAME) as again:
+        assert again.run_info().status == "running"
+        assert again._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert again._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with pytest.raises(FileExistsError, match="already exists: resume that run"):
+        new_store(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no menas store"):
+        Store.open(tmp_path / "other")
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all, just some bytes" * 40)
+    with pytest.raises(ValueError, match="not a menas store"):
+        Store.open(tmp_path / "junk.sqlite")
+    assert store_path("runs/x") == Path("runs/x") / FILENAME and store_path("a/b.sqlite") == Path("a/b.sqlite")
+
+
+def test_config_must_be_json(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="config: not JSON-serialisable"):
+        Store.create(tmp_path, {"path": Path("x")})
+    with pytest.raises(ValueError, match="config: got 'list'"):
+        Store.create(tmp_path, [1])  # type: ignore[arg-type]
+    assert not (tmp_path / FILENAME).exists()
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+nonneg = st.floats(min_value=0, max_value=1e9, allow_nan=False)
+count = st.integers(min_value=0, max_value=2**62)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    score=finite,
+    macs=count,
+    params=count,
+    epoch_times=st.lists(nonneg, max_size=6),
+    ticket=st.one_of(st.none(), st.text(min_size=1, max_size=30)),
+    ticket_score=finite,
+    ticket_macs=count,
+    ticket_params=count,
+    before_ft=st.one_of(st.none(), finite),
+    times=st.tuples(nonneg, nonneg, nonneg),
+    images=st.one_of(st.none(), count),
+    epochs=st.one_of(st.none(), st.integers(0, 1000)),
+    parents=st.lists(st.text(min_size=1, max_size=20), max_size=3),
+    role=st.text(max_size=12),
+)
+def test_every_field_round_trips(
+    score: float,
+    macs: int,
+    params: int,
+    epoch_times: list[float],
+    ticket: str | None,
+    ticket_score: float,
+    ticket_macs: int,
+    ticket_params: int,
+    before_ft: float | None,
+    times: tuple[float, float, float],
+    images: int | None,
+    epochs: int | None,
+    parents: list[str],
+    role: str,
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp, Store.create(tmp, {}) as store:
+        s = TrialSpec(0, "genome-0", 2, role or "x", tuple(parents), True)
+        store.add_trial(s)
+        store.mark_running(0, worker="gpu3")
+        store.finish_trial(
+            0,
+            score=score,
+            macs=macs,
+            params=params,
+            epoch_times=epoch_times,
+            ticket=ticket,
+            ticket_score=ticket_score if ticket else None,
+            ticket_macs=ticket_macs if ticket else None,
+            ticket_params=ticket_params if ticket else None,
+            ticket_score_before_ft=before_ft,
+            checkpoint=Path(tmp) / "ckpt.safetensors",
+            train_s=times[0],
+            lottery_s=times[1],
+            eval_s=times[2],
+            images=images,
+            epochs=epochs,
+        )
+        store.close()
+        with Store.open(tmp, readonly=True) as reader:
+            r = reader.trial(0)
+    assert TrialSpec.from_record(r) == s
+    assert (r.status, r.attempts, r.worker, r.score, r.macs, r.params) == ("done", 1, "gpu3", score, macs, params)
+    assert r.epoch_times == tuple(epoch_times)
+    assert (r.ticket, r.ticket_score, r.ticket_macs, r.ticket_params) == (
+        (ticket, ticket_score, ticket_macs, ticket_params) if ticket else (None, None, None, None)
+    )
+    assert r.ticket_score_before_ft == before_ft
+    assert r.checkpoint == str(Path(tmp) / "ckpt.safetensors")
+    assert (r.train_s, r.lottery_s, r.eval_s, r.images, r.epochs) == (*times, images, epochs)
+    assert r.queued_at <= r.started_at <= r.finished_at and r.error is None
+    outcome = TrialOutcome.from_record(r)
+    assert outcome is not None and outcome.ticket == (ticket or "genome-0")
+
+
+def test_failed_trial_round_trip_and_status_rules(tmp_path: Path) -> None:
+    with new_store(tmp_path) as store:
+        store.add_trials([spec(0), spec(1), spec(2)])
+        with pytest.raises(ValueError, match=r"trial id\(s\) \[2\] collide"):
+            store.add_trial(spec(2))
+        store.mark_running(1)
+        store.fail_trial(1, "RuntimeError: CUDA out of memory", macs=5, params=6, epoch_times=[1.5], train_s=2.0)
+        r = store.trial(1)
+        assert (r.status, r.error, r.macs, r.params, r.epoch_times, r.train_s) == (
+            "failed", "RuntimeError: CUDA out of memory", 5, 6, (1.5,), 2.0
+        )  # fmt: skip
+        assert TrialOutcome.from_record(r) == TrialOutcome(1, r.genome, "failed")
+        assert TrialOutcome.from_record(store.trial(0)) is None  # queued: in flight
+        with pytest.raises(ValueError, match="finish_trial: trial 1 is failed, allowed: queued or running"):
+            store.finish_trial(1, score=1.0, macs=1, params=1)
+        with pytest.raises(ValueError, match="mark_running: trial 1 is failed, allowed: queued"):
+            store.mark_running(1)
+        with pytest.raises(ValueError, match="trial 7 is not in the store"):
+            store.fail_trial(7, "x")
+        with pytest.raises(ValueError, match="finish_trial score: got nan"):
+            store.finish_trial(0, score=math.nan, macs=1, params=1)
+        with pytest.raises(ValueError, match="finish_trial macs: got -3"):
+            store.finish_trial(0, score=1.0, macs=-3, params=1)
+        with pytest.raises(ValueError, match="ticket_score/_macs/_params"):
+            store.finish_trial(0, score=1.0, macs=1, params=1, ticket="t", ticket_score=1.0)
+        with pytest.raises(ValueError, match="epoch_times item: got -1"):
+            store.finish_trial(0, score=1.0, macs=1, params=1, epoch_times=[1, -1])
+        with pytest.raises(KeyError, match="trial 9"):
+            store.trial(9)
+        assert store.trial(0).status == "queued"  # rejected writes changed nothing
+
+
+def test_resume_queries_after_a_crash(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    store.add_trials([spec(i, generation=i // 3) for i in range(6)])
+    for i in (0, 1, 2, 4):
+        store.mark_running(i, worker=f"w{i}")
+    store.finish_trial(0, score=0.5, macs=10, params=3)
+    store.fail_trial(2, "diverged")
+    del store  # a crash: no close, trials 1 and 4 running, 3 and 5 queued
+
+    reopened = Store.open(tmp_path / "run")
+    assert [r.trial_id for r in reopened.in_flight()] == [1, 3, 4, 5]
+    assert [(r.trial_id, r.status) for r in reopened.finished()] == [(0, "done"), (2, "failed")]
+    assert [r.trial_id for r in reopened.history()] == list(range(6))
+    assert reopened.count() == {"queued": 2, "running": 2, "done": 1, "failed": 1}
+    assert reopened.requeue() == [1, 3, 4, 5]
+    assert {r.status for r in reopened.in_flight()} == {"queued"} and reopened.trial(1).worker is None
+    with pytest.raises(ValueError, match="requeue: trial 0 is done"):
+        reopened.requeue([0])
+    reopened.mark_running(1)
+    assert reopened.trial(1).attempts == 2  # the second attempt is counted
+    assert [r.trial_id for r in reopened.trials("queued", generation=1)] == [3, 4, 5]
+    with pytest.raises(ValueError, match="trial status: got 'lost'"):
+        reopened.trials("lost")
+    reopened.close()
+
+
+def test_best_and_generation_summary(tmp_path: Path) -> None:
+    with new_store(tmp_path) as store:
+        store.add_trials([spec(i, generation=i // 3) for i in range(7)])
+        store.finish_trial(0, score=0.70, macs=300, params=30, epoch_times=[2.0, 4.0])
+        store.finish_trial(1, score=0.60, macs=200, params=20, epoch_times=[3.0], ticket="t1", ticket_score=0.75,
+                           ticket_macs=150, ticket_params=15)  # fmt: skip
+        store.fail_trial(2, "nan loss")
+        store.finish_trial(3, score=0.75, macs=100, params=10, epoch_times=[1.0])  # ties with t1, fewer MACs
+        store.finish_trial(4, score=0.50, macs=400, params=40)
+        store.mark_running(5)
+        best = store.best()
+        assert best is not None and best.trial_id == 3 and best.final_score == 0.75
+        g0, g1, g2 = store.generation_summary()
+        assert (g0.generation, g0.trials, g0.done, g0.failed, g0.in_flight) == (0, 3, 2, 1, 0)
+        assert g0.score_mean == pytest.approx(0.65) and g0.score_median == pytest.approx(0.65)
+        assert g0.score_best == 0.70 and g0.ticket_score_best == 0.75
+        assert g0.ticket_score_mean == pytest.approx(0.725)
+        assert g0.macs_mean == 250 and g0.ticket_macs_mean == 225 and g0.params_mean == 25
+        assert g0.ticket_params_mean == 22.5 and g0.epoch_s_mean == 3.0
+        assert (g1.done, g1.in_flight, g1.score_best, g1.epoch_s_mean) == (2, 1, 0.75, 1.0)
+        assert (g2.trials, g2.done, g2.score_mean, g2.score_median, g2.epoch_s_mean) == (1, 0, None, None, None)
+
+
+def test_events_and_readonly(tmp_path: Path) -> None:
+    with new_store(tmp_path) as store:
+        first = store.log_event("generation", generation=0, parents=["a", "b"])
+        store.log_event("resume", run_dir=tmp_path)
+        store.log_event("generation", generation=1, parents=[])
+        assert [e.payload["generation"] for e in store.events("generation")] == [0, 1]
+        resumed = store.events(after=first)
+        assert [e.kind for e in resumed] == ["resume", "generation"]
+        assert resumed[0].payload == {"run_dir": str(tmp_path)}
+        with pytest.raises(ValueError, match="event kind: got ''"):
+            store.log_event("")
+    with Store.open(tmp_path / "run", readonly=True) as reader:
+        assert len(reader.events()) == 3
+        with pytest.raises(ValueError, match="opened read-only"):
+            reader.log_event("x")
+
+
+def test_concurrent_reader_sees_consistent_snapshots(tmp_path: Path) -> None:
+    """A reader thread (own connection) polls while the writer adds and finishes 150 trials: no locking errors,
+    and every snapshot is consistent (ids 0..n-1, done rows complete, counts match)."""
+    writer = new_store(tmp_path)
+    errors: list[BaseException] = []
+    reads = 0
+    stop, started = threading.Event(), threading.Event()
+
+    def read() -> None:
+        nonlocal reads
+        try:
+            with Store.open(tmp_path / "run", readonly=True) as reader:
+                while not stop.is_set():
+                    info, trials = reader.snapshot()
+                    assert info.seed == 3
+                    assert [r.trial_id for r in trials] == list(range(len(trials)))
+                    for r in trials:
+                        if r.status == "done":
+                            assert r.score == r.trial_id / 1000 and r.finished_at is not None
+                            assert r.epoch_times == (1.0, 2.0)
+                    summary = reader.generation_summary()
+                    assert sum(g.trials for g in summary) <= len(reader.history())
+                    reads += 1
+                    started.set()
+        except BaseException as exc:  # reported to the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    assert started.wait(timeout=20), errors
+    try:
+        for i in range(150):
+            writer.add_trial(spec(i, generation=i // 30))
+            writer.mark_running(i)
+            writer.finish_trial(i, score=i / 1000, macs=i, params=i, epoch_times=[1.0, 2.0])
+            writer.log_event("trial", trial_id=i)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    writer.close()
+    assert not errors, errors[0]
+    assert reads > 1
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from menas.store import Store
+    from menas.strategy import TrialSpec
+    store = Store.create(sys.argv[1], {"seed": 0})
+    for i in range(100000):
+        store.add_trial(TrialSpec(i, f"genome-{i}", i // 10, "sample"))
+        store.mark_running(i)
+        store.finish_trial(i, score=0.5, macs=i, params=i, epoch_times=[0.1] * 3, ticket=f"ticket-{i}",
+                           ticket_score=0.4, ticket_macs=i // 2, ticket_params=i // 2, train_s=1.0)
+        store.log_event("trial", trial_id=i, payload="x" * 200)
+    """
+)
+
+
+def test_a_killed_writer_leaves_a_consistent_store(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        done = 0
+        while time.monotonic() < deadline and done < 40:
+            time.sleep(0.05)
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            if store_path(run_dir).exists():
+                with Store.open(run_dir, readonly=True) as reader:
+                    done = reader.count()["done"]
+        assert done >= 40, "the writer should have finished trials by now"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+    store = Store.open(run_dir)
+    assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    history = store.history()
+    assert len(history) >= 40 and [r.trial_id for r in history] == list(range(len(history)))
+    for r in history:
+        if r.status == "done":  # a done row is complete: it was written in one transaction
+            assert (r.score, r.ticket, r.ticket_macs, r.epoch_times, r.train_s) == (
+                0.5, f"ticket-{r.trial_id}", r.trial_id // 2, (0.1, 0.1, 0.1), 1.0
+            )  # fmt: skip
+    assert all(r.status == "done" for r in history[:-1])  # only the last trial can be caught in flight
+    assert len(store.events("trial")) in (len(history) - 1, len(history))
+    nxt = len(history)
+    store.add_trial(spec(nxt))  # and the run goes on
+    store.finish_trial(nxt, score=1.0, macs=1, params=1)
+    assert store.best() is not None and store.best().trial_id == nxt
+    store.close()
+
+
+def test_strategy_resumes_exactly_from_the_store(tmp_path: Path) -> None:
+    """The search loop's resume protocol: record each spec before running it and each result before telling;
+    after a crash, replay the store's history into a fresh strategy, requeue and re-run the pending trials."""
+
+    def make() -> MENAS:
+        return MENAS(MT, BUDGET, 4, population=8, generations=3, parents=3)
+
+    def loop(strategy: MENAS, store: Store, in_flight: list[TrialSpec], stop_after: int | None) -> None:
+        for tells in range(10 * strategy.total_trials):
+            if strategy.finished or (stop_after is not None and tells >= stop_after):
+                return
+            new = strategy.ask(max(0, 3 - len(in_flight)))
+            store.add_trials(new)
+            in_flight += new
+            current = in_flight.pop(len(in_flight) // 2)  # some completion order other than ask order
+            store.mark_running(current.trial_id)
+            outcome = evaluate(current)
+            store.record_outcome(outcome, epoch_times=[0.5], train_s=1.0)
+            strategy.tell([outcome])
+
+    reference = make()
+    with Store.create(tmp_path / "ref", {"seed": 4}) as ref_store:
+        loop(reference, ref_store, [], None)
+        assert reference.finished and ref_store.count()["done"] + ref_store.count()["failed"] == 24
+
+    crashed = make()
+    store = Store.create(tmp_path / "run", {"seed": 4})
+    loop(crashed, store, [], 11)  # mid generation 1, three trials in flight
+    del store, crashed
+
+    store = Store.open(tmp_path / "run")
+    in_flight = store.in_flight()
+    resumed = MENAS.from_history(store.history(), space=MT, budget=BUDGET, seed=4, population=8, generations=3,
+                                 parents=3)  # fmt: skip
+    assert [s.trial_id for s in resumed.pending] == [r.trial_id for r in in_flight] and in_flight
+    store.requeue()
+    loop(resumed, store, resumed.pending, None)
+    assert resumed.history() == reference.history()
+    best = store.best()
+    assert best is not None and resumed.best() is not None
+    assert (best.trial_id, best.final_score) == (resumed.best().trial_id, resumed.best().score)
+    assert all(isinstance(r, TrialRecord) and not r.in_flight for r in store.history())
+    store.close()
+
+
+def test_concurrent_writers_wait_instead_of_failing(tmp_path: Path) -> None:
+    """Two connections writing at once serialise on the busy timeout (no 'database is locked')."""
+    new_store(tmp_path).close()
+    errors: list[BaseException] = []
+
+    def write(start: int) -> None:
+        try:
+            with Store.open(tmp_path / "run") as store:
+                for i in range(start, start + 60):
+                    store.log_event("w", i=i)
+        except sqlite3.Error as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k * 100,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    with Store.open(tmp_path / "run", readonly=True) as reader:
+        assert sorted(e.payload["i"] for e in reader.events("w")) == [*range(60), *range(100, 160)]
