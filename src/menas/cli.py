@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -156,6 +159,276 @@ def _join(values: Sequence) -> str:
                      for v in values)  # fmt: skip
 
 
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=False)  # fmt: skip
+
+
+def _data_config(args: argparse.Namespace, base: Any = None) -> Any:
+    from menas.config import DataConfig
+
+    cfg = base or DataConfig()
+    changes = {"dataset": args.data, "root": args.root, "batch_size": args.batch_size, "seed": args.seed,
+               "input_size": args.input_size}  # fmt: skip
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, default=None,
+                   help="fashion-mnist | cifar10 | cifar100 | imagefolder | digits | synthetic")  # fmt: skip
+    p.add_argument("--root", default=None, help="dataset folder (default: the dataset's usual place)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch size (default 128)")
+    p.add_argument("--input-size", type=int, default=None, help="image side in px (default 32; 224 for folders)")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, data order and weights (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Trains one genome with the search recipe; writes history, checkpoint and weights to --out."""
+    from menas.builder import build_model
+    from menas.config import TrainConfig, to_dict
+    from menas.data import build_loaders, resolve_device
+    from menas.train import seed_trial, train
+    from menas.trial import WEIGHTS_FILE, save_weights
+
+    genome = parse_genome_arg(args.genome)
+    data_cfg = _data_config(args)
+    train_cfg = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads)
+    if args.lr is not None:
+        train_cfg = dataclasses.replace(train_cfg, lr=args.lr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    data = build_loaders(data_cfg, device)
+    _write_json(out / "run.json", {"genome": genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
+                                   "device": str(device)})  # fmt: skip
+    seed_trial(args.seed)
+    model = build_model(genome, data.num_classes, data.in_chans)
+    cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
+    console = _console()
+    console.print(f"{genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
+                  f"{data.input_size} px; {data.train.num_samples} search-train / {data.val.num_samples} search-val "
+                  f"images on {device}")  # fmt: skip
+    with _progress() as progress:
+        task = progress.add_task("epochs", total=args.epochs)
+
+        def on_epoch(stats: Any) -> None:
+            progress.update(task, completed=stats.epoch, description=f"epoch {stats.epoch}: loss "
+                            f"{stats.train_loss:.3f}, val top-1 {stats.val_top1 or 0:.2f}%")  # fmt: skip
+
+        history = train(model, data.train, data.val, train_cfg, checkpoint_path=out / "train.ckpt",
+                        resume=not args.restart, progress=on_epoch)  # fmt: skip
+    _write_json(out / "history.json", history.to_dict())
+    save_weights(model, genome, out / WEIGHTS_FILE)
+    last = history.epochs[-1]
+    console.print(f"search-val top-1 {history.val_top1:.2f}%, epoch time {last.seconds:.1f} s, "
+                  f"{last.images_per_s:,.0f} img/s; wrote {out}/")  # fmt: skip
+    return 0
+
+
+def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(model, data, train config) from a `menas train` folder or a weights file (then --data is required)."""
+    from menas.config import DataConfig, TrainConfig, from_dict
+    from menas.data import build_loaders, resolve_device
+    from menas.trial import WEIGHTS_FILE, load_weights
+
+    path = Path(path_text)
+    run = path / "run.json" if path.is_dir() else path.with_name("run.json")
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    if not weights.is_file():
+        raise ValueError(f"checkpoint: {str(weights)!r} not found (give a `menas train --out` folder or .safetensors)")
+    recorded = json.loads(run.read_text()) if run.is_file() else {}
+    base = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
+    if base is None and args.data is None:
+        raise ValueError(f"--data: required, {str(run)!r} does not record the dataset")
+    data_cfg = _data_config(args, base) if args.data else dataclasses.replace(base, seed=args.seed)
+    train_cfg = from_dict(TrainConfig, recorded["train"], "train") if "train" in recorded else TrainConfig()
+    if args.threads:
+        train_cfg = dataclasses.replace(train_cfg, threads=args.threads)
+    data = build_loaders(data_cfg, resolve_device(args.device))
+    model = load_weights(weights, data.num_classes, data.in_chans).to(data.train.device)
+    return model, data, train_cfg
+
+
+def cmd_lottery(args: argparse.Namespace) -> int:
+    """Searches the lottery ticket of a trained network, or diagnoses whether the method works on the data."""
+    import random as _random
+
+    from menas.config import LotteryConfig
+    from menas.lottery import search_ticket
+    from menas.trial import calibration_batches
+
+    keep = parse_range(args.macs_keep, "--macs-keep") if args.macs_keep else None
+    cfg = LotteryConfig(proposals=args.proposals, importance=args.importance, macs_keep=keep,
+                        tolerance=args.tolerance, score_images=args.score_images)  # fmt: skip
+    model, data, train_cfg = _load_trained(args.checkpoint, args)
+    console = _console()
+    if args.diagnose:
+        return _print_diagnosis(model, data, cfg, train_cfg, args, console)
+    if train_cfg.threads:
+        import torch
+
+        torch.set_num_threads(train_cfg.threads)
+    calib = calibration_batches(data, cfg.calib_batches, epoch=0)
+    result = search_ticket(model, calib, data.val, cfg, _random.Random(args.seed), data.input_size)
+    table = Table(title=f"{len(result.scored)} pruning proposals (scored on {cfg.score_images or 'all'} images, "
+                  f"best {cfg.rescore_top} re-scored on all {data.val.num_samples})")  # fmt: skip
+    for column in ("#", "mean mid rate", "MACs", "params", "subset top-1", "full top-1"):
+        table.add_column(column, justify="right")
+    for s in sorted(result.scored, key=lambda s: -s.subset_score):
+        full = "-" if s.full_score is None else f"{s.full_score:.2f}%"
+        table.add_row(str(s.index), f"{s.proposal.mean_mid_rate:.2f}", format_count(s.macs), format_count(s.params),
+                      f"{s.subset_score:.2f}%", full)  # fmt: skip
+    console.print(table)
+    console.print(f"unpruned (recalibrated): {result.parent_score:.2f}%, {format_count(result.parent_macs)} MACs, "
+                  f"{format_count(result.parent_params)} params; search took {result.seconds:.1f} s")  # fmt: skip
+    if result.chosen is None:
+        console.print(f"no proposal within {cfg.tolerance:g} points of the unpruned network: it stays the ticket")
+    else:
+        c = result.chosen
+        share = 100 * c.macs / result.parent_macs
+        console.print(f"ticket: proposal {c.index}, {c.full_score:.2f}% ({format_count(c.macs)} MACs, {share:.0f}% "
+                      f"of the unpruned)\n{c.proposal.genome.to_str()}")  # fmt: skip
+    return 0
+
+
+def _print_diagnosis(
+    model: Any, data: Any, cfg: Any, train_cfg: Any, args: argparse.Namespace, console: Console
+) -> int:
+    from menas.diagnose import diagnose
+
+    with _progress() as progress:
+        task = progress.add_task("proposals fine-tuned twice", total=args.M)
+        result = diagnose(model, data, cfg, train_cfg, proposals=args.M, finetune_epochs=args.finetune_epochs,
+                          seed=args.seed, progress=lambda n: progress.update(task, completed=n))  # fmt: skip
+    table = Table(title=f"correlation with the fine-tuned accuracy ({args.M} proposals, {args.finetune_epochs} "
+                  f"epoch(s) of fine-tuning scored on {result.finetune_images} images; quick scores on "
+                  f"{result.subset_images})")  # fmt: skip
+    for column in ("quick score", "Pearson", "Spearman", "Kendall"):
+        table.add_column(column, justify="right")
+    for name, corr in (("without BN recalibration", result.stale), ("with BN recalibration", result.recalibrated),
+                       ("noise ceiling (2nd fine-tune)", result.noise_ceiling)):  # fmt: skip
+        table.add_row(name, f"{corr.pearson:.3f}", f"{corr.spearman:.3f}", f"{corr.kendall:.3f}")
+    console.print(table)
+    return 0
+
+
+def _search_config(args: argparse.Namespace) -> Any:
+    from menas.config import SearchConfig, apply_override, load_yaml
+
+    cfg = load_yaml(SearchConfig, args.config, "config") if args.config else SearchConfig()
+    for assignment in args.set or []:
+        cfg = apply_override(cfg, assignment, "config")
+    return cfg
+
+
+def _run_search(search: Any, console: Console) -> int:
+    from menas.search import describe
+
+    strategy = search.strategy
+    with _progress() as progress:
+        task = progress.add_task("trials", total=strategy.total_trials, completed=len(search.store.finished()))
+
+        def on_result(spec: Any, result: Any) -> None:
+            best = search.store.best()
+            best_text = f"best {best.final_score:.2f}%" if best and best.final_score is not None else "no best yet"
+            score = result.final_score
+            progress.update(task, advance=1, description=f"generation {spec.generation}, trial {spec.trial_id}: "
+                            f"{'failed' if score is None else f'{score:.2f}%'}; {best_text}")  # fmt: skip
+
+        summary = search.run(on_result=on_result)
+    for line in describe(summary):
+        console.print(line)
+    console.print(f"run folder: {search.run_dir} (config.yaml, menas.sqlite, trials/)")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Starts a search in a new run folder."""
+    from menas.search import Search
+    from menas.store import store_path
+
+    cfg = _search_config(args)
+    out = Path(args.out)
+    if store_path(out).exists():
+        raise ValueError(f"--out: {str(out)!r} already holds a search; `menas resume {out}` continues it")
+    return _run_search(Search(cfg, out), _console())
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continues a search after a crash or Ctrl-C: finished trials are kept, in-flight ones re-run."""
+    from menas.search import Search, load_run_config
+
+    run = Path(args.run)
+    return _run_search(Search(load_run_config(run), run, resume=True), _console())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Progress of a search, readable while it runs."""
+    from menas.search import load_run_config
+    from menas.store import Store, store_path
+
+    run = Path(args.run)
+    if not store_path(run).exists():
+        raise ValueError(f"run: {str(run)!r} holds no search (no menas.sqlite)")
+    cfg = load_run_config(run)
+    with Store.open(run, readonly=True) as store:
+        info, trials = store.snapshot()
+        summaries = store.generation_summary()
+        best = store.best()
+    counts = {
+        status: sum(1 for t in trials if t.status == status) for status in ("done", "failed", "running", "queued")
+    }
+    finished = [t for t in trials if t.finished_at and t.started_at]
+    console = _console()
+    console.print(f"run {run}: {info.status}, space {cfg.space}, strategy {cfg.strategy.name}, "
+                  f"{counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
+                  f"{counts['queued']} queued")  # fmt: skip
+    table = Table(title="generations")
+    for column in ("gen", "trials", "done", "failed", "best top-1", "median cand. top-1", "mean final MACs",
+                   "mean epoch s"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for g in summaries:
+        table.add_row(str(g.generation), str(g.trials), str(g.done), str(g.failed), _pct(g.ticket_score_best),
+                      _pct(g.score_median), format_count(g.ticket_macs_mean or 0), _num(g.epoch_s_mean))  # fmt: skip
+    console.print(table)
+    if best is not None:
+        console.print(f"best so far: trial {best.trial_id}, {_pct(best.final_score)}, "
+                      f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params\n"
+                      f"{best.ticket or best.genome}")  # fmt: skip
+    if finished:
+        per_trial = sum(t.finished_at - t.started_at for t in finished) / len(finished)
+        total = _expected_trials(cfg)
+        left = max(0, total - counts["done"] - counts["failed"])
+        console.print(f"{per_trial:.1f} s per trial on average; about {left * per_trial / 60:.1f} min left "
+                      f"for {left} of {total} trials (one at a time)")  # fmt: skip
+    return 0
+
+
+def _expected_trials(cfg: Any) -> int:
+    s = cfg.strategy
+    if s.name in ("menas", "menas-no-tickets"):
+        return s.population * s.generations
+    return s.trials if s.name == "random" else s.population + s.cycles
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
 # ------------------------------------------------------------------------------------------ parser
 
 
@@ -179,6 +452,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("train", help="train one genome with the search recipe (early-stop epochs)")
+    p.add_argument("genome", help="a genome string, a reference name or a .json/.txt file")
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.064 x batch / 1024)")
+    p.add_argument("--out", required=True, help="output folder (history.json, train.ckpt, model.safetensors)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("search", help="run a search (config YAML + overrides) in a new run folder")
+    p.add_argument("--config", default=None, help="search config YAML (default: built-in defaults)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set train.epochs=2")
+    p.add_argument("--out", required=True, help="run folder (config.yaml, menas.sqlite, trials/)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("resume", help="continue a search after a crash or Ctrl-C")
+    p.add_argument("run", help="the run folder")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", help="progress of a search (works while it runs)")
+    p.add_argument("run", help="the run folder")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("lottery", help="lottery-ticket search (or --diagnose) on a trained network")
+    p.add_argument("checkpoint", help="a `menas train --out` folder or a model.safetensors file")
+    _add_data_args(p, required=False)
+    p.add_argument("-P", "--proposals", type=int, default=50, help="pruning proposals (default 50)")
+    p.add_argument("--macs-keep", default=None, help="share of MACs to keep, LOW:HIGH, e.g. 0.5:0.9")
+    p.add_argument("--importance", default="l1", choices=["l1", "first"], help="which channels to keep")
+    p.add_argument("--tolerance", type=float, default=1.0, help="accuracy points a ticket may lose (default 1)")
+    p.add_argument("--score-images", type=int, default=512, help="first-round scoring subset (default 512)")
+    p.add_argument("--diagnose", action="store_true", help="correlate quick scores with fine-tuned accuracy")
+    p.add_argument("-M", type=int, default=20, help="proposals for --diagnose (default 20)")
+    p.add_argument("--finetune-epochs", type=int, default=1, help="fine-tune epochs for --diagnose (default 1)")
+    p.set_defaults(func=cmd_lottery)
 
     p = sub.add_parser("space", help="search spaces")
     space_sub = p.add_subparsers(dest="space_command", required=True, parser_class=_Parser)

@@ -1,0 +1,367 @@
+"""Configuration dataclasses and their strict (de)serialisation.
+
+This module owns every user-settable knob as a dataclass with commented defaults (nanoGPT style), plus the
+generic machinery to read them from YAML-like mappings (`from_dict`), write them back (`to_dict`), and apply
+`key.sub=value` overrides (`apply_override`). Reading is strict: an unknown key, a value of the wrong type or a
+value outside the allowed set is a one-line `ValueError` that names the key, the value and what is allowed.
+
+Layer 0: imports nothing from menas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+DatasetName = Literal["fashion-mnist", "cifar10", "cifar100", "imagefolder", "digits", "synthetic"]
+OptimizerName = Literal["rmsproptf", "sgd"]
+ScheduleName = Literal["step", "cosine"]
+AmpMode = Literal["auto", "off", "bf16", "fp16"]
+
+
+# --------------------------------------------------------------------------------------------- configs
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Which dataset, how it is split for the search, and how batches are made."""
+
+    dataset: DatasetName = "fashion-mnist"
+    root: str | None = None  # None: the dataset's default (fashion-mnist: /usr/share/datasets/fashion-mnist)
+    search_train_fraction: float = 0.1  # per class, of the training set (the paper: 10% of ImageNet-1K's classes)
+    search_val_fraction: float = 0.05  # per class, held out from the training set, disjoint from search-train
+    input_size: int | None = None  # square side in px; None: 32 (224 for imagefolder); resized once, not per batch
+    batch_size: int = 128  # training batch; evaluation uses eval_batch_size
+    eval_batch_size: int = 512
+    seed: int = 0  # split indices and per-epoch shuffling/augmentation derive from this
+    workers: int = 4  # DataLoader worker processes (imagefolder only; small datasets live on the device)
+    augment: bool = True  # master switch for training augmentation
+    crop_padding: int | None = None  # random-crop padding in px for in-memory data; None: input_size // 8
+    hflip: bool | None = None  # random horizontal flip; None: on, except for digits and synthetic
+    randaugment: str | None = None  # timm RandAugment spec, e.g. "rand-m9-mstd0.5" (imagefolder only); None: off
+
+    def __post_init__(self) -> None:
+        _check_fraction("data.search_train_fraction", self.search_train_fraction)
+        _check_fraction("data.search_val_fraction", self.search_val_fraction)
+        if self.search_train_fraction + self.search_val_fraction > 1.0 + 1e-9:
+            total = self.search_train_fraction + self.search_val_fraction
+            raise ValueError(
+                f"data.search_train_fraction + data.search_val_fraction: got {total:g}, allowed: <= 1 (disjoint)"
+            )
+        _check_min("data.input_size", self.input_size, 1, optional=True)
+        _check_min("data.batch_size", self.batch_size, 1)
+        _check_min("data.eval_batch_size", self.eval_batch_size, 1)
+        _check_min("data.workers", self.workers, 0)
+        _check_min("data.crop_padding", self.crop_padding, 0, optional=True)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How a candidate is trained: optimizer, schedule, regularisation, precision, checkpoints.
+
+    Defaults follow the paper (section 3.1: RMSProp with momentum 0.9, lr warmed up from 0 to 0.064 at a total
+    batch of 1024 and decayed by 0.97 every 2.4 epochs) and timm's EfficientNet/MobileNetV3 recipe for the rest.
+    """
+
+    epochs: int = 3  # early-stop training: a fixed number of epochs
+    optimizer: OptimizerName = "rmsproptf"  # timm's RMSpropTF (TF-style eps); "sgd" is Nesterov SGD
+    lr: float | None = None  # peak learning rate; None: lr_base * batch_size / lr_base_batch
+    lr_base: float = 0.064  # the paper's peak lr ...
+    lr_base_batch: int = 1024  # ... at this total batch size (linear scaling rule)
+    momentum: float = 0.9
+    opt_eps: float = 1e-3  # RMSpropTF epsilon (timm's EfficientNet recipe)
+    schedule: ScheduleName = "step"  # "step": decay_rate every decay_epochs; "cosine": to 0 at the last step
+    warmup_epochs: float = 1.0  # linear warmup from ~0 to the peak lr, in epochs (fractions allowed)
+    decay_epochs: float = 2.4
+    decay_rate: float = 0.97
+    weight_decay: float = 1e-5  # not applied to biases and norm parameters
+    label_smoothing: float = 0.1
+    ema: bool = False  # evaluate an exponential moving average of the weights
+    ema_decay: float = 0.9999  # per step at ema_base_batch; rescaled so the decay per image stays the same
+    ema_base_batch: int = 1024
+    threads: int | None = None  # torch.set_num_threads for the trial; None: leave torch's setting
+    amp: AmpMode = "auto"  # "auto": bf16 (or fp16 without bf16 support) on CUDA, off on CPU
+    channels_last: bool = True  # measured 2.2-2.9x faster training on CPU for MobileNetV3 at 32 px
+    tune_allocator: bool = True  # CPU: keep freed activations in glibc's heap (process-wide); 0-20% faster
+    seed: int = 0  # torch generator seed for dropout etc.; data order comes from DataConfig.seed
+    eval_every: int = 1  # score search-val every N epochs (the last epoch is always scored)
+
+    def __post_init__(self) -> None:
+        _check_min("train.epochs", self.epochs, 1)
+        _check_min("train.lr", self.lr, 0.0, optional=True, strict=True)
+        _check_min("train.lr_base", self.lr_base, 0.0, strict=True)
+        _check_min("train.lr_base_batch", self.lr_base_batch, 1)
+        _check_range("train.momentum", self.momentum, 0.0, 1.0)
+        _check_min("train.opt_eps", self.opt_eps, 0.0, strict=True)
+        _check_min("train.warmup_epochs", self.warmup_epochs, 0.0)
+        _check_min("train.decay_epochs", self.decay_epochs, 0.0, strict=True)
+        _check_range("train.decay_rate", self.decay_rate, 0.0, 1.0)
+        _check_min("train.weight_decay", self.weight_decay, 0.0)
+        _check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0)
+        _check_range("train.ema_decay", self.ema_decay, 0.0, 1.0)
+        _check_min("train.ema_base_batch", self.ema_base_batch, 1)
+        _check_min("train.threads", self.threads, 1, optional=True)
+        _check_min("train.eval_every", self.eval_every, 1)
+
+    def peak_lr(self, batch_size: int) -> float:
+        """The peak learning rate for a batch size: `lr` if set, else scaled linearly from `lr_base`."""
+        return self.lr if self.lr is not None else self.lr_base * batch_size / self.lr_base_batch
+
+    def ema_decay_for(self, batch_size: int) -> float:
+        """EMA decay per step at this batch size, so that the decay per training image is unchanged."""
+        return self.ema_decay ** (batch_size / self.ema_base_batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class LotteryConfig:
+    """How tickets are searched. Defaults follow the paper's scale (50 proposals) and a prototype measured here
+    (4 calibration batches ranked proposals like 16 did: Spearman >= 0.985)."""
+
+    proposals: int = 50  # P random pruning proposals per trained candidate
+    mid_rates: tuple[float, float] = (0.0, 0.5)  # per-layer pruning rate of expanded channels, drawn uniformly
+    stage_rates: tuple[float, float] = (0.0, 0.0)  # per-stage output-channel rate; (0, 0) = stage widths kept
+    macs_keep: tuple[float, float] | None = None  # e.g. (0.5, 0.9): rates scaled so MACs keep this share
+    importance: str = "l1"  # "l1": keep channels with the largest filter L1 norm; "first": paper's Eq. 1
+    calib_batches: int = 4  # K fixed search-train batches for BN recalibration
+    score_images: int = 512  # first-round scoring subset of search-val (successive halving); 0 = all
+    rescore_top: int = 5  # proposals re-scored on all of search-val
+    tolerance: float = 1.0  # percentage points: a ticket must score >= parent's recalibrated top-1 - tolerance
+    amp: str = "auto"  # "auto": bf16 scoring on CUDA and on CPUs with native bf16; "bf16"; "off"
+    divisor: int = 8  # pruned channel counts are multiples of this
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.proposals, int) or self.proposals < 1:
+            raise ValueError(f"lottery.proposals: got {self.proposals!r}, allowed: integers >= 1")
+        for name in ("mid_rates", "stage_rates"):
+            lo, hi = getattr(self, name)
+            if not 0.0 <= lo <= hi < 1.0:
+                raise ValueError(f"lottery.{name}: got {(lo, hi)!r}, allowed: 0 <= low <= high < 1")
+        if self.macs_keep is not None:
+            lo, hi = self.macs_keep
+            if not 0.0 < lo <= hi <= 1.0:
+                raise ValueError(f"lottery.macs_keep: got {self.macs_keep!r}, allowed: 0 < low <= high <= 1")
+        if self.importance not in ("l1", "first"):
+            raise ValueError(f"lottery.importance: got {self.importance!r}, allowed: l1, first")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"lottery.amp: got {self.amp!r}, allowed: auto, bf16, off")
+        for name in ("calib_batches", "rescore_top", "divisor"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"lottery.{name}: got {getattr(self, name)!r}, allowed: integers >= 1")
+        if not isinstance(self.score_images, int) or self.score_images < 0:
+            raise ValueError(f"lottery.score_images: got {self.score_images!r}, allowed: integers >= 0")
+
+
+StrategyName = Literal["menas", "menas-no-tickets", "random", "evolution"]
+
+
+@dataclasses.dataclass
+class BudgetConfig:
+    """The compute budget candidates are sampled under, at the dataset's input shape. Numbers or strings with
+    K/M/G suffixes ("150M"); null means unbounded."""
+
+    macs_min: float | str = 0  # multiply-accumulates of conv and linear layers (the paper's "FLOPs")
+    macs_max: float | str | None = None
+    params_max: float | str | None = None
+
+
+@dataclasses.dataclass
+class StrategyConfig:
+    """Which search strategy and its settings (unused keys are ignored by the other strategies)."""
+
+    name: StrategyName = "menas"  # menas | menas-no-tickets (ablation) | random | evolution (regularized)
+    population: int = 60  # MENAS/evolution population; random search: trials per reporting generation
+    generations: int = 5  # MENAS generations (the paper: 5)
+    parents: int = 20  # MENAS: top-K tickets that breed the next generation
+    keep_largest: float = 0.0  # MENAS: share of parents taken as the largest models (against collapse)
+    mutation_prob: float = 0.08  # per gene (the paper: 0.08)
+    crossover_share: float = 0.5  # MENAS: share of offspring made by crossover, the rest by mutation
+    trials: int = 200  # random search: number of trials
+    sample_size: int = 10  # evolution: tournament size
+    cycles: int = 150  # evolution: children after the initial population
+
+    def __post_init__(self) -> None:
+        for name in ("population", "generations", "parents", "trials", "sample_size", "cycles"):
+            _check_min(f"strategy.{name}", getattr(self, name), 1)
+        _check_range("strategy.keep_largest", self.keep_largest, 0.0, 1.0)
+        _check_range("strategy.mutation_prob", self.mutation_prob, 0.0, 1.0)
+        _check_range("strategy.crossover_share", self.crossover_share, 0.0, 1.0)
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """A whole search: space, budget, strategy, data, training recipe, lottery tickets. Saved beside the run."""
+
+    space: str = "mobilenet3-mt"  # preset name or a space YAML file
+    seed: int = 0  # the strategy's seed; trial i trains with seed + i
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)
+    strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    lottery: LotteryConfig = dataclasses.field(default_factory=LotteryConfig)
+    finetune_epochs: int = 3  # epochs of fine-tuning after the ticket search (the paper: 3)
+    max_failure_share: float = 0.5  # stop when more than this share of (at least 5) trials failed
+
+    def __post_init__(self) -> None:
+        _check_min("finetune_epochs", self.finetune_epochs, 0)
+        _check_range("max_failure_share", self.max_failure_share, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------- value checks
+
+
+def _check_fraction(where: str, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{where}: got {value!r}, allowed: 0 < fraction <= 1")
+
+
+def _check_min(where: str, value: Any, low: float, optional: bool = False, strict: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or (value <= low if strict else value < low):
+        raise ValueError(f"{where}: got {value!r}, allowed: {'>' if strict else '>='} {low:g}")
+
+
+def _check_range(where: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{where}: got {value!r}, allowed: {low:g} <= value <= {high:g}")
+
+
+# --------------------------------------------------------------------------------------------- (de)serialisation
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin in (tuple, list):
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _convert(where: str, value: Any, hint: Any) -> Any:
+    """Checks `value` against a type hint and returns it (floats accept ints; lists become tuples)."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            try:
+                return _convert(where, value, arg)
+            except ValueError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(hint) and not isinstance(value, bool):
+            return value
+    elif origin in (tuple, list):
+        if isinstance(value, (list, tuple)):
+            item = typing.get_args(hint)[0]
+            items = [_convert(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+    elif dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return from_dict(hint, value, where)
+    elif hint is type(None):
+        if value is None:
+            return None
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint in (int, str, bool):
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+    else:
+        raise TypeError(f"{where}: unsupported config type {hint!r}")
+    raise ValueError(f"{where}: got {value!r}, allowed: {_type_name(hint)}")
+
+
+def from_dict(cls: type[T], mapping: Any, where: str = "config") -> T:
+    """Builds dataclass `cls` from a mapping, strictly.
+
+    Args:
+        cls: a config dataclass (fields may be bool/int/float/str, Literal choices, optional, tuples, or nested
+            config dataclasses).
+        mapping: e.g. a section of a YAML file; missing keys keep their defaults.
+        where: the section name used in error messages, e.g. "train".
+
+    Raises:
+        ValueError: one line naming `where.key`, the offending value and what is allowed.
+    """
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{where}: got {mapping!r}, allowed: a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(str(k) for k in mapping if k not in names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}, allowed: {', '.join(names)}")
+    values = {key: _convert(f"{where}.{key}", value, hints[key]) for key, value in mapping.items()}
+    return cls(**values)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A YAML-friendly dict of a config dataclass (nested configs become dicts, tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(cfg)
+
+
+def apply_override(cfg: T, assignment: str, where: str = "config") -> T:
+    """Returns a copy of `cfg` with one `key.sub=value` override applied (the value is parsed as YAML).
+
+    Example: `apply_override(TrainConfig(), "epochs=5")`, or `"train.lr=0.01"` on a config with a `train` section.
+
+    Raises:
+        ValueError: malformed assignment, unknown key or a value of the wrong type (one line, naming the key).
+    """
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {assignment!r}: expected key=value, e.g. train.epochs=5")
+    value = yaml.safe_load(text) if text.strip() else None
+    return _override(cfg, key.strip().split("."), value, where)
+
+
+def _override(cfg: Any, path: list[str], value: Any, where: str) -> Any:
+    data = to_dict(cfg)
+    head, rest = path[0], path[1:]
+    if head not in data:
+        names = ", ".join(f.name for f in dataclasses.fields(cfg))
+        raise ValueError(f"{where}: unknown key {head!r}, allowed: {names}")
+    if rest:
+        child = getattr(cfg, head)
+        if not dataclasses.is_dataclass(child):
+            raise ValueError(f"{where}.{head}: got sub-key {'.'.join(rest)!r}, but {head} has no sub-keys")
+        data[head] = to_dict(_override(child, rest, value, f"{where}.{head}"))
+    else:
+        data[head] = value
+    return from_dict(type(cfg), data, where)
+
+
+def load_yaml(cls: type[T], path: str | Path, where: str | None = None) -> T:
+    """Reads a config dataclass from a YAML file (strictly, see `from_dict`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r}: not found")
+    try:
+        mapping = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {str(path)!r}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return from_dict(cls, mapping, where or path.name)
+
+
+def dump_yaml(cfg: Any) -> str:
+    """The YAML text of a config dataclass; `from_dict(type(cfg), yaml.safe_load(text)) == cfg`."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,256 @@
+"""The search loop: ask the strategy, record in the store, run trials, record results, tell the strategy.
+
+The store is the source of truth. Every spec is written before it runs and every result before the strategy
+hears of it, so after a crash `resume` rebuilds the strategy by replaying the store and re-runs only the trials
+that were in flight (each from its last epoch checkpoint). Finished trials are never trained again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from menas.config import SearchConfig, from_dict, to_dict
+from menas.cost import Budget, format_count, parse_count
+from menas.data import SearchData
+from menas.errors import MenasError
+from menas.operators import check_feasible
+from menas.space import SearchSpace, load_space
+from menas.store import Store
+from menas.strategy import MENAS, RandomSearch, RegularizedEvolution, Strategy, TrialOutcome, TrialSpec
+from menas.trial import TrialJob, TrialResult, load_data, run_trial
+
+CONFIG_FILE = "config.yaml"
+
+
+class SearchStopped(MenasError):
+    """The search stopped before its end (too many failed trials); the store keeps everything done so far."""
+
+
+@dataclass
+class SearchSummary:
+    """The outcome of a search, as printed at its end and by `menas status`."""
+
+    best_genome: str | None
+    best_score: float | None
+    best_macs: int | None
+    best_params: int | None
+    trials_done: int
+    trials_failed: int
+    epochs: int
+    images: int
+    wall_s: float
+    train_s: float
+    lottery_s: float
+    finetune_s: float
+
+    @property
+    def overhead_s(self) -> float:
+        """Wall time outside training, ticket search and fine-tuning: the framework's own cost."""
+        return max(0.0, self.wall_s - self.train_s - self.lottery_s - self.finetune_s)
+
+
+def save_config(cfg: SearchConfig, run_dir: Path) -> Path:
+    """Writes the resolved config beside the store (temp file + rename)."""
+    path = run_dir / CONFIG_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+def load_run_config(run_dir: Path) -> SearchConfig:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"run {str(run_dir)!r}: no {CONFIG_FILE} (not a menas run directory)")
+    return from_dict(SearchConfig, yaml.safe_load(path.read_text()), "config")
+
+
+def _count(value: float | str | None, field: str, default: float) -> float:
+    if value is None:
+        return default
+    return parse_count(value, field) if isinstance(value, str) else float(value)
+
+
+def make_budget(cfg: SearchConfig, data: SearchData) -> Budget:
+    """The config's budget at the dataset's input shape (strings like "150M" accepted)."""
+    b = cfg.budget
+    return Budget(
+        macs_min=_count(b.macs_min, "budget.macs_min", 0.0),
+        macs_max=_count(b.macs_max, "budget.macs_max", math.inf),
+        params_max=_count(b.params_max, "budget.params_max", math.inf),
+        input_size=data.input_size,
+        in_chans=data.in_chans,
+        num_classes=data.num_classes,
+    )
+
+
+def make_strategy(cfg: SearchConfig, space: SearchSpace, budget: Budget) -> Strategy:
+    s, seed = cfg.strategy, cfg.seed
+    if s.name in ("menas", "menas-no-tickets"):
+        return MENAS(space, budget, seed, population=s.population, generations=s.generations, parents=s.parents,
+                     keep_largest=s.keep_largest, mutation_prob=s.mutation_prob, crossover_share=s.crossover_share,
+                     use_tickets=s.name == "menas")  # fmt: skip
+    if s.name == "random":
+        return RandomSearch(space, budget, seed, trials=s.trials, batch=s.population)
+    return RegularizedEvolution(space, budget, seed, population=s.population, sample_size=s.sample_size,
+                                cycles=s.cycles, mutation_prob=s.mutation_prob)  # fmt: skip
+
+
+class Search:
+    """A search in a run directory: set up (validating everything before any training), run, summarise."""
+
+    def __init__(self, cfg: SearchConfig, run_dir: str | Path, *, resume: bool = False) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.space = load_space(cfg.space)
+        from menas.data import resolve_device
+
+        self.data = load_data(cfg.data, resolve_device(cfg.device))
+        self.budget = make_budget(cfg, self.data)
+        check_feasible(self.space, self.budget)
+        self.strategy = make_strategy(cfg, self.space, self.budget)
+        if resume:
+            self.store = Store.open(self.run_dir)
+            self.pending = self.strategy.replay(self.store.history())
+            self.store.requeue()
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.store = Store.create(self.run_dir, to_dict(cfg), seed=cfg.seed)
+            save_config(cfg, self.run_dir)
+            self.pending = []
+        self.started = time.perf_counter()
+
+    def job(self, spec: TrialSpec) -> TrialJob:
+        cfg = self.cfg
+        return TrialJob(
+            trial_id=spec.trial_id,
+            genome=spec.genome,
+            data=cfg.data,
+            train=dataclasses.replace(cfg.train, seed=cfg.seed + spec.trial_id),
+            lottery=cfg.lottery if spec.use_tickets else None,
+            finetune_epochs=cfg.finetune_epochs if spec.use_tickets else 0,
+            workdir=str(self.run_dir / "trials" / f"{spec.trial_id:05d}"),
+            seed=cfg.seed + spec.trial_id,
+            device=cfg.device,
+        )
+
+    def run(self, on_result: Callable[[TrialSpec, TrialResult], None] | None = None) -> SearchSummary:
+        """Runs trials one after another in this process until the strategy is finished."""
+        self.store.set_status("running")
+        try:
+            return self._loop(on_result)
+        except KeyboardInterrupt:
+            self.store.set_status("interrupted")
+            raise
+
+    def _loop(self, on_result: Callable[[TrialSpec, TrialResult], None] | None) -> SearchSummary:
+        queue = list(self.pending)
+        self.pending = []
+        limit = self.cfg.strategy.population * max(self.cfg.strategy.generations, 1) + 10 * self.strategy.total_trials
+        for _ in range(limit):  # bounded: every pass finishes one trial or ends the loop
+            if not queue:
+                if self.strategy.finished:
+                    break
+                queue = self.strategy.ask()
+                if not queue:
+                    raise MenasError("the strategy asked for no trial but is not finished (a bug: please report)")
+                self.store.add_trials(queue)
+            spec = queue.pop(0)
+            self.store.mark_running(spec.trial_id)
+            result = run_trial(self.job(spec))
+            outcome = outcome_of(result)
+            self.store.record_outcome(outcome, error=result.error, **_details(result))
+            self.strategy.tell([outcome])
+            if on_result is not None:
+                on_result(spec, result)
+            self._check_failures()
+        self.store.set_status("finished")
+        return self.summary()
+
+    def _check_failures(self) -> None:
+        done = self.store.finished()
+        failed = [t for t in done if t.status == "failed"]
+        share = self.cfg.max_failure_share
+        if len(done) >= 5 and len(failed) / len(done) > share:
+            self.store.set_status("failed")
+            raise SearchStopped(
+                f"{len(failed)} of {len(done)} trials failed (more than max_failure_share={share:g}); last error: "
+                f"{failed[-1].error}. Everything done so far is in {self.run_dir}; fix the cause and `menas resume`."
+            )
+
+    def summary(self) -> SearchSummary:
+        return summarize(self.store, time.perf_counter() - self.started)
+
+
+def outcome_of(result: TrialResult) -> TrialOutcome:
+    return TrialOutcome(
+        trial_id=result.trial_id,
+        genome=result.genome,
+        status=result.status,
+        score=result.score,
+        macs=result.macs,
+        params=result.params,
+        ticket=result.ticket,
+        ticket_score=result.ticket_score,
+        ticket_macs=result.ticket_macs,
+        ticket_params=result.ticket_params,
+    )
+
+
+def _details(result: TrialResult) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "epoch_times": result.epoch_times,
+        "checkpoint": result.checkpoint,
+        "train_s": result.train_s + result.finetune_s,
+        "lottery_s": result.lottery_s,
+        "images": result.images,
+        "epochs": result.epochs,
+    }
+    if result.status == "done":
+        details["ticket_score_before_ft"] = result.ticket_score_before_ft
+    return details
+
+
+def summarize(store: Store, wall_s: float) -> SearchSummary:
+    trials = store.finished()
+    best = store.best()
+    done = [t for t in trials if t.status == "done"]
+    return SearchSummary(
+        best_genome=(best.ticket or best.genome) if best else None,
+        best_score=best.final_score if best else None,
+        best_macs=best.final_macs if best else None,
+        best_params=best.final_params if best else None,
+        trials_done=len(done),
+        trials_failed=len(trials) - len(done),
+        epochs=sum(t.epochs or 0 for t in trials),
+        images=sum(t.images or 0 for t in trials),
+        wall_s=wall_s,
+        train_s=sum(t.train_s or 0.0 for t in trials),
+        lottery_s=sum(t.lottery_s or 0.0 for t in trials),
+        finetune_s=0.0,
+    )
+
+
+def describe(summary: SearchSummary) -> list[str]:
+    """Human-readable lines with units."""
+    lines = []
+    if summary.best_genome:
+        lines += [
+            f"best: {summary.best_genome}",
+            f"      search-val top-1 {summary.best_score:.2f}%, {format_count(summary.best_macs)} MACs, "
+            f"{format_count(summary.best_params)} params",
+        ]
+    share = 100.0 * summary.overhead_s / summary.wall_s if summary.wall_s > 0 else 0.0
+    lines.append(
+        f"trials: {summary.trials_done} done, {summary.trials_failed} failed; cost {summary.epochs} epochs, "
+        f"{format_count(summary.images)} images, {summary.wall_s:.1f} s wall (training {summary.train_s:.1f} s, "
+        f"lottery {summary.lottery_s:.1f} s, overhead {summary.overhead_s:.1f} s = {share:.1f}%)"
+    )
+    return lines

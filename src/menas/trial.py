@@ -1,0 +1,182 @@
+"""One trial of a search: build a candidate from its genome, train it briefly, find its lottery ticket, fine-tune
+the ticket, and measure everything the search records.
+
+A trial is resumable: training and fine-tuning write epoch checkpoints in the trial's folder, and the ticket
+search in between is deterministic (seeded proposals, fixed calibration batches), so a trial interrupted at any
+point and run again with the same job ends with the same result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from menas.builder import MenasNet, build_model
+from menas.config import DataConfig, LotteryConfig, TrainConfig, to_dict
+from menas.cost import count_cost
+from menas.data import SearchData, build_loaders, resolve_device
+from menas.errors import TrialFailed
+from menas.lottery import search_ticket
+from menas.space import Genome
+from menas.train import History, seed_trial, train
+
+#: Weights of a trial's final network (the ticket, or the candidate when no ticket was kept).
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything a worker needs to run one trial, in plain data (it crosses process boundaries)."""
+
+    trial_id: int
+    genome: str
+    data: DataConfig
+    train: TrainConfig
+    lottery: LotteryConfig | None  # None: no ticket search (baselines, ablation)
+    finetune_epochs: int  # epochs of fine-tuning for the ticket (or for the unpruned candidate when none won)
+    workdir: str
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class TrialResult:
+    """What a trial measured. Accuracies are search-val top-1 in percent; times are wall seconds."""
+
+    trial_id: int
+    genome: str
+    status: str  # "done" | "failed"
+    macs: int
+    params: int
+    score: float | None = None  # the trained candidate
+    epoch_times: list[float] = field(default_factory=list)
+    ticket: str | None = None  # the pruned genome that replaces the candidate, None when the candidate stays
+    ticket_macs: int | None = None
+    ticket_params: int | None = None
+    ticket_score_before_ft: float | None = None  # after inheritance and BN recalibration
+    ticket_score: float | None = None  # after fine-tuning: the trial's final score
+    checkpoint: str | None = None
+    train_s: float = 0.0
+    lottery_s: float = 0.0
+    finetune_s: float = 0.0
+    images: int = 0
+    epochs: int = 0
+    error: str = ""
+
+    @property
+    def final_score(self) -> float | None:
+        return self.ticket_score if self.ticket_score is not None else self.score
+
+
+_DATA_CACHE: dict[str, SearchData] = {}
+
+
+def load_data(cfg: DataConfig, device: torch.device) -> SearchData:
+    """The trial's loaders, read once per process and configuration (small datasets stay on the device)."""
+    key = json.dumps({"data": to_dict(cfg), "device": str(device)}, sort_keys=True)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one dataset at a time: a worker runs trials of one search
+        _DATA_CACHE[key] = build_loaders(cfg, device)
+    return _DATA_CACHE[key]
+
+
+def calibration_batches(data: SearchData, count: int, epoch: int) -> list[torch.Tensor]:
+    """`count` fixed search-train batches (the loader's epoch `epoch`), reused for every proposal."""
+    data.train.set_epoch(epoch)
+    batches = []
+    for x, _ in data.train:
+        batches.append(x)
+        if len(batches) == count:
+            break
+    return batches
+
+
+def save_weights(model: torch.nn.Module, genome: Genome, path: Path) -> None:
+    """Writes the model's state as safetensors with its genome string in the metadata (temp file + rename)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata={"genome": genome.to_str(), "format": "menas-weights/1"})
+    tmp.replace(path)
+
+
+def load_weights(path: str | Path, num_classes: int, in_chans: int) -> MenasNet:
+    """Rebuilds a model from `save_weights` output (safetensors: loading runs no code)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "genome" not in metadata:
+        raise ValueError(f"weights {str(path)!r}: no genome in the safetensors metadata (not written by menas)")
+    model = build_model(Genome.from_str(metadata["genome"]), num_classes, in_chans)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model
+
+
+def run_trial(job: TrialJob) -> TrialResult:
+    """Runs a trial to the end. A non-finite loss or out-of-memory gives a failed result, never an exception;
+    anything else (a bug, a user mistake) propagates."""
+    genome = Genome.from_str(job.genome)
+    device = resolve_device(job.device)
+    data = load_data(job.data, device)
+    cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
+    result = TrialResult(job.trial_id, job.genome, "done", cost.macs, cost.params)
+    workdir = Path(job.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        _run(job, genome, data, workdir, result)
+    except TrialFailed as exc:
+        result.status, result.error = "failed", str(exc)
+    return result
+
+
+def _run(job: TrialJob, genome: Genome, data: SearchData, workdir: Path, result: TrialResult) -> None:
+    seed_trial(job.seed)  # weight initialisation below draws from torch's default generator
+    model = build_model(genome, data.num_classes, data.in_chans)
+    tic = time.perf_counter()
+    history = train(model, data.train, data.val, job.train, checkpoint_path=workdir / "train.ckpt")
+    result.train_s = time.perf_counter() - tic
+    _account(result, history, data)
+    result.score = history.val_top1
+    final_model, final_genome = model, genome
+    if job.lottery is not None:
+        tic = time.perf_counter()
+        calib = calibration_batches(data, job.lottery.calib_batches, epoch=job.train.epochs)
+        found = search_ticket(model, calib, data.val, job.lottery, random.Random(job.seed), data.input_size)
+        result.lottery_s = time.perf_counter() - tic
+        if found.chosen is not None:
+            final_model, final_genome = found.ticket_model, found.ticket_genome
+            ticket_cost = count_cost(final_genome, data.input_size, data.in_chans, data.num_classes)
+            result.ticket = final_genome.to_str()
+            result.ticket_macs, result.ticket_params = ticket_cost.macs, ticket_cost.params
+            result.ticket_score_before_ft = result.ticket_score = found.ticket_score
+    if job.finetune_epochs > 0:
+        tic = time.perf_counter()
+        ft_cfg = dataclasses.replace(job.train, epochs=job.finetune_epochs, warmup_epochs=0.0)
+        ft_history = train(final_model, data.train, data.val, ft_cfg, checkpoint_path=workdir / "finetune.ckpt")
+        result.finetune_s = time.perf_counter() - tic
+        _account(result, ft_history, data)
+        if result.ticket is not None:
+            result.ticket_score = ft_history.val_top1
+        else:
+            result.score = ft_history.val_top1
+    path = workdir / WEIGHTS_FILE
+    save_weights(final_model, final_genome, path)
+    result.checkpoint = str(path)
+
+
+def _account(result: TrialResult, history: History, data: SearchData) -> None:
+    result.epoch_times.extend(history.epoch_seconds)
+    result.epochs += len(history.epochs)
+    result.images += len(history.epochs) * len(data.train) * data.train.batch_size
+
+
+def result_to_json(result: TrialResult) -> dict[str, Any]:
+    return dataclasses.asdict(result)

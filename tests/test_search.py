@@ -1,0 +1,211 @@
+"""The search loop end to end on tiny synthetic data: results, store, resume after crashes, failures, configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from menas import search as search_module
+from menas import trial as trial_module
+from menas.cli import main
+from menas.config import (
+    BudgetConfig,
+    DataConfig,
+    LotteryConfig,
+    SearchConfig,
+    StrategyConfig,
+    TrainConfig,
+    to_dict,
+)
+from menas.errors import TrialFailed
+from menas.search import Search, SearchStopped, load_run_config
+from menas.store import Store
+
+
+def tiny_config(**changes: object) -> SearchConfig:
+    """A search that finishes in seconds: 16 px synthetic data, 3 candidates x 2 generations, 1 epoch each."""
+    cfg = SearchConfig(
+        seed=3,
+        budget=BudgetConfig(macs_max="2M", params_max="800K"),
+        strategy=StrategyConfig(population=3, generations=2, parents=2),
+        data=DataConfig(
+            dataset="synthetic", input_size=16, search_train_fraction=0.3, search_val_fraction=0.1, batch_size=64
+        ),
+        train=TrainConfig(epochs=1, threads=1, optimizer="sgd", schedule="cosine", lr=0.05, warmup_epochs=0.0),
+        lottery=LotteryConfig(proposals=3, score_images=64, rescore_top=2, tolerance=50.0),
+        finetune_epochs=1,
+    )
+    return dataclasses.replace(cfg, **changes)
+
+
+def results(run_dir: Path) -> list[tuple]:
+    with Store.open(run_dir, readonly=True) as store:
+        return [(t.trial_id, t.genome, t.status, t.score, t.ticket, t.ticket_score) for t in store.history()]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    Search(tiny_config(), run_dir).run()
+    return run_dir
+
+
+def test_search_runs_end_to_end(reference_run: Path) -> None:
+    rows = results(reference_run)
+    assert len(rows) == 6 and all(r[2] == "done" for r in rows)
+    assert any(r[4] is not None for r in rows), "no lottery ticket was kept (tolerance is 50 points)"
+    assert load_run_config(reference_run) == tiny_config()
+    with Store.open(reference_run, readonly=True) as store:
+        best = store.best()
+        assert best.final_score == max(t.final_score for t in store.finished())
+        assert {g.generation for g in store.generation_summary()} == {0, 1}
+    assert (reference_run / "trials" / "00000" / "model.safetensors").is_file()
+
+
+def test_summary_accounts_time(reference_run: Path) -> None:
+    with Store.open(reference_run, readonly=True) as store:
+        summary = search_module.summarize(store, wall_s=1e9)
+    assert summary.trials_done == 6 and summary.epochs == 12  # 1 training + 1 fine-tune epoch per trial
+    assert summary.train_s > 0 and summary.lottery_s > 0
+
+
+class Crash(BaseException):
+    """Stands in for a kill: not an Exception, so nothing on the way catches it."""
+
+
+@pytest.mark.parametrize("phase", ["train", "lottery", "finetune"])
+def test_resume_after_crash_retrains_nothing_finished(phase: str, reference_run: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Crash inside trial 4 (of 6) at the given phase, resume, and get the uninterrupted run's results; the
+    four finished trials are never trained again and the crashed one continues from its checkpoint."""
+    run_dir = tmp_path / "run"
+    real_train, real_ticket = trial_module.train, trial_module.search_ticket
+    calls: list[str] = []
+
+    def train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
+        trial = Path(checkpoint_path).parent.name
+        kind = "finetune" if Path(checkpoint_path).name.startswith("finetune") else "train"
+        calls.append(f"{trial}:{kind}")
+        history = real_train(model, train_loader, val_loader, cfg, checkpoint_path=checkpoint_path, **kw)
+        if trial == "00004" and kind == phase and not os.environ.get("RESUMED"):
+            raise Crash
+        return history
+
+    monkeypatch.setattr(trial_module, "train", train)
+    if phase == "lottery":
+        counter = {"n": 0}
+
+        def crashing_ticket(*args, **kw):
+            counter["n"] += 1
+            if counter["n"] == 5 and not os.environ.get("RESUMED"):  # the 5th ticket search is trial 4's
+                raise Crash
+            return real_ticket(*args, **kw)
+
+        monkeypatch.setattr(trial_module, "search_ticket", crashing_ticket)
+    with pytest.raises(Crash):
+        Search(tiny_config(), run_dir).run()
+    with Store.open(run_dir, readonly=True) as store:
+        assert [t.status for t in store.history()][:5] == ["done"] * 4 + ["running"]
+    calls.clear()
+    monkeypatch.setenv("RESUMED", "1")
+    Search(load_run_config(run_dir), run_dir, resume=True).run()
+    assert not any(c.startswith(("00000", "00001", "00002", "00003")) for c in calls), calls
+    assert results(run_dir) == results(reference_run)
+
+
+def test_sigkill_at_any_moment_then_resume_matches(reference_run: Path, tmp_path: Path) -> None:
+    """A real SIGKILL of `menas search` once two trials are done, then `menas resume`: same results."""
+    run_dir = tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(to_dict(tiny_config())))
+    cmd = [sys.executable, "-m", "menas.cli"]
+    proc = subprocess.Popen([*cmd, "search", "--config", str(config), "--out", str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(600):  # up to 60 s for the first two trials
+            if (run_dir / "menas.sqlite").exists():
+                with Store.open(run_dir, readonly=True) as store:
+                    if len(store.finished()) >= 2:
+                        break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    resumed = subprocess.run([*cmd, "resume", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(run_dir) == results(reference_run)
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_train = trial_module.train
+
+    def train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
+        if Path(checkpoint_path).parent.name == "00001":
+            raise TrialFailed("loss became NaN at epoch 1 step 3")
+        return real_train(model, train_loader, val_loader, cfg, checkpoint_path=checkpoint_path, **kw)
+
+    monkeypatch.setattr(trial_module, "train", train)
+    run_dir = tmp_path / "run"
+    Search(tiny_config(), run_dir).run()
+    with Store.open(run_dir, readonly=True) as store:
+        failed = store.trials(status="failed")
+        assert [t.trial_id for t in failed] == [1] and "NaN at epoch 1" in failed[0].error
+        assert len(store.trials(status="done")) == 5
+
+
+def test_too_many_failures_stop_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def train(*args, **kw):
+        raise TrialFailed("loss became NaN at epoch 1 step 1")
+
+    monkeypatch.setattr(trial_module, "train", train)
+    cfg = tiny_config(strategy=StrategyConfig(population=6, generations=1, parents=2), max_failure_share=0.5)
+    with pytest.raises(SearchStopped, match=r"5 of 5 trials failed .*menas resume"):
+        Search(cfg, tmp_path / "run").run()
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("strategy: {populaton: 4}", "unknown key 'populaton'"),
+        ("train: {epochs: three}", "config.train.epochs: got 'three'"),
+        ("budget: {macs_max: 1K}", "infeasible"),
+        ("data: {dataset: fashion-mnist, root: /nonexistent}", "/nonexistent"),
+        ("- just a list", "allowed: a mapping"),
+        ("space: nope", "neither a preset"),
+        ("budget: {macs_max: 12Q}", "unknown size suffix"),
+    ],
+)
+def test_bad_configs_fail_before_training_with_one_line(
+    text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["search", "--config", _write(tmp_path, text), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "trials").exists()
+
+
+def test_cli_search_status_and_existing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write(tmp_path, yaml.safe_dump(to_dict(tiny_config(strategy=StrategyConfig(population=2,
+                                                                                         generations=1)))))  # fmt: skip
+    run = str(tmp_path / "run")
+    assert main(["search", "--config", config, "--set", "finetune_epochs=0", "--out", run]) == 0
+    out = capsys.readouterr().out
+    assert "best:" in out and "overhead" in out
+    assert main(["status", run]) == 0
+    assert "2 done, 0 failed" in capsys.readouterr().out
+    assert main(["search", "--config", config, "--out", run]) == 2
+    assert "menas resume" in capsys.readouterr().err
