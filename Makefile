@@ -16,9 +16,8 @@ dataset:
 	@bash scripts/install-fashion-mnist.sh
 
 demo: $(STAMP) dataset
-	$(BIN)/menas space show mobilenet3-mt --input-size 32 --num-classes 10 --in-chans 1
-	$(BIN)/menas sample --space mobilenet3-mt --macs 5M:20M --params-max 2M --input-size 32 --in-chans 1 --num-classes 10 -n 3 --seed 0
-	$(BIN)/menas inspect "$$($(BIN)/menas sample --space mobilenet3-mt --macs 5M:20M --params-max 2M --input-size 32 --in-chans 1 --num-classes 10 -n 1 --seed 0 | cut -d' ' -f1)" --input-size 32 --in-chans 1 --num-classes 10
+	rm -rf runs/demo
+	$(BIN)/menas search --config configs/demo.yaml --out runs/demo
 
 test: $(STAMP) dataset
 	$(BIN)/ruff check src tests bench
@@ -32,8 +31,10 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(STAMP)
+bench: $(STAMP) dataset
 	$(BIN)/python bench/bench_cost.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_lottery.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

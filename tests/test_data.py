@@ -26,20 +26,6 @@ from menas.data import (
     resize_uint8,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Runs each test on one intra-op thread, restoring the setting after.
-
-    Measured: with another process busy on one of the 2 cores, two threads made the tiny-CNN training tests
-    8x slower (27.8 s vs 3.4 s) because every small op waits for the descheduled second thread.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------------------------- fixture writers
 
 

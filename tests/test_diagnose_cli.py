@@ -1,0 +1,68 @@
+"""`menas train`, `menas lottery` (and --diagnose) on tiny synthetic data, and the diagnostic's statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from menas.cli import main
+from menas.diagnose import correlations
+from menas.space import Genome
+
+GENOME = (
+    "stem_c16_hs-ds_k3_c16_re|ir_k3_s2_m32_c16_re|ir_k3_s2_m48_c24_re-ir_k5_m72_c24_se_re|ir_k3_s2_m96_c40_hs"
+    "|ir_k3_m120_c40_hs|ir_k3_s2_m160_c48_se_hs-ir_k3_m144_c48_hs|head_c288_f256_hs"
+)
+DATA = ["--data", "synthetic", "--input-size", "16", "--batch-size", "64", "--threads", "1"]
+
+
+def test_correlations_known_values() -> None:
+    up = correlations([1, 2, 3, 4], [10, 20, 30, 45])
+    assert up.spearman == pytest.approx(1.0) and up.kendall == pytest.approx(1.0) and up.pearson > 0.98
+    down = correlations([1, 2, 3, 4], [4, 3, 2, 1])
+    assert down.spearman == pytest.approx(-1.0)
+    assert math.isnan(correlations([1, 1, 1], [1, 2, 3]).spearman)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "run"
+    assert main(["train", GENOME, *DATA, "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_history_weights_and_checkpoint(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    history = json.loads((trained / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    first, last = history["epochs"]
+    assert last["train_loss"] < first["train_loss"] and 0.0 <= last["val_top1"] <= 100.0
+    assert {"model.safetensors", "train.ckpt", "run.json"} <= {p.name for p in trained.iterdir()}
+    assert Genome.from_str(json.loads((trained / "run.json").read_text())["genome"]) == Genome.from_str(GENOME)
+
+
+def test_lottery_prints_proposals_and_ticket(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lottery", str(trained), "-P", "4", "--score-images", "64", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "4 pruning proposals" in out and "unpruned (recalibrated)" in out
+    assert "ticket: proposal" in out or "stays the ticket" in out
+
+
+def test_lottery_diagnose_prints_correlations(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["lottery", str(trained), "--diagnose", "-M", "4", "--finetune-epochs", "1", "--score-images", "64",
+                 "--threads", "1"])  # fmt: skip
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps the title
+    assert code == 0
+    for row in ("without BN recalibration", "with BN recalibration", "noise ceiling"):
+        assert row in out
+    assert "quick scores on 64" in out
+
+
+def test_lottery_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lottery", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "Traceback" not in err
+    assert main(["train", GENOME, "--data", "fashion-mnist", "--root", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "data.root" in capsys.readouterr().err
