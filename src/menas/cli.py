@@ -339,7 +339,13 @@ def _run_search(search: Any, console: Console) -> int:
             progress.update(task, advance=1, description=f"generation {spec.generation}, trial {spec.trial_id}: "
                             f"{'failed' if score is None else f'{score:.2f}%'}; {best_text}")  # fmt: skip
 
-        summary = search.run(on_result=on_result)
+        def on_epoch(spec: Any, phase: str, stats: Any) -> None:
+            best = search.store.best()
+            best_text = f"best {best.final_score:.2f}%" if best and best.final_score is not None else "no best yet"
+            progress.update(task, description=f"generation {spec.generation}, trial {spec.trial_id}: {phase} epoch "
+                            f"{stats.epoch}, val {stats.val_top1 or 0:.2f}%; {best_text}")  # fmt: skip
+
+        summary = search.run(on_result=on_result, on_epoch=on_epoch)
     for line in describe(summary):
         console.print(line)
     console.print(f"run folder: {search.run_dir} (config.yaml, menas.sqlite, trials/)")
@@ -399,6 +405,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"best so far: trial {best.trial_id}, {_pct(best.final_score)}, "
                       f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params\n"
                       f"{best.ticket or best.genome}")  # fmt: skip
+    if trials:
+        started = min(t.queued_at for t in trials)
+        last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
+        console.print(f"elapsed: {(last - started) / 60:.1f} min from the first trial to the latest event")
     if finished:
         per_trial = sum(t.finished_at - t.started_at for t in finished) / len(finished)
         total = _expected_trials(cfg)

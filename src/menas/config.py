@@ -114,6 +114,10 @@ class TrainConfig:
         """The peak learning rate for a batch size: `lr` if set, else scaled linearly from `lr_base`."""
         return self.lr if self.lr is not None else self.lr_base * batch_size / self.lr_base_batch
 
+    def finetune(self, epochs: int, batch_size: int, lr_scale: float) -> TrainConfig:
+        """The recipe for fine-tuning an inherited network: `epochs`, no warmup, `lr_scale` x the peak lr."""
+        return dataclasses.replace(self, epochs=epochs, warmup_epochs=0.0, lr=self.peak_lr(batch_size) * lr_scale)
+
     def ema_decay_for(self, batch_size: int) -> float:
         """EMA decay per step at this batch size, so that the decay per training image is unchanged."""
         return self.ema_decay ** (batch_size / self.ema_base_batch)
@@ -135,6 +139,7 @@ class LotteryConfig:
     tolerance: float = 1.0  # percentage points: a ticket must score >= parent's recalibrated top-1 - tolerance
     amp: str = "auto"  # "auto": bf16 scoring on CUDA and on CPUs with native bf16; "bf16"; "off"
     divisor: int = 8  # pruned channel counts are multiples of this
+    finetune_lr_scale: float = 0.1  # fine-tuning peak lr = this x the training peak lr (no warmup)
 
     def __post_init__(self) -> None:
         if not isinstance(self.proposals, int) or self.proposals < 1:
@@ -154,6 +159,8 @@ class LotteryConfig:
         for name in ("calib_batches", "rescore_top", "divisor"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"lottery.{name}: got {getattr(self, name)!r}, allowed: integers >= 1")
+        if not 0.0 < self.finetune_lr_scale <= 10.0:
+            raise ValueError(f"lottery.finetune_lr_scale: got {self.finetune_lr_scale!r}, allowed: 0 < scale <= 10")
         if not isinstance(self.score_images, int) or self.score_images < 0:
             raise ValueError(f"lottery.score_images: got {self.score_images!r}, allowed: integers >= 0")
 

@@ -84,7 +84,7 @@ def diagnose(
     calib = calibration_batches(data, cfg.calib_batches, calib_epoch)
     full = take_images(data.val, 0)
     subset = take_images(full, cfg.score_images) if cfg.score_images else full
-    ft_cfg = dataclasses.replace(train_cfg, epochs=finetune_epochs, warmup_epochs=0.0)
+    ft_cfg = train_cfg.finetune(finetune_epochs, data.train.batch_size, cfg.finetune_lr_scale)
     rows = []
     for proposal in propose(model.genome, cfg, rng, data.input_size, data.in_chans, data.num_classes):
         child = inherit_weights(model, proposal.genome, cfg.importance, channels_last=True)

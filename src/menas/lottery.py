@@ -257,12 +257,13 @@ def inherit_weights(model: MenasNet, pruned: Genome, importance: str = "l1", cha
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], bf16: bool = False) -> nn.Module:
     """Replaces every BatchNorm's running statistics by their exact average over `batches`.
 
     Statistics are reset and momentum set to None (PyTorch's cumulative average), only the BN layers run in
     train mode, no parameter changes; momentum and modes are restored afterwards. The model is left in eval
-    mode, ready to score.
+    mode, ready to score. With `bf16` the forward passes run under bf16 autocast (the statistics stay float32):
+    cheaper, for ranking proposals; the chosen ticket is recalibrated in float32.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [bn.momentum for bn in bns]
@@ -273,7 +274,11 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Modu
         bn.train()
     try:
         for x in batches:
-            model(x)
+            if bf16:
+                with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                    model(x)
+            else:
+                model(x)
     finally:
         for bn, momentum in zip(bns, momenta, strict=True):
             bn.momentum = momentum
@@ -398,7 +403,7 @@ def search_ticket(
         t0 = time.perf_counter()
         child = inherit_weights(model, proposal.genome, cfg.importance, channels_last)
         t1 = time.perf_counter()
-        recalibrate_bn(child, calib_batches)
+        recalibrate_bn(child, calib_batches, bf16)
         t2 = time.perf_counter()
         score = top1(child, subset, bf16)
         timings["inherit"] += t1 - t0
@@ -407,21 +412,15 @@ def search_ticket(
         cost = count_cost(proposal.genome, input_size, in_chans, model.num_classes)
         scored.append(ScoredProposal(index, proposal, cost.macs, cost.params, score))
     finalists = sorted(scored, key=lambda s: (-s.subset_score, s.macs))[: cfg.rescore_top]
-    best_model, chosen = None, None
+    # finalists: float32 recalibration, scored on all of search-val; the chosen one's model is kept as the ticket
+    models = {}
     for candidate in finalists:
-        if not halving:
-            candidate.full_score = candidate.subset_score
-        else:
-            child = recalibrate_bn(
-                inherit_weights(model, candidate.proposal.genome, cfg.importance, channels_last), calib_batches
-            )
-            candidate.full_score = top1(child, full, bf16)
+        child = inherit_weights(model, candidate.proposal.genome, cfg.importance, channels_last)
+        models[candidate.index] = recalibrate_bn(child, calib_batches)
+        candidate.full_score = top1(models[candidate.index], full, bf16)
     eligible = [c for c in finalists if c.full_score >= parent_score - cfg.tolerance]
-    if eligible:
-        chosen = max(eligible, key=lambda c: (c.full_score, -c.macs))
-        best_model = recalibrate_bn(
-            inherit_weights(model, chosen.proposal.genome, cfg.importance, channels_last), calib_batches
-        )
+    chosen = max(eligible, key=lambda c: (c.full_score, -c.macs)) if eligible else None
+    best_model = models[chosen.index] if chosen else None
     return LotteryResult(
         parent_genome=genome,
         parent_score=parent_score,

@@ -141,16 +141,24 @@ class Search:
             device=cfg.device,
         )
 
-    def run(self, on_result: Callable[[TrialSpec, TrialResult], None] | None = None) -> SearchSummary:
+    def run(
+        self,
+        on_result: Callable[[TrialSpec, TrialResult], None] | None = None,
+        on_epoch: Callable[[TrialSpec, str, Any], None] | None = None,
+    ) -> SearchSummary:
         """Runs trials one after another in this process until the strategy is finished."""
         self.store.set_status("running")
         try:
-            return self._loop(on_result)
+            return self._loop(on_result, on_epoch)
         except KeyboardInterrupt:
             self.store.set_status("interrupted")
             raise
 
-    def _loop(self, on_result: Callable[[TrialSpec, TrialResult], None] | None) -> SearchSummary:
+    def _loop(
+        self,
+        on_result: Callable[[TrialSpec, TrialResult], None] | None,
+        on_epoch: Callable[[TrialSpec, str, Any], None] | None,
+    ) -> SearchSummary:
         queue = list(self.pending)
         self.pending = []
         limit = self.cfg.strategy.population * max(self.cfg.strategy.generations, 1) + 10 * self.strategy.total_trials
@@ -164,7 +172,8 @@ class Search:
                 self.store.add_trials(queue)
             spec = queue.pop(0)
             self.store.mark_running(spec.trial_id)
-            result = run_trial(self.job(spec))
+            epoch_cb = None if on_epoch is None else lambda phase, stats, spec=spec: on_epoch(spec, phase, stats)
+            result = run_trial(self.job(spec), epoch_cb)
             outcome = TrialOutcome.from_record(result)  # a TrialResult has the outcome's attribute names
             self.store.record_outcome(outcome, error=result.error, **_details(result))
             self.strategy.tell([outcome])

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,10 @@ def load_weights(path: str | Path, num_classes: int, in_chans: int) -> MenasNet:
     return model
 
 
-def run_trial(job: TrialJob) -> TrialResult:
+def run_trial(job: TrialJob, on_epoch: Callable[[str, Any], None] | None = None) -> TrialResult:
     """Runs a trial to the end. A non-finite loss or out-of-memory gives a failed result, never an exception;
-    anything else (a bug, a user mistake) propagates."""
+    anything else (a bug, a user mistake) propagates. `on_epoch(phase, stats)` is called after every training
+    ("train") and fine-tuning ("finetune") epoch, for progress displays."""
     genome = Genome.from_str(job.genome)
     device = resolve_device(job.device)
     data = load_data(job.data, device)
@@ -131,17 +133,29 @@ def run_trial(job: TrialJob) -> TrialResult:
     workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        _run(job, genome, data, workdir, result)
+        _run(job, genome, data, workdir, result, on_epoch)
     except TrialFailed as exc:
         result.status, result.error = "failed", str(exc)
     return result
 
 
-def _run(job: TrialJob, genome: Genome, data: SearchData, workdir: Path, result: TrialResult) -> None:
+def _run(
+    job: TrialJob,
+    genome: Genome,
+    data: SearchData,
+    workdir: Path,
+    result: TrialResult,
+    on_epoch: Callable[[str, Any], None] | None,
+) -> None:
+    def progress(phase: str) -> Callable[[Any], None] | None:
+        return None if on_epoch is None else lambda stats: on_epoch(phase, stats)
+
     seed_trial(job.seed)  # weight initialisation below draws from torch's default generator
     model = build_model(genome, data.num_classes, data.in_chans)
     tic = time.perf_counter()
-    history = train(model, data.train, data.val, job.train, checkpoint_path=workdir / "train.ckpt")
+    history = train(
+        model, data.train, data.val, job.train, checkpoint_path=workdir / "train.ckpt", progress=progress("train")
+    )
     result.train_s = time.perf_counter() - tic
     _account(result, history, data)
     result.score = history.val_top1
@@ -159,8 +173,10 @@ def _run(job: TrialJob, genome: Genome, data: SearchData, workdir: Path, result:
             result.ticket_score_before_ft = result.ticket_score = found.ticket_score
     if job.finetune_epochs > 0:
         tic = time.perf_counter()
-        ft_cfg = dataclasses.replace(job.train, epochs=job.finetune_epochs, warmup_epochs=0.0)
-        ft_history = train(final_model, data.train, data.val, ft_cfg, checkpoint_path=workdir / "finetune.ckpt")
+        scale = job.lottery.finetune_lr_scale if job.lottery is not None else 1.0
+        ft_cfg = job.train.finetune(job.finetune_epochs, data.train.batch_size, scale)
+        ft_history = train(final_model, data.train, data.val, ft_cfg, checkpoint_path=workdir / "finetune.ckpt",
+                           progress=progress("finetune"))  # fmt: skip
         result.finetune_s = time.perf_counter() - tic
         _account(result, ft_history, data)
         if result.ticket is not None:
