@@ -161,6 +161,24 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path: Path, monke
         assert len(store.trials(status="done")) == 5
 
 
+def test_an_exception_inside_a_trial_is_recorded_as_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_train = trial_module.train
+
+    def train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
+        if Path(checkpoint_path).parent.name == "00002":
+            raise RuntimeError("out of shared memory")
+        return real_train(model, train_loader, val_loader, cfg, checkpoint_path=checkpoint_path, **kw)
+
+    monkeypatch.setattr(trial_module, "train", train)
+    run_dir = tmp_path / "run"
+    Search(tiny_config(finetune_epochs=0), run_dir).run()
+    with Store.open(run_dir, readonly=True) as store:
+        (failed,) = store.trials(status="failed")
+        assert failed.trial_id == 2 and failed.error == "RuntimeError: out of shared memory"
+        assert len(store.trials(status="done")) == 5
+        assert store.events("trial_exception")
+
+
 def test_too_many_failures_stop_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def train(*args, **kw):
         raise TrialFailed("loss became NaN at epoch 1 step 1")

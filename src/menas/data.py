@@ -166,7 +166,10 @@ def load_digits() -> tuple[ImageArrays, ImageArrays]:
 
     There is no official test split, so a fixed class-balanced 20% (constant seed) is used as `test`.
     """
-    from sklearn.datasets import load_digits as sk_load_digits
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError:
+        raise ValueError("data.dataset: 'digits' needs scikit-learn (pip install 'menas[digits]')") from None
 
     bunch = sk_load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]

@@ -173,7 +173,7 @@ class Search:
             spec = queue.pop(0)
             self.store.mark_running(spec.trial_id)
             epoch_cb = None if on_epoch is None else lambda phase, stats, spec=spec: on_epoch(spec, phase, stats)
-            result = run_trial(self.job(spec), epoch_cb)
+            result = self._run_one(spec, epoch_cb)
             outcome = TrialOutcome.from_record(result)  # a TrialResult has the outcome's attribute names
             self.store.record_outcome(outcome, error=result.error, **_details(result))
             self.strategy.tell([outcome])
@@ -182,6 +182,15 @@ class Search:
             self._check_failures()
         self.store.set_status("finished")
         return self.summary()
+
+    def _run_one(self, spec: TrialSpec, on_epoch: Callable[[str, Any], None] | None) -> TrialResult:
+        """Runs a trial; any exception inside it becomes a failed result with its reason, so one broken
+        candidate never ends the search (a systematic cause trips `max_failure_share`)."""
+        try:
+            return run_trial(self.job(spec), on_epoch)
+        except Exception as exc:
+            self.store.log_event("trial_exception", trial_id=spec.trial_id, error=f"{type(exc).__name__}: {exc}")
+            return TrialResult(spec.trial_id, spec.genome, "failed", 0, 0, error=f"{type(exc).__name__}: {exc}")
 
     def _check_failures(self) -> None:
         done = self.store.finished()
