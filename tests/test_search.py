@@ -144,15 +144,20 @@ def test_sigkill_at_any_moment_then_resume_matches(reference_run: Path, tmp_path
     assert results(run_dir) == results(reference_run)
 
 
-def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _fail_trial(monkeypatch: pytest.MonkeyPatch, trial: str, error: BaseException) -> None:
+    """Makes training of one trial (by its folder name) raise `error`; every other trial trains for real."""
     real_train = trial_module.train
 
     def train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
-        if Path(checkpoint_path).parent.name == "00001":
-            raise TrialFailed("loss became NaN at epoch 1 step 3")
+        if Path(checkpoint_path).parent.name == trial:
+            raise error
         return real_train(model, train_loader, val_loader, cfg, checkpoint_path=checkpoint_path, **kw)
 
     monkeypatch.setattr(trial_module, "train", train)
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fail_trial(monkeypatch, "00001", TrialFailed("loss became NaN at epoch 1 step 3"))
     run_dir = tmp_path / "run"
     Search(tiny_config(), run_dir).run()
     with Store.open(run_dir, readonly=True) as store:
@@ -162,14 +167,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path: Path, monke
 
 
 def test_an_exception_inside_a_trial_is_recorded_as_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_train = trial_module.train
-
-    def train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
-        if Path(checkpoint_path).parent.name == "00002":
-            raise RuntimeError("out of shared memory")
-        return real_train(model, train_loader, val_loader, cfg, checkpoint_path=checkpoint_path, **kw)
-
-    monkeypatch.setattr(trial_module, "train", train)
+    _fail_trial(monkeypatch, "00002", RuntimeError("out of shared memory"))
     run_dir = tmp_path / "run"
     Search(tiny_config(finetune_epochs=0), run_dir).run()
     with Store.open(run_dir, readonly=True) as store:

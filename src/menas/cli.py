@@ -266,12 +266,12 @@ def cmd_lottery(args: argparse.Namespace) -> int:
                         tolerance=args.tolerance, score_images=args.score_images)  # fmt: skip
     model, data, train_cfg = _load_trained(args.checkpoint, args)
     console = _console()
-    if args.diagnose:
-        return _print_diagnosis(model, data, cfg, train_cfg, args, console)
     if train_cfg.threads:
         import torch
 
         torch.set_num_threads(train_cfg.threads)
+    if args.diagnose:
+        return _print_diagnosis(model, data, cfg, train_cfg, args, console)
     calib = calibration_batches(data, cfg.calib_batches, epoch=0)
     result = search_ticket(model, calib, data.val, cfg, _random.Random(args.seed), data.input_size)
     table = Table(title=f"{len(result.scored)} pruning proposals (scored on {cfg.score_images or 'all'} images, "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scipy import stats
@@ -74,7 +74,7 @@ def diagnose(
     finetune_epochs: int = 1,
     seed: int = 0,
     calib_epoch: int = 0,
-    progress: object = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Diagnosis:
     """Scores `proposals` proposals of `model` three ways (see the module docstring)."""
     from menas.trial import calibration_batches
@@ -82,7 +82,7 @@ def diagnose(
     rng = random.Random(seed)
     cfg = dataclasses.replace(lottery, proposals=proposals)
     calib = calibration_batches(data, cfg.calib_batches, calib_epoch)
-    full = take_images(data.val, 0)
+    full = data.val
     subset = take_images(full, cfg.score_images) if cfg.score_images else full
     ft_cfg = train_cfg.finetune(finetune_epochs, data.train.batch_size, cfg.finetune_lr_scale)
     rows = []
@@ -98,13 +98,13 @@ def diagnose(
             finetuned.append(history.val_top1)
         macs = count_cost(proposal.genome, data.input_size, data.in_chans, data.num_classes).macs
         rows.append(ProposalScores(proposal.mean_mid_rate, macs, stale, recalibrated, finetuned[0], finetuned[1]))
-        if callable(progress):
+        if progress is not None:
             progress(len(rows))
     tuned_a = [r.finetuned for r in rows]
     return Diagnosis(
         proposals=rows,
         subset_images=sum(len(y) for _, y in subset),
-        finetune_images=sum(len(y) for _, y in full),
+        finetune_images=data.val.num_samples,
         stale=correlations([r.stale for r in rows], tuned_a),
         recalibrated=correlations([r.recalibrated for r in rows], tuned_a),
         noise_ceiling=correlations(tuned_a, [r.finetuned_again for r in rows]),

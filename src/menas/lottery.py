@@ -381,17 +381,17 @@ def search_ticket(
     Every proposal: inherit weights, recalibrate BN on `calib_batches`, score on the first `score_images`
     images of `val_batches`; the best `rescore_top` are re-scored on all of them. The parent is recalibrated
     and scored the same way, so the comparison is fair. The best proposal within `tolerance` of the parent
-    becomes the ticket.
+    becomes the ticket. `val_batches` must be re-iterable (a loader or a list): it is read several times.
     """
     start = time.perf_counter()
     timings = {"inherit": 0.0, "recalibrate": 0.0, "score": 0.0}
     genome, in_chans = model.genome, model.stem.conv.in_channels
     device = next(model.parameters()).device
     bf16 = use_bf16(device, cfg.amp)
-    full = take_images(val_batches, 0)
-    n_full = sum(len(y) for _, y in full)
-    halving = 0 < cfg.score_images < n_full
-    subset = take_images(full, cfg.score_images) if halving else full
+    # only the first-round subset is held in memory: all of search-val (ImageNet-sized in the paper's setting)
+    # is streamed from the loader for the parent and the finalists
+    full = val_batches
+    subset = take_images(full, cfg.score_images) if cfg.score_images else full
     parent = inherit_weights(
         model, genome, cfg.importance, channels_last
     )  # a copy, so the caller's model keeps its statistics

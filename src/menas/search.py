@@ -48,13 +48,12 @@ class SearchSummary:
     images: int
     wall_s: float
     train_s: float
-    lottery_s: float
-    finetune_s: float
+    lottery_s: float  # ticket search (fine-tuning is counted in train_s)
 
     @property
     def overhead_s(self) -> float:
         """Wall time outside training, ticket search and fine-tuning: the framework's own cost."""
-        return max(0.0, self.wall_s - self.train_s - self.lottery_s - self.finetune_s)
+        return max(0.0, self.wall_s - self.train_s - self.lottery_s)
 
 
 def save_config(cfg: SearchConfig, run_dir: Path) -> Path:
@@ -161,7 +160,7 @@ class Search:
     ) -> SearchSummary:
         queue = list(self.pending)
         self.pending = []
-        limit = self.cfg.strategy.population * max(self.cfg.strategy.generations, 1) + 10 * self.strategy.total_trials
+        limit = self.strategy.total_trials + 1
         for _ in range(limit):  # bounded: every pass finishes one trial or ends the loop
             if not queue:
                 if self.strategy.finished:
@@ -237,7 +236,6 @@ def summarize(store: Store, wall_s: float) -> SearchSummary:
         wall_s=wall_s,
         train_s=sum(t.train_s or 0.0 for t in trials),
         lottery_s=sum(t.lottery_s or 0.0 for t in trials),
-        finetune_s=0.0,
     )
 
 

@@ -8,7 +8,6 @@ point and run again with the same job ends with the same result.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import time
@@ -192,7 +191,3 @@ def _account(result: TrialResult, history: History, data: SearchData) -> None:
     result.epoch_times.extend(history.epoch_seconds)
     result.epochs += len(history.epochs)
     result.images += len(history.epochs) * len(data.train) * data.train.batch_size
-
-
-def result_to_json(result: TrialResult) -> dict[str, Any]:
-    return dataclasses.asdict(result)
