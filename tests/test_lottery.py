@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,10 +16,13 @@ from menas.lottery import (
     apply_rates,
     inherit_weights,
     keep_plan,
+    merge_batches,
     propose,
     recalibrate_bn,
     residual_groups,
     search_ticket,
+    skip_images,
+    take_images,
     top1,
 )
 from menas.space import MOBILENETV3_LARGE, Genome
@@ -81,6 +85,35 @@ def test_inherited_weights_are_the_kept_slices(importance: str, seed: int) -> No
             assert proj.shape == (stage.out_chs, layer.mid_chs, 1, 1)
     # pruned state loads strictly into a freshly built model of the pruned genome
     build_model(proposal.genome, 4, 1).load_state_dict(dst, strict=True)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_inherited_model_equals_a_built_and_loaded_one(seed: int, channels_last: bool) -> None:
+    """The narrowed copy is the network `build_model(pruned)` gives: same modules and channel attributes, same
+    tensors and strides, same outputs; and it shares no storage with the parent."""
+    (genome,) = seeded_genomes("mobilenet3-mt", 1, seed=40 + seed, budget=SMALL)
+    model = build_model(genome, 4, 1)
+    _randomise_bn(model, seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    cfg = LotteryConfig(proposals=1, mid_rates=(0.2, 0.7), stage_rates=(0.1, 0.5))
+    (proposal,) = propose(genome, cfg, random.Random(seed), 32, 1, 4)
+    child = inherit_weights(model, proposal.genome, channels_last=channels_last)
+    built = build_model(proposal.genome, 4, 1).to(memory_format=fmt)
+    built.load_state_dict(child.state_dict(), strict=True)
+    assert repr(child) == repr(built)
+    assert child.genome == proposal.genome and child.training == model.training
+    for (name, a), (_, b) in zip(child.state_dict().items(), built.state_dict().items(), strict=True):
+        assert torch.equal(a, b) and a.stride() == b.stride(), name
+    parent_ptrs = {t.data_ptr() for t in model.state_dict().values()}
+    assert not parent_ptrs & {t.data_ptr() for t in child.state_dict().values()}
+    x = torch.randn(3, 1, 32, 32).contiguous(memory_format=fmt)
+    with torch.no_grad():
+        assert torch.equal(child.eval()(x), built.eval()(x))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recalibrate_bn(child, [x])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the parent is untouched
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -185,7 +218,7 @@ def test_recalibration_rescues_pruned_accuracy(trained_toy) -> None:
 def test_search_ticket_picks_a_pruned_net_within_tolerance(trained_toy) -> None:
     model, calib, val = trained_toy
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = LotteryConfig(proposals=8, mid_rates=(0.2, 0.5), score_images=256, rescore_top=3, tolerance=5.0)
+    cfg = LotteryConfig(proposals=8, mid_rates=(0.2, 0.5), score_images=256, rescore_top=3, tolerance=5.0, amp="off")
     result = search_ticket(model, calib, val, cfg, random.Random(0), input_size=32)
     assert len(result.scored) == 8
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # the candidate is untouched
@@ -199,6 +232,34 @@ def test_search_ticket_picks_a_pruned_net_within_tolerance(trained_toy) -> None:
     finalists = [s for s in result.scored if s.full_score is not None]
     assert len(finalists) == 3 and min(f.subset_score for f in finalists) >= max(
         s.subset_score for s in result.scored if s.full_score is None)  # fmt: skip
+
+
+@pytest.mark.parametrize("score_images", [200, 256, 1000])
+def test_finalists_full_scores_equal_exhaustive_scoring(trained_toy, score_images: int) -> None:
+    """Finalists are scored on the subset, then on the rest of search-val only: their full scores must equal
+    scoring every proposal on all of it (subset boundaries inside a batch and past the end included)."""
+    model, calib, val = trained_toy
+    cfg = LotteryConfig(proposals=6, mid_rates=(0.1, 0.6), score_images=score_images, rescore_top=6, amp="off")
+    halving = search_ticket(model, calib, val, cfg, random.Random(3), input_size=32)
+    exhaustive = search_ticket(model, calib, val, replace(cfg, score_images=0), random.Random(3), input_size=32)
+    assert [s.full_score for s in halving.scored] == [s.subset_score for s in exhaustive.scored]
+    assert all(s.full_score == s.subset_score for s in exhaustive.scored)
+    assert halving.parent_score == exhaustive.parent_score
+    assert (halving.chosen and halving.chosen.index) == (exhaustive.chosen and exhaustive.chosen.index)
+
+
+def test_merge_and_skip_keep_the_same_images_in_order() -> None:
+    batches = [torch.randn(n, 1, 8, 8).contiguous(memory_format=torch.channels_last) for n in (128, 128, 100, 300)]
+    merged = merge_batches(batches, max_images=256)
+    assert [len(x) for x in merged] == [256, 100, 300]  # a batch is never split; 100 + 300 > 256
+    assert torch.equal(torch.cat(merged), torch.cat(batches))
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x in merged)
+    labelled = [(x, torch.arange(len(x)) + 1000 * i) for i, x in enumerate(batches)]
+    for count in (0, 1, 128, 200, 656, 700):
+        head = take_images(labelled, count) if count else []
+        tail = list(skip_images(labelled, count))
+        assert torch.equal(torch.cat([y for _, y in head + tail]), torch.cat([y for _, y in labelled]))
+        assert sum(len(y) for _, y in head) == min(count, 656)
 
 
 def test_config_errors_name_the_field() -> None:

@@ -309,8 +309,13 @@ def _print_diagnosis(
                   f"{result.subset_images})")  # fmt: skip
     for column in ("quick score", "Pearson", "Spearman", "Kendall"):
         table.add_column(column, justify="right")
-    for name, corr in (("without BN recalibration", result.stale), ("with BN recalibration", result.recalibrated),
-                       ("noise ceiling (2nd fine-tune)", result.noise_ceiling)):  # fmt: skip
+    rows = (
+        ("without BN recalibration", result.stale),
+        ("with BN recalibration", result.recalibrated),
+        (f"with BN recalibration, all {result.finetune_images} images", result.recalibrated_full),
+        ("noise ceiling (2nd fine-tune)", result.noise_ceiling),
+    )
+    for name, corr in rows:
         table.add_row(name, f"{corr.pearson:.3f}", f"{corr.spearman:.3f}", f"{corr.kendall:.3f}")
     console.print(table)
     return 0

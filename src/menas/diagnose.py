@@ -22,7 +22,7 @@ from menas.builder import MenasNet
 from menas.config import LotteryConfig, TrainConfig
 from menas.cost import count_cost
 from menas.data import SearchData
-from menas.lottery import inherit_weights, propose, recalibrate_bn, take_images, top1
+from menas.lottery import inherit_weights, merge_batches, propose, recalibrate_bn, take_images, top1, use_bf16
 from menas.train import seed_trial, train
 
 
@@ -32,6 +32,7 @@ class ProposalScores:
     macs: int
     stale: float  # subset top-1 with the copied BN statistics
     recalibrated: float  # subset top-1 after BN recalibration
+    recalibrated_full: float  # search-val top-1 after BN recalibration (the score the lottery's finalists get)
     finetuned: float  # search-val top-1 after fine-tuning (seed A)
     finetuned_again: float  # the same with another seed (seed B): the noise ceiling
 
@@ -50,6 +51,7 @@ class Diagnosis:
     finetune_images: int
     stale: Correlations  # quick score without recalibration vs fine-tuned accuracy
     recalibrated: Correlations  # quick score with recalibration vs fine-tuned accuracy
+    recalibrated_full: Correlations  # the same scored on all of search-val (same images as the fine-tuned score)
     noise_ceiling: Correlations  # fine-tune A vs fine-tune B
 
 
@@ -81,15 +83,17 @@ def diagnose(
 
     rng = random.Random(seed)
     cfg = dataclasses.replace(lottery, proposals=proposals)
-    calib = calibration_batches(data, cfg.calib_batches, calib_epoch)
+    calib = merge_batches(calibration_batches(data, cfg.calib_batches, calib_epoch))
     full = data.val
     subset = take_images(full, cfg.score_images) if cfg.score_images else full
+    bf16 = use_bf16(next(model.parameters()).device, cfg.amp)  # score as the lottery does
     ft_cfg = train_cfg.finetune(finetune_epochs, data.train.batch_size, cfg.finetune_lr_scale)
     rows = []
     for proposal in propose(model.genome, cfg, rng, data.input_size, data.in_chans, data.num_classes):
         child = inherit_weights(model, proposal.genome, cfg.importance, channels_last=True)
-        stale = top1(child, subset)
-        recalibrated = top1(recalibrate_bn(child, calib), subset)
+        stale = top1(child, subset, bf16)
+        recalibrated = top1(recalibrate_bn(child, calib, bf16), subset, bf16)
+        recalibrated_full = top1(child, full, bf16)
         finetuned = []
         for k in (1, 2):
             seed_trial(seed + k)
@@ -97,7 +101,11 @@ def diagnose(
             history = train(tuned, data.train, full, dataclasses.replace(ft_cfg, seed=seed + k))
             finetuned.append(history.val_top1)
         macs = count_cost(proposal.genome, data.input_size, data.in_chans, data.num_classes).macs
-        rows.append(ProposalScores(proposal.mean_mid_rate, macs, stale, recalibrated, finetuned[0], finetuned[1]))
+        rows.append(
+            ProposalScores(
+                proposal.mean_mid_rate, macs, stale, recalibrated, recalibrated_full, finetuned[0], finetuned[1]
+            )
+        )
         if progress is not None:
             progress(len(rows))
     tuned_a = [r.finetuned for r in rows]
@@ -107,5 +115,6 @@ def diagnose(
         finetune_images=data.val.num_samples,
         stale=correlations([r.stale for r in rows], tuned_a),
         recalibrated=correlations([r.recalibrated for r in rows], tuned_a),
+        recalibrated_full=correlations([r.recalibrated_full for r in rows], tuned_a),
         noise_ceiling=correlations(tuned_a, [r.finetuned_again for r in rows]),
     )
