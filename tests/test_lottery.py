@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from menas.builder import build_model
@@ -127,6 +129,31 @@ def test_pruned_model_cost_and_residuals(seed: int) -> None:
         # a proposal never adds or removes a residual connection
         assert _skips(child) == _skips(model)
         assert all(s.out_chs % 8 == 0 and s.out_chs > 0 for s in proposal.genome.stages)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10_000), data=st.data())
+def test_apply_rates_properties(seed: int, data) -> None:
+    """Any rates give a genome with the parent's layers, kernels, SE, activations, strides and residuals; channel
+    counts that shrink (never grow), stay multiples of the divisor and keep at least one group; and no more MACs
+    or params than the parent. Zero rates give the parent back."""
+    (genome,) = seeded_genomes("mobilenet3-mt", 1, seed=seed)
+    rate = st.floats(0.0, 0.99)
+    mids = [[data.draw(rate) for _ in stage.layers] for stage in genome.stages]
+    stages = [data.draw(rate) for _ in genome.stages]
+    pruned = apply_rates(genome, mids, stages, divisor=8)
+    assert apply_rates(genome, [[0.0] * s.depth for s in genome.stages], [0.0] * len(stages)) == genome
+    assert (pruned.stem, pruned.ds, pruned.head) == (genome.stem, genome.ds, genome.head)
+    prev_old, prev_new = genome.ds.out_chs, pruned.ds.out_chs
+    for old, new in zip(genome.stages, pruned.stages, strict=True):
+        assert new.stride == old.stride and 8 <= new.out_chs <= old.out_chs
+        assert (old.stride == 1 and old.out_chs == prev_old) == (new.stride == 1 and new.out_chs == prev_new)
+        for a, b in zip(old.layers, new.layers, strict=True):
+            assert (b.kernel, b.se, b.act) == (a.kernel, a.se, a.act)
+            assert b.mid_chs == a.mid_chs or (b.mid_chs % 8 == 0 and 8 <= b.mid_chs < a.mid_chs)
+        prev_old, prev_new = old.out_chs, new.out_chs
+    before, after = count_cost(genome, 32, 1, 10), count_cost(pruned, 32, 1, 10)
+    assert after.macs <= before.macs and after.params <= before.params
 
 
 def test_residual_chains_share_channels() -> None:
