@@ -50,6 +50,33 @@ def test_lottery_prints_proposals_and_ticket(trained: Path, capsys: pytest.Captu
     assert "ticket: proposal" in out or "stays the ticket" in out
 
 
+def test_lottery_out_writes_a_loadable_ticket(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out keeps what the search found: every proposal in lottery.json and, with a ticket, its (fine-tuned)
+    weights in a folder that loads as a checkpoint again."""
+    out = tmp_path / "ticket"
+    args = ["lottery", str(trained), "-P", "4", "--score-images", "64", "--threads", "1", "--tolerance", "100"]
+    assert main([*args, "--finetune-epochs", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    record = json.loads((out / "lottery.json").read_text())
+    assert len(record["proposals"]) == 4 and record["parent"]["genome"] == Genome.from_str(GENOME).to_str()
+    ticket = record["ticket"]  # a tolerance of 100 points: the best proposal always wins
+    assert ticket is not None and ticket["macs"] < record["parent"]["macs"]
+    assert ticket["finetune_epochs"] == 1 and 0.0 <= ticket["score_after_ft"] <= 100.0
+    assert "fine-tuned the ticket for 1 epoch(s)" in text
+    run = json.loads((out / "run.json").read_text())
+    assert run["genome"] == ticket["genome"] and run["pruned_from"] == record["parent"]["genome"]
+    from menas.trial import load_weights
+
+    model = load_weights(out / "model.safetensors", num_classes=10, in_chans=1)
+    assert model.genome.to_str() == ticket["genome"]
+    with pytest.raises(ValueError, match="the network has in_chans 1, the data gives 3"):
+        load_weights(out / "model.safetensors", num_classes=10, in_chans=3)
+    # the folder is a checkpoint: a second lottery runs on the ticket without --data
+    assert main(["lottery", str(out), "-P", "2", "--score-images", "64", "--threads", "1"]) == 0
+
+
 def test_lottery_diagnose_prints_correlations(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["lottery", str(trained), "--diagnose", "-M", "4", "--finetune-epochs", "1", "--score-images", "64",
                  "--threads", "1"])  # fmt: skip
@@ -64,5 +91,9 @@ def test_lottery_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["lottery", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "not found" in err and "Traceback" not in err
+    assert main(["lottery", str(tmp_path / "missing"), "--finetune-epochs", "-1"]) == 2
+    assert "--finetune-epochs: got -1, allowed: integers >= 0" in capsys.readouterr().err
+    assert main(["lottery", str(tmp_path / "missing"), "--diagnose", "--out", str(tmp_path / "x")]) == 2
+    assert "--out" in capsys.readouterr().err
     assert main(["train", GENOME, "--data", "fashion-mnist", "--root", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "data.root" in capsys.readouterr().err

@@ -229,8 +229,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """(model, data, train config) from a `menas train` folder or a weights file (then --data is required)."""
+def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(model, data, train config, data config) from a `menas train` folder or a weights file (then --data is
+    required)."""
     from menas.config import DataConfig, TrainConfig, from_dict
     from menas.data import build_loaders, resolve_device
     from menas.trial import WEIGHTS_FILE, load_weights
@@ -250,7 +251,7 @@ def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, A
         train_cfg = dataclasses.replace(train_cfg, threads=args.threads)
     data = build_loaders(data_cfg, resolve_device(args.device))
     model = load_weights(weights, data.num_classes, data.in_chans).to(data.train.device)
-    return model, data, train_cfg
+    return model, data, train_cfg, data_cfg
 
 
 def cmd_lottery(args: argparse.Namespace) -> int:
@@ -264,7 +265,11 @@ def cmd_lottery(args: argparse.Namespace) -> int:
     keep = parse_range(args.macs_keep, "--macs-keep") if args.macs_keep else None
     cfg = LotteryConfig(proposals=args.proposals, importance=args.importance, macs_keep=keep,
                         tolerance=args.tolerance, score_images=args.score_images)  # fmt: skip
-    model, data, train_cfg = _load_trained(args.checkpoint, args)
+    if args.finetune_epochs is not None and args.finetune_epochs < 0:
+        raise ValueError(f"--finetune-epochs: got {args.finetune_epochs}, allowed: integers >= 0")
+    if args.out and args.diagnose:
+        raise ValueError("--out: writes a ticket, so it cannot be combined with --diagnose")
+    model, data, train_cfg, data_cfg = _load_trained(args.checkpoint, args)
     console = _console()
     if train_cfg.threads:
         import torch
@@ -292,7 +297,77 @@ def cmd_lottery(args: argparse.Namespace) -> int:
         share = 100 * c.macs / result.parent_macs
         console.print(f"ticket: proposal {c.index}, {c.full_score:.2f}% ({format_count(c.macs)} MACs, {share:.0f}% "
                       f"of the unpruned)\n{c.proposal.genome.to_str()}")  # fmt: skip
+    finetuned = _finetune_ticket(result, data, train_cfg, cfg, args.finetune_epochs or 0, console)
+    if args.out:
+        _write_lottery_out(Path(args.out), result, finetuned, data_cfg, train_cfg, args, console)
     return 0
+
+
+def _finetune_ticket(result: Any, data: Any, train_cfg: Any, cfg: Any, epochs: int, console: Console) -> float | None:
+    """Fine-tunes the chosen ticket in place (at `lottery.finetune_lr_scale` x the training lr, as trials do)
+    and returns its search-val top-1; None when nothing was fine-tuned."""
+    if epochs <= 0 or result.chosen is None:
+        return None
+    from menas.train import train
+
+    ft_cfg = train_cfg.finetune(epochs, data.train.batch_size, cfg.finetune_lr_scale)
+    history = train(result.ticket_model, data.train, data.val, ft_cfg)
+    console.print(f"fine-tuned the ticket for {epochs} epoch(s): {result.ticket_score:.2f}% -> "
+                  f"{history.val_top1:.2f}% search-val top-1")  # fmt: skip
+    return history.val_top1
+
+
+def _write_lottery_out(
+    out: Path, result: Any, finetuned: float | None, data_cfg: Any, train_cfg: Any, args: argparse.Namespace,
+    console: Console,
+) -> None:  # fmt: skip
+    """Writes lottery.json (every proposal and the choice) and, when a ticket won, its weights and run.json, so
+    the folder is a checkpoint `menas lottery` / `menas train`-style commands load like any other."""
+    from menas.config import to_dict
+    from menas.trial import WEIGHTS_FILE, save_weights
+
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = result.chosen
+    parent = {
+        "genome": result.parent_genome.to_str(),
+        "score": result.parent_score,
+        "macs": result.parent_macs,
+        "params": result.parent_params,
+    }
+    ticket = None
+    if chosen is not None:
+        ticket = {
+            "proposal": chosen.index,
+            "genome": chosen.proposal.genome.to_str(),
+            "score_before_ft": chosen.full_score,
+            "score_after_ft": finetuned,
+            "finetune_epochs": args.finetune_epochs or 0,
+            "macs": chosen.macs,
+            "params": chosen.params,
+        }
+    proposals = [
+        {
+            "index": s.index,
+            "genome": s.proposal.genome.to_str(),
+            "mean_mid_rate": s.proposal.mean_mid_rate,
+            "macs": s.macs,
+            "params": s.params,
+            "subset_score": s.subset_score,
+            "full_score": s.full_score,
+        }
+        for s in result.scored
+    ]
+    record = {"parent": parent, "ticket": ticket, "proposals": proposals, "seconds": result.seconds,
+              "timings": result.timings}  # fmt: skip
+    _write_json(out / "lottery.json", record)
+    if chosen is None:
+        console.print(f"wrote {out}/lottery.json (no ticket: no weights written)")
+        return
+    run = {"genome": chosen.proposal.genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
+           "pruned_from": result.parent_genome.to_str()}  # fmt: skip
+    _write_json(out / "run.json", run)
+    save_weights(result.ticket_model, chosen.proposal.genome, out / WEIGHTS_FILE)
+    console.print(f"wrote {out}/ ({WEIGHTS_FILE}, run.json, lottery.json)")
 
 
 def _print_diagnosis(
@@ -302,9 +377,10 @@ def _print_diagnosis(
 
     with _progress() as progress:
         task = progress.add_task("proposals fine-tuned twice", total=args.M)
-        result = diagnose(model, data, cfg, train_cfg, proposals=args.M, finetune_epochs=args.finetune_epochs,
+        epochs = 1 if args.finetune_epochs is None else args.finetune_epochs
+        result = diagnose(model, data, cfg, train_cfg, proposals=args.M, finetune_epochs=epochs,
                           seed=args.seed, progress=lambda n: progress.update(task, completed=n))  # fmt: skip
-    table = Table(title=f"correlation with the fine-tuned accuracy ({args.M} proposals, {args.finetune_epochs} "
+    table = Table(title=f"correlation with the fine-tuned accuracy ({args.M} proposals, {epochs} "
                   f"epoch(s) of fine-tuning scored on {result.finetune_images} images; quick scores on "
                   f"{result.subset_images})")  # fmt: skip
     for column in ("quick score", "Pearson", "Spearman", "Kendall"):
@@ -501,7 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-images", type=int, default=512, help="first-round scoring subset (default 512)")
     p.add_argument("--diagnose", action="store_true", help="correlate quick scores with fine-tuned accuracy")
     p.add_argument("-M", type=int, default=20, help="proposals for --diagnose (default 20)")
-    p.add_argument("--finetune-epochs", type=int, default=1, help="fine-tune epochs for --diagnose (default 1)")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="fine-tune epochs: of the chosen ticket (default 0), of each proposal with --diagnose "
+                   "(default 1)")  # fmt: skip
+    p.add_argument("--out", default=None, help="folder for the ticket's weights, run.json and lottery.json")
     p.set_defaults(func=cmd_lottery)
 
     p = sub.add_parser("space", help="search spaces")

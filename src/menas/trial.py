@@ -115,8 +115,15 @@ def load_weights(path: str | Path, num_classes: int, in_chans: int) -> MenasNet:
         metadata = handle.metadata() or {}
     if "genome" not in metadata:
         raise ValueError(f"weights {str(path)!r}: no genome in the safetensors metadata (not written by menas)")
+    state = load_file(str(path))
+    shapes = {"in_chans": ("stem.conv.weight", 1, in_chans), "num_classes": ("classifier.weight", 0, num_classes)}
+    for name, (key, dim, wanted) in shapes.items():
+        if key in state and state[key].shape[dim] != wanted:
+            got = state[key].shape[dim]
+            raise ValueError(f"weights {str(path)!r}: the network has {name} {got}, the data gives {wanted} "
+                             "(another dataset than it was trained on?)")  # fmt: skip
     model = build_model(Genome.from_str(metadata["genome"]), num_classes, in_chans)
-    model.load_state_dict(load_file(str(path)), strict=True)
+    model.load_state_dict(state, strict=True)
     return model
 
 
