@@ -18,6 +18,7 @@ dataset:
 demo: $(STAMP) dataset
 	rm -rf runs/demo
 	$(BIN)/menas search --config configs/demo.yaml --out runs/demo
+	$(BIN)/menas report runs/demo
 
 test: $(STAMP) dataset
 	$(BIN)/ruff check src tests bench

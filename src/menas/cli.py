@@ -453,6 +453,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run_search(Search(load_run_config(run), run, resume=True), _console())
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Figures and tables of a search (works while it runs): accuracy vs MACs per generation, epoch time per
+    generation, Pareto front, trials.csv and report.md."""
+    from menas.report import write_report
+    from menas.store import store_path
+
+    run = Path(args.run)
+    if not store_path(run).exists():
+        raise ValueError(f"run: {str(run)!r} holds no search (no menas.sqlite)")
+    paths = write_report(run, args.out)
+    console = _console()
+    console.print(f"wrote {len(paths)} files to {paths[0].parent}/: " + ", ".join(p.name for p in paths))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Progress of a search, readable while it runs."""
     from menas.search import load_run_config
@@ -566,6 +581,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="progress of a search (works while it runs)")
     p.add_argument("run", help="the run folder")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="plots and tables of a search (works while it runs)")
+    p.add_argument("run", help="the run folder")
+    p.add_argument("--out", default=None, help="folder for the report (default: RUN/report)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("lottery", help="lottery-ticket search (or --diagnose) on a trained network")
     p.add_argument("checkpoint", help="a `menas train --out` folder or a model.safetensors file")

@@ -1,0 +1,108 @@
+"""`menas report`: Pareto front, figures and tables from a store (no training: trials are recorded by hand)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from menas.cli import main
+from menas.report import FIGURES, TABLES, pareto_front, points, write_report
+from menas.store import Store
+from menas.strategy import TrialSpec
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_importing_report_imports_neither_torch_nor_matplotlib() -> None:
+    code = "import sys, menas.report; assert not {'torch', 'matplotlib'} & set(sys.modules), 'imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_pareto_front_known_example() -> None:
+    costs = [1.0, 2.0, 2.0, 3.0, 4.0, 0.5]
+    scores = [60.0, 70.0, 65.0, 69.0, 80.0, 50.0]
+    # (3.0, 69) is beaten by (2.0, 70); (2.0, 65) by (2.0, 70); the rest trade cost for accuracy
+    assert pareto_front(costs, scores) == [5, 0, 1, 4]
+    assert pareto_front([1.0, 1.0], [5.0, 5.0]) == [0]  # duplicates: the first is kept
+    assert pareto_front([], []) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=1, max_size=40))
+def test_pareto_front_properties(pairs: list[tuple[int, int]]) -> None:
+    costs, scores = [float(c) for c, _ in pairs], [float(s) for _, s in pairs]
+    front = pareto_front(costs, scores)
+
+    def beats(i: int, j: int) -> bool:
+        return costs[i] <= costs[j] and scores[i] >= scores[j] and (costs[i], scores[i]) != (costs[j], scores[j])
+
+    assert all(not beats(j, i) for i in front for j in range(len(pairs)))  # nothing beats a front point
+    for j in set(range(len(pairs))) - set(front):  # every other point is beaten by, or equal to, a front point
+        assert any(beats(i, j) or (costs[i], scores[i]) == (costs[j], scores[j]) for i in front)
+    assert [costs[i] for i in front] == sorted(costs[i] for i in front)
+    assert [scores[i] for i in front] == sorted(scores[i] for i in front)
+
+
+def _run_with_trials(tmp_path: Path) -> Path:
+    """A run folder with 2 generations: done trials (one with a ticket), a failed one and a queued one."""
+    run = tmp_path / "run"
+    config = {"space": "mobilenet3-mt", "strategy": {"name": "menas"}}
+    with Store.create(run, config, seed=0) as store:
+        store.add_trials([TrialSpec(i, f"genome-{i}", i // 3, "sample", (), True) for i in range(6)])
+        store.finish_trial(0, score=70.0, macs=5_000_000, params=2_000_000, epoch_times=[4.0, 4.2])
+        store.finish_trial(1, score=72.0, macs=7_000_000, params=2_500_000, epoch_times=[5.0, 5.2],
+                           ticket="ticket-1", ticket_score=71.5, ticket_macs=4_000_000, ticket_params=1_500_000,
+                           ticket_score_before_ft=69.0)  # fmt: skip
+        store.fail_trial(2, "TrialFailed: non-finite loss")
+        store.finish_trial(3, score=68.0, macs=3_000_000, params=1_000_000, epoch_times=[3.0])
+        store.finish_trial(4, score=74.0, macs=8_000_000, params=3_000_000, epoch_times=[6.0])
+    return run
+
+
+def test_write_report_figures_and_tables(tmp_path: Path) -> None:
+    run = _run_with_trials(tmp_path)
+    paths = write_report(run)
+    assert [p.name for p in paths] == [*FIGURES, *TABLES] and all(p.parent == run / "report" for p in paths)
+    for figure in FIGURES:
+        assert (run / "report" / figure).read_bytes()[:8] == PNG_MAGIC
+    rows = list(csv.DictReader((run / "report" / "trials.csv").open()))
+    assert [r["trial_id"] for r in rows] == [str(i) for i in range(6)]  # every trial, failed and queued too
+    assert rows[1]["final_score"] == "71.5" and rows[1]["final_macs"] == "4000000"
+    assert rows[2]["status"] == "failed" and "non-finite" in rows[2]["error"]
+    text = (run / "report" / "report.md").read_text()
+    assert "Best: trial 4, 74.00% search-val top-1, 8M MACs" in text
+    assert "strategy menas, space mobilenet3-mt" in text
+    # the ticket (4M MACs, 71.5%) is on the front; the unpruned 7M candidate is not a point of its own
+    front = text.split("## Pareto front")[1]
+    assert "| 1 | 71.50% | 4M |" in front and "| 3 | 68.00% | 3M |" in front and "| 0 |" not in front
+    assert not list((run / "report").glob(".*tmp*"))  # written through temporary names
+
+
+def test_points_skip_unfinished_and_failed(tmp_path: Path) -> None:
+    run = _run_with_trials(tmp_path)
+    with Store.open(run, readonly=True) as store:
+        pts = points(store.trials())
+    assert [p.trial_id for p in pts] == [0, 1, 3, 4]
+    ticket = pts[1]
+    assert ticket.ticket and (ticket.macs, ticket.score) == (4_000_000, 71.5)
+    assert (ticket.candidate_macs, ticket.candidate_score) == (7_000_000, 72.0) and ticket.epoch_s == 5.1
+
+
+def test_report_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _run_with_trials(tmp_path)
+    assert main(["report", str(run), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert "wrote 5 files" in capsys.readouterr().out and (tmp_path / "elsewhere" / "pareto.png").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "holds no search" in capsys.readouterr().err
+    with Store.create(tmp_path / "empty", {"space": "mobilenet3-mt"}) as store:
+        store.add_trials([TrialSpec(0, "genome-0", 0, "sample", (), True)])
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no finished trial yet" in err and "Traceback" not in err
