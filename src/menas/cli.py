@@ -17,10 +17,12 @@ from rich.table import Table
 
 from menas import __version__
 from menas.cost import Budget, count_cost, format_count, layer_table, parse_count, parse_range
+from menas.errors import MenasError
 from menas.operators import reachable_costs, sample
 from menas.space import PRESETS, load_space, parse_genome_arg
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -468,6 +470,64 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Exports a network (a search's best, a `menas train`/`lottery --out` folder, or a weights file): genome.json,
+    safetensors weights and the asked graph formats, each checked against the model."""
+    from menas.export import export_model, parse_formats
+
+    formats = parse_formats(args.format)
+    model, input_size, info = _export_source(Path(args.source), args.input_size)
+    result = export_model(model, args.out, input_size, formats, info)
+    console = _console()
+    cost = count_cost(model.genome, input_size, model.stem.conv.in_channels, model.num_classes)
+    console.print(f"{model.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
+                  f"{input_size} px")  # fmt: skip
+    for name, path in result.files.items():
+        diff = result.max_abs_diff.get(name)
+        checked = "" if name not in result.max_abs_diff else (
+            " (not checked)" if diff is None else f" (max |diff| vs the model {diff:.2g})")  # fmt: skip
+        console.print(f"  {name}: {path}{checked}")
+    for note in result.notes:
+        console.print(f"  note: {note}")
+    return 0
+
+
+def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[str, Any]]:
+    """(model, input size, provenance) from a run folder (its best trial), a checkpoint folder or a file."""
+    from menas.config import DataConfig, from_dict
+    from menas.data import default_input_size
+    from menas.search import load_run_config
+    from menas.store import Store, store_path
+    from menas.trial import WEIGHTS_FILE, load_weights
+
+    if store_path(path).exists():
+        with Store.open(path, readonly=True) as store:
+            best = store.best()
+        if best is None:
+            raise ValueError(f"run {str(path)!r}: no finished trial yet, nothing to export")
+        if not best.checkpoint or not Path(best.checkpoint).is_file():
+            raise ValueError(f"run {str(path)!r}: the best trial's weights {best.checkpoint!r} are missing")
+        data = load_run_config(path).data
+        weights = Path(best.checkpoint)
+        info = {"source": str(path), "trial_id": best.trial_id, "search_val_top1": best.final_score,
+                "ticket": best.ticket is not None}  # fmt: skip
+    else:
+        weights = path / WEIGHTS_FILE if path.is_dir() else path
+        if not weights.is_file():
+            raise ValueError(f"source: {str(path)!r} is not a run folder, a checkpoint folder or a weights file")
+        run = weights.with_name("run.json")
+        recorded = json.loads(run.read_text()) if run.is_file() else {}
+        data = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
+        info = {"source": str(weights)}
+    if input_size is None and data is None:
+        raise ValueError(f"--input-size: required, {str(path)!r} does not record the input size")
+    if input_size is None:
+        input_size = data.input_size or default_input_size(data.dataset)
+    if input_size < 1:
+        raise ValueError(f"--input-size: got {input_size}, allowed: integers >= 1")
+    return load_weights(weights), input_size, info
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Progress of a search, readable while it runs."""
     from menas.search import load_run_config
@@ -582,6 +642,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="the run folder")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("export", help="genome, weights and TorchScript/ONNX/torch.export graphs of a network")
+    p.add_argument("source", help="a run folder (its best network), a `menas train`/`lottery --out` folder, or a "
+                   ".safetensors file")  # fmt: skip
+    p.add_argument("--out", required=True, help="folder for genome.json, model.* and export.json")
+    p.add_argument(
+        "--format",
+        default="safetensors,torchscript,onnx",
+        help="comma list of safetensors, torchscript, pt2, onnx (default safetensors,torchscript,onnx)",
+    )
+    p.add_argument("--input-size", type=int, default=None, help="image side in px (default: the recorded one)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("report", help="plots and tables of a search (works while it runs)")
     p.add_argument("run", help="the run folder")
     p.add_argument("--out", default=None, help="folder for the report (default: RUN/report)")
@@ -620,6 +692,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"menas: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except MenasError as exc:  # menas' own failures (a stopped search, an export that does not match): one line
+        print(f"menas: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("menas: interrupted", file=sys.stderr)
         return 130

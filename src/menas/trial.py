@@ -9,6 +9,7 @@ point and run again with the same job ends with the same result.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -104,11 +105,16 @@ def save_weights(model: torch.nn.Module, genome: Genome, path: Path) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata={"genome": genome.to_str(), "format": "menas-weights/1"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; weights are shared like any file
     tmp.replace(path)
 
 
-def load_weights(path: str | Path, num_classes: int, in_chans: int) -> MenasNet:
-    """Rebuilds a model from `save_weights` output (safetensors: loading runs no code)."""
+def load_weights(path: str | Path, num_classes: int | None = None, in_chans: int | None = None) -> MenasNet:
+    """Rebuilds a model from `save_weights` output (safetensors: loading runs no code). `num_classes` and
+    `in_chans` are checked against the weights when given (a clear error instead of a state-dict mismatch) and
+    read from them when not."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
@@ -116,12 +122,15 @@ def load_weights(path: str | Path, num_classes: int, in_chans: int) -> MenasNet:
     if "genome" not in metadata:
         raise ValueError(f"weights {str(path)!r}: no genome in the safetensors metadata (not written by menas)")
     state = load_file(str(path))
-    shapes = {"in_chans": ("stem.conv.weight", 1, in_chans), "num_classes": ("classifier.weight", 0, num_classes)}
-    for name, (key, dim, wanted) in shapes.items():
-        if key in state and state[key].shape[dim] != wanted:
-            got = state[key].shape[dim]
-            raise ValueError(f"weights {str(path)!r}: the network has {name} {got}, the data gives {wanted} "
-                             "(another dataset than it was trained on?)")  # fmt: skip
+    missing = [key for key in ("stem.conv.weight", "classifier.weight") if key not in state]
+    if missing:
+        raise ValueError(f"weights {str(path)!r}: not a menas network (no {', '.join(missing)})")
+    stored = {"in_chans": state["stem.conv.weight"].shape[1], "num_classes": state["classifier.weight"].shape[0]}
+    for name, wanted in (("in_chans", in_chans), ("num_classes", num_classes)):
+        if wanted is not None and stored[name] != wanted:
+            raise ValueError(f"weights {str(path)!r}: the network has {name} {stored[name]}, the data gives "
+                             f"{wanted} (another dataset than it was trained on?)")  # fmt: skip
+    num_classes, in_chans = stored["num_classes"], stored["in_chans"]
     model = build_model(Genome.from_str(metadata["genome"]), num_classes, in_chans)
     model.load_state_dict(state, strict=True)
     return model

@@ -1,0 +1,189 @@
+"""Export of a trained network for use outside menas: its genome, weights and deployable graphs.
+
+A folder with `genome.json` (the genome as string and JSON, input shape, exact MACs/params, and where it came
+from), `model.safetensors` (weights with the genome in the metadata, loadable by `menas.trial.load_weights`) and,
+as asked, `model.torchscript.pt` (`torch.jit.trace`), `model.pt2` (`torch.export`) and `model.onnx` (the
+`torch.export`-based ONNX exporter; needs the `onnx` and `onnxscript` packages). Every graph is loaded back and
+checked against the eager model on a batch of another size than the one it was traced with (the batch dimension
+is dynamic); the differences are written to `export.json`. An export whose outputs differ is an error, not a file
+left behind for a user to find out about.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from menas.builder import MenasNet
+from menas.cost import count_cost
+from menas.errors import MenasError
+from menas.trial import save_weights
+
+#: Every format, and those written when none is named.
+FORMATS = ("safetensors", "torchscript", "pt2", "onnx")
+DEFAULT_FORMATS = ("safetensors", "torchscript", "onnx")
+FILES = {"safetensors": "model.safetensors", "torchscript": "model.torchscript.pt", "pt2": "model.pt2",
+         "onnx": "model.onnx"}  # fmt: skip
+#: Largest allowed |exported - eager| on the check batch (float32 logits; measured differences are ~1e-6).
+TOLERANCE = 1e-3
+
+
+class ExportError(MenasError):
+    """An exported graph computes something else than the model, or a format's packages are missing."""
+
+
+@dataclass
+class ExportResult:
+    files: dict[str, Path]  # format (and "genome", "manifest") -> path
+    max_abs_diff: dict[str, float | None]  # per graph format; None: not checked (runtime missing)
+    notes: list[str]
+
+
+def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Formats from "onnx,pt2" (or a list); 'safetensors' is always included (the genome and weights)."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ValueError(f"--format: got {','.join(names) or 'nothing'}, allowed: a comma list of {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(["safetensors", *names]))
+
+
+def export_model(
+    model: MenasNet,
+    out: str | os.PathLike[str],
+    input_size: int,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    info: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Writes `model` to `out` in `formats`, checks every graph against the eager model, and returns the paths.
+
+    `info` (source, score, ...) is recorded in genome.json. The model is exported from the CPU in eval mode
+    (a copy: the caller's model is left as it was).
+    """
+    formats = parse_formats(list(formats))
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = _cpu_eval_copy(model)
+    genome = model.genome
+    in_chans, num_classes = model.stem.conv.in_channels, model.num_classes
+    cost = count_cost(genome, input_size, in_chans, num_classes)
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, in_chans, input_size, input_size, generator=gen)
+    check = torch.randn(3, in_chans, input_size, input_size, generator=gen)
+    files: dict[str, Path] = {}
+    diffs: dict[str, float | None] = {}
+    notes: list[str] = []
+    record = {"genome": genome.to_str(), "genome_json": json.loads(genome.to_json()), "input_size": input_size,
+              "in_chans": in_chans, "num_classes": num_classes, "macs": cost.macs, "params": cost.params,
+              **(info or {})}  # fmt: skip
+    files["genome"] = _write_json(folder / "genome.json", record)
+    for name in formats:
+        path = folder / FILES[name]
+        if name == "safetensors":
+            save_weights(model, genome, path)
+        else:
+            diffs[name] = _EXPORTERS[name](model, example, check, path, notes)
+            if diffs[name] is not None and not diffs[name] <= TOLERANCE:
+                raise ExportError(f"{name}: the exported graph differs from the model by {diffs[name]:.3g} "
+                                  f"(> {TOLERANCE:g}) on a batch of 3; {path} is not usable")  # fmt: skip
+        files[name] = path
+    manifest = {"files": {k: v.name for k, v in files.items()}, "max_abs_diff": diffs, "tolerance": TOLERANCE,
+                "check_batch": 3, "torch": torch.__version__, "notes": notes}  # fmt: skip
+    files["manifest"] = _write_json(folder / "export.json", manifest)
+    return ExportResult(files, diffs, notes)
+
+
+def _cpu_eval_copy(model: MenasNet) -> MenasNet:
+    from menas.builder import build_model
+
+    copy = build_model(model.genome, model.num_classes, model.stem.conv.in_channels, drop_rate=model.dropout.p)
+    copy.load_state_dict({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    return copy.eval()
+
+
+def _max_diff(got: torch.Tensor, expected: torch.Tensor) -> float:
+    if got.shape != expected.shape:
+        return float("inf")
+    return float((got.float() - expected.float()).abs().max())
+
+
+def _torchscript(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Path, notes: list[str]) -> float:
+    with warnings.catch_warnings():
+        # deprecated in recent torch (which points to torch.export, the "pt2" format) but still what many
+        # serving stacks load; the graph is checked below either way
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        traced = torch.jit.trace(model, example)
+        _atomic(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+        loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        return _max_diff(loaded(check), model(check))
+
+
+def _pt2(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Path, notes: list[str]) -> float:
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    _atomic(path, lambda tmp: torch.export.save(program, str(tmp)))
+    loaded = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        return _max_diff(loaded(check), model(check))
+
+
+def _onnx(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Path, notes: list[str]) -> float | None:
+    missing = [name for name in ("onnx", "onnxscript") if not _importable(name)]
+    if missing:
+        raise ValueError(f"--format onnx: needs the {' and '.join(missing)} package(s): pip install 'menas[export]'")
+    batch = torch.export.Dim("batch", min=1)
+
+    def write(tmp: Path) -> None:
+        torch.onnx.export(model, (example,), str(tmp), dynamo=True, input_names=["images"], output_names=["logits"],
+                          dynamic_shapes=({0: batch},), external_data=False, verbose=False)  # fmt: skip
+
+    _quietly(lambda: _atomic(path, write))
+    if not _importable("onnxruntime"):
+        notes.append("onnx: not checked against the model (onnxruntime is not installed)")
+        return None
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"images": check.numpy()})
+    with torch.no_grad():
+        return _max_diff(torch.from_numpy(got), model(check))
+
+
+_EXPORTERS = {"torchscript": _torchscript, "pt2": _pt2, "onnx": _onnx}
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _quietly(action) -> None:
+    """Runs `action` with the ONNX exporter's progress lines (printed to stdout) swallowed."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        action()
+
+
+def _atomic(path: Path, write) -> None:
+    """Writes through a temporary name in the same folder, so a crash never leaves a half-written file."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    write(tmp)
+    tmp.replace(path)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> Path:
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    return path

@@ -1,0 +1,113 @@
+"""`menas export`: genome.json, weights and graphs, each checked against the model; errors are one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import menas.export as export_module
+from menas.builder import build_model
+from menas.cli import main
+from menas.export import ExportError, export_model, parse_formats
+from menas.space import Genome
+from menas.store import Store
+from menas.strategy import TrialSpec
+from menas.trial import load_weights, save_weights
+
+GENOME = Genome.from_str(
+    "stem_c16_hs-ds_k3_c16_re|ir_k3_s2_m32_c16_re|ir_k3_s2_m48_c24_re-ir_k5_m72_c24_se_re|ir_k3_s2_m96_c40_hs"
+    "|ir_k3_m120_c40_hs|ir_k3_s2_m160_c48_se_hs-ir_k3_m144_c48_hs|head_c288_f256_hs"
+)
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(GENOME, 7, 1)
+    for m in model.modules():  # non-trivial BN statistics, so an export that ignored them would differ
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model
+
+
+def test_export_all_formats_match_the_model(tmp_path: Path) -> None:
+    model = _model()
+    result = export_model(model, tmp_path / "out", 32, ("torchscript", "pt2", "onnx"), {"source": "test"})
+    assert set(result.files) == {"genome", "safetensors", "torchscript", "pt2", "onnx", "manifest"}
+    assert all(0.0 <= d <= 1e-4 for d in result.max_abs_diff.values()), result.max_abs_diff
+    record = json.loads((tmp_path / "out" / "genome.json").read_text())
+    assert Genome.from_str(record["genome"]) == GENOME == Genome.from_json(json.dumps(record["genome_json"]))
+    assert (record["input_size"], record["in_chans"], record["num_classes"], record["source"]) == (32, 1, 7, "test")
+    x = torch.randn(5, 1, 32, 32)
+    reloaded = load_weights(tmp_path / "out" / "model.safetensors").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load is deprecated in recent torch; the file is still checked
+        scripted = torch.jit.load(str(tmp_path / "out" / "model.torchscript.pt"))
+    with torch.no_grad():
+        expected = model.eval()(x)
+        assert torch.equal(reloaded(x), expected)
+        torch.testing.assert_close(scripted(x), expected)
+    manifest = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert manifest["max_abs_diff"] == result.max_abs_diff and manifest["tolerance"] == export_module.TOLERANCE
+    umask = os.umask(0)
+    os.umask(umask)  # safetensors writes owner-only files; the export follows the umask like any other file
+    assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def test_parse_formats() -> None:
+    assert parse_formats("onnx, pt2") == ("safetensors", "onnx", "pt2")
+    assert parse_formats(["safetensors"]) == ("safetensors",)
+    with pytest.raises(ValueError, match="--format: got tflite, allowed: a comma list of safetensors, torchscript"):
+        parse_formats("tflite")
+
+
+def test_an_export_that_differs_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # every difference, even 0, is "too large"
+    with pytest.raises(ExportError, match="torchscript: the exported graph differs"):
+        export_model(_model(), tmp_path, 32, ("torchscript",))
+
+
+def test_onnx_without_its_packages_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export_module, "_importable", lambda name: name not in ("onnx", "onnxscript"))
+    with pytest.raises(ValueError, match=r"needs the onnx and onnxscript package\(s\): pip install 'menas\[export\]'"):
+        export_model(_model(), tmp_path, 32, ("onnx",))
+
+
+def test_export_cli_sources_and_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = tmp_path / "w" / "model.safetensors"
+    weights.parent.mkdir()
+    save_weights(_model(), GENOME, weights)
+    # a bare weights file needs the input size
+    assert main(["export", str(weights), "--out", str(tmp_path / "a"), "--format", "safetensors"]) == 2
+    assert "--input-size: required" in capsys.readouterr().err
+    assert main(["export", str(weights), "--out", str(tmp_path / "a"), "--format", "pt2", "--input-size", "64"]) == 0
+    assert "pt2:" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a" / "genome.json").read_text())["input_size"] == 64
+    # a run folder: its best trial, with the input size from the run's config
+    run = tmp_path / "run"
+    with Store.create(run, {"space": "mobilenet3-mt"}) as store:
+        store.add_trials([TrialSpec(i, f"g{i}", 0, "sample", (), True) for i in range(2)])
+        store.finish_trial(0, score=60.0, macs=1, params=1, checkpoint=str(tmp_path / "missing.safetensors"))
+        store.finish_trial(1, score=70.0, macs=1, params=1, checkpoint=str(weights))
+    (run / "config.yaml").write_text("data:\n  dataset: digits\n  input_size: 32\n")
+    assert main(["export", str(run), "--out", str(tmp_path / "b"), "--format", "safetensors"]) == 0
+    record = json.loads((tmp_path / "b" / "genome.json").read_text())
+    assert (record["trial_id"], record["search_val_top1"], record["input_size"]) == (1, 70.0, 32)
+    # one-line errors: a mismatch (exit 1), a missing source and an unknown format (exit 2)
+    with monkeypatch.context() as patch:
+        patch.setattr(export_module, "TOLERANCE", -1.0)
+        assert main(["export", str(run), "--out", str(tmp_path / "c"), "--format", "pt2"]) == 1
+        assert "differs from the model" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "d")]) == 2
+    assert main(["export", str(weights), "--out", str(tmp_path / "d"), "--format", "tflite"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a run folder" in err and "allowed: a comma list" in err and "Traceback" not in err
