@@ -432,6 +432,8 @@ def _run_search(search: Any, console: Console) -> int:
     for line in describe(summary):
         console.print(line)
     console.print(f"run folder: {search.run_dir} (config.yaml, menas.sqlite, trials/)")
+    console.print(f"next: `menas report {search.run_dir}` (figures, tables), `menas export {search.run_dir} --out "
+                  f"{search.run_dir}/export` (the best network)")  # fmt: skip
     return 0
 
 
