@@ -571,8 +571,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         per_trial = sum(t.finished_at - t.started_at for t in finished) / len(finished)
         total = _expected_trials(cfg)
         left = max(0, total - counts["done"] - counts["failed"])
-        console.print(f"{per_trial:.1f} s per trial on average; about {left * per_trial / 60:.1f} min left "
-                      f"for {left} of {total} trials (one at a time)")  # fmt: skip
+        # trials run side by side in a pool: the recorded parallelism (trial seconds per wall second) so far
+        wall = max(t.finished_at for t in finished) - min(t.started_at for t in finished)
+        parallel = max(1.0, sum(t.finished_at - t.started_at for t in finished) / wall) if wall > 0 else 1.0
+        how = "one at a time" if parallel < 1.05 else f"{parallel:.1f} at a time so far"
+        console.print(f"{per_trial:.1f} s per trial on average; about {left * per_trial / parallel / 60:.1f} min "
+                      f"left for {left} of {total} trials ({how})")  # fmt: skip
     return 0
 
 

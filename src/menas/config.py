@@ -166,6 +166,7 @@ class LotteryConfig:
 
 
 StrategyName = Literal["menas", "menas-no-tickets", "random", "evolution"]
+ExecutorKind = Literal["local", "pool"]
 
 
 @dataclasses.dataclass
@@ -202,6 +203,20 @@ class StrategyConfig:
 
 
 @dataclasses.dataclass
+class ExecutorConfig:
+    """Where trials run. `local`: one at a time in the search's process. `pool`: `workers` processes, each
+    running one trial at a time with `threads` torch threads (CPU) or its own GPU (one worker per GPU)."""
+
+    kind: ExecutorKind = "local"  # local | pool
+    workers: int | None = None  # pool size; None: one per visible GPU, else CPU cores // threads (at least 1)
+    threads: int | None = None  # torch threads per pool worker; None: CPU cores // workers (at least 1)
+
+    def __post_init__(self) -> None:
+        _check_min("executor.workers", self.workers, 1, optional=True)
+        _check_min("executor.threads", self.threads, 1, optional=True)
+
+
+@dataclasses.dataclass
 class SearchConfig:
     """A whole search: space, budget, strategy, data, training recipe, lottery tickets. Saved beside the run."""
 
@@ -213,6 +228,7 @@ class SearchConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     lottery: LotteryConfig = dataclasses.field(default_factory=LotteryConfig)
+    executor: ExecutorConfig = dataclasses.field(default_factory=ExecutorConfig)
     finetune_epochs: int = 3  # epochs of fine-tuning after the ticket search (the paper: 3)
     max_failure_share: float = 0.5  # stop when more than this share of (at least 5) trials failed
 

@@ -21,6 +21,7 @@ from menas.config import SearchConfig, from_dict, to_dict
 from menas.cost import Budget, format_count, parse_count
 from menas.data import SearchData
 from menas.errors import MenasError
+from menas.executors import WorkerLost, make_executor
 from menas.operators import check_feasible
 from menas.space import SearchSpace, load_space
 from menas.store import Store
@@ -99,8 +100,12 @@ def make_strategy(cfg: SearchConfig, space: SearchSpace, budget: Budget) -> Stra
                      use_tickets=s.name == "menas")  # fmt: skip
     if s.name == "random":
         return RandomSearch(space, budget, seed, trials=s.trials, batch=s.population)
+    # children bred ahead of results: the pool's size when it is fixed in the config (so a resumed run breeds
+    # exactly as the original did, whatever machine it resumes on); 1 otherwise (the sequential algorithm)
+    ex = cfg.executor
+    parallel = ex.workers if ex.kind == "pool" and ex.workers else 1
     return RegularizedEvolution(space, budget, seed, population=s.population, sample_size=s.sample_size,
-                                cycles=s.cycles, mutation_prob=s.mutation_prob)  # fmt: skip
+                                cycles=s.cycles, mutation_prob=s.mutation_prob, parallel=parallel)  # fmt: skip
 
 
 class Search:
@@ -145,51 +150,66 @@ class Search:
         on_result: Callable[[TrialSpec, TrialResult], None] | None = None,
         on_epoch: Callable[[TrialSpec, str, Any], None] | None = None,
     ) -> SearchSummary:
-        """Runs trials one after another in this process until the strategy is finished."""
+        """Runs trials until the strategy is finished: one at a time in this process (`executor.kind: local`,
+        with per-epoch `on_epoch` calls) or in a pool of workers (`pool`; `on_epoch` is not called)."""
         self.store.set_status("running")
-        try:
-            return self._loop(on_result, on_epoch)
-        except KeyboardInterrupt:
-            self.store.set_status("interrupted")
-            raise
 
-    def _loop(
-        self,
-        on_result: Callable[[TrialSpec, TrialResult], None] | None,
-        on_epoch: Callable[[TrialSpec, str, Any], None] | None,
-    ) -> SearchSummary:
+        def run_here(spec: TrialSpec, job: TrialJob) -> TrialResult:
+            epoch_cb = None if on_epoch is None else lambda phase, stats: on_epoch(spec, phase, stats)
+            return run_trial(job, epoch_cb)
+
+        executor = make_executor(self.cfg.executor, self.cfg.device, run_here)
+        try:
+            summary = self._loop(executor, on_result)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | WorkerLost):
+                self.store.set_status("interrupted")
+            executor.close(abort=True)  # running trials stay "running": resume re-runs them
+            raise
+        executor.close()
+        return summary
+
+    def _loop(self, executor: Any, on_result: Callable[[TrialSpec, TrialResult], None] | None) -> SearchSummary:
         queue = list(self.pending)
         self.pending = []
-        limit = self.strategy.total_trials + 1
-        for _ in range(limit):  # bounded: every pass finishes one trial or ends the loop
-            if not queue:
+        limit = 2 * self.strategy.total_trials + 2
+        for _ in range(limit):  # bounded: every pass submits a trial or finishes at least one, or ends the loop
+            while executor.free > 0:
+                if not queue:
+                    queue = self.strategy.ask()  # all it can propose now; [] while it waits for results
+                    self.store.add_trials(queue)
+                if not queue:
+                    break
+                spec = queue.pop(0)
+                self.store.mark_running(spec.trial_id)
+                executor.submit(spec, self.job(spec))
+            if executor.busy == 0:
                 if self.strategy.finished:
                     break
-                queue = self.strategy.ask()
-                if not queue:
-                    raise MenasError("the strategy asked for no trial but is not finished (a bug: please report)")
-                self.store.add_trials(queue)
-            spec = queue.pop(0)
-            self.store.mark_running(spec.trial_id)
-            epoch_cb = None if on_epoch is None else lambda phase, stats, spec=spec: on_epoch(spec, phase, stats)
-            result = self._run_one(spec, epoch_cb)
-            outcome = TrialOutcome.from_record(result)  # a TrialResult has the outcome's attribute names
-            self.store.record_outcome(outcome, error=result.error, **_details(result))
-            self.strategy.tell([outcome])
-            if on_result is not None:
-                on_result(spec, result)
-            self._check_failures()
+                raise MenasError("the strategy asked for no trial but is not finished (a bug: please report)")
+            for spec, result in executor.wait():
+                self._record(spec, self._as_result(spec, result), on_result)
         self.store.set_status("finished")
         return self.summary()
 
-    def _run_one(self, spec: TrialSpec, on_epoch: Callable[[str, Any], None] | None) -> TrialResult:
-        """Runs a trial; any exception inside it becomes a failed result with its reason, so one broken
-        candidate never ends the search (a systematic cause trips `max_failure_share`)."""
-        try:
-            return run_trial(self.job(spec), on_epoch)
-        except Exception as exc:
-            self.store.log_event("trial_exception", trial_id=spec.trial_id, error=f"{type(exc).__name__}: {exc}")
-            return TrialResult(spec.trial_id, spec.genome, "failed", 0, 0, error=f"{type(exc).__name__}: {exc}")
+    def _as_result(self, spec: TrialSpec, result: TrialResult | BaseException) -> TrialResult:
+        """A trial's exception becomes a failed result with its reason, so one broken candidate never ends the
+        search (a systematic cause trips `max_failure_share`)."""
+        if isinstance(result, TrialResult):
+            return result
+        error = f"{type(result).__name__}: {result}"
+        self.store.log_event("trial_exception", trial_id=spec.trial_id, error=error)
+        return TrialResult(spec.trial_id, spec.genome, "failed", 0, 0, error=error)
+
+    def _record(
+        self, spec: TrialSpec, result: TrialResult, on_result: Callable[[TrialSpec, TrialResult], None] | None
+    ) -> None:
+        outcome = TrialOutcome.from_record(result)  # a TrialResult has the outcome's attribute names
+        self.store.record_outcome(outcome, error=result.error, **_details(result))
+        self.strategy.tell([outcome])
+        if on_result is not None:
+            on_result(spec, result)
+        self._check_failures()
 
     def _check_failures(self) -> None:
         done = self.store.finished()
@@ -248,10 +268,15 @@ def describe(summary: SearchSummary) -> list[str]:
             f"      search-val top-1 {summary.best_score:.2f}%, {format_count(summary.best_macs)} MACs, "
             f"{format_count(summary.best_params)} params",
         ]
-    share = 100.0 * summary.overhead_s / summary.wall_s if summary.wall_s > 0 else 0.0
+    trial_s = summary.train_s + summary.lottery_s
+    if summary.wall_s > 0 and trial_s > summary.wall_s:  # trials ran side by side (a pool)
+        where = f"{trial_s / summary.wall_s:.2f} trials at a time on average"
+    else:
+        share = 100.0 * summary.overhead_s / summary.wall_s if summary.wall_s > 0 else 0.0
+        where = f"overhead {summary.overhead_s:.1f} s = {share:.1f}%"
     lines.append(
         f"trials: {summary.trials_done} done, {summary.trials_failed} failed; cost {summary.epochs} epochs, "
         f"{format_count(summary.images)} images, {summary.wall_s:.1f} s wall (training {summary.train_s:.1f} s, "
-        f"lottery {summary.lottery_s:.1f} s, overhead {summary.overhead_s:.1f} s = {share:.1f}%)"
+        f"lottery {summary.lottery_s:.1f} s; {where})"
     )
     return lines

@@ -1,0 +1,165 @@
+"""Where trials run: in the search's own process, or in a pool of worker processes (one trial per worker at a
+time, one GPU per worker when there are GPUs, else an equal share of the CPU cores).
+
+The search loop drives both the same way: `submit` while `free` slots remain, then `wait` for at least one
+finished trial. The store, the strategy and every decision stay in the search's process; workers only turn a
+`TrialJob` (plain data) into a `TrialResult`. A trial's exception comes back as the exception, for the loop to
+record as a failed trial. This module does not import torch at import time: a worker must set
+`CUDA_VISIBLE_DEVICES` and its thread count before torch starts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import dataclasses
+import multiprocessing
+import os
+from collections.abc import Callable
+from typing import Any
+
+from menas.config import ExecutorConfig
+from menas.errors import MenasError
+
+Finished = tuple[Any, Any]  # (the spec, a TrialResult or the exception the trial raised)
+
+
+class WorkerLost(MenasError):
+    """A worker process died (killed, out of memory); the trials it ran are still in the store as running."""
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use (the affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def pool_shape(cfg: ExecutorConfig, gpus: int, cores: int) -> tuple[int, int]:
+    """(workers, torch threads per worker) of a pool: one worker per GPU when there are GPUs, else CPU
+    cores // threads; threads default to an equal share of the cores, so workers never oversubscribe them
+    (two 2-thread processes on 2 cores ran 8-100x slower here)."""
+    if cfg.workers is not None:
+        workers = cfg.workers
+    elif gpus > 0:
+        workers = gpus
+    else:
+        workers = max(1, cores // (cfg.threads or 1))
+    threads = cfg.threads if cfg.threads is not None else max(1, cores // workers)
+    return workers, threads
+
+
+class LocalExecutor:
+    """Runs each submitted trial in this process, when `wait` is called (one slot)."""
+
+    def __init__(self, run: Callable[[Any, Any], Any]) -> None:
+        self._run = run  # (spec, job) -> TrialResult; raises what the trial raises
+        self._queued: list[tuple[Any, Any]] = []
+
+    @property
+    def free(self) -> int:
+        return 1 - len(self._queued)
+
+    @property
+    def busy(self) -> int:
+        return len(self._queued)
+
+    def submit(self, spec: Any, job: Any) -> None:
+        assert self.free > 0, "submit beyond the executor's slots"
+        self._queued.append((spec, job))
+
+    def wait(self) -> list[Finished]:
+        spec, job = self._queued.pop(0)
+        try:
+            return [(spec, self._run(spec, job))]
+        except Exception as exc:  # recorded as a failed trial by the loop
+            return [(spec, exc)]
+
+    def close(self, abort: bool = False) -> None:
+        self._queued.clear()
+
+
+class PoolExecutor:
+    """`workers` processes (spawned, so CUDA works in them), each with its own GPU or `threads` CPU threads."""
+
+    def __init__(self, workers: int, threads: int, gpus: int = 0) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        slots = ctx.Queue()
+        for slot in range(workers):
+            slots.put(slot)
+        self.workers, self.threads, self.gpus = workers, threads, gpus
+        self._pool = futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                                 initargs=(slots, threads, gpus))  # fmt: skip
+        self._running: dict[futures.Future, Any] = {}
+
+    @property
+    def free(self) -> int:
+        return self.workers - len(self._running)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    def submit(self, spec: Any, job: Any) -> None:
+        assert self.free > 0, "submit beyond the executor's slots"
+        job = dataclasses.replace(job, train=dataclasses.replace(job.train, threads=self.threads))
+        self._running[self._pool.submit(_run_in_worker, job)] = spec
+
+    def wait(self) -> list[Finished]:
+        done, _ = futures.wait(list(self._running), return_when=futures.FIRST_COMPLETED)
+        finished = []
+        for future in sorted(done, key=lambda f: self._running[f].trial_id):
+            spec = self._running.pop(future)
+            try:
+                finished.append((spec, future.result()))
+            except futures.process.BrokenProcessPool as exc:
+                raise WorkerLost(
+                    f"a worker process died while running trial {spec.trial_id} ({exc}); finished trials are kept, "
+                    "`menas resume` runs the interrupted ones again"
+                ) from None
+            except Exception as exc:
+                finished.append((spec, exc))
+        return finished
+
+    def close(self, abort: bool = False) -> None:
+        """Waits for the workers to exit; with `abort` (Ctrl-C, a stopped search) stops running trials at once:
+        they stay "running" in the store and `menas resume` runs them again from their last epoch checkpoint."""
+        if abort:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_executor(cfg: ExecutorConfig, device: str, run: Callable[[Any, Any], Any]) -> LocalExecutor | PoolExecutor:
+    """The executor a search config asks for (`run` is used by the local one only)."""
+    if cfg.kind == "local":
+        return LocalExecutor(run)
+    gpus = 0
+    if device != "cpu":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if device.startswith("cuda:"):
+            raise ValueError(f"device: got {device!r} with executor.kind pool, allowed: auto, cuda or cpu "
+                             "(the pool gives each worker its own GPU)")  # fmt: skip
+    workers, threads = pool_shape(cfg, gpus, cpu_cores())
+    return PoolExecutor(workers, threads, gpus)
+
+
+def _init_worker(slots: Any, threads: int, gpus: int) -> None:
+    """Runs once in each worker before torch is imported there: its GPU (slot modulo GPUs) and thread count."""
+    slot = slots.get()
+    if gpus > 0:  # index into the GPUs the search itself sees (its CUDA_VISIBLE_DEVICES, when set)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[slot % len(ids)].strip()
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(job: Any) -> Any:
+    from menas.trial import run_trial
+
+    return run_trial(job)

@@ -1,0 +1,101 @@
+"""Trials in a pool of worker processes: same results as in-process, bounded workers/threads, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from menas.config import ExecutorConfig, SearchConfig, StrategyConfig, from_dict
+from menas.executors import pool_shape
+from menas.search import Search, SearchStopped
+from menas.store import Store
+from test_search import results, tiny_config
+
+
+def test_importing_executors_does_not_import_torch() -> None:
+    code = "import sys, menas.executors; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_pool_shape_never_oversubscribes() -> None:
+    assert pool_shape(ExecutorConfig(kind="pool"), gpus=0, cores=16) == (16, 1)
+    assert pool_shape(ExecutorConfig(kind="pool", threads=4), gpus=0, cores=16) == (4, 4)
+    assert pool_shape(ExecutorConfig(kind="pool", workers=3), gpus=0, cores=16) == (3, 5)
+    assert pool_shape(ExecutorConfig(kind="pool"), gpus=8, cores=64) == (8, 8)  # one worker per GPU
+    assert pool_shape(ExecutorConfig(kind="pool", workers=4), gpus=0, cores=2) == (4, 1)  # at least one thread
+
+
+def test_executor_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="executor.kind: got 'ray', allowed: 'local', 'pool'"):
+        from_dict(SearchConfig, {"executor": {"kind": "ray"}})
+    with pytest.raises(ValueError, match="executor.workers"):
+        ExecutorConfig(kind="pool", workers=0)
+
+
+def test_pool_search_matches_the_in_process_search(tmp_path: Path) -> None:
+    """Two single-thread workers run the same trials as the in-process search with one thread: the strategy's
+    decisions do not depend on the order results arrive in, and each trial is seeded on its own."""
+    cfg = tiny_config(executor=ExecutorConfig(kind="pool", workers=2, threads=1))
+    assert dataclasses.replace(cfg, executor=ExecutorConfig()) == tiny_config()  # tiny_config trains with 1 thread
+    seen = []
+    summary = Search(cfg, tmp_path / "run").run(on_result=lambda spec, result: seen.append(spec.trial_id))
+    assert summary.trials_done == 6 and sorted(seen) == list(range(6))
+    Search(tiny_config(), tmp_path / "local").run()
+    assert results(tmp_path / "run") == results(tmp_path / "local")
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        assert store.run_info().status == "finished"
+        trials = store.history()
+    # two trials were in flight at once (the second submitted before the first finished); in-process, never
+    assert trials[1].started_at < trials[0].finished_at
+    with Store.open(tmp_path / "local", readonly=True) as store:
+        local = store.history()
+    assert all(b.started_at >= a.finished_at for a, b in itertools.pairwise(local))
+
+
+def test_pool_records_a_failing_trial_and_goes_on(tmp_path: Path) -> None:
+    """An exception inside a worker comes back as a failed trial (here: an impossible dataset root makes every
+    worker's data loading fail) and the failure-share stop still works."""
+    cfg = tiny_config(
+        executor=ExecutorConfig(kind="pool", workers=2, threads=1),
+        strategy=StrategyConfig(population=2, generations=1, parents=2),
+        max_failure_share=1.0,
+    )
+    search = Search(cfg, tmp_path / "run")
+    search.job = _broken_jobs(search.job)
+    summary = search.run()
+    assert summary.trials_failed == 2 and summary.trials_done == 0
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        errors = [t.error for t in store.history()]
+        assert all("ValueError" in e and "data.root" in e for e in errors), errors
+        assert len(store.events("trial_exception")) == 2
+
+
+def _broken_jobs(make_job):
+    def job(spec):
+        real = make_job(spec)
+        data = dataclasses.replace(real.data, dataset="fashion-mnist", root="/nonexistent/menas-test")
+        return dataclasses.replace(real, data=data)
+
+    return job
+
+
+def test_pool_stops_on_too_many_failures_and_stops_its_workers(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        executor=ExecutorConfig(kind="pool", workers=2, threads=1),
+        strategy=StrategyConfig(population=8, generations=1, parents=2),
+        max_failure_share=0.5,
+    )
+    search = Search(cfg, tmp_path / "run")
+    search.job = _broken_jobs(search.job)
+    with pytest.raises(SearchStopped, match="trials failed"):
+        search.run()
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        assert store.run_info().status == "failed"
+        statuses = [t.status for t in store.history()]
+    assert statuses.count("failed") >= 5 and "done" not in statuses
