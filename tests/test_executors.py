@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from menas.config import ExecutorConfig, SearchConfig, StrategyConfig, from_dict
-from menas.executors import pool_shape
+from menas.executors import PoolExecutor, WorkerLost, pool_shape
 from menas.search import Search, SearchStopped
 from menas.store import Store
 from test_search import results, tiny_config
@@ -99,3 +99,19 @@ def test_pool_stops_on_too_many_failures_and_stops_its_workers(tmp_path: Path) -
         assert store.run_info().status == "failed"
         statuses = [t.status for t in store.history()]
     assert statuses.count("failed") >= 5 and "done" not in statuses
+
+
+def test_a_dead_worker_stops_with_resume_advice(tmp_path: Path) -> None:
+    search = Search(tiny_config(), tmp_path / "run")
+    (spec,) = search.strategy.ask(1)
+    pool = PoolExecutor(workers=1, threads=1)
+    try:
+        pool.submit(spec, search.job(spec))
+        processes = list(pool._pool._processes.values())  # spawned by submit()
+        assert processes
+        for process in processes:  # as the OOM killer would
+            process.kill()
+        with pytest.raises(WorkerLost, match=r"a worker process died while running trial 0 .*menas resume"):
+            pool.wait()
+    finally:
+        pool.close(abort=True)

@@ -15,6 +15,7 @@ import dataclasses
 import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from menas.config import ExecutorConfig
@@ -112,7 +113,7 @@ class PoolExecutor:
             spec = self._running.pop(future)
             try:
                 finished.append((spec, future.result()))
-            except futures.process.BrokenProcessPool as exc:
+            except BrokenProcessPool as exc:
                 raise WorkerLost(
                     f"a worker process died while running trial {spec.trial_id} ({exc}); finished trials are kept, "
                     "`menas resume` runs the interrupted ones again"
