@@ -115,3 +115,22 @@ def test_a_dead_worker_stops_with_resume_advice(tmp_path: Path) -> None:
             pool.wait()
     finally:
         pool.close(abort=True)
+
+
+def test_pool_interrupted_then_resumed_equals_the_uninterrupted_search(tmp_path: Path) -> None:
+    """Ctrl-C while a worker is mid-trial: the workers are stopped, the trial stays "running" in the store, and
+    `resume` re-runs it; the finished search equals the in-process one at the same thread count."""
+    cfg = tiny_config(executor=ExecutorConfig(kind="pool", workers=2, threads=1))
+
+    def interrupt(spec, result) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Search(cfg, tmp_path / "run").run(on_result=interrupt)
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        assert store.run_info().status == "interrupted"
+        statuses = [t.status for t in store.history()]
+    assert statuses.count("done") == 1 and "running" in statuses  # the other worker's trial was cut short
+    Search(cfg, tmp_path / "run", resume=True).run()
+    Search(tiny_config(), tmp_path / "local").run()
+    assert results(tmp_path / "run") == results(tmp_path / "local")
