@@ -61,14 +61,7 @@ def test_pool_search_matches_the_in_process_search(tmp_path: Path) -> None:
 def test_pool_records_a_failing_trial_and_goes_on(tmp_path: Path) -> None:
     """An exception inside a worker comes back as a failed trial (here: an impossible dataset root makes every
     worker's data loading fail) and the failure-share stop still works."""
-    cfg = tiny_config(
-        executor=ExecutorConfig(kind="pool", workers=2, threads=1),
-        strategy=StrategyConfig(population=2, generations=1, parents=2),
-        max_failure_share=1.0,
-    )
-    search = Search(cfg, tmp_path / "run")
-    search.job = _broken_jobs(search.job)
-    summary = search.run()
+    summary = _broken_pool_search(tmp_path, population=2, max_failure_share=1.0).run()
     assert summary.trials_failed == 2 and summary.trials_done == 0
     with Store.open(tmp_path / "run", readonly=True) as store:
         errors = [t.error for t in store.history()]
@@ -76,25 +69,28 @@ def test_pool_records_a_failing_trial_and_goes_on(tmp_path: Path) -> None:
         assert len(store.events("trial_exception")) == 2
 
 
-def _broken_jobs(make_job):
-    def job(spec):
+def _broken_pool_search(tmp_path: Path, population: int, max_failure_share: float) -> Search:
+    """A 2-worker pool search whose every trial fails in the worker (its data root does not exist)."""
+    cfg = tiny_config(
+        executor=ExecutorConfig(kind="pool", workers=2, threads=1),
+        strategy=StrategyConfig(population=population, generations=1, parents=2),
+        max_failure_share=max_failure_share,
+    )
+    search = Search(cfg, tmp_path / "run")
+    make_job = search.job
+
+    def broken_job(spec):
         real = make_job(spec)
         data = dataclasses.replace(real.data, dataset="fashion-mnist", root="/nonexistent/menas-test")
         return dataclasses.replace(real, data=data)
 
-    return job
+    search.job = broken_job
+    return search
 
 
 def test_pool_stops_on_too_many_failures_and_stops_its_workers(tmp_path: Path) -> None:
-    cfg = tiny_config(
-        executor=ExecutorConfig(kind="pool", workers=2, threads=1),
-        strategy=StrategyConfig(population=8, generations=1, parents=2),
-        max_failure_share=0.5,
-    )
-    search = Search(cfg, tmp_path / "run")
-    search.job = _broken_jobs(search.job)
     with pytest.raises(SearchStopped, match="trials failed"):
-        search.run()
+        _broken_pool_search(tmp_path, population=8, max_failure_share=0.5).run()
     with Store.open(tmp_path / "run", readonly=True) as store:
         assert store.run_info().status == "failed"
         statuses = [t.status for t in store.history()]
