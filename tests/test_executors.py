@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from menas.config import ExecutorConfig, SearchConfig, StrategyConfig, from_dict
-from menas.executors import PoolExecutor, WorkerLost, pool_shape
+from menas.executors import PoolExecutor, WorkerLost, make_executor, pool_shape
 from menas.search import Search, SearchStopped
 from menas.store import Store
 from test_search import results, tiny_config
@@ -32,8 +32,8 @@ def test_pool_shape_never_oversubscribes() -> None:
 
 
 def test_executor_config_errors_name_the_field() -> None:
-    with pytest.raises(ValueError, match="executor.kind: got 'ray', allowed: 'local', 'pool'"):
-        from_dict(SearchConfig, {"executor": {"kind": "ray"}})
+    with pytest.raises(ValueError, match="executor.kind: got 'slurm', allowed: 'local', 'pool', 'ray'"):
+        from_dict(SearchConfig, {"executor": {"kind": "slurm"}})
     with pytest.raises(ValueError, match="executor.workers"):
         ExecutorConfig(kind="pool", workers=0)
 
@@ -58,10 +58,13 @@ def test_pool_search_matches_the_in_process_search(tmp_path: Path) -> None:
     assert all(b.started_at >= a.finished_at for a, b in itertools.pairwise(local))
 
 
-def test_pool_records_a_failing_trial_and_goes_on(tmp_path: Path) -> None:
-    """An exception inside a worker comes back as a failed trial (here: an impossible dataset root makes every
-    worker's data loading fail) and the failure-share stop still works."""
-    summary = _broken_pool_search(tmp_path, population=2, max_failure_share=1.0).run()
+@pytest.mark.parametrize("kind", ["pool", "ray"])
+def test_workers_record_a_failing_trial_and_go_on(tmp_path: Path, kind: str) -> None:
+    """An exception inside a worker comes back as a failed trial with its own type and message (here: an
+    impossible dataset root makes every worker's data loading fail)."""
+    if kind == "ray":
+        pytest.importorskip("ray")
+    summary = _broken_pool_search(tmp_path, population=2, max_failure_share=1.0, kind=kind).run()
     assert summary.trials_failed == 2 and summary.trials_done == 0
     with Store.open(tmp_path / "run", readonly=True) as store:
         errors = [t.error for t in store.history()]
@@ -69,10 +72,10 @@ def test_pool_records_a_failing_trial_and_goes_on(tmp_path: Path) -> None:
         assert len(store.events("trial_exception")) == 2
 
 
-def _broken_pool_search(tmp_path: Path, population: int, max_failure_share: float) -> Search:
-    """A 2-worker pool search whose every trial fails in the worker (its data root does not exist)."""
+def _broken_pool_search(tmp_path: Path, population: int, max_failure_share: float, kind: str = "pool") -> Search:
+    """A search on 2 workers whose every trial fails in the worker (its data root does not exist)."""
     cfg = tiny_config(
-        executor=ExecutorConfig(kind="pool", workers=2, threads=1),
+        executor=ExecutorConfig(kind=kind, workers=2, threads=1),
         strategy=StrategyConfig(population=population, generations=1, parents=2),
         max_failure_share=max_failure_share,
     )
@@ -130,3 +133,22 @@ def test_pool_interrupted_then_resumed_equals_the_uninterrupted_search(tmp_path:
     Search(cfg, tmp_path / "run", resume=True).run()
     Search(tiny_config(), tmp_path / "local").run()
     assert results(tmp_path / "run") == results(tmp_path / "local")
+
+
+def test_ray_search_matches_the_in_process_search(tmp_path: Path) -> None:
+    """Trials as tasks of a local Ray instance (2 CPUs, 1 thread each): the same records as in-process."""
+    pytest.importorskip("ray")
+    cfg = tiny_config(executor=ExecutorConfig(kind="ray", workers=2, threads=1))
+    summary = Search(cfg, tmp_path / "run").run()
+    assert summary.trials_done == 6
+    Search(tiny_config(), tmp_path / "local").run()
+    assert results(tmp_path / "run") == results(tmp_path / "local")
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        trials = store.history()
+    assert trials[1].started_at < trials[0].finished_at  # two tasks in flight at once
+
+
+def test_cuda_index_with_workers_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tiny_config(executor=ExecutorConfig(kind="pool", workers=2), device="cuda:1")
+    with pytest.raises(ValueError, match="device: got 'cuda:1' with executor.kind pool"):
+        make_executor(cfg.executor, cfg.device, lambda spec, job: None)

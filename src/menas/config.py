@@ -166,7 +166,7 @@ class LotteryConfig:
 
 
 StrategyName = Literal["menas", "menas-no-tickets", "random", "evolution"]
-ExecutorKind = Literal["local", "pool"]
+ExecutorKind = Literal["local", "pool", "ray"]
 
 
 @dataclasses.dataclass
@@ -205,11 +205,13 @@ class StrategyConfig:
 @dataclasses.dataclass
 class ExecutorConfig:
     """Where trials run. `local`: one at a time in the search's process. `pool`: `workers` processes, each
-    running one trial at a time with `threads` torch threads (CPU) or its own GPU (one worker per GPU)."""
+    running one trial at a time with `threads` torch threads (CPU) or its own GPU (one worker per GPU). `ray`: each
+    trial a Ray task with one GPU (or `threads` CPUs), at most `workers` at once, on the cluster at `address`."""
 
-    kind: ExecutorKind = "local"  # local | pool
-    workers: int | None = None  # pool size; None: one per visible GPU, else CPU cores // threads (at least 1)
-    threads: int | None = None  # torch threads per pool worker; None: CPU cores // workers (at least 1)
+    kind: ExecutorKind = "local"  # local | pool | ray
+    workers: int | None = None  # trials at once; None: one per GPU, else CPU cores // threads (at least 1)
+    threads: int | None = None  # torch threads per trial; None: CPU cores // workers (at least 1)
+    address: str | None = None  # ray: the cluster ("auto", "ray://host:10001"); None: RAY_ADDRESS or a local Ray
 
     def __post_init__(self) -> None:
         _check_min("executor.workers", self.workers, 1, optional=True)

@@ -1,5 +1,5 @@
-"""Where trials run: in the search's own process, or in a pool of worker processes (one trial per worker at a
-time, one GPU per worker when there are GPUs, else an equal share of the CPU cores).
+"""Where trials run: in the search's own process, in a pool of worker processes (one trial per worker at a
+time, one GPU per worker when there are GPUs, else an equal share of the CPU cores), or as Ray tasks on a cluster.
 
 The search loop drives both the same way: `submit` while `free` slots remain, then `wait` for at least one
 finished trial. The store, the strategy and every decision stay in the search's process; workers only turn a
@@ -131,18 +131,85 @@ class PoolExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_executor(cfg: ExecutorConfig, device: str, run: Callable[[Any, Any], Any]) -> LocalExecutor | PoolExecutor:
+class RayExecutor:
+    """Each trial a Ray task (one GPU, or `threads` CPUs), at most `workers` at once. The store and the strategy
+    stay in the search's process; on a cluster the run folder (trial checkpoints) and the data must be at the same
+    paths on every node (a shared filesystem), as with any Ray training job."""
+
+    def __init__(self, cfg: ExecutorConfig) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("executor.kind: ray needs the ray package: pip install 'menas[ray]'") from None
+        self._ray = ray
+        self._owns = not ray.is_initialized()
+        if self._owns:  # address None: RAY_ADDRESS when set, else a Ray instance on this machine
+            ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        self.workers, self.threads = pool_shape(cfg, gpus, int(resources.get("CPU", 1)))
+        options = {"num_gpus": 1} if gpus > 0 else {"num_cpus": self.threads}
+        self._task = ray.remote(max_retries=0, **options)(_run_in_ray_worker)
+        self._running: dict[Any, Any] = {}
+
+    @property
+    def free(self) -> int:
+        return self.workers - len(self._running)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    def submit(self, spec: Any, job: Any) -> None:
+        assert self.free > 0, "submit beyond the executor's slots"
+        job = dataclasses.replace(job, train=dataclasses.replace(job.train, threads=self.threads))
+        self._running[self._task.remote(job, self.threads)] = spec
+
+    def wait(self) -> list[Finished]:
+        ray = self._ray
+        ready, _ = ray.wait(list(self._running), num_returns=1)
+        more, _ = ray.wait([r for r in self._running if r not in ready], num_returns=len(self._running) - 1,
+                           timeout=0) if len(self._running) > 1 else ([], [])  # fmt: skip
+        finished = []
+        for ref in sorted([*ready, *more], key=lambda r: self._running[r].trial_id):
+            spec = self._running.pop(ref)
+            try:
+                finished.append((spec, ray.get(ref)))
+            except ray.exceptions.RayTaskError as exc:  # the trial raised: its own exception
+                cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
+                finished.append((spec, cause))
+            except ray.exceptions.RayError as exc:  # the worker or its node died
+                raise WorkerLost(
+                    f"the Ray worker running trial {spec.trial_id} was lost ({type(exc).__name__}); finished trials "
+                    "are kept, `menas resume` runs the interrupted ones again"
+                ) from None
+        return finished
+
+    def close(self, abort: bool = False) -> None:
+        if abort:
+            for ref in self._running:
+                self._ray.cancel(ref, force=True)
+        self._running.clear()
+        if self._owns:
+            self._ray.shutdown()
+
+
+def make_executor(
+    cfg: ExecutorConfig, device: str, run: Callable[[Any, Any], Any]
+) -> LocalExecutor | PoolExecutor | RayExecutor:
     """The executor a search config asks for (`run` is used by the local one only)."""
     if cfg.kind == "local":
         return LocalExecutor(run)
+    if device.startswith("cuda:"):
+        raise ValueError(f"device: got {device!r} with executor.kind {cfg.kind}, allowed: auto, cuda or cpu "
+                         "(each worker gets its own GPU)")  # fmt: skip
+    if cfg.kind == "ray":
+        return RayExecutor(cfg)
     gpus = 0
     if device != "cpu":
         import torch
 
         gpus = torch.cuda.device_count()
-        if device.startswith("cuda:"):
-            raise ValueError(f"device: got {device!r} with executor.kind pool, allowed: auto, cuda or cpu "
-                             "(the pool gives each worker its own GPU)")  # fmt: skip
     workers, threads = pool_shape(cfg, gpus, cpu_cores())
     return PoolExecutor(workers, threads, gpus)
 
@@ -164,3 +231,11 @@ def _run_in_worker(job: Any) -> Any:
     from menas.trial import run_trial
 
     return run_trial(job)
+
+
+def _run_in_ray_worker(job: Any, threads: int) -> Any:
+    """A trial in a Ray worker process (Ray sets CUDA_VISIBLE_DEVICES to the task's GPU)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return _run_in_worker(job)

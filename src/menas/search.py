@@ -103,7 +103,7 @@ def make_strategy(cfg: SearchConfig, space: SearchSpace, budget: Budget) -> Stra
     # children bred ahead of results: the pool's size when it is fixed in the config (so a resumed run breeds
     # exactly as the original did, whatever machine it resumes on); 1 otherwise (the sequential algorithm)
     ex = cfg.executor
-    parallel = ex.workers if ex.kind == "pool" and ex.workers else 1
+    parallel = ex.workers if ex.kind != "local" and ex.workers else 1
     return RegularizedEvolution(space, budget, seed, population=s.population, sample_size=s.sample_size,
                                 cycles=s.cycles, mutation_prob=s.mutation_prob, parallel=parallel)  # fmt: skip
 
