@@ -80,7 +80,28 @@ class LocalExecutor:
         self._queued.clear()
 
 
-class PoolExecutor:
+class _Workers:
+    """Bookkeeping shared by the executors that run trials elsewhere: `workers` slots, `threads` per trial."""
+
+    workers: int
+    threads: int
+    _running: dict[Any, Any]  # handle of a running trial -> its spec
+
+    @property
+    def free(self) -> int:
+        return self.workers - len(self._running)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    def _with_threads(self, job: Any) -> Any:
+        """The job with the worker's thread share, so trials never oversubscribe the cores."""
+        assert self.free > 0, "submit beyond the executor's slots"
+        return dataclasses.replace(job, train=dataclasses.replace(job.train, threads=self.threads))
+
+
+class PoolExecutor(_Workers):
     """`workers` processes (spawned, so CUDA works in them), each with its own GPU or `threads` CPU threads."""
 
     def __init__(self, workers: int, threads: int, gpus: int = 0) -> None:
@@ -91,20 +112,10 @@ class PoolExecutor:
         self.workers, self.threads, self.gpus = workers, threads, gpus
         self._pool = futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                                  initargs=(slots, threads, gpus))  # fmt: skip
-        self._running: dict[futures.Future, Any] = {}
-
-    @property
-    def free(self) -> int:
-        return self.workers - len(self._running)
-
-    @property
-    def busy(self) -> int:
-        return len(self._running)
+        self._running = {}
 
     def submit(self, spec: Any, job: Any) -> None:
-        assert self.free > 0, "submit beyond the executor's slots"
-        job = dataclasses.replace(job, train=dataclasses.replace(job.train, threads=self.threads))
-        self._running[self._pool.submit(_run_in_worker, job)] = spec
+        self._running[self._pool.submit(_run_in_worker, self._with_threads(job))] = spec
 
     def wait(self) -> list[Finished]:
         done, _ = futures.wait(list(self._running), return_when=futures.FIRST_COMPLETED)
@@ -131,7 +142,7 @@ class PoolExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-class RayExecutor:
+class RayExecutor(_Workers):
     """Each trial a Ray task (one GPU, or `threads` CPUs), at most `workers` at once. The store and the strategy
     stay in the search's process; on a cluster the run folder (trial checkpoints) and the data must be at the same
     paths on every node (a shared filesystem), as with any Ray training job."""
@@ -150,20 +161,10 @@ class RayExecutor:
         self.workers, self.threads = pool_shape(cfg, gpus, int(resources.get("CPU", 1)))
         options = {"num_gpus": 1} if gpus > 0 else {"num_cpus": self.threads}
         self._task = ray.remote(max_retries=0, **options)(_run_in_ray_worker)
-        self._running: dict[Any, Any] = {}
-
-    @property
-    def free(self) -> int:
-        return self.workers - len(self._running)
-
-    @property
-    def busy(self) -> int:
-        return len(self._running)
+        self._running = {}
 
     def submit(self, spec: Any, job: Any) -> None:
-        assert self.free > 0, "submit beyond the executor's slots"
-        job = dataclasses.replace(job, train=dataclasses.replace(job.train, threads=self.threads))
-        self._running[self._task.remote(job, self.threads)] = spec
+        self._running[self._task.remote(self._with_threads(job), self.threads)] = spec
 
     def wait(self) -> list[Finished]:
         ray = self._ray
