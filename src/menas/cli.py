@@ -18,6 +18,7 @@ from rich.table import Table
 from menas import __version__
 from menas.cost import Budget, count_cost, format_count, layer_table, parse_count, parse_range
 from menas.errors import MenasError
+from menas.files import write_json
 from menas.operators import reachable_costs, sample
 from menas.space import PRESETS, load_space, parse_genome_arg
 
@@ -205,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     data = build_loaders(data_cfg, device)
-    _write_json(out / "run.json", {"genome": genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
+    write_json(out / "run.json", {"genome": genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
                                    "device": str(device)})  # fmt: skip
     seed_trial(args.seed)
     model = build_model(genome, data.num_classes, data.in_chans)
@@ -223,7 +224,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         history = train(model, data.train, data.val, train_cfg, checkpoint_path=out / "train.ckpt",
                         resume=not args.restart, progress=on_epoch)  # fmt: skip
-    _write_json(out / "history.json", history.to_dict())
+    write_json(out / "history.json", history.to_dict())
     save_weights(model, genome, out / WEIGHTS_FILE)
     last = history.epochs[-1]
     console.print(f"search-val top-1 {history.val_top1:.2f}%, epoch time {last.seconds:.1f} s, "
@@ -231,22 +232,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint(path: Path, missing: str) -> tuple[Path, dict[str, Any]]:
+    """(weights file, its run.json record or {}) of a checkpoint folder (`menas train --out`, `menas lottery --out`)
+    or a .safetensors file; ValueError `missing` when there are no weights."""
+    from menas.trial import WEIGHTS_FILE
+
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    if not weights.is_file():
+        raise ValueError(missing)
+    run = weights.with_name("run.json")
+    return weights, (json.loads(run.read_text()) if run.is_file() else {})
+
+
 def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """(model, data, train config, data config) from a `menas train` folder or a weights file (then --data is
     required)."""
     from menas.config import DataConfig, TrainConfig, from_dict
     from menas.data import build_loaders, resolve_device
-    from menas.trial import WEIGHTS_FILE, load_weights
+    from menas.trial import load_weights
 
-    path = Path(path_text)
-    run = path / "run.json" if path.is_dir() else path.with_name("run.json")
-    weights = path / WEIGHTS_FILE if path.is_dir() else path
-    if not weights.is_file():
-        raise ValueError(f"checkpoint: {str(weights)!r} not found (give a `menas train --out` folder or .safetensors)")
-    recorded = json.loads(run.read_text()) if run.is_file() else {}
+    weights, recorded = _checkpoint(Path(path_text), f"checkpoint: {path_text!r} not found (give a `menas train "
+                                    "--out` folder or .safetensors)")  # fmt: skip
     base = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
     if base is None and args.data is None:
-        raise ValueError(f"--data: required, {str(run)!r} does not record the dataset")
+        raise ValueError(f"--data: required, {str(weights.with_name('run.json'))!r} does not record the dataset")
     data_cfg = _data_config(args, base) if args.data else dataclasses.replace(base, seed=args.seed)
     train_cfg = from_dict(TrainConfig, recorded["train"], "train") if "train" in recorded else TrainConfig()
     if args.threads:
@@ -361,13 +370,13 @@ def _write_lottery_out(
     ]
     record = {"parent": parent, "ticket": ticket, "proposals": proposals, "seconds": result.seconds,
               "timings": result.timings}  # fmt: skip
-    _write_json(out / "lottery.json", record)
+    write_json(out / "lottery.json", record)
     if chosen is None:
         console.print(f"wrote {out}/lottery.json (no ticket: no weights written)")
         return
     run = {"genome": chosen.proposal.genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
            "pruned_from": result.parent_genome.to_str()}  # fmt: skip
-    _write_json(out / "run.json", run)
+    write_json(out / "run.json", run)
     save_weights(result.ticket_model, chosen.proposal.genome, out / WEIGHTS_FILE)
     console.print(f"wrote {out}/ ({WEIGHTS_FILE}, run.json, lottery.json)")
 
@@ -485,9 +494,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     console.print(f"{model.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
                   f"{input_size} px")  # fmt: skip
     for name, path in result.files.items():
-        diff = result.max_abs_diff.get(name)
-        checked = "" if name not in result.max_abs_diff else (
-            " (not checked)" if diff is None else f" (max |diff| vs the model {diff:.2g})")  # fmt: skip
+        checked = ""
+        if name in result.max_abs_diff:  # a graph: how close it came to the model (None: no runtime to check it)
+            diff = result.max_abs_diff[name]
+            checked = " (not checked)" if diff is None else f" (max |diff| vs the model {diff:.2g})"
         console.print(f"  {name}: {path}{checked}")
     for note in result.notes:
         console.print(f"  note: {note}")
@@ -500,7 +510,7 @@ def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[s
     from menas.data import default_input_size
     from menas.search import load_run_config
     from menas.store import Store, store_path
-    from menas.trial import WEIGHTS_FILE, load_weights
+    from menas.trial import load_weights
 
     if store_path(path).exists():
         with Store.open(path, readonly=True) as store:
@@ -514,11 +524,8 @@ def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[s
         info = {"source": str(path), "trial_id": best.trial_id, "search_val_top1": best.final_score,
                 "ticket": best.ticket is not None}  # fmt: skip
     else:
-        weights = path / WEIGHTS_FILE if path.is_dir() else path
-        if not weights.is_file():
-            raise ValueError(f"source: {str(path)!r} is not a run folder, a checkpoint folder or a weights file")
-        run = weights.with_name("run.json")
-        recorded = json.loads(run.read_text()) if run.is_file() else {}
+        weights, recorded = _checkpoint(path, f"source: {str(path)!r} is not a run folder, a checkpoint folder or "
+                                        "a weights file")  # fmt: skip
         data = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
         info = {"source": str(weights)}
     if input_size is None and data is None:
@@ -593,12 +600,6 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------ parser

@@ -11,6 +11,7 @@ left behind for a user to find out about.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -24,6 +25,7 @@ import torch
 from menas.builder import MenasNet
 from menas.cost import count_cost
 from menas.errors import MenasError
+from menas.files import write_atomically, write_json
 from menas.trial import save_weights
 
 #: Every format, and those written when none is named.
@@ -83,7 +85,7 @@ def export_model(
     record = {"genome": genome.to_str(), "genome_json": json.loads(genome.to_json()), "input_size": input_size,
               "in_chans": in_chans, "num_classes": num_classes, "macs": cost.macs, "params": cost.params,
               **(info or {})}  # fmt: skip
-    files["genome"] = _write_json(folder / "genome.json", record)
+    files["genome"] = write_json(folder / "genome.json", record)
     for name in formats:
         path = folder / FILES[name]
         if name == "safetensors":
@@ -96,16 +98,12 @@ def export_model(
         files[name] = path
     manifest = {"files": {k: v.name for k, v in files.items()}, "max_abs_diff": diffs, "tolerance": TOLERANCE,
                 "check_batch": 3, "torch": torch.__version__, "notes": notes}  # fmt: skip
-    files["manifest"] = _write_json(folder / "export.json", manifest)
+    files["manifest"] = write_json(folder / "export.json", manifest)
     return ExportResult(files, diffs, notes)
 
 
 def _cpu_eval_copy(model: MenasNet) -> MenasNet:
-    from menas.builder import build_model
-
-    copy = build_model(model.genome, model.num_classes, model.stem.conv.in_channels, drop_rate=model.dropout.p)
-    copy.load_state_dict({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    return copy.eval()
+    return copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
 
 
 def _max_diff(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -121,7 +119,7 @@ def _torchscript(model: MenasNet, example: torch.Tensor, check: torch.Tensor, pa
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*deprecated.*")
         traced = torch.jit.trace(model, example)
-        _atomic(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+        write_atomically(path, lambda tmp: torch.jit.save(traced, str(tmp)))
         loaded = torch.jit.load(str(path))
     with torch.no_grad():
         return _max_diff(loaded(check), model(check))
@@ -130,7 +128,7 @@ def _torchscript(model: MenasNet, example: torch.Tensor, check: torch.Tensor, pa
 def _pt2(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Path, notes: list[str]) -> float:
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    _atomic(path, lambda tmp: torch.export.save(program, str(tmp)))
+    write_atomically(path, lambda tmp: torch.export.save(program, str(tmp)))
     loaded = torch.export.load(str(path)).module()
     with torch.no_grad():
         return _max_diff(loaded(check), model(check))
@@ -146,7 +144,7 @@ def _onnx(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Pat
         torch.onnx.export(model, (example,), str(tmp), dynamo=True, input_names=["images"], output_names=["logits"],
                           dynamic_shapes=({0: batch},), external_data=False, verbose=False)  # fmt: skip
 
-    _quietly(lambda: _atomic(path, write))
+    _quietly(lambda: write_atomically(path, write))
     if not _importable("onnxruntime"):
         notes.append("onnx: not checked against the model (onnxruntime is not installed)")
         return None
@@ -175,15 +173,3 @@ def _quietly(action) -> None:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         action()
-
-
-def _atomic(path: Path, write) -> None:
-    """Writes through a temporary name in the same folder, so a crash never leaves a half-written file."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> Path:
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
-    return path

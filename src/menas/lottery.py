@@ -356,20 +356,20 @@ def use_bf16(device: torch.device, amp: str) -> bool:
 
 
 @torch.inference_mode()
+def _hits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Correct top-1 predictions on one batch, as a device tensor (no host sync)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return (model(x).argmax(1) == y).sum()
+
+
 def count_correct(model: nn.Module, batches: Iterable[Batch], bf16: bool = False) -> tuple[int, int]:
     """(correct top-1 predictions, images) of `model` in eval mode over `batches`; one device sync at the end."""
     model.eval()
-    correct, total = None, 0
+    correct, total = 0, 0
     for x, y in batches:
-        if bf16:
-            with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                logits = model(x)
-        else:
-            logits = model(x)
-        hits = (logits.argmax(1) == y).sum()
-        correct = hits if correct is None else correct + hits
+        correct = correct + _hits(model, x, y, bf16)
         total += y.numel()
-    return (0 if correct is None else int(correct.item())), total
+    return int(correct), total
 
 
 def top1(model: nn.Module, batches: Iterable[Batch], bf16: bool = False) -> float:
@@ -514,12 +514,14 @@ def search_ticket(
 
 def _score_the_rest(finalists: list[tuple[ScoredProposal, MenasNet, int, int]], rest: Iterable[Batch],
                     bf16: bool) -> None:  # fmt: skip
-    """Sets each finalist's full score: its subset counts plus its counts on `rest`, read once for all."""
-    counts = [[correct, total] for _, _, correct, total in finalists]
+    """Sets each finalist's full score: its subset counts plus its counts on `rest`, which is read once for all
+    (hits stay on the device until the end: one sync per finalist)."""
+    models = [child.eval() for _, child, *_ in finalists]
+    correct = [subset_correct for *_, subset_correct, _ in finalists]
+    images = 0
     for x, y in rest:
-        for (_, child, *_), count in zip(finalists, counts, strict=True):
-            correct, total = count_correct(child, [(x, y)], bf16)
-            count[0] += correct
-            count[1] += total
-    for (entry, *_), (correct, total) in zip(finalists, counts, strict=True):
-        entry.full_score = 100.0 * correct / max(total, 1)
+        for k, child in enumerate(models):
+            correct[k] = correct[k] + _hits(child, x, y, bf16)
+        images += len(y)
+    for (entry, _, _, subset_images), hits in zip(finalists, correct, strict=True):
+        entry.full_score = 100.0 * int(hits) / max(subset_images + images, 1)

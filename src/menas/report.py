@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from menas.cost import format_count
+from menas.files import write_atomically
 from menas.store import Store, TrialRecord
 
 #: Files `write_report` creates in the report folder.
@@ -175,13 +176,12 @@ def _plot_pareto(pts: Sequence[Point], path: Path) -> Path:
 
 
 def _save(fig, path: Path, plt) -> Path:
-    """Writes a figure through a temporary name, so a crash never leaves a half-written file."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    """Writes a figure atomically and frees it."""
     fig.tight_layout()
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    finally:
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -192,17 +192,16 @@ CSV_FIELDS = ("trial_id", "generation", "role", "status", "genome", "macs", "par
 
 
 def _write_csv(records: Sequence[TrialRecord], path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_FIELDS)
-        for r in records:
-            epoch_s = statistics.fmean(r.epoch_times) if r.epoch_times else None
-            row = {**{f: getattr(r, f, None) for f in CSV_FIELDS}, "final_score": r.final_score,
-                   "final_macs": r.final_macs, "final_params": r.final_params, "epoch_s_mean": epoch_s}  # fmt: skip
-            writer.writerow(["" if row[f] is None else row[f] for f in CSV_FIELDS])
-    tmp.replace(path)
-    return path
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_FIELDS)
+            for r in records:  # final_* are TrialRecord properties; the mean epoch time is the one derived column
+                epoch_s = statistics.fmean(r.epoch_times) if r.epoch_times else None
+                row = [epoch_s if f == "epoch_s_mean" else getattr(r, f) for f in CSV_FIELDS]
+                writer.writerow(["" if value is None else value for value in row])
+
+    return write_atomically(path, write)
 
 
 def _cell(text: str) -> str:
@@ -215,8 +214,7 @@ def _pct(value: float | None) -> str:
 
 
 def _title(run_dir: str | os.PathLike[str], config: dict, status: str) -> str:
-    strategy = config.get("strategy", {}).get("name", "?") if isinstance(config.get("strategy"), dict) else "?"
-    space = config.get("space", "?") if isinstance(config.get("space"), str) else "?"
+    strategy, space = (config.get("strategy") or {}).get("name", "?"), config.get("space", "?")
     return f"Search report: {Path(run_dir).resolve().name} (strategy {strategy}, space {space}, {status})"
 
 
@@ -249,7 +247,4 @@ def _write_markdown(title: str, summaries, pts: Sequence[Point], path: Path) -> 
         lines.append(f"| {p.trial_id} | {p.score:.2f}% | {format_count(p.macs)} | {format_count(p.params)} | "
                      f"{'yes' if p.ticket else 'no'} | `{_cell(p.genome)}` |")  # fmt: skip
     lines += ["", "Figures: " + ", ".join(f"[{name}]({name})" for name in FIGURES), ""]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines)))

@@ -22,6 +22,7 @@ from menas.cost import Budget, format_count, parse_count
 from menas.data import SearchData
 from menas.errors import MenasError
 from menas.executors import WorkerLost, make_executor
+from menas.files import write_atomically
 from menas.operators import check_feasible
 from menas.space import SearchSpace, load_space
 from menas.store import Store
@@ -59,11 +60,8 @@ class SearchSummary:
 
 def save_config(cfg: SearchConfig, run_dir: Path) -> Path:
     """Writes the resolved config beside the store (temp file + rename)."""
-    path = run_dir / CONFIG_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
-    return path
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return write_atomically(run_dir / CONFIG_FILE, lambda tmp: tmp.write_text(text))
 
 
 def load_run_config(run_dir: Path) -> SearchConfig:

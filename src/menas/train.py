@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import math
-import os
 import pickle
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from torch import nn
 
 from menas.config import TrainConfig, to_dict
 from menas.errors import TrialFailed
+from menas.files import write_atomically
 
 CHECKPOINT_FORMAT = 1
 #: Config keys that may differ between a checkpoint and the run resuming it (they do not change the result).
@@ -284,14 +284,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Writes a checkpoint atomically: to a temporary file in the same folder, then `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

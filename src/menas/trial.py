@@ -25,6 +25,7 @@ from menas.config import DataConfig, LotteryConfig, TrainConfig, to_dict
 from menas.cost import count_cost
 from menas.data import SearchData, build_loaders, resolve_device
 from menas.errors import TrialFailed
+from menas.files import write_atomically
 from menas.lottery import search_ticket
 from menas.space import Genome
 from menas.train import History, seed_trial, train
@@ -103,12 +104,14 @@ def calibration_batches(data: SearchData, count: int, epoch: int) -> list[torch.
 def save_weights(model: torch.nn.Module, genome: Genome, path: Path) -> None:
     """Writes the model's state as safetensors with its genome string in the metadata (temp file + rename)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"genome": genome.to_str(), "format": "menas-weights/1"})
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; weights are shared like any file
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        save_file(state, str(tmp), metadata={"genome": genome.to_str(), "format": "menas-weights/1"})
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; weights are shared like any file
+
+    write_atomically(path, write)
 
 
 def load_weights(path: str | Path, num_classes: int | None = None, in_chans: int | None = None) -> MenasNet:
