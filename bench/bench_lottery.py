@@ -27,6 +27,7 @@ from menas.cost import Budget
 from menas.data import build_loaders
 from menas.diagnose import diagnose
 from menas.lottery import (
+    calibration_batches,
     inherit_weights,
     merge_batches,
     propose,
@@ -39,7 +40,6 @@ from menas.lottery import (
 from menas.operators import sample
 from menas.space import MOBILENETV3_LARGE, PRESETS, Genome
 from menas.train import seed_trial, train
-from menas.trial import calibration_batches
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
         model = build_model(genome, data.num_classes, data.in_chans)
         history = train(model, data.train, data.val, train_cfg)
         epoch_s = statistics.median(e.train_seconds for e in history.epochs)
-        calib = calibration_batches(data, lottery.calib_batches, epoch=args.epochs)
+        calib = calibration_batches(data.train, lottery.calib_batches, epoch=args.epochs)
         subset = take_images(data.val, lottery.score_images)
         (proposal,) = propose(genome, dataclasses.replace(lottery, proposals=1), random.Random(99), 32, 1, 10)
         tic = time.perf_counter()

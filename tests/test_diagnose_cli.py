@@ -67,7 +67,7 @@ def test_lottery_out_writes_a_loadable_ticket(
     assert "fine-tuned the ticket for 1 epoch(s)" in text
     run = json.loads((out / "run.json").read_text())
     assert run["genome"] == ticket["genome"] and run["pruned_from"] == record["parent"]["genome"]
-    from menas.trial import load_weights
+    from menas.checkpoint import load_weights
 
     model = load_weights(out / "model.safetensors", num_classes=10, in_chans=1)
     assert model.genome.to_str() == ticket["genome"]

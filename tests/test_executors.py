@@ -68,7 +68,7 @@ def test_workers_record_a_failing_trial_and_go_on(tmp_path: Path, kind: str) -> 
     assert summary.trials_failed == 2 and summary.trials_done == 0
     with Store.open(tmp_path / "run", readonly=True) as store:
         errors = [t.error for t in store.history()]
-        assert all("ValueError" in e and "data.root" in e for e in errors), errors
+        assert all("UserError" in e and "data.root" in e for e in errors), errors
         assert len(store.events("trial_exception")) == 2
 
 

@@ -12,12 +12,12 @@ import torch
 
 import menas.export as export_module
 from menas.builder import build_model
+from menas.checkpoint import load_weights, save_weights
 from menas.cli import main
 from menas.export import ExportError, export_model, parse_formats
 from menas.space import Genome
 from menas.store import Store
 from menas.strategy import TrialSpec
-from menas.trial import load_weights, save_weights
 
 GENOME = Genome.from_str(
     "stem_c16_hs-ds_k3_c16_re|ir_k3_s2_m32_c16_re|ir_k3_s2_m48_c24_re-ir_k5_m72_c24_se_re|ir_k3_s2_m96_c40_hs"

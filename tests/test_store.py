@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from menas import __version__
 from menas.cost import Budget
+from menas.errors import UserError
 from menas.space import Genome
 from menas.store import FILENAME, SCHEMA_VERSION, Store, TrialRecord, store_path
 from menas.strategy import MENAS, TrialOutcome, TrialSpec
@@ -71,7 +72,7 @@ def test_create_open_and_run_record(tmp_path: Path) -> None:
         assert again._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     with pytest.raises(FileExistsError, match="already exists: resume that run"):
         new_store(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no menas store"):
+    with pytest.raises(UserError, match="no menas store"):
         Store.open(tmp_path / "other")
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all, just some bytes" * 40)
     with pytest.raises(ValueError, match="not a menas store"):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from menas.checkpoint import load_checkpoint, save_checkpoint
 from menas.config import DataConfig, TrainConfig, apply_override, dump_yaml, from_dict, to_dict
 from menas.data import FASHION_MNIST_ROOT, build_loaders
 from menas.errors import TrialFailed
@@ -18,8 +19,6 @@ from menas.train import (
     _build_scheduler,
     amp_dtype,
     evaluate,
-    load_checkpoint,
-    save_checkpoint,
     seed_trial,
     train,
 )

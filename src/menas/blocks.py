@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from menas.errors import UserError
+
 #: Activation registry: genome names to module factories.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -25,7 +27,7 @@ def create_act(name: str | None) -> nn.Module:
     if name is None:
         return nn.Identity()
     if name not in ACTIVATIONS:
-        raise ValueError(f"activation: got {name!r}, allowed: {', '.join(ACTIVATIONS)}")
+        raise UserError(f"activation: got {name!r}, allowed: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 

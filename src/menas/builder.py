@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from menas.blocks import ConvBnAct, DepthwiseSeparable, InvertedResidual, create_act
+from menas.errors import UserError
 from menas.space import Genome, se_channels
 
 
@@ -28,11 +29,11 @@ class MenasNet(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes: got {num_classes!r}, allowed: integers >= 1")
+            raise UserError(f"num_classes: got {num_classes!r}, allowed: integers >= 1")
         if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans: got {in_chans!r}, allowed: integers >= 1")
+            raise UserError(f"in_chans: got {in_chans!r}, allowed: integers >= 1")
         if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate: got {drop_rate!r}, allowed: 0 <= drop_rate < 1")
+            raise UserError(f"drop_rate: got {drop_rate!r}, allowed: 0 <= drop_rate < 1")
         self.genome = genome
         self.num_classes = num_classes
         stem, ds, head = genome.stem, genome.ds, genome.head

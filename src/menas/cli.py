@@ -1,10 +1,13 @@
-"""The `menas` command line. Every user mistake ends in one line on stderr and exit code 2, no traceback."""
+"""The `menas` command line. Every user mistake (`UserError`) ends in one line on stderr and exit code 2, no
+traceback; a bug prints one line (the traceback with `--debug`)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import logging
+import os
 import random
 import shutil
 import sys
@@ -17,7 +20,7 @@ from rich.table import Table
 
 from menas import __version__
 from menas.cost import Budget, count_cost, format_count, layer_table, parse_count, parse_range
-from menas.errors import MenasError
+from menas.errors import MenasError, UserError
 from menas.files import write_json
 from menas.operators import reachable_costs, sample
 from menas.space import PRESETS, load_space, parse_genome_arg
@@ -103,7 +106,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Random genomes of a space within a budget, one a line: string, MACs, params."""
     space = load_space(args.space)
     if args.n < 1:
-        raise ValueError(f"-n: got {args.n}, allowed: integers >= 1")
+        raise UserError(f"-n: got {args.n}, allowed: integers >= 1")
     budget = _budget(args, parse_range(args.macs, "--macs") if args.macs else (0.0, float("inf")))
     rng = random.Random(args.seed)
     genomes = [sample(space, rng, budget) for _ in range(args.n)]
@@ -192,10 +195,10 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains one genome with the search recipe; writes history, checkpoint and weights to --out."""
     from menas.builder import build_model
+    from menas.checkpoint import WEIGHTS_FILE, save_weights
     from menas.config import TrainConfig, to_dict
     from menas.data import build_loaders, resolve_device
     from menas.train import seed_trial, train
-    from menas.trial import WEIGHTS_FILE, save_weights
 
     genome = parse_genome_arg(args.genome)
     data_cfg = _data_config(args)
@@ -232,30 +235,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint(path: Path, missing: str) -> tuple[Path, dict[str, Any]]:
-    """(weights file, its run.json record or {}) of a checkpoint folder (`menas train --out`, `menas lottery --out`)
-    or a .safetensors file; ValueError `missing` when there are no weights."""
-    from menas.trial import WEIGHTS_FILE
-
-    weights = path / WEIGHTS_FILE if path.is_dir() else path
-    if not weights.is_file():
-        raise ValueError(missing)
-    run = weights.with_name("run.json")
-    return weights, (json.loads(run.read_text()) if run.is_file() else {})
-
-
 def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """(model, data, train config, data config) from a `menas train` folder or a weights file (then --data is
     required)."""
+    from menas.checkpoint import load_weights, resolve_checkpoint
     from menas.config import DataConfig, TrainConfig, from_dict
     from menas.data import build_loaders, resolve_device
-    from menas.trial import load_weights
 
-    weights, recorded = _checkpoint(Path(path_text), f"checkpoint: {path_text!r} not found (give a `menas train "
+    weights, recorded = resolve_checkpoint(Path(path_text), f"checkpoint: {path_text!r} not found (give a `menas train "
                                     "--out` folder or .safetensors)")  # fmt: skip
     base = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
     if base is None and args.data is None:
-        raise ValueError(f"--data: required, {str(weights.with_name('run.json'))!r} does not record the dataset")
+        raise UserError(f"--data: required, {str(weights.with_name('run.json'))!r} does not record the dataset")
     data_cfg = _data_config(args, base) if args.data else dataclasses.replace(base, seed=args.seed)
     train_cfg = from_dict(TrainConfig, recorded["train"], "train") if "train" in recorded else TrainConfig()
     if args.threads:
@@ -270,16 +261,15 @@ def cmd_lottery(args: argparse.Namespace) -> int:
     import random as _random
 
     from menas.config import LotteryConfig
-    from menas.lottery import search_ticket
-    from menas.trial import calibration_batches
+    from menas.lottery import calibration_batches, search_ticket
 
     keep = parse_range(args.macs_keep, "--macs-keep") if args.macs_keep else None
     cfg = LotteryConfig(proposals=args.proposals, importance=args.importance, macs_keep=keep,
                         tolerance=args.tolerance, score_images=args.score_images)  # fmt: skip
     if args.finetune_epochs is not None and args.finetune_epochs < 0:
-        raise ValueError(f"--finetune-epochs: got {args.finetune_epochs}, allowed: integers >= 0")
+        raise UserError(f"--finetune-epochs: got {args.finetune_epochs}, allowed: integers >= 0")
     if args.out and args.diagnose:
-        raise ValueError("--out: writes a ticket, so it cannot be combined with --diagnose")
+        raise UserError("--out: writes a ticket, so it cannot be combined with --diagnose")
     model, data, train_cfg, data_cfg = _load_trained(args.checkpoint, args)
     console = _console()
     if train_cfg.threads:
@@ -288,7 +278,7 @@ def cmd_lottery(args: argparse.Namespace) -> int:
         torch.set_num_threads(train_cfg.threads)
     if args.diagnose:
         return _print_diagnosis(model, data, cfg, train_cfg, args, console)
-    calib = calibration_batches(data, cfg.calib_batches, epoch=0)
+    calib = calibration_batches(data.train, cfg.calib_batches, epoch=0)
     result = search_ticket(model, calib, data.val, cfg, _random.Random(args.seed), data.input_size)
     table = Table(title=f"{len(result.scored)} pruning proposals (scored on {cfg.score_images or 'all'} images, "
                   f"best {cfg.rescore_top} re-scored on all {data.val.num_samples})")  # fmt: skip
@@ -334,42 +324,12 @@ def _write_lottery_out(
 ) -> None:  # fmt: skip
     """Writes lottery.json (every proposal and the choice) and, when a ticket won, its weights and run.json, so
     the folder is a checkpoint `menas lottery` / `menas train`-style commands load like any other."""
+    from menas.checkpoint import WEIGHTS_FILE, save_weights
     from menas.config import to_dict
-    from menas.trial import WEIGHTS_FILE, save_weights
 
     out.mkdir(parents=True, exist_ok=True)
     chosen = result.chosen
-    parent = {
-        "genome": result.parent_genome.to_str(),
-        "score": result.parent_score,
-        "macs": result.parent_macs,
-        "params": result.parent_params,
-    }
-    ticket = None
-    if chosen is not None:
-        ticket = {
-            "proposal": chosen.index,
-            "genome": chosen.proposal.genome.to_str(),
-            "score_before_ft": chosen.full_score,
-            "score_after_ft": finetuned,
-            "finetune_epochs": args.finetune_epochs or 0,
-            "macs": chosen.macs,
-            "params": chosen.params,
-        }
-    proposals = [
-        {
-            "index": s.index,
-            "genome": s.proposal.genome.to_str(),
-            "mean_mid_rate": s.proposal.mean_mid_rate,
-            "macs": s.macs,
-            "params": s.params,
-            "subset_score": s.subset_score,
-            "full_score": s.full_score,
-        }
-        for s in result.scored
-    ]
-    record = {"parent": parent, "ticket": ticket, "proposals": proposals, "seconds": result.seconds,
-              "timings": result.timings}  # fmt: skip
+    record = result.to_record(finetuned, args.finetune_epochs or 0)
     write_json(out / "lottery.json", record)
     if chosen is None:
         console.print(f"wrote {out}/lottery.json (no ticket: no weights written)")
@@ -454,7 +414,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = _search_config(args)
     out = Path(args.out)
     if store_path(out).exists():
-        raise ValueError(f"--out: {str(out)!r} already holds a search; `menas resume {out}` continues it")
+        raise UserError(f"--out: {str(out)!r} already holds a search; `menas resume {out}` continues it")
     return _run_search(Search(cfg, out), _console())
 
 
@@ -474,7 +434,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     if not store_path(run).exists():
-        raise ValueError(f"run: {str(run)!r} holds no search (no menas.sqlite)")
+        raise UserError(f"run: {str(run)!r} holds no search (no menas.sqlite)")
     paths = write_report(run, args.out)
     console = _console()
     console.print(f"wrote {len(paths)} files to {paths[0].parent}/: " + ", ".join(p.name for p in paths))
@@ -506,45 +466,45 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[str, Any]]:
     """(model, input size, provenance) from a run folder (its best trial), a checkpoint folder or a file."""
+    from menas.checkpoint import load_weights, resolve_checkpoint
     from menas.config import DataConfig, from_dict
     from menas.data import default_input_size
     from menas.search import load_run_config
     from menas.store import Store, store_path
-    from menas.trial import load_weights
 
     if store_path(path).exists():
         with Store.open(path, readonly=True) as store:
             best = store.best()
         if best is None:
-            raise ValueError(f"run {str(path)!r}: no finished trial yet, nothing to export")
+            raise UserError(f"run {str(path)!r}: no finished trial yet, nothing to export")
         if not best.checkpoint or not Path(best.checkpoint).is_file():
-            raise ValueError(f"run {str(path)!r}: the best trial's weights {best.checkpoint!r} are missing")
+            raise UserError(f"run {str(path)!r}: the best trial's weights {best.checkpoint!r} are missing")
         data = load_run_config(path).data
         weights = Path(best.checkpoint)
         info = {"source": str(path), "trial_id": best.trial_id, "search_val_top1": best.final_score,
                 "ticket": best.ticket is not None}  # fmt: skip
     else:
-        weights, recorded = _checkpoint(path, f"source: {str(path)!r} is not a run folder, a checkpoint folder or "
-                                        "a weights file")  # fmt: skip
+        weights, recorded = resolve_checkpoint(path, f"source: {str(path)!r} is not a run folder, a checkpoint "
+                                               "folder or a weights file")  # fmt: skip
         data = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
         info = {"source": str(weights)}
     if input_size is None and data is None:
-        raise ValueError(f"--input-size: required, {str(path)!r} does not record the input size")
+        raise UserError(f"--input-size: required, {str(path)!r} does not record the input size")
     if input_size is None:
         input_size = data.input_size or default_input_size(data.dataset)
     if input_size < 1:
-        raise ValueError(f"--input-size: got {input_size}, allowed: integers >= 1")
+        raise UserError(f"--input-size: got {input_size}, allowed: integers >= 1")
     return load_weights(weights), input_size, info
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Progress of a search, readable while it runs."""
     from menas.search import load_run_config
-    from menas.store import Store, store_path
+    from menas.store import Store, estimate_time_left, store_path
 
     run = Path(args.run)
     if not store_path(run).exists():
-        raise ValueError(f"run: {str(run)!r} holds no search (no menas.sqlite)")
+        raise UserError(f"run: {str(run)!r} holds no search (no menas.sqlite)")
     cfg = load_run_config(run)
     with Store.open(run, readonly=True) as store:
         info, trials = store.snapshot()
@@ -553,7 +513,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts = {
         status: sum(1 for t in trials if t.status == status) for status in ("done", "failed", "running", "queued")
     }
-    finished = [t for t in trials if t.finished_at and t.started_at]
     console = _console()
     console.print(f"run {run}: {info.status}, space {cfg.space}, strategy {cfg.strategy.name}, "
                   f"{counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
@@ -574,16 +533,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         started = min(t.queued_at for t in trials)
         last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
         console.print(f"elapsed: {(last - started) / 60:.1f} min from the first trial to the latest event")
-    if finished:
-        per_trial = sum(t.finished_at - t.started_at for t in finished) / len(finished)
-        total = _expected_trials(cfg)
-        left = max(0, total - counts["done"] - counts["failed"])
-        # trials run side by side in a pool: the recorded parallelism (trial seconds per wall second) so far
-        wall = max(t.finished_at for t in finished) - min(t.started_at for t in finished)
-        parallel = max(1.0, sum(t.finished_at - t.started_at for t in finished) / wall) if wall > 0 else 1.0
-        how = "one at a time" if parallel < 1.05 else f"{parallel:.1f} at a time so far"
-        console.print(f"{per_trial:.1f} s per trial on average; about {left * per_trial / parallel / 60:.1f} min "
-                      f"left for {left} of {total} trials ({how})")  # fmt: skip
+    estimate = estimate_time_left(trials, _expected_trials(cfg))
+    if estimate is not None:
+        how = "one at a time" if estimate.parallel < 1.05 else f"{estimate.parallel:.1f} at a time so far"
+        console.print(f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min "
+                      f"left for {estimate.trials_left} of {_expected_trials(cfg)} trials ({how})")  # fmt: skip
     return 0
 
 
@@ -608,6 +562,7 @@ def _num(value: float | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="menas", description="Multi-trial evolutionary NAS with lottery tickets.")
     parser.add_argument("--version", action="version", version=f"menas {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("inspect", help="per-layer table of a genome with MACs and params")
@@ -693,10 +648,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs a command. A user mistake (`UserError`) is one line and exit 2; menas' own failure (`MenasError`) one
+    line and exit 1; anything else is a bug: one line and exit 1, with the traceback under `--debug` or
+    MENAS_DEBUG=1."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("MENAS_DEBUG", "") not in ("", "0")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="menas: %(levelname)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except UserError as exc:
+        print(f"menas: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file or folder the user named cannot be read or written (missing, permissions, full)
         print(f"menas: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except MenasError as exc:  # menas' own failures (a stopped search, an export that does not match): one line
@@ -705,6 +668,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("menas: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: say so, and where to find the traceback
+        if debug:
+            raise
+        print(f"menas: internal error: {type(exc).__name__}: {exc} (a bug: run with --debug or MENAS_DEBUG=1 for "
+              "the traceback, and please report it)", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from menas.errors import UserError
+
 T = TypeVar("T")
 
 DatasetName = Literal["fashion-mnist", "cifar10", "cifar100", "imagefolder", "digits", "synthetic"]
@@ -52,7 +54,7 @@ class DataConfig:
         _check_fraction("data.search_val_fraction", self.search_val_fraction)
         if self.search_train_fraction + self.search_val_fraction > 1.0 + 1e-9:
             total = self.search_train_fraction + self.search_val_fraction
-            raise ValueError(
+            raise UserError(
                 f"data.search_train_fraction + data.search_val_fraction: got {total:g}, allowed: <= 1 (disjoint)"
             )
         _check_min("data.input_size", self.input_size, 1, optional=True)
@@ -143,26 +145,26 @@ class LotteryConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.proposals, int) or self.proposals < 1:
-            raise ValueError(f"lottery.proposals: got {self.proposals!r}, allowed: integers >= 1")
+            raise UserError(f"lottery.proposals: got {self.proposals!r}, allowed: integers >= 1")
         for name in ("mid_rates", "stage_rates"):
             lo, hi = getattr(self, name)
             if not 0.0 <= lo <= hi < 1.0:
-                raise ValueError(f"lottery.{name}: got {(lo, hi)!r}, allowed: 0 <= low <= high < 1")
+                raise UserError(f"lottery.{name}: got {(lo, hi)!r}, allowed: 0 <= low <= high < 1")
         if self.macs_keep is not None:
             lo, hi = self.macs_keep
             if not 0.0 < lo <= hi <= 1.0:
-                raise ValueError(f"lottery.macs_keep: got {self.macs_keep!r}, allowed: 0 < low <= high <= 1")
+                raise UserError(f"lottery.macs_keep: got {self.macs_keep!r}, allowed: 0 < low <= high <= 1")
         if self.importance not in ("l1", "first"):
-            raise ValueError(f"lottery.importance: got {self.importance!r}, allowed: l1, first")
+            raise UserError(f"lottery.importance: got {self.importance!r}, allowed: l1, first")
         if self.amp not in ("auto", "bf16", "off"):
-            raise ValueError(f"lottery.amp: got {self.amp!r}, allowed: auto, bf16, off")
+            raise UserError(f"lottery.amp: got {self.amp!r}, allowed: auto, bf16, off")
         for name in ("calib_batches", "rescore_top", "divisor"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"lottery.{name}: got {getattr(self, name)!r}, allowed: integers >= 1")
+                raise UserError(f"lottery.{name}: got {getattr(self, name)!r}, allowed: integers >= 1")
         if not 0.0 < self.finetune_lr_scale <= 10.0:
-            raise ValueError(f"lottery.finetune_lr_scale: got {self.finetune_lr_scale!r}, allowed: 0 < scale <= 10")
+            raise UserError(f"lottery.finetune_lr_scale: got {self.finetune_lr_scale!r}, allowed: 0 < scale <= 10")
         if not isinstance(self.score_images, int) or self.score_images < 0:
-            raise ValueError(f"lottery.score_images: got {self.score_images!r}, allowed: integers >= 0")
+            raise UserError(f"lottery.score_images: got {self.score_images!r}, allowed: integers >= 0")
 
 
 StrategyName = Literal["menas", "menas-no-tickets", "random", "evolution"]
@@ -244,19 +246,19 @@ class SearchConfig:
 
 def _check_fraction(where: str, value: float) -> None:
     if not 0.0 < value <= 1.0:
-        raise ValueError(f"{where}: got {value!r}, allowed: 0 < fraction <= 1")
+        raise UserError(f"{where}: got {value!r}, allowed: 0 < fraction <= 1")
 
 
 def _check_min(where: str, value: Any, low: float, optional: bool = False, strict: bool = False) -> None:
     if value is None and optional:
         return
     if value is None or (value <= low if strict else value < low):
-        raise ValueError(f"{where}: got {value!r}, allowed: {'>' if strict else '>='} {low:g}")
+        raise UserError(f"{where}: got {value!r}, allowed: {'>' if strict else '>='} {low:g}")
 
 
 def _check_range(where: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise ValueError(f"{where}: got {value!r}, allowed: {low:g} <= value <= {high:g}")
+        raise UserError(f"{where}: got {value!r}, allowed: {low:g} <= value <= {high:g}")
 
 
 # --------------------------------------------------------------------------------------------- (de)serialisation
@@ -305,7 +307,7 @@ def _convert(where: str, value: Any, hint: Any) -> Any:
             return value
     else:
         raise TypeError(f"{where}: unsupported config type {hint!r}")
-    raise ValueError(f"{where}: got {value!r}, allowed: {_type_name(hint)}")
+    raise UserError(f"{where}: got {value!r}, allowed: {_type_name(hint)}")
 
 
 def from_dict(cls: type[T], mapping: Any, where: str = "config") -> T:
@@ -321,12 +323,12 @@ def from_dict(cls: type[T], mapping: Any, where: str = "config") -> T:
         ValueError: one line naming `where.key`, the offending value and what is allowed.
     """
     if not isinstance(mapping, dict):
-        raise ValueError(f"{where}: got {mapping!r}, allowed: a mapping")
+        raise UserError(f"{where}: got {mapping!r}, allowed: a mapping")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(str(k) for k in mapping if k not in names)
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r}, allowed: {', '.join(names)}")
+        raise UserError(f"{where}: unknown key {unknown[0]!r}, allowed: {', '.join(names)}")
     values = {key: _convert(f"{where}.{key}", value, hints[key]) for key, value in mapping.items()}
     return cls(**values)
 
@@ -354,7 +356,7 @@ def apply_override(cfg: T, assignment: str, where: str = "config") -> T:
     """
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"override {assignment!r}: expected key=value, e.g. train.epochs=5")
+        raise UserError(f"override {assignment!r}: expected key=value, e.g. train.epochs=5")
     value = yaml.safe_load(text) if text.strip() else None
     return _override(cfg, key.strip().split("."), value, where)
 
@@ -364,11 +366,11 @@ def _override(cfg: Any, path: list[str], value: Any, where: str) -> Any:
     head, rest = path[0], path[1:]
     if head not in data:
         names = ", ".join(f.name for f in dataclasses.fields(cfg))
-        raise ValueError(f"{where}: unknown key {head!r}, allowed: {names}")
+        raise UserError(f"{where}: unknown key {head!r}, allowed: {names}")
     if rest:
         child = getattr(cfg, head)
         if not dataclasses.is_dataclass(child):
-            raise ValueError(f"{where}.{head}: got sub-key {'.'.join(rest)!r}, but {head} has no sub-keys")
+            raise UserError(f"{where}.{head}: got sub-key {'.'.join(rest)!r}, but {head} has no sub-keys")
         data[head] = to_dict(_override(child, rest, value, f"{where}.{head}"))
     else:
         data[head] = value
@@ -379,11 +381,11 @@ def load_yaml(cls: type[T], path: str | Path, where: str | None = None) -> T:
     """Reads a config dataclass from a YAML file (strictly, see `from_dict`)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {str(path)!r}: not found")
+        raise UserError(f"config file {str(path)!r}: not found")
     try:
         mapping = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"config file {str(path)!r}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"config file {str(path)!r}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return from_dict(cls, mapping, where or path.name)
 
 

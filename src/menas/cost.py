@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from menas.errors import UserError
 from menas.space import Genome, HeadGene, se_channels
 
 
@@ -180,15 +181,15 @@ class Budget:
         for name in ("macs_min", "macs_max", "params_max"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"budget.{name}: got {value!r}, allowed: numbers >= 0")
+                raise UserError(f"budget.{name}: got {value!r}, allowed: numbers >= 0")
         if self.macs_min > self.macs_max:
-            raise ValueError(f"budget: macs_min {self.macs_min:g} is larger than macs_max {self.macs_max:g}")
+            raise UserError(f"budget: macs_min {self.macs_min:g} is larger than macs_max {self.macs_max:g}")
         if not isinstance(self.input_size, int) or self.input_size < 16:
-            raise ValueError(f"budget.input_size: got {self.input_size!r}, allowed: integers >= 16")
+            raise UserError(f"budget.input_size: got {self.input_size!r}, allowed: integers >= 16")
         if not isinstance(self.in_chans, int) or self.in_chans < 1:
-            raise ValueError(f"budget.in_chans: got {self.in_chans!r}, allowed: integers >= 1")
+            raise UserError(f"budget.in_chans: got {self.in_chans!r}, allowed: integers >= 1")
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise ValueError(f"budget.num_classes: got {self.num_classes!r}, allowed: integers >= 2")
+            raise UserError(f"budget.num_classes: got {self.num_classes!r}, allowed: integers >= 2")
 
     def cost(self, genome: Genome) -> Cost:
         return count_cost(genome, self.input_size, self.in_chans, self.num_classes)
@@ -215,14 +216,14 @@ def parse_count(text: str, field: str) -> float:
     raw = text.strip()
     suffix = raw[-1:].upper() if raw[-1:].isalpha() else ""
     if suffix not in _SUFFIXES:
-        raise ValueError(f"{field}: unknown size suffix in {text!r}, allowed: K, M, G, T (e.g. 150M)")
+        raise UserError(f"{field}: unknown size suffix in {text!r}, allowed: K, M, G, T (e.g. 150M)")
     number = raw[:-1] if suffix else raw
     try:
         value = float(number) * _SUFFIXES[suffix]
     except ValueError:
-        raise ValueError(f"{field}: {text!r} is not a number with an optional K/M/G/T suffix (e.g. 150M)") from None
+        raise UserError(f"{field}: {text!r} is not a number with an optional K/M/G/T suffix (e.g. 150M)") from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{field}: {text!r} must be a finite number >= 0")
+        raise UserError(f"{field}: {text!r} must be a finite number >= 0")
     return value
 
 
@@ -235,7 +236,7 @@ def parse_range(text: str, field: str) -> tuple[float, float]:
     else:
         lo, hi = 0.0, parse_count(text, field)
     if lo > hi:
-        raise ValueError(f"{field}: minimum {text.split(':')[0]} is larger than maximum in {text!r}")
+        raise UserError(f"{field}: minimum {text.split(':')[0]} is larger than maximum in {text!r}")
     return lo, hi
 
 

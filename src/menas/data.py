@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from menas.config import DataConfig
+from menas.errors import UserError
 
 #: Where the Debian package `dataset-fashion-mnist` installs the IDX files.
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -60,9 +61,9 @@ class ImageArrays:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
-            raise ValueError(f"images: got shape {self.images.shape} {self.images.dtype}, allowed: (N, C, H, W) uint8")
+            raise UserError(f"images: got shape {self.images.shape} {self.images.dtype}, allowed: (N, C, H, W) uint8")
         if len(self.labels) != len(self.images):
-            raise ValueError(f"labels: got {len(self.labels)} labels for {len(self.images)} images")
+            raise UserError(f"labels: got {len(self.labels)} labels for {len(self.images)} images")
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -80,14 +81,14 @@ def read_idx(path: str | Path) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read IDX file ({exc})") from None
+        raise UserError(f"{path}: cannot read IDX file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not a uint8 IDX file (magic {raw[:4].hex() or 'missing'}, expected 000008xx)")
+        raise UserError(f"{path}: not a uint8 IDX file (magic {raw[:4].hex() or 'missing'}, expected 000008xx)")
     ndim = raw[3]
     header = 4 + 4 * ndim
     shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">i4")) if len(raw) >= header else ()
     if len(shape) != ndim or len(raw) - header != math.prod(shape):
-        raise ValueError(f"{path}: truncated IDX file (header {shape}, {len(raw) - header} data bytes)")
+        raise UserError(f"{path}: truncated IDX file (header {shape}, {len(raw) - header} data bytes)")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -102,21 +103,21 @@ def load_fashion_mnist(root: str | Path) -> tuple[ImageArrays, ImageArrays]:
     """Fashion-MNIST (train, test) from IDX files in `root` or in torchvision's `root/FashionMNIST/raw`."""
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"data.root: {str(root)!r} is not a directory (Fashion-MNIST IDX files expected)")
+        raise UserError(f"data.root: {str(root)!r} is not a directory (Fashion-MNIST IDX files expected)")
     candidates = [root, root / "FashionMNIST" / "raw"]
     folder = next((c for c in candidates if _find_idx(c, "train-images-idx3-ubyte")), None)
     if folder is None:
-        raise ValueError(
+        raise UserError(
             f"data.root: no train-images-idx3-ubyte[.gz] in {str(root)!r} or {str(candidates[1])!r} (Fashion-MNIST)"
         )
     splits = []
     for prefix in ("train", "t10k"):
         paths = [_find_idx(folder, f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]
         if None in paths:
-            raise ValueError(f"data.root: missing {prefix}-images-idx3-ubyte or {prefix}-labels-idx1-ubyte in {folder}")
+            raise UserError(f"data.root: missing {prefix}-images-idx3-ubyte or {prefix}-labels-idx1-ubyte in {folder}")
         images, labels = read_idx(paths[0]), read_idx(paths[1])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"{paths[0]}: got images {images.shape} and labels {labels.shape}, allowed: (N,H,W), (N,)")
+            raise UserError(f"{paths[0]}: got images {images.shape} and labels {labels.shape}, allowed: (N,H,W), (N,)")
         splits.append(ImageArrays(images[:, None].copy(), labels.astype(np.int64), 10))
     return splits[0], splits[1]
 
@@ -134,7 +135,7 @@ def load_cifar(root: str | Path, num_classes: Literal[10, 100]) -> tuple[ImageAr
     names = [name for name, _ in base.train_list + base.test_list] + [base.meta["filename"]]
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
-        raise ValueError(f"data.root: missing {folder / missing[0]} (CIFAR-{num_classes} python-pickle layout)")
+        raise UserError(f"data.root: missing {folder / missing[0]} (CIFAR-{num_classes} python-pickle layout)")
 
     class _Cifar(base):  # type: ignore[misc, valid-type]
         def _check_integrity(self) -> bool:
@@ -148,7 +149,7 @@ def load_cifar(root: str | Path, num_classes: Literal[10, 100]) -> tuple[ImageAr
         try:
             ds = _Cifar(str(root), train=train, download=False)
         except Exception as exc:  # any unpickling/reshaping failure means a bad or foreign file
-            raise ValueError(f"data.root: cannot read CIFAR-{num_classes} files in {folder} ({exc})") from None
+            raise UserError(f"data.root: cannot read CIFAR-{num_classes} files in {folder} ({exc})") from None
         images = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))
         labels = np.asarray(ds.targets, dtype=np.int64)
         _check_labels(labels, num_classes, str(folder))
@@ -158,7 +159,7 @@ def load_cifar(root: str | Path, num_classes: Literal[10, 100]) -> tuple[ImageAr
 
 def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{where}: labels span {labels.min()}..{labels.max()}, allowed: 0..{num_classes - 1}")
+        raise UserError(f"{where}: labels span {labels.min()}..{labels.max()}, allowed: 0..{num_classes - 1}")
 
 
 def load_digits() -> tuple[ImageArrays, ImageArrays]:
@@ -169,7 +170,7 @@ def load_digits() -> tuple[ImageArrays, ImageArrays]:
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError:
-        raise ValueError("data.dataset: 'digits' needs scikit-learn (pip install 'menas[digits]')") from None
+        raise UserError("data.dataset: 'digits' needs scikit-learn (pip install 'menas[digits]')") from None
 
     bunch = sk_load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
@@ -224,7 +225,7 @@ def class_balanced_split(
     """
     for name, value in (("search_train_fraction", train_fraction), ("search_val_fraction", val_fraction)):
         if not 0.0 < value <= 1.0:
-            raise ValueError(f"data.{name}: got {value!r}, allowed: 0 < fraction <= 1")
+            raise UserError(f"data.{name}: got {value!r}, allowed: 0 < fraction <= 1")
     labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(seed)
     train, val = [], []
@@ -233,7 +234,7 @@ def class_balanced_split(
         n_train = max(1, round(train_fraction * len(members)))
         n_val = max(1, min(round(val_fraction * len(members)), len(members) - n_train))  # rounding never overlaps
         if n_train + n_val > len(members):
-            raise ValueError(
+            raise UserError(
                 f"data.search_val_fraction: class {c} has {len(members)} samples, too few for "
                 f"{n_train} search-train + {n_val} search-val"
             )
@@ -276,7 +277,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device: got {name!r}, allowed: auto, cpu, cuda, cuda:N") from None
+        raise UserError(f"device: got {name!r}, allowed: auto, cpu, cuda, cuda:N") from None
 
 
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
@@ -418,9 +419,9 @@ class DeviceLoader:
         channels_last: bool = True,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images: got {images.dtype} {tuple(images.shape)}, allowed: uint8 (N, C, H, W)")
+            raise UserError(f"images: got {images.dtype} {tuple(images.shape)}, allowed: uint8 (N, C, H, W)")
         if len(images) == 0:
-            raise ValueError("images: got an empty dataset, allowed: at least one sample")
+            raise UserError("images: got an empty dataset, allowed: at least one sample")
         self.labels = labels.to(images.device, torch.int64)
         self.device = images.device
         self.batch_size, self.train, self.seed = batch_size, train, seed
@@ -598,9 +599,9 @@ def build_loaders(
     """
     device = torch.device(device)
     if mode not in ("search", "final"):
-        raise ValueError(f"mode: got {mode!r}, allowed: search, final")
+        raise UserError(f"mode: got {mode!r}, allowed: search, final")
     if cfg.randaugment and cfg.dataset != "imagefolder":
-        raise ValueError(f"data.randaugment: got {cfg.randaugment!r}, allowed: null unless dataset is imagefolder")
+        raise UserError(f"data.randaugment: got {cfg.randaugment!r}, allowed: null unless dataset is imagefolder")
     if cfg.dataset == "imagefolder":
         return _build_folder(cfg, device, mode, channels_last)
     train, test = _load_arrays(cfg)
@@ -616,7 +617,7 @@ def _load_arrays(cfg: DataConfig) -> tuple[ImageArrays, ImageArrays]:
         return load_digits()
     if cfg.dataset == "synthetic":
         return make_synthetic()
-    raise ValueError(f"data.dataset: got {cfg.dataset!r}, allowed: {', '.join(_IN_CHANS)}")
+    raise UserError(f"data.dataset: got {cfg.dataset!r}, allowed: {', '.join(_IN_CHANS)}")
 
 
 def _split(
@@ -683,19 +684,19 @@ def _folder_samples(folder: Path, class_to_idx: dict[str, int] | None = None) ->
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     if not folder.is_dir():
-        raise ValueError(f"data.root: missing split folder {str(folder)!r} (expected train/ and val/ with class dirs)")
+        raise UserError(f"data.root: missing split folder {str(folder)!r} (expected train/ and val/ with class dirs)")
     try:
         classes, found = find_classes(folder)
     except FileNotFoundError:
-        raise ValueError(f"data.root: {str(folder)!r} has no class folders") from None
+        raise UserError(f"data.root: {str(folder)!r} has no class folders") from None
     if class_to_idx is not None and classes != sorted(class_to_idx):
-        raise ValueError(f"data.root: class folders of {str(folder)!r} differ from those of train/")
+        raise UserError(f"data.root: class folders of {str(folder)!r} differ from those of train/")
     class_to_idx = class_to_idx or found
     samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
     counts = np.bincount([label for _, label in samples], minlength=len(class_to_idx))
     for name, idx in class_to_idx.items():
         if counts[idx] == 0:
-            raise ValueError(
+            raise UserError(
                 f"data.root: class folder {str(folder / name)!r} has no images ({', '.join(IMG_EXTENSIONS)})"
             )
     return samples, class_to_idx
@@ -724,10 +725,10 @@ def _build_folder(cfg: DataConfig, device: torch.device, mode: Mode, channels_la
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     if cfg.root is None:
-        raise ValueError("data.root: got None, allowed: a folder with train/ and val/ (ImageNet layout)")
+        raise UserError("data.root: got None, allowed: a folder with train/ and val/ (ImageNet layout)")
     root = Path(cfg.root)
     if not root.is_dir():
-        raise ValueError(f"data.root: {str(root)!r} is not a directory")
+        raise UserError(f"data.root: {str(root)!r} is not a directory")
     train_samples, class_to_idx = _folder_samples(root / "train")
     test_samples, _ = _folder_samples(root / "val", class_to_idx)
     size = cfg.input_size or default_input_size(cfg.dataset)

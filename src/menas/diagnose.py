@@ -79,11 +79,11 @@ def diagnose(
     progress: Callable[[int], None] | None = None,
 ) -> Diagnosis:
     """Scores `proposals` proposals of `model` three ways (see the module docstring)."""
-    from menas.trial import calibration_batches
+    from menas.lottery import calibration_batches
 
     rng = random.Random(seed)
     cfg = dataclasses.replace(lottery, proposals=proposals)
-    calib = merge_batches(calibration_batches(data, cfg.calib_batches, calib_epoch))
+    calib = merge_batches(calibration_batches(data.train, cfg.calib_batches, calib_epoch))
     full = data.val
     subset = take_images(full, cfg.score_images) if cfg.score_images else full
     bf16 = use_bf16(next(model.parameters()).device, cfg.amp)  # score as the lottery does

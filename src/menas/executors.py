@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from menas.config import ExecutorConfig
-from menas.errors import MenasError
+from menas.errors import MenasError, UserError
 
 Finished = tuple[Any, Any]  # (the spec, a TrialResult or the exception the trial raised)
 
@@ -151,7 +151,7 @@ class RayExecutor(_Workers):
         try:
             import ray
         except ImportError:
-            raise ValueError("executor.kind: ray needs the ray package: pip install 'menas[ray]'") from None
+            raise UserError("executor.kind: ray needs the ray package: pip install 'menas[ray]'") from None
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:  # address None: RAY_ADDRESS when set, else a Ray instance on this machine
@@ -202,7 +202,7 @@ def make_executor(
     if cfg.kind == "local":
         return LocalExecutor(run)
     if device.startswith("cuda:"):
-        raise ValueError(f"device: got {device!r} with executor.kind {cfg.kind}, allowed: auto, cuda or cpu "
+        raise UserError(f"device: got {device!r} with executor.kind {cfg.kind}, allowed: auto, cuda or cpu "
                          "(each worker gets its own GPU)")  # fmt: skip
     if cfg.kind == "ray":
         return RayExecutor(cfg)

@@ -1,7 +1,7 @@
 """Export of a trained network for use outside menas: its genome, weights and deployable graphs.
 
 A folder with `genome.json` (the genome as string and JSON, input shape, exact MACs/params, and where it came
-from), `model.safetensors` (weights with the genome in the metadata, loadable by `menas.trial.load_weights`) and,
+from), `model.safetensors` (weights with the genome in the metadata, loadable by `menas.checkpoint.load_weights`) and,
 as asked, `model.torchscript.pt` (`torch.jit.trace`), `model.pt2` (`torch.export`) and `model.onnx` (the
 `torch.export`-based ONNX exporter; needs the `onnx` and `onnxscript` packages). Every graph is loaded back and
 checked against the eager model on a batch of another size than the one it was traced with (the batch dimension
@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from menas.builder import MenasNet
+from menas.checkpoint import save_weights
 from menas.cost import count_cost
-from menas.errors import MenasError
+from menas.errors import MenasError, UserError
 from menas.files import write_atomically, write_json
-from menas.trial import save_weights
 
 #: Every format, and those written when none is named.
 FORMATS = ("safetensors", "torchscript", "pt2", "onnx")
@@ -53,7 +53,7 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
-        raise ValueError(f"--format: got {','.join(names) or 'nothing'}, allowed: a comma list of {', '.join(FORMATS)}")
+        raise UserError(f"--format: got {','.join(names) or 'nothing'}, allowed: a comma list of {', '.join(FORMATS)}")
     return tuple(dict.fromkeys(["safetensors", *names]))
 
 
@@ -137,7 +137,7 @@ def _pt2(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Path
 def _onnx(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Path, notes: list[str]) -> float | None:
     missing = [name for name in ("onnx", "onnxscript") if not _importable(name)]
     if missing:
-        raise ValueError(f"--format onnx: needs the {' and '.join(missing)} package(s): pip install 'menas[export]'")
+        raise UserError(f"--format onnx: needs the {' and '.join(missing)} package(s): pip install 'menas[export]'")
     batch = torch.export.Dim("batch", min=1)
 
     def write(tmp: Path) -> None:

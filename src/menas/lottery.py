@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -290,6 +291,18 @@ def _fresh(tensor: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
 CALIB_PASS_IMAGES = 512
 
 
+def calibration_batches(loader: Iterable[Batch], count: int, epoch: int) -> list[torch.Tensor]:
+    """`count` fixed training batches (the loader's epoch `epoch`) for BN recalibration, reused for every
+    proposal so that proposals differ only in their weights."""
+    loader.set_epoch(epoch)
+    batches = []
+    for x, _ in loader:
+        batches.append(x)
+        if len(batches) == count:
+            break
+    return batches
+
+
 def merge_batches(batches: Sequence[torch.Tensor], max_images: int = CALIB_PASS_IMAGES) -> list[torch.Tensor]:
     """The same images in fewer, larger batches of at most `max_images` (a batch larger than that stays whole),
     in the memory format of the first batch."""
@@ -428,6 +441,25 @@ class LotteryResult:
     ticket_model: MenasNet | None
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+
+    def to_record(self, finetuned: float | None = None, finetune_epochs: int = 0) -> dict[str, Any]:
+        """Plain-data record of the search (lottery.json): the parent, every proposal and the chosen ticket with its
+        score before and (when fine-tuned) after fine-tuning."""
+        chosen = self.chosen
+        parent = {"genome": self.parent_genome.to_str(), "score": self.parent_score, "macs": self.parent_macs,
+                  "params": self.parent_params}  # fmt: skip
+        ticket = None
+        if chosen is not None:
+            ticket = {"proposal": chosen.index, "genome": chosen.proposal.genome.to_str(),
+                      "score_before_ft": chosen.full_score, "score_after_ft": finetuned,
+                      "finetune_epochs": finetune_epochs, "macs": chosen.macs, "params": chosen.params}  # fmt: skip
+        proposals = [
+            {"index": s.index, "genome": s.proposal.genome.to_str(), "mean_mid_rate": s.proposal.mean_mid_rate,
+             "macs": s.macs, "params": s.params, "subset_score": s.subset_score, "full_score": s.full_score}
+            for s in self.scored
+        ]  # fmt: skip
+        return {"parent": parent, "ticket": ticket, "proposals": proposals, "seconds": self.seconds,
+                "timings": self.timings}  # fmt: skip
 
     @property
     def ticket_genome(self) -> Genome:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 
 from menas.cost import Budget, Cost, format_count
-from menas.errors import BudgetError
+from menas.errors import BudgetError, UserError
 from menas.space import Genome, LayerGene, SearchSpace, StageGene, make_divisible
 
 #: Default mutation probability per gene (the paper's 0.08).
@@ -210,7 +210,7 @@ def mutate(
     """Each gene re-drawn with probability `p` to a different value; the child is repaired into the budget,
     or the mutation re-drawn, at most `max_tries` times."""
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"mutation probability: got {p!r}, allowed: 0 <= p <= 1")
+        raise UserError(f"mutation probability: got {p!r}, allowed: 0 <= p <= 1")
     space.check(genome)
     for _ in range(max_tries):
         child = _mutate_once(genome, space, rng, p)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from menas.cost import format_count
+from menas.errors import UserError
 from menas.files import write_atomically
 from menas.store import Store, TrialRecord
 
@@ -87,7 +88,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         config = store.config()
     pts = points(records)
     if not pts:
-        raise ValueError(f"run {os.fspath(run_dir)!r}: no finished trial yet, nothing to report")
+        raise UserError(f"run {os.fspath(run_dir)!r}: no finished trial yet, nothing to report")
     folder = Path(out) if out is not None else Path(run_dir) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     paths = [

@@ -20,7 +20,7 @@ import yaml
 from menas.config import SearchConfig, from_dict, to_dict
 from menas.cost import Budget, format_count, parse_count
 from menas.data import SearchData
-from menas.errors import MenasError
+from menas.errors import MenasError, UserError
 from menas.executors import WorkerLost, make_executor
 from menas.files import write_atomically
 from menas.operators import check_feasible
@@ -67,7 +67,7 @@ def save_config(cfg: SearchConfig, run_dir: Path) -> Path:
 def load_run_config(run_dir: Path) -> SearchConfig:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise ValueError(f"run {str(run_dir)!r}: no {CONFIG_FILE} (not a menas run directory)")
+        raise UserError(f"run {str(run_dir)!r}: no {CONFIG_FILE} (not a menas run directory)")
     return from_dict(SearchConfig, yaml.safe_load(path.read_text()), "config")
 
 

@@ -22,6 +22,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from menas.errors import UserError
+
 #: Activation names accepted in genomes and spaces, with their short codes in genome strings.
 ACT_CODES: dict[str, str] = {"relu": "re", "hardswish": "hs", "silu": "sw"}
 _ACT_BY_CODE = {code: name for name, code in ACT_CODES.items()}
@@ -46,7 +48,7 @@ def se_channels(chs: int, divisor: int = 8) -> int:
 
 def _check(condition: bool, where: str, value: Any, allowed: str) -> None:
     if not condition:
-        raise ValueError(f"{where}: got {value!r}, allowed: {allowed}")
+        raise UserError(f"{where}: got {value!r}, allowed: {allowed}")
 
 
 def _check_act(where: str, act: str) -> None:
@@ -234,7 +236,7 @@ class Genome:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"genome JSON: not valid JSON ({exc})") from None
+            raise UserError(f"genome JSON: not valid JSON ({exc})") from None
         if isinstance(data, dict) and set(data) == {"genome"}:
             return cls.from_str(data["genome"])
         if isinstance(data, dict):
@@ -249,10 +251,10 @@ def _plain(obj: Any) -> dict[str, Any]:
 def _only_keys(where: str, data: dict, allowed: set[str], required: bool = False) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r}, allowed: {', '.join(sorted(allowed))}")
+        raise UserError(f"{where}: unknown key {unknown[0]!r}, allowed: {', '.join(sorted(allowed))}")
     missing = sorted(allowed - set(data)) if required else []
     if missing:
-        raise ValueError(f"{where}: missing key {missing[0]!r}")
+        raise UserError(f"{where}: missing key {missing[0]!r}")
 
 
 def _make(cls: type, where: str, data: Any) -> Any:
@@ -261,7 +263,7 @@ def _make(cls: type, where: str, data: Any) -> Any:
     try:
         return cls(**data)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise UserError(f"{where}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------- string codec
@@ -286,7 +288,7 @@ def _parse_block(token: str, where: str, kind: str) -> dict[str, Any]:
     """Splits `ir_k3_s2_m64_c24_se_re` into {'k': 3, 's': 2, 'm': 64, 'c': 24, 'se': True, 'act': 'relu'}."""
     parts = token.split("_")
     if parts[0] != kind:
-        raise ValueError(f"genome string, {where}: block {token!r} should start with {kind!r}")
+        raise UserError(f"genome string, {where}: block {token!r} should start with {kind!r}")
     out: dict[str, Any] = {"se": False}
     seen: set[str] = set()
     for part in parts[1:]:
@@ -299,9 +301,9 @@ def _parse_block(token: str, where: str, kind: str) -> dict[str, Any]:
             key, value = "act", _ACT_BY_CODE[part]
         else:
             allowed = "k<kernel>, s<stride>, m<mid>, c<out>, f<features>, se, " + ", ".join(_ACT_BY_CODE)
-            raise ValueError(f"genome string, {where}: unknown token {part!r} in {token!r}, allowed: {allowed}")
+            raise UserError(f"genome string, {where}: unknown token {part!r} in {token!r}, allowed: {allowed}")
         if key in seen:
-            raise ValueError(f"genome string, {where}: token {part!r} repeated in {token!r}")
+            raise UserError(f"genome string, {where}: token {part!r} repeated in {token!r}")
         seen.add(key)
         out[key] = value
     return out
@@ -310,21 +312,21 @@ def _parse_block(token: str, where: str, kind: str) -> dict[str, Any]:
 def _need(block: dict[str, Any], keys: str, where: str, token: str) -> None:
     for key in keys.split():
         if key not in block:
-            raise ValueError(f"genome string, {where}: {token!r} is missing the {key!r} token")
+            raise UserError(f"genome string, {where}: {token!r} is missing the {key!r} token")
 
 
 def _no_extra(block: dict[str, Any], keys: str, where: str, token: str) -> None:
     extra = sorted(set(block) - set(keys.split()) - {"se"})
     if extra:
-        raise ValueError(f"genome string, {where}: token {extra[0]!r} is not allowed in {token!r}")
+        raise UserError(f"genome string, {where}: token {extra[0]!r} is not allowed in {token!r}")
 
 
 def _parse_genome(text: str) -> Genome:
     if not isinstance(text, str):
-        raise ValueError(f"genome string: got {type(text).__name__}, expected str")
+        raise UserError(f"genome string: got {type(text).__name__}, expected str")
     sections = text.strip().split("|")
     if len(sections) < 3:
-        raise ValueError(
+        raise UserError(
             "genome string: expected 'stem...-ds...|stage|...|head...' with at least one stage, "
             f"got {len(sections)} section(s) in {text.strip()[:80]!r}"
         )
@@ -332,18 +334,18 @@ def _parse_genome(text: str) -> Genome:
         return _parse_sections(sections)
     except ValueError as exc:
         message = str(exc)
-        raise ValueError(message if message.startswith("genome string") else f"genome string: {message}") from None
+        raise UserError(message if message.startswith("genome string") else f"genome string: {message}") from None
 
 
 def _parse_sections(sections: list[str]) -> Genome:
     stem_part = sections[0].split("-")
     if len(stem_part) != 2:
-        raise ValueError(f"genome string, stem section: expected 'stem_...-ds_...', got {sections[0]!r}")
+        raise UserError(f"genome string, stem section: expected 'stem_...-ds_...', got {sections[0]!r}")
     stem_b = _parse_block(stem_part[0], "stem", "stem")
     _need(stem_b, "c act", "stem", stem_part[0])
     _no_extra(stem_b, "c act", "stem", stem_part[0])
     if stem_b["se"]:
-        raise ValueError(f"genome string, stem: token 'se' is not allowed in {stem_part[0]!r}")
+        raise UserError(f"genome string, stem: token 'se' is not allowed in {stem_part[0]!r}")
     ds_b = _parse_block(stem_part[1], "ds", "ds")
     _need(ds_b, "k c act", "ds", stem_part[1])
     _no_extra(ds_b, "k s c act", "ds", stem_part[1])
@@ -361,9 +363,9 @@ def _parse_sections(sections: list[str]) -> Genome:
             if j == 0:
                 stride, out_chs = b.get("s", 1), b["c"]
             elif b.get("s", 1) != 1:
-                raise ValueError(f"genome string, {where}: only the first layer of a stage may have a stride")
+                raise UserError(f"genome string, {where}: only the first layer of a stage may have a stride")
             elif b["c"] != out_chs:
-                raise ValueError(f"genome string, {where}: c{b['c']} differs from the stage's c{out_chs}")
+                raise UserError(f"genome string, {where}: c{b['c']} differs from the stage's c{out_chs}")
             layers.append(LayerGene(kernel=b["k"], mid_chs=b["m"], se=b["se"], act=b["act"]))
         stages.append(StageGene(out_chs=out_chs, stride=stride, layers=tuple(layers)))
 
@@ -371,7 +373,7 @@ def _parse_sections(sections: list[str]) -> Genome:
     _need(head_b, "c f act", "head", sections[-1])
     _no_extra(head_b, "c f act", "head", sections[-1])
     if head_b["se"]:
-        raise ValueError(f"genome string, head: token 'se' is not allowed in {sections[-1]!r}")
+        raise UserError(f"genome string, head: token 'se' is not allowed in {sections[-1]!r}")
     head = HeadGene(head_chs=head_b["c"], feat_chs=head_b["f"], act=head_b["act"])
     return Genome(stem=stem, ds=ds, stages=tuple(stages), head=head)
 
@@ -415,7 +417,7 @@ def parse_genome_arg(text: str) -> Genome:
         path = Path(text)
         if not path.exists():
             names = ", ".join(REFERENCE_GENOMES)
-            raise ValueError(f"genome: {text!r} is neither a genome string, a reference name ({names}) nor a file")
+            raise UserError(f"genome: {text!r} is neither a genome string, a reference name ({names}) nor a file")
         content = path.read_text()
         return Genome.from_json(content) if content.lstrip().startswith("{") else Genome.from_str(content)
     return Genome.from_str(text)
@@ -597,7 +599,7 @@ class SearchSpace:
         top = {"name", "max_downsamples", "divisor", "allow_pruning", "stem", "ds", "head", "stages"}
         _only_keys("space", data, top)
         if "stages" not in data or not isinstance(data["stages"], list):
-            raise ValueError("space.stages: missing or not a list of stage mappings")
+            raise UserError("space.stages: missing or not a list of stage mappings")
         stage_keys = {f.name for f in fields(StageSpace)}
         stages = []
         for i, s in enumerate(data["stages"]):
@@ -686,11 +688,11 @@ def load_space(name_or_path: str) -> SearchSpace:
         return PRESETS[name_or_path]
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") or not path.exists():
-        raise ValueError(f"space: {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
+        raise UserError(f"space: {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"space file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"space file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return SearchSpace.from_dict(data)

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from menas import __version__
+from menas.errors import UserError
 
 #: File name of the store inside a run directory.
 FILENAME = "menas.sqlite"
@@ -101,7 +102,7 @@ _SCHEMA = (
 
 def _check(condition: bool, where: str, value: Any, allowed: str) -> None:
     if not condition:
-        raise ValueError(f"{where}: got {value!r}, allowed: {allowed}")
+        raise UserError(f"{where}: got {value!r}, allowed: {allowed}")
 
 
 def _opt_int(where: str, value: Any) -> int | None:
@@ -241,6 +242,30 @@ class GenerationSummary:
     epoch_s_mean: float | None
 
 
+@dataclass(frozen=True)
+class TimeLeft:
+    """How long the rest of a search should take, from the trials finished so far."""
+
+    per_trial_s: float  # mean wall seconds of a finished trial
+    parallel: float  # trials run side by side so far (trial seconds per wall second, >= 1)
+    trials_left: int
+    seconds: float
+
+
+def estimate_time_left(trials: Iterable[TrialRecord], total: int) -> TimeLeft | None:
+    """The time left for `total` trials at the pace of the finished ones (None before the first finishes)."""
+    trials = list(trials)
+    finished = [t for t in trials if t.finished_at and t.started_at]
+    if not finished:
+        return None
+    busy = sum(t.finished_at - t.started_at for t in finished)
+    per_trial = busy / len(finished)
+    wall = max(t.finished_at for t in finished) - min(t.started_at for t in finished)
+    parallel = max(1.0, busy / wall) if wall > 0 else 1.0
+    left = max(0, total - sum(1 for t in trials if t.status in ("done", "failed")))
+    return TimeLeft(per_trial, parallel, left, left * per_trial / parallel)
+
+
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
@@ -288,7 +313,7 @@ class Store:
         try:
             config_text = json.dumps(config, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"config: not JSON-serialisable ({exc})") from None
+            raise UserError(f"config: not JSON-serialisable ({exc})") from None
         if seed is None and isinstance(config.get("seed"), int):
             seed = config["seed"]
         _check(seed is None or (isinstance(seed, int) and not isinstance(seed, bool)), "seed", seed,
@@ -323,25 +348,25 @@ class Store:
         """Opens an existing store (run directory or `.sqlite` file); `readonly` for status and reports.
 
         Raises:
-            FileNotFoundError: no store at `path`.
-            ValueError: the file is not a menas store of this schema version.
+            UserError: no store at `path`.
+            UserError: the file is not a menas store of this schema version.
         """
         target = store_path(path)
         if not target.is_file():
-            raise FileNotFoundError(f"{target}: no menas store there (start a search first)")
+            raise UserError(f"{target}: no menas store there (start a search first)")
         try:
             conn = _connect(target, "ro" if readonly else "rw")
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"{target}: not a menas store ({exc})") from None
+            raise UserError(f"{target}: not a menas store ({exc})") from None
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise ValueError(f"{target}: not a menas store ({exc})") from None
+            raise UserError(f"{target}: not a menas store ({exc})") from None
         if not {"run", "trials", "events"} <= tables or version != SCHEMA_VERSION:
             conn.close()
-            raise ValueError(
+            raise UserError(
                 f"{target}: not a menas store of schema version {SCHEMA_VERSION} (found version {version}, "
                 f"tables {sorted(tables)})"
             )
@@ -363,7 +388,7 @@ class Store:
         """One write transaction; rolled back on any error. Takes the write lock up front (IMMEDIATE), so
         concurrent writers wait on the busy timeout instead of failing on a lock upgrade."""
         if self.readonly:
-            raise ValueError(f"{self.path}: opened read-only, cannot write")
+            raise UserError(f"{self.path}: opened read-only, cannot write")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from menas.cost import Budget
-from menas.errors import BudgetError, MenasError
+from menas.errors import BudgetError, MenasError, UserError
 from menas.operators import MUTATION_PROB, check_feasible, crossover, mutate, repair, sample
 from menas.space import Genome, SearchSpace
 
@@ -54,7 +54,7 @@ class SearchExhausted(MenasError):
 
 def _check(condition: bool, where: str, value: Any, allowed: str) -> None:
     if not condition:
-        raise ValueError(f"{where}: got {value!r}, allowed: {allowed}")
+        raise UserError(f"{where}: got {value!r}, allowed: {allowed}")
 
 
 def _is_int(value: Any) -> bool:
@@ -246,7 +246,7 @@ class Strategy:
         _check(_is_int(seed), "seed", seed, "integers")
         _check(isinstance(use_tickets, bool), "use_tickets", use_tickets, "true or false")
         if use_tickets and not space.allow_pruning:
-            raise ValueError(
+            raise UserError(
                 f"use_tickets: got True, but space {space.name} does not allow pruned channel counts "
                 "(allow_pruning: false), so tickets could not be parents; use a space with pruning or tickets off"
             )
@@ -396,20 +396,20 @@ class Strategy:
                 would not have proposed (the strategy is then unusable: build a fresh one).
         """
         if self._specs:
-            raise ValueError(f"replay: needs a freshly built strategy, this one already asked {len(self._specs)}")
+            raise UserError(f"replay: needs a freshly built strategy, this one already asked {len(self._specs)}")
         pairs = sorted((self._as_pair(item) for item in history), key=lambda pair: pair[0].trial_id)
         for expected, (spec, outcome) in enumerate(pairs):
             if spec.trial_id != expected:
-                raise ValueError(f"replay: trial ids must be 0..{len(pairs) - 1} without gaps, found {spec.trial_id} "
+                raise UserError(f"replay: trial ids must be 0..{len(pairs) - 1} without gaps, found {spec.trial_id} "
                                  f"where {expected} was expected")  # fmt: skip
             proposed = self.ask(1)
             if not proposed:
-                raise ValueError(
+                raise UserError(
                     f"replay: {self.name} cannot propose trial {expected} yet (an earlier result it needs is not "
                     "recorded): the history comes from other settings or is damaged"
                 )
             if proposed[0] != spec:
-                raise ValueError(
+                raise UserError(
                     f"replay: trial {expected} differs from the record ({_spec_diff(spec, proposed[0])}): the run used "
                     f"another seed, space, budget or {self.name} settings"
                 )

@@ -8,7 +8,7 @@ and atomic checkpoints that resume bit-identically on CPU.
 A trainer consumes any `Loader`-like object (see `menas.data.Loader`): iterable of (images, labels) already on
 the training device, with `device`, `batch_size`, `num_samples`, `num_classes` and `set_epoch(epoch)`.
 
-Layer 2: imports `menas.config` and `menas.errors` only.
+Imports `menas.config`, `menas.errors` and `menas.checkpoint` (the checkpoint files) from menas.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import math
-import pickle
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -27,11 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from menas.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from menas.config import TrainConfig, to_dict
-from menas.errors import TrialFailed
-from menas.files import write_atomically
+from menas.errors import TrialFailed, UserError
 
-CHECKPOINT_FORMAT = 1
 #: Config keys that may differ between a checkpoint and the run resuming it (they do not change the result).
 _RESUME_TOLERATED = {"threads", "eval_every", "tune_allocator"}
 
@@ -205,7 +203,7 @@ def _score(model: nn.Module, loader: Iterable, device: torch.device, dtype: torc
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         count += len(labels)
     if count == 0:
-        raise ValueError("evaluate: the loader yielded no samples")
+        raise UserError("evaluate: the loader yielded no samples")
     top1, top5, loss = (correct1.item(), correct5.item(), loss_sum.item())  # one device sync
     seconds = time.perf_counter() - start
     return {
@@ -282,26 +280,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Writes a checkpoint atomically: to a temporary file in the same folder, then `os.replace`."""
-    write_atomically(path, lambda tmp: torch.save(payload, tmp))
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Reads a checkpoint with `torch.load(weights_only=True)`: tensors and plain types only, no arbitrary code.
-
-    Raises:
-        ValueError: the file is missing, unreadable, or not a menas training checkpoint.
-    """
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"checkpoint {str(path)!r}: cannot read ({str(exc).splitlines()[0]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint {str(path)!r}: not a menas training checkpoint (format {CHECKPOINT_FORMAT})")
-    return payload
-
-
 def _checkpoint_payload(
     model: nn.Module, parts: _Parts, cfg: TrainConfig, loader: _Loader, epochs_done: int, history: History
 ) -> dict[str, Any]:
@@ -325,14 +303,14 @@ def _check_resumable(payload: dict[str, Any], cfg: TrainConfig, loader: _Loader,
     saved, now = payload["config"], to_dict(cfg)
     for key in sorted(set(saved) | set(now)):
         if key not in _RESUME_TOLERATED and saved.get(key) != now.get(key):
-            raise ValueError(
+            raise UserError(
                 f"checkpoint {str(path)!r}: train.{key} was {saved.get(key)!r}, now {now.get(key)!r} "
                 "(resume with the same settings, or resume=False to start over)"
             )
     expected = {"seed": getattr(loader, "seed", None), "steps_per_epoch": len(loader), "batch": loader.batch_size}
     for key, value in expected.items():
         if payload["loader"].get(key) != value:
-            raise ValueError(f"checkpoint {str(path)!r}: data {key} was {payload['loader'].get(key)!r}, now {value!r}")
+            raise UserError(f"checkpoint {str(path)!r}: data {key} was {payload['loader'].get(key)!r}, now {value!r}")
 
 
 def _restore(model: nn.Module, parts: _Parts, payload: dict[str, Any]) -> None:

@@ -9,7 +9,6 @@ point and run again with the same job ends with the same result.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -18,20 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from menas.builder import MenasNet, build_model
+from menas.builder import build_model
+from menas.checkpoint import WEIGHTS_FILE, save_weights
 from menas.config import DataConfig, LotteryConfig, TrainConfig, to_dict
 from menas.cost import count_cost
 from menas.data import SearchData, build_loaders, resolve_device
 from menas.errors import TrialFailed
-from menas.files import write_atomically
-from menas.lottery import search_ticket
+from menas.lottery import calibration_batches, search_ticket
 from menas.space import Genome
 from menas.train import History, seed_trial, train
-
-#: Weights of a trial's final network (the ticket, or the candidate when no ticket was kept).
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -90,55 +85,6 @@ def load_data(cfg: DataConfig, device: torch.device) -> SearchData:
     return _DATA_CACHE[key]
 
 
-def calibration_batches(data: SearchData, count: int, epoch: int) -> list[torch.Tensor]:
-    """`count` fixed search-train batches (the loader's epoch `epoch`), reused for every proposal."""
-    data.train.set_epoch(epoch)
-    batches = []
-    for x, _ in data.train:
-        batches.append(x)
-        if len(batches) == count:
-            break
-    return batches
-
-
-def save_weights(model: torch.nn.Module, genome: Genome, path: Path) -> None:
-    """Writes the model's state as safetensors with its genome string in the metadata (temp file + rename)."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    umask = os.umask(0)
-    os.umask(umask)
-
-    def write(tmp: Path) -> None:
-        save_file(state, str(tmp), metadata={"genome": genome.to_str(), "format": "menas-weights/1"})
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; weights are shared like any file
-
-    write_atomically(path, write)
-
-
-def load_weights(path: str | Path, num_classes: int | None = None, in_chans: int | None = None) -> MenasNet:
-    """Rebuilds a model from `save_weights` output (safetensors: loading runs no code). `num_classes` and
-    `in_chans` are checked against the weights when given (a clear error instead of a state-dict mismatch) and
-    read from them when not."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if "genome" not in metadata:
-        raise ValueError(f"weights {str(path)!r}: no genome in the safetensors metadata (not written by menas)")
-    state = load_file(str(path))
-    missing = [key for key in ("stem.conv.weight", "classifier.weight") if key not in state]
-    if missing:
-        raise ValueError(f"weights {str(path)!r}: not a menas network (no {', '.join(missing)})")
-    stored = {"in_chans": state["stem.conv.weight"].shape[1], "num_classes": state["classifier.weight"].shape[0]}
-    for name, wanted in (("in_chans", in_chans), ("num_classes", num_classes)):
-        if wanted is not None and stored[name] != wanted:
-            raise ValueError(f"weights {str(path)!r}: the network has {name} {stored[name]}, the data gives "
-                             f"{wanted} (another dataset than it was trained on?)")  # fmt: skip
-    num_classes, in_chans = stored["num_classes"], stored["in_chans"]
-    model = build_model(Genome.from_str(metadata["genome"]), num_classes, in_chans)
-    model.load_state_dict(state, strict=True)
-    return model
-
-
 def run_trial(job: TrialJob, on_epoch: Callable[[str, Any], None] | None = None) -> TrialResult:
     """Runs a trial to the end. A non-finite loss or out-of-memory gives a failed result, never an exception;
     anything else (a bug, a user mistake) propagates. `on_epoch(phase, stats)` is called after every training
@@ -180,7 +126,7 @@ def _run(
     final_model, final_genome = model, genome
     if job.lottery is not None:
         tic = time.perf_counter()
-        calib = calibration_batches(data, job.lottery.calib_batches, epoch=job.train.epochs)
+        calib = calibration_batches(data.train, job.lottery.calib_batches, epoch=job.train.epochs)
         found = search_ticket(model, calib, data.val, job.lottery, random.Random(job.seed), data.input_size)
         result.lottery_s = time.perf_counter() - tic
         if found.chosen is not None:
