@@ -11,10 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from menas import ranking
 from menas.cli import main
-from menas.report import FIGURES, TABLES, pareto_front, points, write_report
+from menas.report import FIGURES, TABLES, best_point, pareto_front, points, write_report
 from menas.store import Store
-from menas.strategy import TrialSpec
+from menas.strategy import RandomSearch, TrialOutcome, TrialSpec
+
+from genomes import MT, seeded_genomes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -106,3 +109,55 @@ def test_report_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["report", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "no finished trial yet" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------ one "best" definition
+
+
+def test_store_strategy_and_report_agree_on_the_best_with_ties(tmp_path: Path) -> None:
+    """One crafted history told to a strategy, recorded in a store and reported: all three pick trial 2.
+
+    Trial 1's ticket ties trial 2 on final score (74) but costs more MACs; trial 3 ties trial 2 on score and MACs
+    but comes later; trial 4's candidate scores highest (80) but its kept ticket's final score is only 73."""
+    strategy = RandomSearch(MT, None, 0, trials=6, use_tickets=True)
+    specs = strategy.ask()
+    tickets = [g.to_str() for g in seeded_genomes("mobilenet3-mt", 2, seed=7)]
+    outcomes = [
+        TrialOutcome(0, specs[0].genome, "done", 70.0, 5_000_000, 100),
+        TrialOutcome(1, specs[1].genome, "done", 72.0, 6_000_000, 100, tickets[0], 74.0, 4_000_000, 90),
+        TrialOutcome(2, specs[2].genome, "done", 74.0, 3_000_000, 100),
+        TrialOutcome(3, specs[3].genome, "done", 74.0, 3_000_000, 100),
+        TrialOutcome(4, specs[4].genome, "done", 80.0, 2_000_000, 100, tickets[1], 73.0, 1_000_000, 90),
+        TrialOutcome(5, specs[5].genome, "failed"),
+    ]
+    strategy.tell(outcomes)
+    run = tmp_path / "run"
+    with Store.create(run, {"space": "mobilenet3-mt", "strategy": {"name": "random"}}) as store:
+        store.add_trials(specs)
+        for outcome in outcomes:
+            store.record_outcome(outcome, error="TrialFailed: crafted" if not outcome.ok else "")
+        records = store.trials()
+        assert store.best().trial_id == 2
+    assert strategy.best().trial_id == 2 and strategy.best().macs == 3_000_000
+    assert best_point(records).trial_id == 2
+    assert ranking.best(r for r in records if r.status == "done").trial_id == 2
+    # the same order everywhere: the strategy's outcomes and the store's records sort alike
+    assert [o.trial_id for o in sorted(outcomes[:5], key=ranking.rank_key)] == [2, 3, 1, 4, 0]
+    assert [r.trial_id for r in sorted(records[:5], key=ranking.rank_key)] == [2, 3, 1, 4, 0]
+    write_report(run)
+    assert "Best: trial 2, 74.00% search-val top-1, 3M MACs" in (run / "report" / "report.md").read_text()
+
+
+def test_status_counts_trials_with_the_strategy_and_imports_no_torch(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with Store.create(run, {"space": "mobilenet3-mt", "strategy": {"name": "evolution", "cycles": 7}}) as store:
+        store.add_trials([TrialSpec(i, f"genome-{i}", 0, "sample", (), False) for i in range(3)])
+        for i in range(2):
+            store.mark_running(i)
+            store.finish_trial(i, score=70.0 + i, macs=5_000_000, params=2_000_000)
+    code = ("import sys; from menas.cli import main; code = main(['status', sys.argv[1]]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "best so far: trial 1, 71.00%" in result.stdout
+    assert "left for 65 of 67 trials" in " ".join(result.stdout.split())  # population 60 + 7 cycles

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -225,3 +226,10 @@ def test_cli_search_status_and_existing_run(tmp_path: Path, capsys: pytest.Captu
     assert "2 done, 0 failed" in capsys.readouterr().out
     assert main(["search", "--config", config, "--out", run]) == 2
     assert "menas resume" in capsys.readouterr().err
+
+
+def test_every_trial_records_its_worker_and_evaluation_time(reference_run: Path) -> None:
+    with Store.open(reference_run, readonly=True) as store:
+        trials = store.finished()
+    assert {t.worker for t in trials} == {f"{socket.gethostname()}:{os.getpid()}"}  # in-process: this process
+    assert all(0 < t.eval_s < t.train_s for t in trials)

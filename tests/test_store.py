@@ -425,3 +425,16 @@ def test_concurrent_writers_wait_instead_of_failing(tmp_path: Path) -> None:
     assert not errors
     with Store.open(tmp_path / "run", readonly=True) as reader:
         assert sorted(e.payload["i"] for e in reader.events("w")) == [*range(60), *range(100, 160)]
+
+
+def test_worker_and_eval_seconds_are_written(tmp_path: Path) -> None:
+    with new_store(tmp_path) as store:
+        store.add_trials([TrialSpec(i, f"g{i}", 0, "sample") for i in range(3)])
+        store.mark_running(0, worker="slot-1")
+        store.finish_trial(0, score=1.0, macs=1, params=1, eval_s=0.25, worker="node7:4242")
+        store.mark_running(1, worker="slot-2")
+        store.fail_trial(1, "TrialFailed: x", eval_s=0.5)  # no worker known: the slot label stays
+        store.mark_running(2)
+        with pytest.raises(UserError, match="worker: got ''"):
+            store.finish_trial(2, score=1.0, macs=1, params=1, worker="")
+        assert [(t.worker, t.eval_s) for t in store.trials()] == [("node7:4242", 0.25), ("slot-2", 0.5), (None, None)]

@@ -7,6 +7,7 @@ import random
 import statistics
 import subprocess
 import sys
+import typing
 import zlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from menas.config import SearchConfig, StrategyConfig, StrategyName
 from menas.cost import Budget
-from menas.errors import BudgetError
+from menas.errors import BudgetError, UserError
 from menas.operators import sample
 from menas.space import Genome, SearchSpace, StageSpace
 from menas.strategy import (
@@ -24,12 +26,14 @@ from menas.strategy import (
     ROLE_CROSSOVER,
     ROLE_MUTATION,
     ROLE_SAMPLE,
+    STRATEGIES,
     RandomSearch,
     RegularizedEvolution,
     SearchExhausted,
     Strategy,
     TrialOutcome,
     TrialSpec,
+    make_strategy,
 )
 
 from genomes import MT, WS
@@ -474,3 +478,35 @@ def test_evolution_beats_random_search_on_a_formula_fitness() -> None:
     for scores in (menas, regularized):
         assert statistics.mean(scores) > statistics.mean(rand) + 5, (scores, rand)
         assert min(scores) > max(rand), (scores, rand)
+
+
+# ----------------------------------------------------------------------------------------- from a config
+
+
+def test_registry_names_are_the_config_names() -> None:
+    assert set(STRATEGIES) == set(typing.get_args(StrategyName))
+
+
+@pytest.mark.parametrize(
+    ("name", "total", "kind", "tickets"),
+    [
+        ("menas", 12, MENAS, True),
+        ("menas-no-tickets", 12, MENAS, False),
+        ("random", 9, RandomSearch, False),
+        ("evolution", 9, RegularizedEvolution, False),
+    ],
+)
+def test_make_strategy_from_config_counts_trials_without_a_budget(
+    name: str, total: int, kind: type[Strategy], tickets: bool
+) -> None:
+    settings = StrategyConfig(name=name, population=4, generations=3, parents=2, trials=9, cycles=5, sample_size=2)
+    strategy = make_strategy(SearchConfig(strategy=settings))
+    assert isinstance(strategy, kind) and strategy.total_trials == total and strategy.use_tickets == tickets
+    assert strategy.budget is None and strategy.space.name == "mobilenet3-mt"
+
+
+def test_config_and_strategy_agree_on_keep_largest() -> None:
+    """The config refuses what the strategy would refuse, with the key's full name (it used to accept 1.0)."""
+    with pytest.raises(UserError, match=r"strategy.keep_largest: got 1.0, allowed: 0 <= share < 1"):
+        StrategyConfig(keep_largest=1.0)
+    assert make_strategy(SearchConfig(strategy=StrategyConfig(keep_largest=0.99))).keep_largest == 0.99

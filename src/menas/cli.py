@@ -498,18 +498,20 @@ def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[s
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Progress of a search, readable while it runs."""
-    from menas.search import load_run_config
+    """Progress of a search, readable while it runs; torch-free (reads the store, counts trials with the strategy)."""
+    from menas.config import SearchConfig, from_dict
     from menas.store import Store, estimate_time_left, store_path
+    from menas.strategy import make_strategy
 
     run = Path(args.run)
     if not store_path(run).exists():
         raise UserError(f"run: {str(run)!r} holds no search (no menas.sqlite)")
-    cfg = load_run_config(run)
     with Store.open(run, readonly=True) as store:
         info, trials = store.snapshot()
         summaries = store.generation_summary()
         best = store.best()
+        cfg = from_dict(SearchConfig, store.config(), "run config")
+    total = make_strategy(cfg).total_trials
     counts = {
         status: sum(1 for t in trials if t.status == status) for status in ("done", "failed", "running", "queued")
     }
@@ -533,19 +535,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         started = min(t.queued_at for t in trials)
         last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
         console.print(f"elapsed: {(last - started) / 60:.1f} min from the first trial to the latest event")
-    estimate = estimate_time_left(trials, _expected_trials(cfg))
+    estimate = estimate_time_left(trials, total)
     if estimate is not None:
         how = "one at a time" if estimate.parallel < 1.05 else f"{estimate.parallel:.1f} at a time so far"
         console.print(f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min "
-                      f"left for {estimate.trials_left} of {_expected_trials(cfg)} trials ({how})")  # fmt: skip
+                      f"left for {estimate.trials_left} of {total} trials ({how})")  # fmt: skip
     return 0
-
-
-def _expected_trials(cfg: Any) -> int:
-    s = cfg.strategy
-    if s.name in ("menas", "menas-no-tickets"):
-        return s.population * s.generations
-    return s.trials if s.name == "random" else s.population + s.cycles
 
 
 def _pct(value: float | None) -> str:

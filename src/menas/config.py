@@ -199,7 +199,8 @@ class StrategyConfig:
     def __post_init__(self) -> None:
         for name in ("population", "generations", "parents", "trials", "sample_size", "cycles"):
             _check_min(f"strategy.{name}", getattr(self, name), 1)
-        _check_range("strategy.keep_largest", self.keep_largest, 0.0, 1.0)
+        if not 0.0 <= self.keep_largest < 1.0:  # as MENAS: some parents are always taken by score
+            raise UserError(f"strategy.keep_largest: got {self.keep_largest!r}, allowed: 0 <= share < 1")
         _check_range("strategy.mutation_prob", self.mutation_prob, 0.0, 1.0)
         _check_range("strategy.crossover_share", self.crossover_share, 0.0, 1.0)
 

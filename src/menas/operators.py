@@ -1,7 +1,9 @@
 """Genetic operators on genomes: sampling, mutation, crossover, and budget repair.
 
 Every function takes an explicit `random.Random`; the same seed gives the same genomes. All loops are
-bounded: an operator that cannot meet a budget raises `BudgetError` instead of trying forever.
+bounded: an operator that cannot meet a budget raises `BudgetError` instead of trying forever. The public
+operators are an entry point of the library: they check their genomes against the space and `mutate` checks
+its probability (`check_mutation_prob`), so a direct caller gets a one-line `UserError`.
 
 The genes an operator touches are, per stage: depth, output width, stride (down-sampling); per layer:
 kernel, expanded width, SE, activation. A layer's expanded width is tied to the input width it was chosen
@@ -16,7 +18,7 @@ from __future__ import annotations
 import random
 
 from menas.cost import Budget, Cost, format_count
-from menas.errors import BudgetError, UserError
+from menas.errors import BudgetError, check, is_real
 from menas.space import Genome, LayerGene, SearchSpace, StageGene, make_divisible
 
 #: Default mutation probability per gene (the paper's 0.08).
@@ -166,6 +168,12 @@ def sample(space: SearchSpace, rng: random.Random, budget: Budget | None = None,
     )
 
 
+def check_mutation_prob(p: object, where: str = "mutation probability") -> None:
+    """The one rule for a per-gene mutation probability: a finite number in [0, 1]. `mutate` and the strategies'
+    constructors (the library's entry points) apply it; the config applies its own to what a user writes."""
+    check(is_real(p) and 0.0 <= p <= 1.0, where, p, "0 <= p <= 1")
+
+
 def _other(rng: random.Random, choices: tuple, current: object) -> object | None:
     """A choice different from `current`, or None when there is none."""
     options = [c for c in choices if c != current]
@@ -209,8 +217,7 @@ def mutate(
 ) -> Genome:
     """Each gene re-drawn with probability `p` to a different value; the child is repaired into the budget,
     or the mutation re-drawn, at most `max_tries` times."""
-    if not 0.0 <= p <= 1.0:
-        raise UserError(f"mutation probability: got {p!r}, allowed: 0 <= p <= 1")
+    check_mutation_prob(p)
     space.check(genome)
     for _ in range(max_tries):
         child = _mutate_once(genome, space, rng, p)
@@ -335,6 +342,7 @@ def repair(
 __all__ = [
     "MUTATION_PROB",
     "check_feasible",
+    "check_mutation_prob",
     "crossover",
     "extreme_genome",
     "mutate",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from menas import ranking
 from menas.cost import format_count
 from menas.errors import UserError
 from menas.files import write_atomically
@@ -64,6 +65,12 @@ def points(records: Sequence[TrialRecord]) -> list[Point]:
     return [Point.from_record(r) for r in usable]
 
 
+def best_point(records: Sequence[TrialRecord]) -> Point | None:
+    """The best done trial by `menas.ranking.rank_key` (the store's and the strategies' definition), as drawn."""
+    top = ranking.best(r for r in records if r.status == "done")
+    return None if top is None else Point.from_record(top)
+
+
 def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:
     """Indices of the points no other point beats (cost <= and score >=, one of them strictly), by rising cost.
 
@@ -96,7 +103,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         _plot_epoch_time(pts, folder / FIGURES[1]),
         _plot_pareto(pts, folder / FIGURES[2]),
         _write_csv(records, folder / TABLES[0]),
-        _write_markdown(_title(run_dir, config, info.status), summaries, pts, folder / TABLES[1]),
+        _write_markdown(_title(run_dir, config, info.status), summaries, pts, best_point(records), folder / TABLES[1]),
     ]
     return paths
 
@@ -219,8 +226,7 @@ def _title(run_dir: str | os.PathLike[str], config: dict, status: str) -> str:
     return f"Search report: {Path(run_dir).resolve().name} (strategy {strategy}, space {space}, {status})"
 
 
-def _write_markdown(title: str, summaries, pts: Sequence[Point], path: Path) -> Path:
-    best = max(pts, key=lambda p: (p.score, -p.macs))
+def _write_markdown(title: str, summaries, pts: Sequence[Point], best: Point, path: Path) -> Path:
     lines = [
         f"# {title}",
         "",

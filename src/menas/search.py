@@ -24,9 +24,9 @@ from menas.errors import MenasError, UserError
 from menas.executors import WorkerLost, make_executor
 from menas.files import write_atomically
 from menas.operators import check_feasible
-from menas.space import SearchSpace, load_space
+from menas.space import load_space
 from menas.store import Store
-from menas.strategy import MENAS, RandomSearch, RegularizedEvolution, Strategy, TrialOutcome, TrialSpec
+from menas.strategy import TrialOutcome, TrialSpec, make_strategy
 from menas.trial import TrialJob, TrialResult, load_data, run_trial
 
 CONFIG_FILE = "config.yaml"
@@ -88,22 +88,6 @@ def make_budget(cfg: SearchConfig, data: SearchData) -> Budget:
         in_chans=data.in_chans,
         num_classes=data.num_classes,
     )
-
-
-def make_strategy(cfg: SearchConfig, space: SearchSpace, budget: Budget) -> Strategy:
-    s, seed = cfg.strategy, cfg.seed
-    if s.name in ("menas", "menas-no-tickets"):
-        return MENAS(space, budget, seed, population=s.population, generations=s.generations, parents=s.parents,
-                     keep_largest=s.keep_largest, mutation_prob=s.mutation_prob, crossover_share=s.crossover_share,
-                     use_tickets=s.name == "menas")  # fmt: skip
-    if s.name == "random":
-        return RandomSearch(space, budget, seed, trials=s.trials, batch=s.population)
-    # children bred ahead of results: the pool's size when it is fixed in the config (so a resumed run breeds
-    # exactly as the original did, whatever machine it resumes on); 1 otherwise (the sequential algorithm)
-    ex = cfg.executor
-    parallel = ex.workers if ex.kind != "local" and ex.workers else 1
-    return RegularizedEvolution(space, budget, seed, population=s.population, sample_size=s.sample_size,
-                                cycles=s.cycles, mutation_prob=s.mutation_prob, parallel=parallel)  # fmt: skip
 
 
 class Search:
@@ -230,8 +214,10 @@ def _details(result: TrialResult) -> dict[str, Any]:
         "checkpoint": result.checkpoint,
         "train_s": result.train_s + result.finetune_s,
         "lottery_s": result.lottery_s,
+        "eval_s": result.eval_s,
         "images": result.images,
         "epochs": result.epochs,
+        "worker": result.worker or None,
     }
     if result.status == "done":
         details["ticket_score_before_ft"] = result.ticket_score_before_ft

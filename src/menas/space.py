@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from menas.errors import UserError
+from menas.errors import UserError, check, is_int
 
 #: Activation names accepted in genomes and spaces, with their short codes in genome strings.
 ACT_CODES: dict[str, str] = {"relu": "re", "hardswish": "hs", "silu": "sw"}
@@ -46,25 +46,20 @@ def se_channels(chs: int, divisor: int = 8) -> int:
     return make_divisible(chs * 0.25, divisor)
 
 
-def _check(condition: bool, where: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise UserError(f"{where}: got {value!r}, allowed: {allowed}")
-
-
 def _check_act(where: str, act: str) -> None:
-    _check(act in ACT_CODES, where, act, ", ".join(ACT_CODES))
+    check(act in ACT_CODES, where, act, ", ".join(ACT_CODES))
 
 
 def _check_kernel(where: str, kernel: int) -> None:
-    _check(isinstance(kernel, int) and kernel >= 1 and kernel % 2 == 1, where, kernel, "odd integers >= 1")
+    check(isinstance(kernel, int) and kernel >= 1 and kernel % 2 == 1, where, kernel, "odd integers >= 1")
 
 
 def _check_chs(where: str, chs: int) -> None:
-    _check(isinstance(chs, int) and not isinstance(chs, bool) and chs > 0, where, chs, "integers > 0")
+    check(is_int(chs) and chs > 0, where, chs, "integers > 0")
 
 
 def _check_stride(where: str, stride: int) -> None:
-    _check(stride in (1, 2), where, stride, "1 or 2")
+    check(stride in (1, 2), where, stride, "1 or 2")
 
 
 # --------------------------------------------------------------------------------------------- genome
@@ -82,7 +77,7 @@ class LayerGene:
     def __post_init__(self) -> None:
         _check_kernel("layer.kernel", self.kernel)
         _check_chs("layer.mid_chs", self.mid_chs)
-        _check(isinstance(self.se, bool), "layer.se", self.se, "true or false")
+        check(isinstance(self.se, bool), "layer.se", self.se, "true or false")
         _check_act("layer.act", self.act)
 
 
@@ -97,7 +92,7 @@ class StageGene:
     def __post_init__(self) -> None:
         _check_chs("stage.out_chs", self.out_chs)
         _check_stride("stage.stride", self.stride)
-        _check(isinstance(self.layers, tuple) and len(self.layers) >= 1, "stage.layers", self.layers, ">= 1 layer")
+        check(isinstance(self.layers, tuple) and len(self.layers) >= 1, "stage.layers", self.layers, ">= 1 layer")
 
     @property
     def depth(self) -> int:
@@ -130,7 +125,7 @@ class DsGene:
         _check_kernel("ds.kernel", self.kernel)
         _check_stride("ds.stride", self.stride)
         _check_chs("ds.out_chs", self.out_chs)
-        _check(isinstance(self.se, bool), "ds.se", self.se, "true or false")
+        check(isinstance(self.se, bool), "ds.se", self.se, "true or false")
         _check_act("ds.act", self.act)
 
 
@@ -158,7 +153,7 @@ class Genome:
     head: HeadGene
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.stages, tuple) and len(self.stages) >= 1, "genome.stages", self.stages, ">= 1 stage")
+        check(isinstance(self.stages, tuple) and len(self.stages) >= 1, "genome.stages", self.stages, ">= 1 stage")
 
     def __str__(self) -> str:
         return self.to_str()
@@ -211,13 +206,13 @@ class Genome:
     @classmethod
     def from_dict(cls, data: Any) -> Genome:
         """Builds a genome from `to_dict` output; unknown or missing keys raise ValueError naming them."""
-        _check(isinstance(data, dict), "genome", type(data).__name__, "a mapping")
+        check(isinstance(data, dict), "genome", type(data).__name__, "a mapping")
         _only_keys("genome", data, {"stem", "ds", "stages", "head"}, required=True)
         stages_data = data["stages"]
-        _check(isinstance(stages_data, list), "genome.stages", type(stages_data).__name__, "a list")
+        check(isinstance(stages_data, list), "genome.stages", type(stages_data).__name__, "a list")
         stages = []
         for i, s in enumerate(stages_data):
-            _check(isinstance(s, dict), f"genome.stages[{i}]", type(s).__name__, "a mapping")
+            check(isinstance(s, dict), f"genome.stages[{i}]", type(s).__name__, "a mapping")
             _only_keys(f"genome.stages[{i}]", s, {"out_chs", "stride", "layers"}, required=True)
             layers = tuple(_make(LayerGene, f"genome.stages[{i}].layers[{j}]", x) for j, x in enumerate(s["layers"]))
             stages.append(StageGene(out_chs=s["out_chs"], stride=s["stride"], layers=layers))
@@ -258,7 +253,7 @@ def _only_keys(where: str, data: dict, allowed: set[str], required: bool = False
 
 
 def _make(cls: type, where: str, data: Any) -> Any:
-    _check(isinstance(data, dict), where, type(data).__name__, "a mapping")
+    check(isinstance(data, dict), where, type(data).__name__, "a mapping")
     _only_keys(where, data, {f.name for f in fields(cls)})
     try:
         return cls(**data)
@@ -443,20 +438,20 @@ class StageSpace:
         _check_chs(f"{where}.base_chs", self.base_chs)
         for name in ("depths", "width_mults", "strides", "expand_ratios", "kernels", "se", "acts"):
             values = getattr(self, name)
-            _check(isinstance(values, tuple) and len(values) >= 1, f"{where}.{name}", values, "a non-empty list")
-            _check(len(set(values)) == len(values), f"{where}.{name}", values, "distinct values")
+            check(isinstance(values, tuple) and len(values) >= 1, f"{where}.{name}", values, "a non-empty list")
+            check(len(set(values)) == len(values), f"{where}.{name}", values, "distinct values")
         for d in self.depths:
-            _check(isinstance(d, int) and d >= 1, f"{where}.depths", d, "integers >= 1")
+            check(isinstance(d, int) and d >= 1, f"{where}.depths", d, "integers >= 1")
         for w in self.width_mults:
-            _check(w > 0, f"{where}.width_mults", w, "numbers > 0")
+            check(w > 0, f"{where}.width_mults", w, "numbers > 0")
         for s in self.strides:
             _check_stride(f"{where}.strides", s)
         for e in self.expand_ratios:
-            _check(e > 0, f"{where}.expand_ratios", e, "numbers > 0")
+            check(e > 0, f"{where}.expand_ratios", e, "numbers > 0")
         for k in self.kernels:
             _check_kernel(f"{where}.kernels", k)
         for s in self.se:
-            _check(isinstance(s, bool), f"{where}.se", s, "true or false")
+            check(isinstance(s, bool), f"{where}.se", s, "true or false")
         for a in self.acts:
             _check_act(f"{where}.acts", a)
 
@@ -483,19 +478,19 @@ class SearchSpace:
     allow_pruning: bool = False
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.name, str) and self.name != "", "space.name", self.name, "a non-empty string")
-        _check(isinstance(self.stages, tuple) and len(self.stages) >= 1, "space.stages", self.stages, ">= 1 stage")
+        check(isinstance(self.name, str) and self.name != "", "space.name", self.name, "a non-empty string")
+        check(isinstance(self.stages, tuple) and len(self.stages) >= 1, "space.stages", self.stages, ">= 1 stage")
         for i, stage in enumerate(self.stages):
             stage.validate(f"space.stages[{i}]")
-        _check(isinstance(self.max_downsamples, int) and self.max_downsamples >= 0, "space.max_downsamples",
-               self.max_downsamples, "integers >= 0")  # fmt: skip
+        check(isinstance(self.max_downsamples, int) and self.max_downsamples >= 0, "space.max_downsamples",
+              self.max_downsamples, "integers >= 0")  # fmt: skip
         forced = sum(1 for s in self.stages if s.strides == (2,))
-        _check(forced <= self.max_downsamples, "space.max_downsamples", self.max_downsamples,
-               f">= {forced} (stages whose only stride is 2)")  # fmt: skip
-        _check(self.head_ratio > 0, "space.head_ratio", self.head_ratio, "numbers > 0")
+        check(forced <= self.max_downsamples, "space.max_downsamples", self.max_downsamples,
+              f">= {forced} (stages whose only stride is 2)")  # fmt: skip
+        check(self.head_ratio > 0, "space.head_ratio", self.head_ratio, "numbers > 0")
         _check_chs("space.feat_chs", self.feat_chs)
         _check_act("space.head_act", self.head_act)
-        _check(isinstance(self.divisor, int) and self.divisor >= 1, "space.divisor", self.divisor, "integers >= 1")
+        check(isinstance(self.divisor, int) and self.divisor >= 1, "space.divisor", self.divisor, "integers >= 1")
 
     # -- derived channel choices (cached: the space is immutable) -----------------------------------
 
@@ -538,38 +533,38 @@ class SearchSpace:
 
     def check(self, genome: Genome) -> None:
         """Raises ValueError naming the first field of `genome` that this space does not allow."""
-        _check(genome.stem == self.stem, "genome.stem", genome.stem, f"{self.stem} (fixed in {self.name})")
-        _check(genome.ds == self.ds, "genome.ds", genome.ds, f"{self.ds} (fixed in {self.name})")
-        _check(len(genome.stages) == len(self.stages), "genome.stages", len(genome.stages),
-               f"{len(self.stages)} stages in {self.name}")  # fmt: skip
+        check(genome.stem == self.stem, "genome.stem", genome.stem, f"{self.stem} (fixed in {self.name})")
+        check(genome.ds == self.ds, "genome.ds", genome.ds, f"{self.ds} (fixed in {self.name})")
+        check(len(genome.stages) == len(self.stages), "genome.stages", len(genome.stages),
+              f"{len(self.stages)} stages in {self.name}")  # fmt: skip
         downsamples = sum(1 for s in genome.stages if s.stride == 2)
-        _check(downsamples <= self.max_downsamples, "genome down-samplings", downsamples,
-               f"at most {self.max_downsamples} stages with stride 2")  # fmt: skip
+        check(downsamples <= self.max_downsamples, "genome down-samplings", downsamples,
+              f"at most {self.max_downsamples} stages with stride 2")  # fmt: skip
         in_chs = genome.ds.out_chs
         for i, (stage, choices) in enumerate(zip(genome.stages, self.stages, strict=True)):
             where = f"genome.stages[{i}]"
-            _check(stage.depth in choices.depths, f"{where}.depth", stage.depth, _fmt(choices.depths))
-            _check(stage.stride in choices.strides, f"{where}.stride", stage.stride, _fmt(choices.strides))
+            check(stage.depth in choices.depths, f"{where}.depth", stage.depth, _fmt(choices.depths))
+            check(stage.stride in choices.strides, f"{where}.stride", stage.stride, _fmt(choices.strides))
             outs = self.stage_outs(i)
             if self.allow_pruning:
-                _check(stage.out_chs % self.divisor == 0 and stage.out_chs <= outs[-1], f"{where}.out_chs",
-                       stage.out_chs, f"multiples of {self.divisor} up to {outs[-1]}")  # fmt: skip
+                check(stage.out_chs % self.divisor == 0 and stage.out_chs <= outs[-1], f"{where}.out_chs",
+                      stage.out_chs, f"multiples of {self.divisor} up to {outs[-1]}")  # fmt: skip
             else:
-                _check(stage.out_chs in outs, f"{where}.out_chs", stage.out_chs, _fmt(outs))
+                check(stage.out_chs in outs, f"{where}.out_chs", stage.out_chs, _fmt(outs))
             for j, layer in enumerate(stage.layers):
                 lw = f"{where}.layers[{j}]"
-                _check(layer.kernel in choices.kernels, f"{lw}.kernel", layer.kernel, _fmt(choices.kernels))
-                _check(layer.se in choices.se, f"{lw}.se", layer.se, _fmt(choices.se))
-                _check(layer.act in choices.acts, f"{lw}.act", layer.act, _fmt(choices.acts))
+                check(layer.kernel in choices.kernels, f"{lw}.kernel", layer.kernel, _fmt(choices.kernels))
+                check(layer.se in choices.se, f"{lw}.se", layer.se, _fmt(choices.se))
+                check(layer.act in choices.acts, f"{lw}.act", layer.act, _fmt(choices.acts))
                 mids = self.mid_choices(i, in_chs)
                 if self.allow_pruning:
-                    _check(layer.mid_chs % self.divisor == 0 and layer.mid_chs <= mids[-1], f"{lw}.mid_chs",
-                           layer.mid_chs, f"multiples of {self.divisor} up to {mids[-1]}")  # fmt: skip
+                    check(layer.mid_chs % self.divisor == 0 and layer.mid_chs <= mids[-1], f"{lw}.mid_chs",
+                          layer.mid_chs, f"multiples of {self.divisor} up to {mids[-1]}")  # fmt: skip
                 else:
-                    _check(layer.mid_chs in mids, f"{lw}.mid_chs", layer.mid_chs, f"{_fmt(mids)} for {in_chs} inputs")
+                    check(layer.mid_chs in mids, f"{lw}.mid_chs", layer.mid_chs, f"{_fmt(mids)} for {in_chs} inputs")
                 in_chs = stage.out_chs
-        _check(genome.head.feat_chs == self.feat_chs, "genome.head.feat_chs", genome.head.feat_chs, str(self.feat_chs))
-        _check(genome.head.act == self.head_act, "genome.head.act", genome.head.act, self.head_act)
+        check(genome.head.feat_chs == self.feat_chs, "genome.head.feat_chs", genome.head.feat_chs, str(self.feat_chs))
+        check(genome.head.act == self.head_act, "genome.head.act", genome.head.act, self.head_act)
 
     def contains(self, genome: Genome) -> bool:
         try:
@@ -595,7 +590,7 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Any) -> SearchSpace:
         """Builds a space from a mapping (as written by `to_dict`); unknown keys raise ValueError naming them."""
-        _check(isinstance(data, dict), "space", type(data).__name__, "a mapping")
+        check(isinstance(data, dict), "space", type(data).__name__, "a mapping")
         top = {"name", "max_downsamples", "divisor", "allow_pruning", "stem", "ds", "head", "stages"}
         _only_keys("space", data, top)
         if "stages" not in data or not isinstance(data["stages"], list):
@@ -603,14 +598,14 @@ class SearchSpace:
         stage_keys = {f.name for f in fields(StageSpace)}
         stages = []
         for i, s in enumerate(data["stages"]):
-            _check(isinstance(s, dict), f"space.stages[{i}]", type(s).__name__, "a mapping")
+            check(isinstance(s, dict), f"space.stages[{i}]", type(s).__name__, "a mapping")
             _only_keys(f"space.stages[{i}]", s, stage_keys, required=True)
             values = {}
             for k, v in s.items():
                 values[k] = v if k == "base_chs" else tuple(v) if isinstance(v, list | tuple) else (v,)
             stages.append(StageSpace(**values))
         head = data.get("head", {})
-        _check(isinstance(head, dict), "space.head", head, "a mapping")
+        check(isinstance(head, dict), "space.head", head, "a mapping")
         _only_keys("space.head", head, {"ratio", "feat_chs", "act"})
         kwargs: dict[str, Any] = {"name": data.get("name", "custom"), "stages": tuple(stages)}
         for key in ("max_downsamples", "divisor", "allow_pruning"):

@@ -23,7 +23,6 @@ the trials it reports pending (`requeue` them here first). This module never imp
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import statistics
@@ -35,8 +34,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from menas import __version__
-from menas.errors import UserError
+from menas import __version__, ranking
+from menas.errors import UserError, check, is_int, is_real
+from menas.ranking import FinalMetrics
 
 #: File name of the store inside a run directory.
 FILENAME = "menas.sqlite"
@@ -100,22 +100,16 @@ _SCHEMA = (
 )
 
 
-def _check(condition: bool, where: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise UserError(f"{where}: got {value!r}, allowed: {allowed}")
-
-
 def _opt_int(where: str, value: Any) -> int | None:
-    _check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0), where, value,
-           "None or integers >= 0")  # fmt: skip
+    check(value is None or (is_int(value) and value >= 0), where, value, "None or integers >= 0")
     return value
 
 
 def _opt_real(where: str, value: Any, nonneg: bool = False) -> float | None:
     if value is None:
         return None
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    _check(ok and (not nonneg or value >= 0), where, value, "None or finite numbers" + (" >= 0" if nonneg else ""))
+    allowed = "None or finite numbers" + (" >= 0" if nonneg else "")
+    check(is_real(value) and (not nonneg or value >= 0), where, value, allowed)
     return float(value)
 
 
@@ -140,9 +134,10 @@ class SpecLike(Protocol):
 
 
 @dataclass(frozen=True)
-class TrialRecord:
+class TrialRecord(FinalMetrics):
     """One row of `trials`. Attribute names match the strategy's `TrialSpec` and `TrialOutcome`, so
-    `strategy.replay(store.history())` reads records directly. Times are Unix seconds; durations seconds."""
+    `strategy.replay(store.history())` reads records directly. Times are Unix seconds; durations seconds;
+    `final_score`/`final_macs`/`final_params` are the ticket's when one was kept, else the candidate's."""
 
     trial_id: int
     genome: str
@@ -176,19 +171,6 @@ class TrialRecord:
     @property
     def in_flight(self) -> bool:
         return self.status in IN_FLIGHT
-
-    @property
-    def final_score(self) -> float | None:
-        """The ticket's score when a ticket was recorded, else the candidate's."""
-        return self.ticket_score if self.ticket is not None else self.score
-
-    @property
-    def final_macs(self) -> int | None:
-        return self.ticket_macs if self.ticket is not None else self.macs
-
-    @property
-    def final_params(self) -> int | None:
-        return self.ticket_params if self.ticket is not None else self.params
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> TrialRecord:
@@ -309,15 +291,14 @@ class Store:
             FileExistsError: the store already exists (resume it instead of overwriting a run).
             ValueError: a config that is not a JSON-serialisable mapping, or a bad seed.
         """
-        _check(isinstance(config, dict), "config", type(config).__name__, "a mapping")
+        check(isinstance(config, dict), "config", type(config).__name__, "a mapping")
         try:
             config_text = json.dumps(config, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise UserError(f"config: not JSON-serialisable ({exc})") from None
         if seed is None and isinstance(config.get("seed"), int):
             seed = config["seed"]
-        _check(seed is None or (isinstance(seed, int) and not isinstance(seed, bool)), "seed", seed,
-               "None or integers")  # fmt: skip
+        check(seed is None or is_int(seed), "seed", seed, "None or integers")
         target = store_path(path)
         if target.exists():
             raise FileExistsError(f"{target} already exists: resume that run or choose another run name")
@@ -418,7 +399,7 @@ class Store:
 
     def set_status(self, status: str) -> None:
         """Sets the run status (created, running, finished, failed, interrupted)."""
-        _check(status in RUN_STATUSES, "run status", status, ", ".join(RUN_STATUSES))
+        check(status in RUN_STATUSES, "run status", status, ", ".join(RUN_STATUSES))
         with self._write() as conn:
             conn.execute("UPDATE run SET status = ?, updated = ? WHERE id = 1", (status, time.time()))
 
@@ -437,14 +418,14 @@ class Store:
         rows = []
         now = time.time()
         for spec in specs:
-            _check(isinstance(spec.trial_id, int) and spec.trial_id >= 0, "spec.trial_id", spec.trial_id,
-                   "integers >= 0")  # fmt: skip
-            _check(isinstance(spec.genome, str) and spec.genome != "", "spec.genome", spec.genome, "genome strings")
-            _check(isinstance(spec.generation, int) and spec.generation >= 0, "spec.generation", spec.generation,
-                   "integers >= 0")  # fmt: skip
-            _check(isinstance(spec.role, str), "spec.role", spec.role, "strings")
+            check(isinstance(spec.trial_id, int) and spec.trial_id >= 0, "spec.trial_id", spec.trial_id,
+                  "integers >= 0")  # fmt: skip
+            check(isinstance(spec.genome, str) and spec.genome != "", "spec.genome", spec.genome, "genome strings")
+            check(isinstance(spec.generation, int) and spec.generation >= 0, "spec.generation", spec.generation,
+                  "integers >= 0")  # fmt: skip
+            check(isinstance(spec.role, str), "spec.role", spec.role, "strings")
             parents = list(spec.parents)
-            _check(all(isinstance(p, str) for p in parents), "spec.parents", spec.parents, "genome strings")
+            check(all(isinstance(p, str) for p in parents), "spec.parents", spec.parents, "genome strings")
             rows.append((spec.trial_id, spec.genome, spec.generation, spec.role, json.dumps(parents),
                          int(bool(spec.use_tickets)), "queued", now))  # fmt: skip
         try:
@@ -459,7 +440,8 @@ class Store:
             raise ValueError(f"add_trial: trial id(s) {ids} collide with recorded trials or repeat") from None
 
     def mark_running(self, trial_id: int, worker: str | None = None) -> None:
-        """A queued trial starts on `worker` (free text, e.g. "gpu1"); counts the attempt."""
+        """A queued trial starts (on `worker`, free text, when the caller knows it); counts the attempt. The trial's
+        own "host:pid" replaces the label when it finishes."""
         self._update(trial_id, ("queued",), "mark_running",
                      "status = 'running', started_at = ?, worker = ?, attempts = attempts + 1",
                      (time.time(), worker))  # fmt: skip
@@ -483,6 +465,7 @@ class Store:
         eval_s: float | None = None,
         images: int | None = None,
         epochs: int | None = None,
+        worker: str | None = None,
     ) -> None:
         """Records a queued or running trial as done with its results, in one transaction.
 
@@ -500,22 +483,23 @@ class Store:
             checkpoint: path of the trial's saved weights.
             train_s: seconds spent training the candidate.
             lottery_s: seconds spent searching and fine-tuning the ticket.
-            eval_s: seconds spent evaluating.
+            eval_s: seconds spent scoring search-val inside training and fine-tuning epochs (part of train_s).
             images: images trained on (all epochs, fine-tuning included).
             epochs: epochs trained (early stopping may end before the configured count).
+            worker: the process that ran the trial, as "host:pid" (None: keep what `mark_running` recorded).
 
         Raises:
             ValueError: an unknown trial, one already finished or failed, or a field of the wrong type.
         """
         score = _opt_real("finish_trial score", score)
-        _check(score is not None, "finish_trial score", score, "finite numbers")
+        check(score is not None, "finish_trial score", score, "finite numbers")
         for name, value in (("macs", macs), ("params", params)):
-            _check(value is not None, f"finish_trial {name}", value, "integers >= 0")
+            check(value is not None, f"finish_trial {name}", value, "integers >= 0")
             _opt_int(f"finish_trial {name}", value)
         if ticket is not None:
-            _check(isinstance(ticket, str) and ticket != "", "finish_trial ticket", ticket, "genome strings or None")
+            check(isinstance(ticket, str) and ticket != "", "finish_trial ticket", ticket, "genome strings or None")
             complete = None not in (ticket_score, ticket_macs, ticket_params)
-            _check(complete, "finish_trial ticket", ticket, "None, or a genome with ticket_score/_macs/_params")
+            check(complete, "finish_trial ticket", ticket, "None, or a genome with ticket_score/_macs/_params")
         values = {
             "score": score,
             "macs": macs,
@@ -528,6 +512,7 @@ class Store:
             "ticket_score_before_ft": _opt_real("finish_trial ticket_score_before_ft", ticket_score_before_ft),
             "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
             **self._times(train_s, lottery_s, eval_s, images, epochs),
+            **self._worker(worker),
         }
         self._finish(trial_id, "done", values, "finish_trial")
 
@@ -545,9 +530,11 @@ class Store:
         eval_s: float | None = None,
         images: int | None = None,
         epochs: int | None = None,
+        worker: str | None = None,
     ) -> None:
-        """Records a queued or running trial as failed with its error text and whatever was measured."""
-        _check(isinstance(error, str), "fail_trial error", error, "strings")
+        """Records a queued or running trial as failed with its error text and whatever was measured (the
+        arguments are those of `finish_trial`)."""
+        check(isinstance(error, str), "fail_trial error", error, "strings")
         values = {
             "error": error,
             "macs": _opt_int("fail_trial macs", macs),
@@ -555,6 +542,7 @@ class Store:
             "epoch_times": self._epoch_times(epoch_times),
             "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
             **self._times(train_s, lottery_s, eval_s, images, epochs),
+            **self._worker(worker),
         }
         self._finish(trial_id, "failed", values, "fail_trial")
 
@@ -564,7 +552,7 @@ class Store:
         if outcome.status == "failed":
             self.fail_trial(outcome.trial_id, error, **details)
             return
-        _check(outcome.status == "done", "outcome.status", outcome.status, "done or failed")
+        check(outcome.status == "done", "outcome.status", outcome.status, "done or failed")
         ticket = None if outcome.ticket in (None, outcome.genome) else outcome.ticket
         self.finish_trial(
             outcome.trial_id,
@@ -598,7 +586,7 @@ class Store:
     def log_event(self, kind: str, **payload: Any) -> int:
         """Appends an event (e.g. "generation", "resume", "error"); returns its id. The payload is stored as JSON;
         values JSON cannot hold (paths, ...) are stored as their `str`."""
-        _check(isinstance(kind, str) and kind != "", "event kind", kind, "non-empty strings")
+        check(isinstance(kind, str) and kind != "", "event kind", kind, "non-empty strings")
         text = json.dumps(payload, sort_keys=True, default=str)
         with self._write() as conn:
             cursor = conn.execute(
@@ -619,7 +607,7 @@ class Store:
         """Trials in trial_id order, optionally of some statuses and one generation."""
         statuses = (status,) if isinstance(status, str) else tuple(status) if status is not None else TRIAL_STATUSES
         for s in statuses:
-            _check(s in TRIAL_STATUSES, "trial status", s, ", ".join(TRIAL_STATUSES))
+            check(s in TRIAL_STATUSES, "trial status", s, ", ".join(TRIAL_STATUSES))
         query = f"SELECT * FROM trials WHERE status IN ({', '.join('?' * len(statuses))})"
         args: list[Any] = list(statuses)
         if generation is not None:
@@ -646,13 +634,9 @@ class Store:
         return counts
 
     def best(self) -> TrialRecord | None:
-        """The best done trial by final (ticket, else candidate) score; ties: fewer final MACs, earlier trial."""
-        row = self._conn.execute(
-            "SELECT * FROM trials WHERE status = 'done' ORDER BY "
-            "CASE WHEN ticket IS NULL THEN score ELSE ticket_score END DESC, "
-            "CASE WHEN ticket IS NULL THEN macs ELSE ticket_macs END ASC, trial_id ASC LIMIT 1"
-        ).fetchone()
-        return None if row is None else TrialRecord._from_row(row)
+        """The best done trial by `menas.ranking.rank_key` (final score, then fewer final MACs, then the earlier
+        trial); None before any trial is done."""
+        return ranking.best(self.trials("done"))
 
     def generation_summary(self) -> list[GenerationSummary]:
         """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""
@@ -704,7 +688,7 @@ class Store:
     @staticmethod
     def _epoch_times(values: Iterable[float]) -> str:
         times = [_opt_real("epoch_times item", v, nonneg=True) for v in values]
-        _check(None not in times, "epoch_times", values, "finite numbers >= 0")
+        check(None not in times, "epoch_times", values, "finite numbers >= 0")
         return json.dumps(times)
 
     @staticmethod
@@ -716,6 +700,13 @@ class Store:
             "images": _opt_int("images", images),
             "epochs": _opt_int("epochs", epochs),
         }
+
+    @staticmethod
+    def _worker(worker: Any) -> dict[str, Any]:
+        """The worker column's update: none when not given (so `mark_running`'s label stays)."""
+        check(worker is None or (isinstance(worker, str) and worker != ""), "worker", worker,
+              "None or a non-empty string such as 'host:pid'")  # fmt: skip
+        return {} if worker is None else {"worker": worker}
 
     def _finish(self, trial_id: int, status: str, values: dict[str, Any], op: str) -> None:
         columns = ", ".join(f"{name} = ?" for name in values)

@@ -23,17 +23,19 @@ Scores are "higher is better" (search-val top-1). This module never imports torc
 
 from __future__ import annotations
 
-import math
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from menas import ranking
+from menas.config import SearchConfig
 from menas.cost import Budget
-from menas.errors import BudgetError, MenasError, UserError
-from menas.operators import MUTATION_PROB, check_feasible, crossover, mutate, repair, sample
-from menas.space import Genome, SearchSpace
+from menas.errors import BudgetError, MenasError, UserError, check, is_int, is_real
+from menas.operators import MUTATION_PROB, check_feasible, check_mutation_prob, crossover, mutate, repair, sample
+from menas.ranking import FinalMetrics, rank_key
+from menas.space import Genome, SearchSpace, load_space
 
 #: Outcome statuses a strategy accepts.
 STATUSES = ("done", "failed")
@@ -50,19 +52,6 @@ TRIES_PER_SLOT = 50
 
 class SearchExhausted(MenasError):
     """No new genome (neither asked before nor a known ticket) was found within the bounded number of tries."""
-
-
-def _check(condition: bool, where: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise UserError(f"{where}: got {value!r}, allowed: {allowed}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -90,16 +79,16 @@ class TrialSpec:
     use_tickets: bool = False
 
     def __post_init__(self) -> None:
-        _check(_is_int(self.trial_id) and self.trial_id >= 0, "TrialSpec.trial_id", self.trial_id, "integers >= 0")
-        _check(isinstance(self.genome, str) and self.genome != "", "TrialSpec.genome", self.genome, "a genome string")
-        _check(_is_int(self.generation) and self.generation >= 0, "TrialSpec.generation", self.generation,
-               "integers >= 0")  # fmt: skip
-        _check(isinstance(self.role, str) and self.role != "", "TrialSpec.role", self.role, "a non-empty string")
+        check(is_int(self.trial_id) and self.trial_id >= 0, "TrialSpec.trial_id", self.trial_id, "integers >= 0")
+        check(isinstance(self.genome, str) and self.genome != "", "TrialSpec.genome", self.genome, "a genome string")
+        check(is_int(self.generation) and self.generation >= 0, "TrialSpec.generation", self.generation,
+              "integers >= 0")  # fmt: skip
+        check(isinstance(self.role, str) and self.role != "", "TrialSpec.role", self.role, "a non-empty string")
         parents = tuple(self.parents) if isinstance(self.parents, list | tuple) else self.parents
-        _check(isinstance(parents, tuple) and all(isinstance(p, str) for p in parents), "TrialSpec.parents",
-               self.parents, "a sequence of genome strings")  # fmt: skip
+        check(isinstance(parents, tuple) and all(isinstance(p, str) for p in parents), "TrialSpec.parents",
+              self.parents, "a sequence of genome strings")  # fmt: skip
         object.__setattr__(self, "parents", parents)
-        _check(isinstance(self.use_tickets, bool), "TrialSpec.use_tickets", self.use_tickets, "true or false")
+        check(isinstance(self.use_tickets, bool), "TrialSpec.use_tickets", self.use_tickets, "true or false")
 
     @classmethod
     def from_record(cls, record: Any) -> TrialSpec:
@@ -115,7 +104,7 @@ class TrialSpec:
 
 
 @dataclass(frozen=True)
-class TrialOutcome:
+class TrialOutcome(FinalMetrics):
     """What the search loop tells a strategy about a finished trial.
 
     A done outcome always carries its ticket: when tickets are off or none was found, leave the ticket fields
@@ -147,34 +136,34 @@ class TrialOutcome:
     ticket_params: int | None = None
 
     def __post_init__(self) -> None:
-        _check(_is_int(self.trial_id) and self.trial_id >= 0, "TrialOutcome.trial_id", self.trial_id,
-               "integers >= 0")  # fmt: skip
-        _check(isinstance(self.genome, str) and self.genome != "", "TrialOutcome.genome", self.genome,
-               "a genome string")  # fmt: skip
-        _check(self.status in STATUSES, "TrialOutcome.status", self.status, ", ".join(STATUSES))
+        check(is_int(self.trial_id) and self.trial_id >= 0, "TrialOutcome.trial_id", self.trial_id,
+              "integers >= 0")  # fmt: skip
+        check(isinstance(self.genome, str) and self.genome != "", "TrialOutcome.genome", self.genome,
+              "a genome string")  # fmt: skip
+        check(self.status in STATUSES, "TrialOutcome.status", self.status, ", ".join(STATUSES))
         if self.status != "done":
             return
-        _check(_is_real(self.score), "TrialOutcome.score", self.score, "a finite number when status is done")
+        check(is_real(self.score), "TrialOutcome.score", self.score, "a finite number when status is done")
         object.__setattr__(self, "score", float(self.score))
         for name in ("macs", "params"):
             value = getattr(self, name)
-            _check(_is_int(value) and value >= 0, f"TrialOutcome.{name}", value, "integers >= 0 when done")
+            check(is_int(value) and value >= 0, f"TrialOutcome.{name}", value, "integers >= 0 when done")
         ticket_fields = ("ticket_score", "ticket_macs", "ticket_params")
         if self.ticket is None:
             given = [name for name in ticket_fields if getattr(self, name) is not None]
-            _check(not given, "TrialOutcome.ticket", None, f"a genome string when {', '.join(given)} is given")
+            check(not given, "TrialOutcome.ticket", None, f"a genome string when {', '.join(given)} is given")
             for name, value in zip(ticket_fields, (self.score, self.macs, self.params), strict=True):
                 object.__setattr__(self, name, value)
             object.__setattr__(self, "ticket", self.genome)
             return
-        _check(isinstance(self.ticket, str) and self.ticket != "", "TrialOutcome.ticket", self.ticket,
-               "a genome string or None")  # fmt: skip
-        _check(_is_real(self.ticket_score), "TrialOutcome.ticket_score", self.ticket_score,
-               "a finite number when a ticket is given")  # fmt: skip
+        check(isinstance(self.ticket, str) and self.ticket != "", "TrialOutcome.ticket", self.ticket,
+              "a genome string or None")  # fmt: skip
+        check(is_real(self.ticket_score), "TrialOutcome.ticket_score", self.ticket_score,
+              "a finite number when a ticket is given")  # fmt: skip
         object.__setattr__(self, "ticket_score", float(self.ticket_score))
         for name in ("ticket_macs", "ticket_params"):
             value = getattr(self, name)
-            _check(_is_int(value) and value >= 0, f"TrialOutcome.{name}", value, "integers >= 0 with a ticket")
+            check(is_int(value) and value >= 0, f"TrialOutcome.{name}", value, "integers >= 0 with a ticket")
 
     @property
     def ok(self) -> bool:
@@ -223,11 +212,6 @@ class BestTrial:
     candidate: str
 
 
-def rank_key(outcome: TrialOutcome) -> tuple[float, int, int]:
-    """Sort key of done outcomes, best first: higher ticket score, then fewer ticket MACs, then earlier trial."""
-    return (-outcome.ticket_score, outcome.ticket_macs, outcome.trial_id)
-
-
 # --------------------------------------------------------------------------------------------- base
 
 
@@ -241,10 +225,10 @@ class Strategy:
     name: ClassVar[str] = "strategy"
 
     def __init__(self, space: SearchSpace, budget: Budget | None, seed: int, use_tickets: bool) -> None:
-        _check(isinstance(space, SearchSpace), "space", type(space).__name__, "a SearchSpace")
-        _check(budget is None or isinstance(budget, Budget), "budget", type(budget).__name__, "a Budget or None")
-        _check(_is_int(seed), "seed", seed, "integers")
-        _check(isinstance(use_tickets, bool), "use_tickets", use_tickets, "true or false")
+        check(isinstance(space, SearchSpace), "space", type(space).__name__, "a SearchSpace")
+        check(budget is None or isinstance(budget, Budget), "budget", type(budget).__name__, "a Budget or None")
+        check(is_int(seed), "seed", seed, "integers")
+        check(isinstance(use_tickets, bool), "use_tickets", use_tickets, "true or false")
         if use_tickets and not space.allow_pruning:
             raise UserError(
                 f"use_tickets: got True, but space {space.name} does not allow pruned channel counts "
@@ -289,8 +273,8 @@ class Strategy:
             SearchExhausted: no new genome could be found (raised by the call that would return nothing else;
                 the specs already made in a call are always returned).
         """
-        _check(max_trials is None or (_is_int(max_trials) and max_trials >= 0), "ask max_trials", max_trials,
-               "None or integers >= 0")  # fmt: skip
+        check(max_trials is None or (is_int(max_trials) and max_trials >= 0), "ask max_trials", max_trials,
+              "None or integers >= 0")  # fmt: skip
         remaining = self.total_trials - len(self._specs)
         count = remaining if max_trials is None else min(max_trials, remaining)
         out: list[TrialSpec] = []
@@ -319,7 +303,7 @@ class Strategy:
         batch = list(outcomes)
         ids: set[int] = set()
         for outcome in batch:
-            _check(isinstance(outcome, TrialOutcome), "tell outcome", type(outcome).__name__, "TrialOutcome")
+            check(isinstance(outcome, TrialOutcome), "tell outcome", type(outcome).__name__, "TrialOutcome")
             tid = outcome.trial_id
             if tid >= len(self._specs):
                 raise ValueError(f"tell: trial {tid} was never asked (asked so far: {len(self._specs)} trials)")
@@ -371,10 +355,9 @@ class Strategy:
 
     def best(self) -> BestTrial | None:
         """The best done trial by ticket score (ties: fewer MACs, then earlier trial); None before any is done."""
-        done = [o for o in self._outcomes.values() if o.ok]
-        if not done:
+        top = ranking.best(o for o in self._outcomes.values() if o.ok)
+        if top is None:
             return None
-        top = min(done, key=rank_key)
         return BestTrial(top.trial_id, top.ticket, top.ticket_score, top.ticket_macs, top.ticket_params, top.genome)
 
     # -- resume ---------------------------------------------------------------------------------------
@@ -430,8 +413,8 @@ class Strategy:
         if isinstance(item, tuple) and len(item) == 2:
             spec, outcome = item
             spec = spec if isinstance(spec, TrialSpec) else TrialSpec.from_record(spec)
-            _check(outcome is None or isinstance(outcome, TrialOutcome), "replay outcome", type(outcome).__name__,
-                   "TrialOutcome or None")  # fmt: skip
+            check(outcome is None or isinstance(outcome, TrialOutcome), "replay outcome", type(outcome).__name__,
+                  "TrialOutcome or None")  # fmt: skip
             return spec, outcome
         return TrialSpec.from_record(item), TrialOutcome.from_record(item)
 
@@ -488,10 +471,10 @@ def _spec_diff(recorded: TrialSpec, proposed: TrialSpec) -> str:
 
 def _resolve_count(name: str, value: int | float, of: int) -> int:
     """An absolute count (int >= 1) or a fraction in (0, 1] of `of`, at least 1."""
-    if _is_int(value):
-        _check(value >= 1, name, value, "integers >= 1 or a fraction in (0, 1]")
+    if is_int(value):
+        check(value >= 1, name, value, "integers >= 1 or a fraction in (0, 1]")
         return value
-    _check(_is_real(value) and 0 < value <= 1, name, value, "integers >= 1 or a fraction in (0, 1]")
+    check(is_real(value) and 0 < value <= 1, name, value, "integers >= 1 or a fraction in (0, 1]")
     return max(1, round(value * of))
 
 
@@ -539,12 +522,12 @@ class MENAS(Strategy):
         crossover_share: float = 0.5,
         use_tickets: bool = True,
     ) -> None:
-        _check(_is_int(population) and population >= 1, "population", population, "integers >= 1")
-        _check(_is_int(generations) and generations >= 1, "generations", generations, "integers >= 1")
-        _check(_is_real(keep_largest) and 0 <= keep_largest < 1, "keep_largest", keep_largest, "0 <= share < 1")
-        _check(_is_real(mutation_prob) and 0 <= mutation_prob <= 1, "mutation_prob", mutation_prob, "0 <= p <= 1")
-        _check(_is_real(crossover_share) and 0 <= crossover_share <= 1, "crossover_share", crossover_share,
-               "0 <= share <= 1")  # fmt: skip
+        check(is_int(population) and population >= 1, "population", population, "integers >= 1")
+        check(is_int(generations) and generations >= 1, "generations", generations, "integers >= 1")
+        check(is_real(keep_largest) and 0 <= keep_largest < 1, "keep_largest", keep_largest, "0 <= share < 1")
+        check_mutation_prob(mutation_prob, "mutation_prob")
+        check(is_real(crossover_share) and 0 <= crossover_share <= 1, "crossover_share", crossover_share,
+              "0 <= share <= 1")  # fmt: skip
         self.num_parents = _resolve_count("parents", parents, population)
         super().__init__(space, budget, seed, use_tickets)
         self.population = population
@@ -566,8 +549,8 @@ class MENAS(Strategy):
 
     def parent_pool(self, generation: int) -> tuple[str, ...]:
         """The (ticket) genome strings generation `generation` was bred from, best first; () for generation 0."""
-        _check(_is_int(generation) and 0 <= generation <= self.generation, "generation", generation,
-               f"0..{self.generation} (generations proposed so far)")  # fmt: skip
+        check(is_int(generation) and 0 <= generation <= self.generation, "generation", generation,
+              f"0..{self.generation} (generations proposed so far)")  # fmt: skip
         return self._pools[generation]
 
     def settings(self) -> dict[str, Any]:
@@ -668,8 +651,8 @@ class RandomSearch(Strategy):
         batch: int | None = None,
         use_tickets: bool = False,
     ) -> None:
-        _check(_is_int(trials) and trials >= 1, "trials", trials, "integers >= 1")
-        _check(batch is None or (_is_int(batch) and batch >= 1), "batch", batch, "None or integers >= 1")
+        check(is_int(trials) and trials >= 1, "trials", trials, "integers >= 1")
+        check(batch is None or (is_int(batch) and batch >= 1), "batch", batch, "None or integers >= 1")
         super().__init__(space, budget, seed, use_tickets)
         self.trials = trials
         self.batch = batch
@@ -728,12 +711,12 @@ class RegularizedEvolution(Strategy):
         parallel: int = 1,
         use_tickets: bool = False,
     ) -> None:
-        _check(_is_int(population) and population >= 1, "population", population, "integers >= 1")
-        _check(_is_int(sample_size) and 1 <= sample_size <= population, "sample_size", sample_size,
-               f"integers 1..population ({population})")  # fmt: skip
-        _check(_is_int(cycles) and cycles >= 0, "cycles", cycles, "integers >= 0")
-        _check(_is_real(mutation_prob) and 0 <= mutation_prob <= 1, "mutation_prob", mutation_prob, "0 <= p <= 1")
-        _check(_is_int(parallel) and parallel >= 1, "parallel", parallel, "integers >= 1")
+        check(is_int(population) and population >= 1, "population", population, "integers >= 1")
+        check(is_int(sample_size) and 1 <= sample_size <= population, "sample_size", sample_size,
+              f"integers 1..population ({population})")  # fmt: skip
+        check(is_int(cycles) and cycles >= 0, "cycles", cycles, "integers >= 0")
+        check_mutation_prob(mutation_prob, "mutation_prob")
+        check(is_int(parallel) and parallel >= 1, "parallel", parallel, "integers >= 1")
         super().__init__(space, budget, seed, use_tickets)
         self.population = population
         self.sample_size = sample_size
@@ -799,11 +782,54 @@ class RegularizedEvolution(Strategy):
         self._enqueue(text, generation, ROLE_FILL)
 
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    MENAS.name: MENAS,
-    RandomSearch.name: RandomSearch,
-    RegularizedEvolution.name: RegularizedEvolution,
+# --------------------------------------------------------------------------------------------- from a config
+
+
+def _menas(cfg: SearchConfig, space: SearchSpace, budget: Budget | None, use_tickets: bool = True) -> Strategy:
+    s = cfg.strategy
+    return MENAS(space, budget, cfg.seed, population=s.population, generations=s.generations, parents=s.parents,
+                 keep_largest=s.keep_largest, mutation_prob=s.mutation_prob, crossover_share=s.crossover_share,
+                 use_tickets=use_tickets)  # fmt: skip
+
+
+def _menas_no_tickets(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> Strategy:
+    return _menas(cfg, space, budget, use_tickets=False)
+
+
+def _random(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> Strategy:
+    return RandomSearch(space, budget, cfg.seed, trials=cfg.strategy.trials, batch=cfg.strategy.population)
+
+
+def _evolution(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> Strategy:
+    # children bred ahead of results: the pool's size when it is fixed in the config (so a resumed run breeds
+    # exactly as the original did, whatever machine it resumes on); 1 otherwise (the sequential algorithm)
+    s, ex = cfg.strategy, cfg.executor
+    parallel = ex.workers if ex.kind != "local" and ex.workers else 1
+    return RegularizedEvolution(space, budget, cfg.seed, population=s.population, sample_size=s.sample_size,
+                                cycles=s.cycles, mutation_prob=s.mutation_prob, parallel=parallel)  # fmt: skip
+
+
+#: The config's strategy names (`strategy.name`, see `menas.config.StrategyName`) and how each is built.
+STRATEGIES: dict[str, Callable[[SearchConfig, SearchSpace, Budget | None], Strategy]] = {
+    "menas": _menas,
+    "menas-no-tickets": _menas_no_tickets,
+    "random": _random,
+    "evolution": _evolution,
 }
+
+
+def make_strategy(cfg: SearchConfig, space: SearchSpace | None = None, budget: Budget | None = None) -> Strategy:
+    """The strategy a search config asks for (`strategy.name`, see `STRATEGIES`), with the config's settings.
+
+    Args:
+        cfg: the search config.
+        space: the search space (None: loaded from `cfg.space`).
+        budget: the compute budget (None: unconstrained; enough to count trials, as `menas status` does,
+            without reading the data for the input shape).
+    """
+    check(cfg.strategy.name in STRATEGIES, "strategy.name", cfg.strategy.name, ", ".join(STRATEGIES))
+    return STRATEGIES[cfg.strategy.name](cfg, load_space(cfg.space) if space is None else space, budget)
+
 
 __all__ = [
     "MENAS",
@@ -820,5 +846,6 @@ __all__ = [
     "Strategy",
     "TrialOutcome",
     "TrialSpec",
+    "make_strategy",
     "rank_key",
 ]

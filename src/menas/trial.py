@@ -9,7 +9,9 @@ point and run again with the same job ends with the same result.
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from menas.cost import count_cost
 from menas.data import SearchData, build_loaders, resolve_device
 from menas.errors import TrialFailed
 from menas.lottery import calibration_batches, search_ticket
+from menas.ranking import FinalMetrics
 from menas.space import Genome
 from menas.train import History, seed_trial, train
 
@@ -45,7 +48,7 @@ class TrialJob:
 
 
 @dataclass
-class TrialResult:
+class TrialResult(FinalMetrics):
     """What a trial measured. Accuracies are search-val top-1 in percent; times are wall seconds."""
 
     trial_id: int
@@ -66,11 +69,9 @@ class TrialResult:
     finetune_s: float = 0.0
     images: int = 0
     epochs: int = 0
+    eval_s: float = 0.0  # search-val scoring inside training and fine-tuning epochs (part of train_s, finetune_s)
+    worker: str = ""  # "host:pid" of the process that ran the trial ("" when it never started)
     error: str = ""
-
-    @property
-    def final_score(self) -> float | None:
-        return self.ticket_score if self.ticket_score is not None else self.score
 
 
 _DATA_CACHE: dict[str, SearchData] = {}
@@ -93,7 +94,7 @@ def run_trial(job: TrialJob, on_epoch: Callable[[str, Any], None] | None = None)
     device = resolve_device(job.device)
     data = load_data(job.data, device)
     cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
-    result = TrialResult(job.trial_id, job.genome, "done", cost.macs, cost.params)
+    result = TrialResult(job.trial_id, job.genome, "done", cost.macs, cost.params, worker=_worker())
     workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -152,7 +153,13 @@ def _run(
     result.checkpoint = str(path)
 
 
+def _worker() -> str:
+    """This process as "host:pid", recorded with each trial it runs (pool and Ray workers differ)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _account(result: TrialResult, history: History, data: SearchData) -> None:
     result.epoch_times.extend(history.epoch_seconds)
+    result.eval_s += sum(e.eval_seconds for e in history.epochs)
     result.epochs += len(history.epochs)
     result.images += len(history.epochs) * len(data.train) * data.train.batch_size
