@@ -5,9 +5,10 @@ This module owns the schema and every read and write of that file:
 - `run`: one row with the resolved config (JSON text), creation time, seed, menas version and run status;
 - `trials`: one row per trial keyed by the strategy's trial_id: genome, generation, role, parents, status
   (queued -> running -> done | failed), the candidate's MACs/params/score, per-epoch times, the lottery ticket
-  (genome, score after and before fine-tuning, MACs, params), checkpoint path, error text, timestamps, seconds
-  spent training / searching tickets / evaluating, images trained and epochs;
-- `events`: a log of (time, kind, JSON payload).
+  (genome, score after and before fine-tuning, MACs, params), checkpoint path, error text, the worker that ran
+  it ("host:pid"), timestamps, seconds spent training / searching tickets / evaluating, images trained and epochs;
+- `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
+  returning a result: its trial id and error).
 
 Crash safety: the file is created under a temporary name and renamed when complete; it runs in WAL mode with
 `synchronous=FULL`; every write is one transaction (`BEGIN IMMEDIATE` ... `COMMIT`), so a crash loses at most the
@@ -504,15 +505,12 @@ class Store:
             "score": score,
             "macs": macs,
             "params": params,
-            "epoch_times": self._epoch_times(epoch_times),
             "ticket": ticket,
             "ticket_score": _opt_real("finish_trial ticket_score", ticket_score),
             "ticket_macs": _opt_int("finish_trial ticket_macs", ticket_macs),
             "ticket_params": _opt_int("finish_trial ticket_params", ticket_params),
             "ticket_score_before_ft": _opt_real("finish_trial ticket_score_before_ft", ticket_score_before_ft),
-            "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
-            **self._times(train_s, lottery_s, eval_s, images, epochs),
-            **self._worker(worker),
+            **self._measured(epoch_times, checkpoint, train_s, lottery_s, eval_s, images, epochs, worker),
         }
         self._finish(trial_id, "done", values, "finish_trial")
 
@@ -539,10 +537,7 @@ class Store:
             "error": error,
             "macs": _opt_int("fail_trial macs", macs),
             "params": _opt_int("fail_trial params", params),
-            "epoch_times": self._epoch_times(epoch_times),
-            "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
-            **self._times(train_s, lottery_s, eval_s, images, epochs),
-            **self._worker(worker),
+            **self._measured(epoch_times, checkpoint, train_s, lottery_s, eval_s, images, epochs, worker),
         }
         self._finish(trial_id, "failed", values, "fail_trial")
 
@@ -584,8 +579,8 @@ class Store:
         return sorted(ids)
 
     def log_event(self, kind: str, **payload: Any) -> int:
-        """Appends an event (e.g. "generation", "resume", "error"); returns its id. The payload is stored as JSON;
-        values JSON cannot hold (paths, ...) are stored as their `str`."""
+        """Appends an event of any kind (see the module docstring for those the search logs); returns its id. The
+        payload is stored as JSON; values JSON cannot hold (paths, ...) are stored as their `str`."""
         check(isinstance(kind, str) and kind != "", "event kind", kind, "non-empty strings")
         text = json.dumps(payload, sort_keys=True, default=str)
         with self._write() as conn:
@@ -686,27 +681,32 @@ class Store:
     # -- helpers --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _epoch_times(values: Iterable[float]) -> str:
-        times = [_opt_real("epoch_times item", v, nonneg=True) for v in values]
-        check(None not in times, "epoch_times", values, "finite numbers >= 0")
-        return json.dumps(times)
-
-    @staticmethod
-    def _times(train_s: Any, lottery_s: Any, eval_s: Any, images: Any, epochs: Any) -> dict[str, Any]:
+    def _measured(
+        epoch_times: Iterable[float],
+        checkpoint: Any,
+        train_s: Any,
+        lottery_s: Any,
+        eval_s: Any,
+        images: Any,
+        epochs: Any,
+        worker: Any,
+    ) -> dict[str, Any]:
+        """The column updates of what a done or failed trial measured (see `finish_trial`), checked. A worker
+        that is not given leaves the column alone (so `mark_running`'s label stays)."""
+        times = [_opt_real("epoch_times item", v, nonneg=True) for v in epoch_times]
+        check(None not in times, "epoch_times", epoch_times, "finite numbers >= 0")
+        check(worker is None or (isinstance(worker, str) and worker != ""), "worker", worker,
+              "None or a non-empty string such as 'host:pid'")  # fmt: skip
         return {
+            "epoch_times": json.dumps(times),
+            "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
             "train_s": _opt_real("train_s", train_s, nonneg=True),
             "lottery_s": _opt_real("lottery_s", lottery_s, nonneg=True),
             "eval_s": _opt_real("eval_s", eval_s, nonneg=True),
             "images": _opt_int("images", images),
             "epochs": _opt_int("epochs", epochs),
+            **({} if worker is None else {"worker": worker}),
         }
-
-    @staticmethod
-    def _worker(worker: Any) -> dict[str, Any]:
-        """The worker column's update: none when not given (so `mark_running`'s label stays)."""
-        check(worker is None or (isinstance(worker, str) and worker != ""), "worker", worker,
-              "None or a non-empty string such as 'host:pid'")  # fmt: skip
-        return {} if worker is None else {"worker": worker}
 
     def _finish(self, trial_id: int, status: str, values: dict[str, Any], op: str) -> None:
         columns = ", ".join(f"{name} = ?" for name in values)

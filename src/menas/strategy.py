@@ -223,6 +223,8 @@ class Strategy:
     """
 
     name: ClassVar[str] = "strategy"
+    #: The subclass's own settings (constructor arguments kept as attributes of the same name) for `settings()`.
+    setting_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, space: SearchSpace, budget: Budget | None, seed: int, use_tickets: bool) -> None:
         check(isinstance(space, SearchSpace), "space", type(space).__name__, "a SearchSpace")
@@ -256,7 +258,8 @@ class Strategy:
 
     def settings(self) -> dict[str, Any]:
         """The strategy's name and settings (everything but space and budget), for the run's config record."""
-        return {"strategy": self.name, "seed": self.seed, "use_tickets": self.use_tickets}
+        own = {name: getattr(self, name) for name in self.setting_names}
+        return {"strategy": self.name, "seed": self.seed, "use_tickets": self.use_tickets, **own}
 
     def _refill(self) -> None:
         raise NotImplementedError
@@ -508,6 +511,7 @@ class MENAS(Strategy):
     """
 
     name = "menas"
+    setting_names = ("population", "generations", "parents", "keep_largest", "mutation_prob", "crossover_share")
 
     def __init__(
         self,
@@ -552,17 +556,6 @@ class MENAS(Strategy):
         check(is_int(generation) and 0 <= generation <= self.generation, "generation", generation,
               f"0..{self.generation} (generations proposed so far)")  # fmt: skip
         return self._pools[generation]
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "population": self.population,
-            "generations": self.generations,
-            "parents": self.parents,
-            "keep_largest": self.keep_largest,
-            "mutation_prob": self.mutation_prob,
-            "crossover_share": self.crossover_share,
-        }
 
     def select_parents(self) -> list[TrialOutcome]:
         """The parent pool from the done outcomes told so far, best first, one per distinct ticket genome."""
@@ -641,6 +634,7 @@ class RandomSearch(Strategy):
     """
 
     name = "random"
+    setting_names = ("trials", "batch")
 
     def __init__(
         self,
@@ -660,9 +654,6 @@ class RandomSearch(Strategy):
     @property
     def total_trials(self) -> int:
         return self.trials
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "trials": self.trials, "batch": self.batch}
 
     def _refill(self) -> None:
         trial_id = len(self._specs) + len(self._queue)
@@ -698,6 +689,7 @@ class RegularizedEvolution(Strategy):
     """
 
     name = "regularized-evolution"
+    setting_names = ("population", "sample_size", "cycles", "mutation_prob", "parallel")
 
     def __init__(
         self,
@@ -735,16 +727,6 @@ class RegularizedEvolution(Strategy):
     def members(self) -> list[TrialOutcome]:
         """The current population (as applied so far), oldest first."""
         return list(self._members)
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "population": self.population,
-            "sample_size": self.sample_size,
-            "cycles": self.cycles,
-            "mutation_prob": self.mutation_prob,
-            "parallel": self.parallel,
-        }
 
     def _refill(self) -> None:
         trial_id = len(self._specs) + len(self._queue)
