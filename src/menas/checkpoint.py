@@ -1,6 +1,6 @@
 """Everything menas writes to disk about a network, and reads back: training checkpoints (resumable state of a
 training run), final weights (safetensors with the genome in the metadata), and checkpoint folders (weights plus
-the `run.json` record that `menas train`, `menas lottery --out`, retrain and transfer write beside them).
+the `run.json` record that `menas train` and `menas lottery --out` write beside them).
 
 Export, the CLI, diagnostics and trials all load networks through here, so none of them depends on the training
 stack to read a file.

@@ -3,9 +3,11 @@
 This module owns every user-settable knob as a dataclass with commented defaults (nanoGPT style), plus the
 generic machinery to read them from YAML-like mappings (`from_dict`), write them back (`to_dict`), and apply
 `key.sub=value` overrides (`apply_override`). Reading is strict: an unknown key, a value of the wrong type or a
-value outside the allowed set is a one-line `ValueError` that names the key, the value and what is allowed.
+value outside the allowed set is a one-line `UserError` that names the key, the value and what is allowed. This is
+the validation edge for what a user writes; the library checks what a Python caller passes at its own entry points
+(see ARCHITECTURE.md, "Errors"), with the same bounds.
 
-Layer 0: imports nothing from menas.
+Imports only `menas.errors` from menas; never imports torch.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ This module owns everything between files on disk and the batches a trainer cons
 Every random choice comes from an explicit generator seeded by `DataConfig.seed` (and the epoch for shuffling and
 augmentation), so splits are reproducible and an epoch's batches are identical after a resume.
 
-Layer 0: imports only `menas.config` (plain dataclasses).
+Imports `menas.config` and `menas.errors` from menas.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Files that must survive a crash are written to a temporary name in the same folder and renamed (design.md §5).
+"""Files that must survive a crash are written to a temporary name in the same folder and renamed (ARCHITECTURE.md,
+"Conventions").
 
 Layer 0: no menas imports, no torch.
 """
