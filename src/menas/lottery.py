@@ -479,7 +479,7 @@ def search_ticket(
     input_size: int,
     channels_last: bool = True,
 ) -> LotteryResult:
-    """Finds the lottery ticket of a trained candidate (design.md §4 step 3).
+    """Finds the lottery ticket of a trained candidate (the ticket step of a trial, see ARCHITECTURE.md).
 
     Every proposal: inherit weights, recalibrate BN on `calib_batches`, score on the first `score_images`
     images of `val_batches`. The best `rescore_top` models are kept and scored on the rest of the images, so
