@@ -135,6 +135,9 @@ def test_a_trial_folder_records_its_data_and_preprocessing(tmp_path: Path) -> No
     assert record["preprocessing"]["mean"] == pytest.approx(mean.tolist(), abs=1e-6)
     assert record["preprocessing"]["std"] == pytest.approx(std.tolist(), abs=1e-6)
     assert torch.equal(menas.load(tmp_path / "t").classifier.weight, load_weights(result.checkpoint).classifier.weight)
+    # `evaluate --split val` reproduces the score the search recorded for the trial
+    assert main(["evaluate", str(tmp_path / "t"), "--split", "val", "--threads", "1"]) == 0
+    assert json.loads((tmp_path / "t" / "evaluate-val.json").read_text())["top1"] == result.final_score
 
 
 @pytest.mark.parametrize("split", ["test", "val"])
@@ -187,3 +190,24 @@ def test_evaluate_bad_inputs_are_one_line(trained: Path, tmp_path: Path, capsys:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_evaluate_normalises_with_the_recorded_statistics(trained: Path, tmp_path: Path) -> None:
+    """A network trained on other statistics than its data config's search-train split (a retrain on the whole
+    training set) is scored with the mean/std recorded beside it, not with recomputed ones."""
+    folder = tmp_path / "retrained"
+    shutil.copytree(trained, folder)
+    run = json.loads((folder / "run.json").read_text())
+    run["preprocessing"] = {**run["preprocessing"], "mean": [0.8], "std": [0.1]}
+    (folder / "run.json").write_text(json.dumps(run))
+    assert main(["evaluate", str(trained), "--out", str(tmp_path / "a"), "--threads", "1"]) == 0
+    assert main(["evaluate", str(folder), "--out", str(tmp_path / "b"), "--threads", "1"]) == 0
+    plain, shifted = (json.loads((tmp_path / d / "evaluate-test.json").read_text()) for d in ("a", "b"))
+    data = build_loaders(from_dict(DataConfig, run["data"], "data"), "cpu")
+    x = data.test.images.float() / 255.0
+    model = load_weights(trained / "model.safetensors").eval()
+    with torch.no_grad():
+        logits = torch.cat([model((part - 0.8) / 0.1) for part in x.split(500)])
+    expected = 100.0 * int((logits.argmax(1) == data.test.labels).sum()) / len(logits)
+    assert shifted["top1"] == pytest.approx(expected, abs=1e-9) and shifted["preprocessing"]["mean"] == [0.8]
+    assert shifted["loss"] != pytest.approx(plain["loss"], rel=1e-3)

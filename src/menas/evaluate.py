@@ -22,7 +22,7 @@ from menas.config import DataConfig, to_dict
 from menas.data import build_loaders, preprocessing, renormalize, resolve_device
 from menas.errors import UserError
 from menas.files import write_atomically, write_json
-from menas.train import evaluate
+from menas.train import amp_dtype, evaluate
 
 Split = Literal["test", "val"]
 
@@ -79,7 +79,8 @@ def evaluate_network(
     record = {"split": split, "source": str(path), "weights": str(source.weights), "genome": model.genome.to_str(),
               "top1": scores["top1"], "top5": scores["top5"], "loss": scores["loss"], "images": scores["images"],
               "images_per_s": scores["images"] / scores["seconds"], "batch_size": cfg.eval_batch_size,
-              "device": str(data.train.device), "threads": torch.get_num_threads(), "data": to_dict(cfg),
+              "device": str(data.train.device), "threads": torch.get_num_threads(),
+              "amp": str(amp_dtype("auto", data.train.device) or "off"), "data": to_dict(cfg),
               "preprocessing": trained if isinstance(trained, dict) and "mean" in trained else preprocessing(data),
               "confusion": scores["confusion"]}  # fmt: skip
     folder = Path(out) if out is not None else source.folder
