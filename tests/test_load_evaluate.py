@@ -211,3 +211,25 @@ def test_evaluate_normalises_with_the_recorded_statistics(trained: Path, tmp_pat
     expected = 100.0 * int((logits.argmax(1) == data.test.labels).sum()) / len(logits)
     assert shifted["top1"] == pytest.approx(expected, abs=1e-9) and shifted["preprocessing"]["mean"] == [0.8]
     assert shifted["loss"] != pytest.approx(plain["loss"], rel=1e-3)
+
+
+def test_image_folder_networks_record_imagenet_statistics_and_the_crop(tmp_path: Path) -> None:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from menas.config import to_dict
+    from test_data import write_folder
+
+    write_folder(tmp_path / "images", per_class=4)
+    cfg = DataConfig(dataset="imagefolder", root=str(tmp_path / "images"), input_size=32, workers=0,
+                     search_train_fraction=0.5, search_val_fraction=0.5)  # fmt: skip
+    genome = Genome.from_str(GENOME)
+    save_weights(build_model(genome, 3, 3), genome, tmp_path / "net" / "model.safetensors")
+    (tmp_path / "net" / "run.json").write_text(json.dumps({"genome": GENOME, "data": to_dict(cfg)}))
+    assert main(["evaluate", str(tmp_path / "net"), "--threads", "1"]) == 0
+    record = json.loads((tmp_path / "net" / "evaluate-test.json").read_text())
+    assert record["images"] == 12 and int(torch.tensor(record["confusion"]).sum()) == 12
+    pre = record["preprocessing"]
+    assert pre["mean"] == pytest.approx(IMAGENET_DEFAULT_MEAN) and pre["std"] == pytest.approx(IMAGENET_DEFAULT_STD)
+    assert "shorter side to 36 px" in pre["resize"] and "centre crop of 32x32" in pre["resize"]
+    assert main(["export", str(tmp_path / "net"), "--out", str(tmp_path / "export"), "--format", "safetensors"]) == 0
+    assert "centre crop of 32x32" in (tmp_path / "export" / "README.md").read_text()
