@@ -18,6 +18,7 @@ from menas.cli import main
 from menas.config import DataConfig, TrainConfig, from_dict
 from menas.data import build_loaders, channel_stats
 from menas.errors import UserError
+from menas.evaluate import evaluate_network
 from menas.space import Genome
 from menas.store import Store
 from menas.strategy import TrialSpec
@@ -198,7 +199,7 @@ def test_evaluate_normalises_with_the_recorded_statistics(trained: Path, tmp_pat
     folder = tmp_path / "retrained"
     shutil.copytree(trained, folder)
     run = json.loads((folder / "run.json").read_text())
-    run["preprocessing"] = {**run["preprocessing"], "mean": [0.8], "std": [0.1]}
+    run["preprocessing"] = {**run["preprocessing"], "mean": [0.8], "std": [0.1], "statistics": "whole training set"}
     (folder / "run.json").write_text(json.dumps(run))
     assert main(["evaluate", str(trained), "--out", str(tmp_path / "a"), "--threads", "1"]) == 0
     assert main(["evaluate", str(folder), "--out", str(tmp_path / "b"), "--threads", "1"]) == 0
@@ -211,6 +212,9 @@ def test_evaluate_normalises_with_the_recorded_statistics(trained: Path, tmp_pat
     expected = 100.0 * int((logits.argmax(1) == data.test.labels).sum()) / len(logits)
     assert shifted["top1"] == pytest.approx(expected, abs=1e-9) and shifted["preprocessing"]["mean"] == [0.8]
     assert shifted["loss"] != pytest.approx(plain["loss"], rel=1e-3)
+    # trained on the whole training set: its search-val split is no held-out data
+    with pytest.raises(UserError, match="trained on the whole training set, search-val included; use --split test"):
+        evaluate_network(folder, split="val")
 
 
 def test_image_folder_networks_record_imagenet_statistics_and_the_crop(tmp_path: Path) -> None:

@@ -103,6 +103,10 @@ def _data_config(
     if split == "val" and not same:
         raise UserError(f"--split val: {str(source.weights.parent)!r} does not record a search-val split of "
                         f"{dataset!r} (the split is defined by the recorded data seed); use --split test")  # fmt: skip
+    statistics = (source.record.get("preprocessing") or {}).get("statistics")
+    if split == "val" and statistics == "whole training set":
+        raise UserError(f"--split val: {str(source.weights.parent)!r} was trained on the whole training set, "
+                        "search-val included; use --split test")  # fmt: skip
     cfg = recorded if same and recorded is not None else DataConfig(dataset=dataset)  # type: ignore[arg-type]
     if cfg.input_size is None and source.input_size is not None and not same:
         cfg = dataclasses.replace(cfg, input_size=source.input_size)  # an export folder records its input size
