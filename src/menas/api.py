@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from menas.builder import MenasNet
-from menas.checkpoint import RUN_FILE, WEIGHTS_FILE, load_weights, read_genome
+from menas.checkpoint import WEIGHTS_FILE, load_weights, read_genome, resolve_checkpoint
 from menas.config import DataConfig, from_dict
 from menas.errors import UserError
 
@@ -68,10 +68,9 @@ def find_network(path: str | Path) -> NetworkSource:
 
     if path.is_dir() and store_path(path).is_file():
         return _run_source(path)
-    weights = path / WEIGHTS_FILE if path.is_dir() else path
-    if not weights.is_file():
-        raise UserError(f"{str(path)!r}: no {WEIGHTS_FILE} (not an export, checkpoint or run folder)")
-    record = _read_record(weights.with_name(RUN_FILE)) or _read_record(weights.with_name(GENOME_FILE))
+    weights, record = resolve_checkpoint(path, f"{str(path)!r}: no {WEIGHTS_FILE} (not an export, checkpoint or "
+                                         "run folder)")  # fmt: skip
+    record = record or _read_record(weights.with_name(GENOME_FILE))
     data = _data_config(record.get("data"), weights)
     return NetworkSource(weights, weights.parent, record, data, {"source": str(weights)})
 
@@ -85,10 +84,10 @@ def _run_source(run: Path) -> NetworkSource:
         best = store.best()
     if best is None:
         raise UserError(f"run {str(run)!r}: no finished trial yet")
-    if not best.checkpoint or not Path(best.checkpoint).is_file():
-        raise UserError(f"run {str(run)!r}: the best trial's weights {best.checkpoint!r} are missing")
-    weights = Path(best.checkpoint)
-    record = _read_record(weights.with_name(RUN_FILE))
+    missing = f"run {str(run)!r}: the best trial's weights {best.checkpoint!r} are missing"
+    if not best.checkpoint:
+        raise UserError(missing)
+    weights, record = resolve_checkpoint(best.checkpoint, missing)
     data = _data_config(record["data"], weights) if "data" in record else load_run_config(run).data
     info = {"source": str(run), "trial_id": best.trial_id, "search_val_top1": best.final_score,
             "ticket": best.ticket is not None}  # fmt: skip
