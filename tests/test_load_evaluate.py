@@ -95,8 +95,13 @@ def test_load_bad_paths_are_one_line(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     with Store.create(run, {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(0, GENOME, 0, "sample", (), True)])
+    lost = tmp_path / "lost"
+    with Store.create(lost, {"space": "mobilenet3-mt"}) as store:
+        store.add_trials([TrialSpec(0, GENOME, 0, "sample", (), True)])
+        store.finish_trial(0, score=50.0, macs=1, params=1, checkpoint=str(tmp_path / "gone" / "model.safetensors"))
     cases = {tmp_path / "nothing": "not found", tmp_path / "empty": "no model.safetensors",
-             tmp_path / "junk.safetensors": "not a safetensors file", run: "no finished trial"}  # fmt: skip
+             tmp_path / "junk.safetensors": "not a safetensors file", run: "no finished trial",
+             lost: "the best trial's weights .*gone.* are missing"}  # fmt: skip
     for path, message in cases.items():
         with pytest.raises(UserError, match=message) as info:
             menas.load(path)
