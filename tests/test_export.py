@@ -36,7 +36,7 @@ def _model(seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def test_export_all_formats_match_the_model(tmp_path: Path) -> None:
+def test_export_all_formats_match_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model()
     result = export_model(model, tmp_path / "out", 32, ("torchscript", "pt2", "onnx"), {"source": "test"})
     assert set(result.files) == {"genome", "safetensors", "torchscript", "pt2", "onnx", "manifest", "readme"}
@@ -55,12 +55,30 @@ def test_export_all_formats_match_the_model(tmp_path: Path) -> None:
         torch.testing.assert_close(scripted(x), expected)
     readme = (tmp_path / "out" / "README.md").read_text()
     assert 'onnxruntime.InferenceSession("model.onnx")' in readme and "`model.onnx`: ONNX" in readme
+    assert _run_readme_snippets(tmp_path / "out", monkeypatch) == ["menas.load", "jit", "export", "onnxruntime"]
     manifest = json.loads((tmp_path / "out" / "export.json").read_text())
     assert manifest["max_abs_diff"] == result.max_abs_diff and manifest["tolerance"] == export_module.TOLERANCE
     umask = os.umask(0)
     os.umask(umask)  # safetensors writes owner-only files; the export follows the umask like any other file
     assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
     assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def _run_readme_snippets(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Runs every Python block of an export's README.md in the folder; returns the loaders each used."""
+    text = (folder / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    monkeypatch.chdir(folder)
+    used = []
+    for code in blocks:
+        scope: dict[str, object] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load is deprecated in recent torch
+            exec(code.replace("path/to/this/folder", str(folder)), scope)  # the README's own code, unchanged
+        if "logits" in scope:
+            assert tuple(scope["logits"].shape) == (1, json.loads((folder / "genome.json").read_text())["num_classes"])
+        used.append(next(name for name in ("menas.load", "jit", "export", "onnxruntime") if name in code))
+    return used
 
 
 def test_parse_formats() -> None:
