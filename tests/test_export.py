@@ -36,10 +36,10 @@ def _model(seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def test_export_all_formats_match_the_model(tmp_path: Path) -> None:
+def test_export_all_formats_match_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model()
     result = export_model(model, tmp_path / "out", 32, ("torchscript", "pt2", "onnx"), {"source": "test"})
-    assert set(result.files) == {"genome", "safetensors", "torchscript", "pt2", "onnx", "manifest"}
+    assert set(result.files) == {"genome", "safetensors", "torchscript", "pt2", "onnx", "manifest", "readme"}
     assert all(0.0 <= d <= 1e-4 for d in result.max_abs_diff.values()), result.max_abs_diff
     record = json.loads((tmp_path / "out" / "genome.json").read_text())
     assert Genome.from_str(record["genome"]) == GENOME == Genome.from_json(json.dumps(record["genome_json"]))
@@ -53,12 +53,32 @@ def test_export_all_formats_match_the_model(tmp_path: Path) -> None:
         expected = model.eval()(x)
         assert torch.equal(reloaded(x), expected)
         torch.testing.assert_close(scripted(x), expected)
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert 'onnxruntime.InferenceSession("model.onnx")' in readme and "`model.onnx`: ONNX" in readme
+    assert _run_readme_snippets(tmp_path / "out", monkeypatch) == ["menas.load", "jit", "export", "onnxruntime"]
     manifest = json.loads((tmp_path / "out" / "export.json").read_text())
     assert manifest["max_abs_diff"] == result.max_abs_diff and manifest["tolerance"] == export_module.TOLERANCE
     umask = os.umask(0)
     os.umask(umask)  # safetensors writes owner-only files; the export follows the umask like any other file
     assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
     assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def _run_readme_snippets(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Runs every Python block of an export's README.md in the folder; returns the loaders each used."""
+    text = (folder / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    monkeypatch.chdir(folder)
+    used = []
+    for code in blocks:
+        scope: dict[str, object] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load is deprecated in recent torch
+            exec(code.replace("path/to/this/folder", str(folder)), scope)  # the README's own code, unchanged
+        if "logits" in scope:
+            assert tuple(scope["logits"].shape) == (1, json.loads((folder / "genome.json").read_text())["num_classes"])
+        used.append(next(name for name in ("menas.load", "jit", "export", "onnxruntime") if name in code))
+    return used
 
 
 def test_parse_formats() -> None:
@@ -74,10 +94,78 @@ def test_an_export_that_differs_is_an_error(tmp_path: Path, monkeypatch: pytest.
         export_model(_model(), tmp_path, 32, ("torchscript",))
 
 
-def test_onnx_without_its_packages_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_without_its_packages_fails_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(export_module, "_importable", lambda name: name not in ("onnx", "onnxscript"))
-    with pytest.raises(ValueError, match=r"needs the onnx and onnxscript package\(s\): pip install 'menas\[export\]'"):
-        export_model(_model(), tmp_path, 32, ("onnx",))
+    with pytest.raises(ValueError, match=r"needs the onnx and onnxscript package\(s\), not installed: pip install "
+                       r"'menas\[export\]'"):  # fmt: skip
+        export_model(_model(), tmp_path / "out", 32, ("torchscript", "onnx"))
+    assert not (tmp_path / "out").exists()  # checked before the folder or any file is written
+
+
+def test_export_cli_defaults_to_what_the_base_install_can_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 12 of issue 11: without the `export` extra the default export works, and asking for ONNX fails with
+    one line naming the extra before anything is written."""
+    monkeypatch.setattr(export_module, "_importable", lambda name: not name.startswith("onnx"))
+    weights = tmp_path / "w" / "model.safetensors"
+    save_weights(_model(), GENOME, weights)
+    out = tmp_path / "default"
+    assert main(["export", str(weights), "--out", str(out), "--input-size", "32"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {
+        "genome.json",
+        "model.safetensors",
+        "model.torchscript.pt",
+        "model.pt2",
+        "export.json",
+        "README.md",
+    }
+    capsys.readouterr()
+    assert main(["export", str(weights), "--out", str(tmp_path / "onnx"), "--input-size", "32", "--format",
+                 "pt2,onnx"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "pip install 'menas[export]'" in err and err.count("\n") == 1
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_export_readme_and_preprocessing_of_a_trained_network(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trained = tmp_path / "trained"
+    data = ["--data", "synthetic", "--input-size", "16", "--batch-size", "64", "--threads", "1"]
+    assert main(["train", str(GENOME), *data, "--epochs", "1", "--out", str(trained)]) == 0
+    out = tmp_path / "export"
+    assert main(["export", str(trained), "--out", str(out)]) == 0
+    recorded = json.loads((trained / "run.json").read_text())["preprocessing"]
+    record = json.loads((out / "genome.json").read_text())
+    assert record["preprocessing"] == recorded and record["data"]["dataset"] == "synthetic"
+    assert record["input_size"] == recorded["input_size"] == 16 and recorded["in_chans"] == 1
+    readme = (out / "README.md").read_text()
+    for text in ("menas.load(", "torch.jit.load(\"model.torchscript.pt\")", "torch.export.load(\"model.pt2\")",
+                 "model.safetensors", "genome.json", "export.json",
+                 "(1, 1, 16, 16)", f"mean = [{recorded['mean'][0]:.6g}]", f"std = [{recorded['std'][0]:.6g}]",
+                 "16x16 px"):  # fmt: skip
+        assert text in readme, text
+    # without the record in run.json (an older folder), the values are computed from the recorded data config
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "model.safetensors").write_bytes((trained / "model.safetensors").read_bytes())
+    run = json.loads((trained / "run.json").read_text())
+    del run["preprocessing"]
+    (older / "run.json").write_text(json.dumps(run))
+    assert main(["export", str(older), "--out", str(tmp_path / "older-export"), "--format", "safetensors"]) == 0
+    computed = json.loads((tmp_path / "older-export" / "genome.json").read_text())["preprocessing"]
+    assert (computed["mean"], computed["std"]) == (recorded["mean"], recorded["std"]) and "computed" in computed["note"]
+    # a bare weights file: the preprocessing is unknown, and both files say so
+    bare = tmp_path / "bare.safetensors"
+    bare.write_bytes((trained / "model.safetensors").read_bytes())
+    assert main(["export", str(bare), "--out", str(tmp_path / "bare"), "--format", "safetensors", "--input-size",
+                 "16"]) == 0  # fmt: skip
+    unknown = json.loads((tmp_path / "bare" / "genome.json").read_text())["preprocessing"]
+    assert unknown["known"] is False and "records no data config" in unknown["reason"]
+    assert "Unknown: " in (tmp_path / "bare" / "README.md").read_text()
+    assert "preprocessing unknown" in capsys.readouterr().out
 
 
 def test_export_cli_sources_and_errors(
@@ -110,4 +198,4 @@ def test_export_cli_sources_and_errors(
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "d")]) == 2
     assert main(["export", str(weights), "--out", str(tmp_path / "d"), "--format", "tflite"]) == 2
     err = capsys.readouterr().err
-    assert "is not a run folder" in err and "allowed: a comma list" in err and "Traceback" not in err
+    assert "nothing': not found" in err and "allowed: a comma list" in err and "Traceback" not in err

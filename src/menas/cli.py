@@ -197,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from menas.builder import build_model
     from menas.checkpoint import WEIGHTS_FILE, save_weights
     from menas.config import TrainConfig, to_dict
-    from menas.data import build_loaders, resolve_device
+    from menas.data import build_loaders, preprocessing, resolve_device
     from menas.train import seed_trial, train
 
     genome = parse_genome_arg(args.genome)
@@ -210,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     data = build_loaders(data_cfg, device)
     write_json(out / "run.json", {"genome": genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
-                                   "device": str(device)})  # fmt: skip
+                                   "device": str(device), "preprocessing": preprocessing(data)})  # fmt: skip
     seed_trial(args.seed)
     model = build_model(genome, data.num_classes, data.in_chans)
     cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
@@ -442,13 +442,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Exports a network (a search's best, a `menas train`/`lottery --out` folder, or a weights file): genome.json,
-    safetensors weights and the asked graph formats, each checked against the model."""
-    from menas.export import export_model, parse_formats
+    """Exports a network (a search's best, a `menas train`/`lottery --out` folder, an export folder or a weights
+    file): genome.json, safetensors weights, the asked graph formats, each checked against the model, and a
+    README.md on loading them and preprocessing inputs."""
+    from menas.export import check_requirements, export_model, parse_formats
 
     formats = parse_formats(args.format)
-    model, input_size, info = _export_source(Path(args.source), args.input_size)
-    result = export_model(model, args.out, input_size, formats, info)
+    check_requirements(formats)  # before loading anything or writing a file
+    model, input_size, info, pre = _export_source(Path(args.source), args.input_size)
+    result = export_model(model, args.out, input_size, formats, info, pre)
     console = _console()
     cost = count_cost(model.genome, input_size, model.stem.conv.in_channels, model.num_classes)
     console.print(f"{model.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
@@ -461,40 +463,48 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.print(f"  {name}: {path}{checked}")
     for note in result.notes:
         console.print(f"  note: {note}")
+    if "mean" not in pre:
+        console.print(f"  note: preprocessing unknown ({pre.get('reason')})")
     return 0
 
 
-def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[str, Any]]:
-    """(model, input size, provenance) from a run folder (its best trial), a checkpoint folder or a file."""
-    from menas.checkpoint import load_weights, resolve_checkpoint
-    from menas.config import DataConfig, from_dict
-    from menas.data import default_input_size
-    from menas.search import load_run_config
-    from menas.store import Store, store_path
+def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[str, Any], dict[str, Any]]:
+    """(model, input size, provenance, preprocessing) of a run folder (its best trial), a checkpoint or export
+    folder, or a weights file."""
+    from menas.api import find_network, network_preprocessing
+    from menas.checkpoint import load_weights
+    from menas.config import to_dict
 
-    if store_path(path).exists():
-        with Store.open(path, readonly=True) as store:
-            best = store.best()
-        if best is None:
-            raise UserError(f"run {str(path)!r}: no finished trial yet, nothing to export")
-        if not best.checkpoint or not Path(best.checkpoint).is_file():
-            raise UserError(f"run {str(path)!r}: the best trial's weights {best.checkpoint!r} are missing")
-        data = load_run_config(path).data
-        weights = Path(best.checkpoint)
-        info = {"source": str(path), "trial_id": best.trial_id, "search_val_top1": best.final_score,
-                "ticket": best.ticket is not None}  # fmt: skip
-    else:
-        weights, recorded = resolve_checkpoint(path, f"source: {str(path)!r} is not a run folder, a checkpoint "
-                                               "folder or a weights file")  # fmt: skip
-        data = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
-        info = {"source": str(weights)}
-    if input_size is None and data is None:
-        raise UserError(f"--input-size: required, {str(path)!r} does not record the input size")
+    source = find_network(path)
     if input_size is None:
-        input_size = data.input_size or default_input_size(data.dataset)
+        input_size = source.input_size
+    if input_size is None:
+        raise UserError(f"--input-size: required, {str(path)!r} does not record the input size")
     if input_size < 1:
         raise UserError(f"--input-size: got {input_size}, allowed: integers >= 1")
-    return load_weights(weights), input_size, info
+    info = dict(source.info)
+    if source.data is not None:
+        info["data"] = to_dict(source.data)
+    return load_weights(source.weights), input_size, info, network_preprocessing(source)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Top-1, top-5, loss and img/s of a network on the test split (or its search-val split), with a confusion
+    matrix (JSON and figure)."""
+    from menas.evaluate import evaluate_network
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size: got {args.batch_size}, allowed: integers >= 1")
+    result = evaluate_network(args.checkpoint, split=args.split, dataset=args.data, root=args.root,
+                              input_size=args.input_size, batch_size=args.batch_size, out=args.out,
+                              device=args.device, threads=args.threads)  # fmt: skip
+    record = result.record
+    console = _console()
+    console.print(f"{record['genome']}\n{record['data']['dataset']} {result.split} split, {result.images:,} images: "
+                  f"top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}%, loss {result.loss:.4f}; "
+                  f"{result.images_per_s:,.0f} img/s on {record['device']} (batch {record['batch_size']})")  # fmt: skip
+    console.print(f"wrote {result.files['json']} and {result.files['figure']}")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -599,17 +609,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="the run folder")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("export", help="genome, weights and TorchScript/ONNX/torch.export graphs of a network")
-    p.add_argument("source", help="a run folder (its best network), a `menas train`/`lottery --out` folder, or a "
-                   ".safetensors file")  # fmt: skip
+    p = sub.add_parser("export", help="genome, weights and TorchScript/torch.export/ONNX graphs of a network")
+    p.add_argument("source", help="a run folder (its best network), a `menas train`/`lottery --out` folder, an "
+                   "export folder or a .safetensors file")  # fmt: skip
     p.add_argument("--out", required=True, help="folder for genome.json, model.* and export.json")
     p.add_argument(
         "--format",
-        default="safetensors,torchscript,onnx",
-        help="comma list of safetensors, torchscript, pt2, onnx (default safetensors,torchscript,onnx)",
+        default="safetensors,torchscript,pt2",
+        help="comma list of safetensors, torchscript, pt2, onnx (default safetensors,torchscript,pt2; onnx needs "
+        "pip install 'menas[export]')",
     )
     p.add_argument("--input-size", type=int, default=None, help="image side in px (default: the recorded one)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="top-1, top-5, loss, img/s and confusion matrix on the test split")
+    p.add_argument("checkpoint", help="a run folder (its best network), a checkpoint or export folder, or a "
+                   ".safetensors file")  # fmt: skip
+    p.add_argument("--data", default=None, help="dataset (default: the recorded one); as for `menas train`")
+    p.add_argument("--root", default=None, help="dataset folder (default: the recorded one, else the usual place)")
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="test: the official test split (default); val: the recorded search-val split")  # fmt: skip
+    p.add_argument("--out", default=None, help="folder for evaluate-SPLIT.json and confusion-SPLIT.png (default: "
+                   "beside the weights; a run's folder)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default: the recorded one)")
+    p.add_argument("--input-size", type=int, default=None, help="image side in px (default: the recorded one)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="plots and tables of a search (works while it runs)")
     p.add_argument("run", help="the run folder")

@@ -313,6 +313,7 @@ class _Normalize:
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device, channels_last: bool) -> None:
         mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)  # what export records
         self.scale = (1.0 / (255.0 * std_t)).to(device)
         self.shift = (-mean_t / std_t).to(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -755,3 +756,34 @@ def _build_folder(cfg: DataConfig, device: torch.device, mode: Mode, channels_la
     test_loader = loader(test_samples, eval_tf, False)
     val_loader = test_loader if val_idx is None else loader([train_samples[i] for i in val_idx], eval_tf, False)
     return SearchData(train_loader, val_loader, test_loader, num_classes, 3, size, indices, mode)
+
+
+# --------------------------------------------------------------------------------------------- preprocessing record
+
+
+def preprocessing(data: SearchData) -> dict[str, object]:
+    """What a user must do to an image outside menas so the network sees what it saw in training: input size,
+    resize rule, channel count, and the per-channel `mean` and `std` the loaders normalised with (statistics of
+    the training split: search-train in "search" mode, the whole training set in "final" mode; ImageNet's for
+    image folders). Recorded in run.json and genome.json so exported graphs are usable without menas."""
+    normalize = data.train.normalize
+    size = data.input_size
+    if isinstance(data.test, FolderLoader):
+        resize = (f"shorter side to {math.floor(size / 0.875)} px (bilinear, antialiased), then a centre crop of "
+                  f"{size}x{size} (timm's evaluation transform); RGB")  # fmt: skip
+        stats = "ImageNet (timm's IMAGENET_DEFAULT_MEAN/STD)"
+    else:
+        resize = (f"the whole image to {size}x{size} px (bilinear, antialiased when shrinking, rounded back to "
+                  "0-255 integers), no crop")  # fmt: skip
+        stats = "search-train split" if data.mode == "search" else "whole training set"
+    return {"input_size": size, "in_chans": data.in_chans, "resize": resize, "layout": "NCHW float32",
+            "scale": "pixel values (0-255) / 255, then (x - mean) / std per channel", "mean": list(normalize.mean),
+            "std": list(normalize.std), "statistics": stats}  # fmt: skip
+
+
+def renormalize(loader: Loader, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Makes `loader` normalise with another `mean`/`std` (those a network was trained with, when they differ
+    from the split statistics this configuration gives, e.g. a network retrained on the whole training set)."""
+    old = loader.normalize  # type: ignore[attr-defined]
+    channels_last = old.memory_format == torch.channels_last
+    loader.normalize = _Normalize(mean, std, loader.device, channels_last)  # type: ignore[attr-defined]

@@ -3,7 +3,10 @@
 A folder with `genome.json` (the genome as string and JSON, input shape, exact MACs/params, and where it came
 from), `model.safetensors` (weights with the genome in the metadata, loadable by `menas.checkpoint.load_weights`) and,
 as asked, `model.torchscript.pt` (`torch.jit.trace`), `model.pt2` (`torch.export`) and `model.onnx` (the
-`torch.export`-based ONNX exporter; needs the `onnx` and `onnxscript` packages). Every graph is loaded back and
+`torch.export`-based ONNX exporter; needs the `export` extra: onnx, onnxscript, onnxruntime), plus a README.md
+that shows how to load each file with and without menas and the preprocessing an input needs (also recorded in
+genome.json). The default formats are those the base install can write; asking for ONNX without its packages
+fails before anything is written. Every graph is loaded back and
 checked against the eager model on a batch of another size than the one it was traced with (the batch dimension
 is dynamic); the differences are written to `export.json`. An export whose outputs differ is an error, not a file
 left behind for a user to find out about.
@@ -28,9 +31,11 @@ from menas.cost import count_cost
 from menas.errors import MenasError, UserError
 from menas.files import write_atomically, write_json
 
-#: Every format, and those written when none is named.
+#: Every format, and those written when none is named (what the base install can do: ONNX needs the extra).
 FORMATS = ("safetensors", "torchscript", "pt2", "onnx")
-DEFAULT_FORMATS = ("safetensors", "torchscript", "onnx")
+DEFAULT_FORMATS = ("safetensors", "torchscript", "pt2")
+#: Packages a format needs beyond the base install, all from `pip install 'menas[export]'`.
+REQUIRES = {"onnx": ("onnx", "onnxscript")}
 FILES = {"safetensors": "model.safetensors", "torchscript": "model.torchscript.pt", "pt2": "model.pt2",
          "onnx": "model.onnx"}  # fmt: skip
 #: Largest allowed |exported - eager| on the check batch (float32 logits; measured differences are ~1e-6).
@@ -63,13 +68,17 @@ def export_model(
     input_size: int,
     formats: Sequence[str] = DEFAULT_FORMATS,
     info: dict[str, Any] | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Writes `model` to `out` in `formats`, checks every graph against the eager model, and returns the paths.
 
-    `info` (source, score, ...) is recorded in genome.json. The model is exported from the CPU in eval mode
-    (a copy: the caller's model is left as it was).
+    `info` (source, score, ...) is recorded in genome.json, and so is `preprocessing` (see
+    `menas.data.preprocessing`; None records it as unknown). The model is exported from the CPU in eval mode
+    (a copy: the caller's model is left as it was). Missing packages for a format are reported before anything
+    is written.
     """
     formats = parse_formats(list(formats))
+    check_requirements(formats)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     model = _cpu_eval_copy(model)
@@ -84,6 +93,7 @@ def export_model(
     notes: list[str] = []
     record = {"genome": genome.to_str(), "genome_json": json.loads(genome.to_json()), "input_size": input_size,
               "in_chans": in_chans, "num_classes": num_classes, "macs": cost.macs, "params": cost.params,
+              "preprocessing": preprocessing or {"known": False, "reason": "not given to the export"},
               **(info or {})}  # fmt: skip
     files["genome"] = write_json(folder / "genome.json", record)
     for name in formats:
@@ -99,7 +109,17 @@ def export_model(
     manifest = {"files": {k: v.name for k, v in files.items()}, "max_abs_diff": diffs, "tolerance": TOLERANCE,
                 "check_batch": 3, "torch": torch.__version__, "notes": notes}  # fmt: skip
     files["manifest"] = write_json(folder / "export.json", manifest)
+    files["readme"] = write_atomically(folder / "README.md", lambda tmp: tmp.write_text(readme(record, files)))
     return ExportResult(files, diffs, notes)
+
+
+def check_requirements(formats: Sequence[str]) -> None:
+    """Raises UserError naming the missing packages (and the extra that brings them) of any asked format."""
+    for name in formats:
+        missing = [package for package in REQUIRES.get(name, ()) if not _importable(package)]
+        if missing:
+            raise UserError(f"--format {name}: needs the {' and '.join(missing)} package(s), not installed: "
+                            "pip install 'menas[export]' (or leave out onnx)")  # fmt: skip
 
 
 def _cpu_eval_copy(model: MenasNet) -> MenasNet:
@@ -135,9 +155,7 @@ def _pt2(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Path
 
 
 def _onnx(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Path, notes: list[str]) -> float | None:
-    missing = [name for name in ("onnx", "onnxscript") if not _importable(name)]
-    if missing:
-        raise UserError(f"--format onnx: needs the {' and '.join(missing)} package(s): pip install 'menas[export]'")
+    check_requirements(["onnx"])
     batch = torch.export.Dim("batch", min=1)
 
     def write(tmp: Path) -> None:
@@ -173,3 +191,50 @@ def _quietly(action) -> None:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         action()
+
+
+# ------------------------------------------------------------------------------------ README of an export folder
+
+
+def readme(record: dict[str, Any], files: dict[str, Path]) -> str:
+    """README.md of an export folder: what each file is, how to load it with menas and without, and the
+    preprocessing an image needs first."""
+    size, chans, classes = record["input_size"], record["in_chans"], record["num_classes"]
+    lines = [f"# {classes}-class network exported by menas", "", f"Genome: `{record['genome']}`", "",
+             f"{record['macs']:,} MACs and {record['params']:,} parameters at {size}x{size} px, {chans} input "
+             f"channel(s). Input: float32 `(batch, {chans}, {size}, {size})`, any batch size; output: `(batch, "
+             f"{classes})` logits.", "", "## Files", ""]  # fmt: skip
+    names = {"genome": "genome, shape, cost, preprocessing and provenance", "manifest": "how close each graph "
+             "came to the model when exported", "safetensors": "weights, genome in the metadata",
+             "torchscript": "TorchScript (`torch.jit.trace`)", "pt2": "`torch.export` program",
+             "onnx": "ONNX (input `images`, output `logits`)"}  # fmt: skip
+    lines += [f"- `{path.name}`: {names[key]}" for key, path in files.items() if key in names]
+    lines += ["", "## Loading", "", "```python", "import menas", "", "model = menas.load(\"path/to/this/folder\")"
+              "  # an nn.Module in eval mode", "```", ""]  # fmt: skip
+    batch = f"x = torch.zeros(1, {chans}, {size}, {size})  # a batch of images preprocessed as below"
+    snippets = {
+        "torchscript": ["import torch", "", f"model = torch.jit.load(\"{FILES['torchscript']}\")", batch,
+                        "logits = model(x)"],
+        "pt2": ["import torch", "", f"model = torch.export.load(\"{FILES['pt2']}\").module()", batch,
+                "logits = model(x)"],
+        "onnx": ["import numpy as np", "import onnxruntime", "",
+                 f"session = onnxruntime.InferenceSession(\"{FILES['onnx']}\")",
+                 f"x = np.zeros((1, {chans}, {size}, {size}), np.float32)  # preprocessed as below",
+                 "(logits,) = session.run(None, {\"images\": x})"],
+    }  # fmt: skip
+    if any(key in files for key in snippets):
+        lines += ["Without menas, from this folder:", ""]
+    for key, code in snippets.items():
+        if key in files:
+            lines += ["```python", *code, "```", ""]
+    return "\n".join([*lines, *_preprocessing_lines(record["preprocessing"])]) + "\n"
+
+
+def _preprocessing_lines(pre: dict[str, Any]) -> list[str]:
+    lines = ["## Preprocessing", ""]
+    if "mean" not in pre:
+        return [*lines, f"Unknown: {pre.get('reason', 'not recorded')}. Feed images the way the network was trained."]
+    mean, std = ", ".join(f"{m:.6g}" for m in pre["mean"]), ", ".join(f"{s:.6g}" for s in pre["std"])
+    return [*lines, f"1. Resize {pre['resize']}.", f"2. {pre['in_chans']} channel(s), {pre['layout']}.",
+            f"3. Scale: {pre['scale']}, with mean = [{mean}] and std = [{std}] ({pre['statistics']} statistics).",
+            "", "The same values are in `genome.json` under `preprocessing`."]  # fmt: skip

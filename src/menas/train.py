@@ -163,7 +163,9 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 # --------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate(model: nn.Module, loader: Iterable, *, amp: str = "auto", channels_last: bool = True) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loader: Iterable, *, amp: str = "auto", channels_last: bool = True, confusion: bool = False
+) -> dict[str, Any]:
     """Scores a model on every batch of a loader.
 
     Args:
@@ -171,10 +173,11 @@ def evaluate(model: nn.Module, loader: Iterable, *, amp: str = "auto", channels_
         loader: yields (images, labels) on the device of the model (see `menas.data.Loader`).
         amp: autocast setting (see `amp_dtype`).
         channels_last: convert the model's parameters to channels_last first (in place; values unchanged).
+        confusion: also count the confusion matrix (`menas evaluate`).
 
     Returns:
         {"top1", "top5" (percent; top-k with k = min(5, classes)), "loss" (mean plain cross entropy),
-        "images", "seconds"}.
+        "images", "seconds"}, and with `confusion` "confusion": counts[true class][predicted class].
     """
     device = next(model.parameters()).device
     if channels_last:  # outside inference mode: converted parameters must stay usable for training
@@ -182,37 +185,49 @@ def evaluate(model: nn.Module, loader: Iterable, *, amp: str = "auto", channels_
     was_training = model.training
     model.eval()
     try:
-        return _score(model, loader, device, amp_dtype(amp, device))
+        return _score(model, loader, device, amp_dtype(amp, device), confusion)
     finally:
         model.train(was_training)
 
 
 @torch.inference_mode()
-def _score(model: nn.Module, loader: Iterable, device: torch.device, dtype: torch.dtype | None) -> dict[str, float]:
+def _score(
+    model: nn.Module, loader: Iterable, device: torch.device, dtype: torch.dtype | None, confusion: bool = False
+) -> dict[str, Any]:
     start = time.perf_counter()
     correct1 = torch.zeros((), dtype=torch.int64, device=device)
     correct5, loss_sum = torch.zeros_like(correct1), torch.zeros((), dtype=torch.float64, device=device)
+    matrix: torch.Tensor | None = None
     count = 0
     for images, labels in loader:
         with _autocast(device, dtype):
             logits = model(images)
         logits = logits.float()
-        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(labels[:, None])
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top.eq(labels[:, None])
         correct1 += hits[:, 0].sum()
         correct5 += hits.any(dim=1).sum()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        if confusion:  # counts of (true, predicted) pairs, kept on the device
+            classes = logits.shape[1]
+            pairs = torch.bincount(labels * classes + top[:, 0], minlength=classes * classes)
+            matrix = pairs if matrix is None else matrix + pairs
         count += len(labels)
     if count == 0:
         raise UserError("evaluate: the loader yielded no samples")
     top1, top5, loss = (correct1.item(), correct5.item(), loss_sum.item())  # one device sync
     seconds = time.perf_counter() - start
-    return {
+    scores: dict[str, Any] = {
         "top1": 100.0 * top1 / count,
         "top5": 100.0 * top5 / count,
         "loss": loss / count,
         "images": count,
         "seconds": seconds,
     }
+    if matrix is not None:
+        side = math.isqrt(len(matrix))
+        scores["confusion"] = matrix.view(side, side).tolist()
+    return scores
 
 
 # --------------------------------------------------------------------------------------------- training parts

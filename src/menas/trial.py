@@ -21,11 +21,12 @@ from typing import Any
 import torch
 
 from menas.builder import build_model
-from menas.checkpoint import WEIGHTS_FILE, save_weights
+from menas.checkpoint import RUN_FILE, WEIGHTS_FILE, save_weights
 from menas.config import DataConfig, LotteryConfig, TrainConfig, to_dict
 from menas.cost import count_cost
-from menas.data import SearchData, build_loaders, resolve_device
+from menas.data import SearchData, build_loaders, preprocessing, resolve_device
 from menas.errors import TrialFailed
+from menas.files import write_json
 from menas.lottery import calibration_batches, search_ticket
 from menas.ranking import FinalMetrics
 from menas.space import Genome
@@ -150,6 +151,11 @@ def _run(
             result.score = ft_history.val_top1
     path = workdir / WEIGHTS_FILE
     save_weights(final_model, final_genome, path)
+    # beside the weights, as `menas train` does: the folder is a checkpoint folder, and export/evaluate know the
+    # data config and the normalisation the network was trained with
+    record = {"genome": final_genome.to_str(), "trial_id": job.trial_id, "data": to_dict(job.data),
+              "train": to_dict(job.train), "preprocessing": preprocessing(data)}  # fmt: skip
+    write_json(workdir / RUN_FILE, record)
     result.checkpoint = str(path)
 
 
