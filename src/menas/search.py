@@ -239,6 +239,12 @@ class Search:
         if self._lock is not None:
             self._lock.release()
 
+    def __enter__(self) -> Search:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def job(self, spec: TrialSpec) -> TrialJob:
         cfg = self.cfg
         return TrialJob(
@@ -323,13 +329,10 @@ class Search:
 
     def _as_result(self, spec: TrialSpec, result: TrialResult | BaseException) -> TrialResult:
         """A trial's exception becomes a failed result with its reason (one line in the trial's row, the full
-        traceback in a `trial_exception` event), so one broken candidate never ends the search (a systematic cause
-        trips `max_failure_share`). A user mistake (`UserError`: bad data files, a foreign checkpoint) would fail
-        every trial alike: it stops the search with its message, and the trial stays to be re-run on resume."""
+        traceback in a `trial_exception` event), so one broken candidate never ends the search (a systematic cause,
+        such as data files a trial cannot read, trips `max_failure_share` with the last error in its message)."""
         if isinstance(result, TrialResult):
             return result
-        if isinstance(result, UserError):
-            raise UserError(f"trial {spec.trial_id}: {result}") from result
         error = f"{type(result).__name__}: {result}"
         logger.warning("trial %d raised %s", spec.trial_id, error)
         self.store.log_event("trial_exception", trial_id=spec.trial_id, error=error,
