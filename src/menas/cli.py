@@ -641,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lottery", help="lottery-ticket search (or --diagnose) on a trained network")
     p.add_argument("checkpoint", help="a `menas train --out` folder or a model.safetensors file")
     _add_data_args(p, required=False, recorded_seed=True)
-    p.add_argument("--proposal-seed", type=int, default=0, help="seed of the pruning proposals (default 0)")
+    p.add_argument("--proposal-seed", type=int, default=0,
+                   help="seed of the pruning proposals (and of --diagnose's fine-tuning; default 0)")  # fmt: skip
     p.add_argument("-P", "--proposals", type=int, default=50, help="pruning proposals (default 50)")
     p.add_argument("--macs-keep", default=None, help="share of MACs to keep, LOW:HIGH, e.g. 0.5:0.9")
     p.add_argument("--importance", default="l1", choices=["l1", "first"], help="which channels to keep")

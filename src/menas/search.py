@@ -196,7 +196,7 @@ class Search:
         try:
             return FolderLock(self.run_dir, command, LOCK_FILE)
         except FolderLocked as exc:
-            raise UserError(f"run {str(self.run_dir)!r}: another search is using it: {exc}") from None
+            raise UserError(f"run {exc}") from None
 
     def _refuse_stale_trials(self) -> None:
         """A new run never starts in a folder with trial files but no store: its checkpoints would be taken for
@@ -221,7 +221,8 @@ class Search:
         if not accept:
             raise UserError(
                 f"run {str(self.run_dir)!r}: {CONFIG_FILE} differs from the config the run started with (kept in "
-                f"{FILENAME}): {listing}. Undo the edit, or `menas resume --accept-config-change` to go on with it"
+                f"{FILENAME}): {listing}. Undo the edit, or `menas resume {self.run_dir} --accept-config-change` to "
+                "go on with it"
             )
         logger.warning("resuming %s with a changed config: %s", self.run_dir, listing)
         self.store.log_event("config_change", changes={key: list(pair) for key, pair in changes.items()})
