@@ -10,6 +10,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ from menas.space import Genome
 from menas.store import Store
 from menas.strategy import SearchExhausted
 from menas.train import train
-from test_data import write_fashion, write_folder
+from test_data import write_cifar, write_fashion, write_folder
 from test_diagnose_cli import DATA, GENOME
 from test_search import tiny_config
 
@@ -338,3 +339,19 @@ def test_the_search_process_reads_the_shape_without_building_loaders(
     with Search(cfg, tmp_path / "run") as search:
         budget = search.budget
         assert (budget.input_size, budget.in_chans, budget.num_classes) == expected
+
+
+def test_dataset_shape_checks_files_without_loading_them(tmp_path: Path) -> None:
+    write_cifar(tmp_path / "cifar", 100)
+    assert dataset_shape(DataConfig(dataset="cifar100", root=str(tmp_path / "cifar"))) == (32, 3, 100)
+    assert dataset_shape(DataConfig(dataset="digits", input_size=8)) == (8, 1, 10)
+    write_fashion(tmp_path / "fashion", gz=False)
+    (tmp_path / "fashion" / "t10k-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3, 0, 0]))  # a cut header
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte: not a uint8 IDX file"):
+        dataset_shape(DataConfig(root=str(tmp_path / "fashion")))
+    with pytest.raises(UserError, match="data.root: missing .*cifar-10-batches-py"):
+        dataset_shape(DataConfig(dataset="cifar10", root=str(tmp_path / "cifar")))
+    write_folder(tmp_path / "folder", per_class=1)
+    shutil.rmtree(tmp_path / "folder" / "val")
+    with pytest.raises(UserError, match="missing split folder .*val'"):
+        dataset_shape(DataConfig(dataset="imagefolder", root=str(tmp_path / "folder")))

@@ -184,7 +184,8 @@ class Search:
         trials run (in this process only with `executor.kind: local`, at the first trial)."""
         self.cfg = cfg
         self.space = load_space(cfg.space)
-        resolve_device(cfg.device)  # a bad device name fails here, before any training
+        if cfg.device != "auto":  # a bad device name fails here, before any training ("auto" would query CUDA)
+            resolve_device(cfg.device)
         self.shape = dataset_shape(cfg.data)
         self.budget = make_budget(cfg, self.shape)
         check_feasible(self.space, self.budget)
