@@ -27,7 +27,7 @@ from menas.config import DataConfig, StrategyConfig, TrainConfig, to_dict
 from menas.data import build_loaders, dataset_shape
 from menas.errors import TrialFailed, UserError
 from menas.files import FolderLock, FolderLocked
-from menas.search import Search, SearchStopped, format_traceback
+from menas.search import Search, SearchStopped, format_traceback, load_run_config
 from menas.space import Genome
 from menas.store import Store
 from menas.strategy import SearchExhausted
@@ -210,8 +210,9 @@ def test_resume_uses_the_stored_config_or_an_accepted_change(tmp_path: Path) -> 
     run = tmp_path / "run"
     Search(tiny_config(), run).close()
     (run / "config.yaml").unlink()
-    with Search(None, run, resume=True) as search:  # no config.yaml: the store has it
+    with Search(None, run, resume=True) as search:  # no config.yaml: the store has it (and writes it back)
         assert search.cfg == tiny_config()
+    assert load_run_config(run) == tiny_config()
     with Search(tiny_config(), run, resume=True) as search:
         assert search.cfg == tiny_config()
     edited = dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train, epochs=2))

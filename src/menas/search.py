@@ -10,6 +10,10 @@ One process searches a run folder at a time: `Search` holds an exclusive lock on
 the end of `run` (the kernel drops it if the process dies), and a second search or resume says who holds it.
 A run that stops on an error is marked "failed" (Ctrl-C or a lost worker: "interrupted") with the error and its
 traceback in an event, never left "running".
+
+Events the search logs in the store: `resume` (requeued trial ids), `config_change` (key: [old, new]),
+`trial_exception` (trial id, one-line error, traceback), `search_stopped` (the failure share tripped),
+`search_failed` (error, traceback) and `search_interrupted` (error).
 """
 
 from __future__ import annotations
@@ -160,6 +164,8 @@ class Search:
                 self.store = Store.open(self.run_dir)
                 self._lock = self._take_lock()
                 self._setup(self._resume_config(cfg, accept_config_change))
+                if not (self.run_dir / CONFIG_FILE).is_file():  # status, report and export read it
+                    save_config(self.cfg, self.run_dir)
                 self.pending = self.strategy.replay(self.store.history())
                 requeued = self.store.requeue()
                 self.store.log_event("resume", requeued=requeued, pid=os.getpid())
