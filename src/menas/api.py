@@ -77,18 +77,22 @@ def find_network(path: str | Path) -> NetworkSource:
 
 def _run_source(run: Path) -> NetworkSource:
     """A search's best trial: its weights, the trial's run.json when it has one, and the run's data config."""
-    from menas.search import load_run_config
+    from menas.config import SearchConfig
     from menas.store import Store
 
     with Store.open(run, readonly=True) as store:
         best = store.best()
+        stored = store.config()  # the run's one source of truth (config.yaml may have been edited since)
     if best is None:
         raise UserError(f"run {str(run)!r}: no finished trial yet")
     missing = f"run {str(run)!r}: the best trial's weights {best.checkpoint!r} are missing"
     if not best.checkpoint:
         raise UserError(missing)
     weights, record = resolve_checkpoint(best.checkpoint, missing)
-    data = _data_config(record["data"], weights) if "data" in record else load_run_config(run).data
+    if "data" in record:
+        data = _data_config(record["data"], weights)
+    else:
+        data = from_dict(SearchConfig, stored, "run config").data
     info = {"source": str(run), "trial_id": best.trial_id, "search_val_top1": best.final_score,
             "ticket": best.ticket is not None}  # fmt: skip
     return NetworkSource(weights, run, record, data, info)

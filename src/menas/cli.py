@@ -181,13 +181,19 @@ def _data_config(args: argparse.Namespace, base: Any = None) -> Any:
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True, recorded_seed: bool = False) -> None:
+    """Dataset arguments; `recorded_seed`: --seed defaults to the data seed the checkpoint recorded (a command
+    that reads a trained network must score it on the split it was trained against)."""
     p.add_argument("--data", required=required, default=None,
                    help="fashion-mnist | cifar10 | cifar100 | imagefolder | digits | synthetic")  # fmt: skip
     p.add_argument("--root", default=None, help="dataset folder (default: the dataset's usual place)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (default 128)")
     p.add_argument("--input-size", type=int, default=None, help="image side in px (default 32; 224 for folders)")
-    p.add_argument("--seed", type=int, default=0, help="seed for splits, data order and weights (default 0)")
+    if recorded_seed:
+        p.add_argument("--seed", type=int, default=None, help="data seed: splits and data order (default: the "
+                       "checkpoint's, from run.json, so search-val holds no training image; else 0)")  # fmt: skip
+    else:
+        p.add_argument("--seed", type=int, default=0, help="seed for splits, data order and weights (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
@@ -198,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from menas.checkpoint import WEIGHTS_FILE, save_weights
     from menas.config import TrainConfig, to_dict
     from menas.data import build_loaders, preprocessing, resolve_device
-    from menas.train import seed_trial, train
+    from menas.train import check_checkpoint_owner, seed_trial, train
 
     genome = parse_genome_arg(args.genome)
     data_cfg = _data_config(args)
@@ -206,11 +212,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.lr is not None:
         train_cfg = dataclasses.replace(train_cfg, lr=args.lr)
     out = Path(args.out)
+    if not args.restart:  # before anything is written: --out may hold another network's checkpoint
+        check_checkpoint_owner(out / "train.ckpt", {"genome": genome.to_str()})
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     data = build_loaders(data_cfg, device)
     write_json(out / "run.json", {"genome": genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
-                                   "device": str(device), "preprocessing": preprocessing(data)})  # fmt: skip
+                                   "device": str(device), "split_digest": data.split_digest,
+                                   "preprocessing": preprocessing(data)})  # fmt: skip
     seed_trial(args.seed)
     model = build_model(genome, data.num_classes, data.in_chans)
     cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
@@ -247,11 +256,16 @@ def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, A
     base = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
     if base is None and args.data is None:
         raise UserError(f"--data: required, {str(weights.with_name('run.json'))!r} does not record the dataset")
-    data_cfg = _data_config(args, base) if args.data else dataclasses.replace(base, seed=args.seed)
+    data_cfg = _data_config(args, base)  # the recorded data config (and seed) unless an argument overrides it
+    recorded_digest = recorded.get("split_digest")
     train_cfg = from_dict(TrainConfig, recorded["train"], "train") if "train" in recorded else TrainConfig()
     if args.threads:
         train_cfg = dataclasses.replace(train_cfg, threads=args.threads)
     data = build_loaders(data_cfg, resolve_device(args.device))
+    if recorded_digest is not None and data.split_digest != recorded_digest:
+        logging.getLogger(__name__).warning(
+            "the search split (seed %s) is not the one %s was trained with: search-val may hold training images",
+            data_cfg.seed, weights)  # fmt: skip
     model = load_weights(weights, data.num_classes, data.in_chans).to(data.train.device)
     return model, data, train_cfg, data_cfg
 
@@ -279,7 +293,7 @@ def cmd_lottery(args: argparse.Namespace) -> int:
     if args.diagnose:
         return _print_diagnosis(model, data, cfg, train_cfg, args, console)
     calib = calibration_batches(data.train, cfg.calib_batches, epoch=0)
-    result = search_ticket(model, calib, data.val, cfg, _random.Random(args.seed), data.input_size)
+    result = search_ticket(model, calib, data.val, cfg, _random.Random(args.proposal_seed), data.input_size)
     table = Table(title=f"{len(result.scored)} pruning proposals (scored on {cfg.score_images or 'all'} images, "
                   f"best {cfg.rescore_top} re-scored on all {data.val.num_samples})")  # fmt: skip
     for column in ("#", "mean mid rate", "MACs", "params", "subset top-1", "full top-1"):
@@ -350,7 +364,7 @@ def _print_diagnosis(
         task = progress.add_task("proposals fine-tuned twice", total=args.M)
         epochs = 1 if args.finetune_epochs is None else args.finetune_epochs
         result = diagnose(model, data, cfg, train_cfg, proposals=args.M, finetune_epochs=epochs,
-                          seed=args.seed, progress=lambda n: progress.update(task, completed=n))  # fmt: skip
+                          seed=args.proposal_seed, progress=lambda n: progress.update(task, completed=n))  # fmt: skip
     table = Table(title=f"correlation with the fine-tuned accuracy ({args.M} proposals, {epochs} "
                   f"epoch(s) of fine-tuning scored on {result.finetune_images} images; quick scores on "
                   f"{result.subset_images})")  # fmt: skip
@@ -420,10 +434,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continues a search after a crash or Ctrl-C: finished trials are kept, in-flight ones re-run."""
-    from menas.search import Search, load_run_config
+    from menas.search import CONFIG_FILE, Search, load_run_config
 
     run = Path(args.run)
-    return _run_search(Search(load_run_config(run), run, resume=True), _console())
+    cfg = load_run_config(run) if (run / CONFIG_FILE).is_file() else None  # None: the store's config as it is
+    return _run_search(Search(cfg, run, resume=True, accept_config_change=args.accept_config_change), _console())
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -603,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue a search after a crash or Ctrl-C")
     p.add_argument("run", help="the run folder")
+    p.add_argument("--accept-config-change", action="store_true",
+                   help="go on with an edited config.yaml (the change is logged in the store); without it, a "
+                   "config.yaml that differs from the run's stored config is refused")  # fmt: skip
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("status", help="progress of a search (works while it runs)")
@@ -644,7 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lottery", help="lottery-ticket search (or --diagnose) on a trained network")
     p.add_argument("checkpoint", help="a `menas train --out` folder or a model.safetensors file")
-    _add_data_args(p, required=False)
+    _add_data_args(p, required=False, recorded_seed=True)
+    p.add_argument("--proposal-seed", type=int, default=0,
+                   help="seed of the pruning proposals (and of --diagnose's fine-tuning; default 0)")  # fmt: skip
     p.add_argument("-P", "--proposals", type=int, default=50, help="pruning proposals (default 50)")
     p.add_argument("--macs-keep", default=None, help="share of MACs to keep, LOW:HIGH, e.g. 0.5:0.9")
     p.add_argument("--importance", default="l1", choices=["l1", "first"], help="which channels to keep")

@@ -23,6 +23,7 @@ import functools
 import gzip
 import hashlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,21 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def read_idx_shape(path: str | Path) -> tuple[int, ...]:
+    """The shape an IDX file's header declares (reads only the header, also of a gzipped file)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            magic = f.read(4)
+            dims = f.read(4 * magic[3]) if len(magic) == 4 else b""
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path}: cannot read IDX file ({exc})") from None
+    if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or len(dims) != 4 * magic[3]:
+        raise UserError(f"{path}: not a uint8 IDX file (magic {magic.hex() or 'missing'}, expected 000008xx)")
+    return tuple(int(d) for d in np.frombuffer(dims, dtype=">i4"))
+
+
 def _find_idx(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz"):
         if (folder / name).is_file():
@@ -99,9 +115,9 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_fashion_mnist(root: str | Path) -> tuple[ImageArrays, ImageArrays]:
-    """Fashion-MNIST (train, test) from IDX files in `root` or in torchvision's `root/FashionMNIST/raw`."""
-    root = Path(root)
+def _fashion_files(root: Path, prefix: str) -> tuple[Path, Path]:
+    """(images, labels) IDX files of one Fashion-MNIST split ("train" or "t10k") in `root` or in torchvision's
+    `root/FashionMNIST/raw`."""
     if not root.is_dir():
         raise UserError(f"data.root: {str(root)!r} is not a directory (Fashion-MNIST IDX files expected)")
     candidates = [root, root / "FashionMNIST" / "raw"]
@@ -110,11 +126,17 @@ def load_fashion_mnist(root: str | Path) -> tuple[ImageArrays, ImageArrays]:
         raise UserError(
             f"data.root: no train-images-idx3-ubyte[.gz] in {str(root)!r} or {str(candidates[1])!r} (Fashion-MNIST)"
         )
+    images, labels = (_find_idx(folder, f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1"))
+    if images is None or labels is None:
+        raise UserError(f"data.root: missing {prefix}-images-idx3-ubyte or {prefix}-labels-idx1-ubyte in {folder}")
+    return images, labels
+
+
+def load_fashion_mnist(root: str | Path) -> tuple[ImageArrays, ImageArrays]:
+    """Fashion-MNIST (train, test) from IDX files in `root` or in torchvision's `root/FashionMNIST/raw`."""
     splits = []
     for prefix in ("train", "t10k"):
-        paths = [_find_idx(folder, f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]
-        if None in paths:
-            raise UserError(f"data.root: missing {prefix}-images-idx3-ubyte or {prefix}-labels-idx1-ubyte in {folder}")
+        paths = _fashion_files(Path(root), prefix)
         images, labels = read_idx(paths[0]), read_idx(paths[1])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise UserError(f"{paths[0]}: got images {images.shape} and labels {labels.shape}, allowed: (N,H,W), (N,)")
@@ -122,12 +144,8 @@ def load_fashion_mnist(root: str | Path) -> tuple[ImageArrays, ImageArrays]:
     return splits[0], splits[1]
 
 
-def load_cifar(root: str | Path, num_classes: Literal[10, 100]) -> tuple[ImageArrays, ImageArrays]:
-    """CIFAR-10 or CIFAR-100 (train, test) from torchvision's python-pickle layout under `root`; never downloads.
-
-    The files are read by torchvision's dataset classes; only their md5 check is replaced by an existence check,
-    so that a re-packed or test copy in the same layout loads too.
-    """
+def _cifar_files(root: str | Path, num_classes: int) -> type:
+    """torchvision's CIFAR class for `num_classes`, after checking that its files exist under `root`."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
     base = CIFAR10 if num_classes == 10 else CIFAR100
@@ -136,6 +154,17 @@ def load_cifar(root: str | Path, num_classes: Literal[10, 100]) -> tuple[ImageAr
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
         raise UserError(f"data.root: missing {folder / missing[0]} (CIFAR-{num_classes} python-pickle layout)")
+    return base
+
+
+def load_cifar(root: str | Path, num_classes: Literal[10, 100]) -> tuple[ImageArrays, ImageArrays]:
+    """CIFAR-10 or CIFAR-100 (train, test) from torchvision's python-pickle layout under `root`; never downloads.
+
+    The files are read by torchvision's dataset classes; only their md5 check is replaced by an existence check,
+    so that a re-packed or test copy in the same layout loads too.
+    """
+    base = _cifar_files(root, num_classes)
+    folder = Path(root) / base.base_folder
 
     class _Cifar(base):  # type: ignore[misc, valid-type]
         def _check_integrity(self) -> bool:
@@ -607,6 +636,59 @@ def build_loaders(
         return _build_folder(cfg, device, mode, channels_last)
     train, test = _load_arrays(cfg)
     return _build_in_memory(cfg, train, test, device, mode, channels_last)
+
+
+def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    """(input size, input channels, classes) of the dataset `cfg` names, cheaply: what a search needs to set its
+    budget, without loading images (a search's own process never builds loaders; trials do, where they run).
+
+    Checks that the files are there (Fashion-MNIST: the IDX headers are read; CIFAR: the batch files exist; an
+    image folder: train/ and val/ exist and the classes are train/'s subfolders, no file is listed) and raises
+    the same one-line errors as `build_loaders`. Anything inside the files is checked when a trial loads them.
+    """
+    if cfg.randaugment and cfg.dataset != "imagefolder":
+        raise UserError(f"data.randaugment: got {cfg.randaugment!r}, allowed: null unless dataset is imagefolder")
+    size = cfg.input_size or default_input_size(cfg.dataset)
+    if cfg.dataset == "fashion-mnist":
+        for prefix in ("train", "t10k"):
+            images, _ = _fashion_files(Path(cfg.root or FASHION_MNIST_ROOT), prefix)
+            shape = read_idx_shape(images)
+            if len(shape) != 3:
+                raise UserError(f"{images}: got IDX shape {shape}, allowed: (N, H, W)")
+        return size, 1, 10
+    if cfg.dataset in ("cifar10", "cifar100"):
+        classes = 10 if cfg.dataset == "cifar10" else 100
+        _cifar_files(cfg.root or CIFAR_ROOT, classes)
+        return size, 3, classes
+    if cfg.dataset == "imagefolder":
+        return size, 3, len(_folder_classes(cfg))
+    if cfg.dataset == "digits":
+        import importlib.util
+
+        if importlib.util.find_spec("sklearn") is None:
+            raise UserError("data.dataset: 'digits' needs scikit-learn (pip install 'menas[digits]')")
+        return size, 1, 10
+    if cfg.dataset == "synthetic":
+        return size, 1, 10  # make_synthetic's defaults
+    raise UserError(f"data.dataset: got {cfg.dataset!r}, allowed: {', '.join(_IN_CHANS)}")
+
+
+def _folder_classes(cfg: DataConfig) -> list[str]:
+    """The class names of an image folder: train/'s subfolders (one directory listing; val/ must exist)."""
+    if cfg.root is None:
+        raise UserError("data.root: got None, allowed: a folder with train/ and val/ (ImageNet layout)")
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise UserError(f"data.root: {str(root)!r} is not a directory")
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise UserError(
+                f"data.root: missing split folder {str(root / split)!r} (expected train/ and val/ with class dirs)"
+            )
+    classes = sorted(entry.name for entry in os.scandir(root / "train") if entry.is_dir())
+    if not classes:
+        raise UserError(f"data.root: {str(root / 'train')!r} has no class folders")
+    return classes
 
 
 def _load_arrays(cfg: DataConfig) -> tuple[ImageArrays, ImageArrays]:

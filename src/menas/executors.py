@@ -5,13 +5,15 @@ The search loop drives both the same way: `submit` while `free` slots remain, th
 finished trial. The store, the strategy and every decision stay in the search's process; workers only turn a
 `TrialJob` (plain data) into a `TrialResult`. A trial's exception comes back as the exception, for the loop to
 record as a failed trial. This module does not import torch at import time: a worker must set
-`CUDA_VISIBLE_DEVICES` and its thread count before torch starts.
+`CUDA_VISIBLE_DEVICES` and its thread count before torch starts. An exception from a worker keeps the worker's
+traceback (as its cause, or a note for Ray), for the search to store with the failed trial.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
 import dataclasses
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from menas.config import ExecutorConfig
 from menas.errors import MenasError, UserError
 
 Finished = tuple[Any, Any]  # (the spec, a TrialResult or the exception the trial raised)
+
+logger = logging.getLogger(__name__)
 
 
 class WorkerLost(MenasError):
@@ -113,6 +117,7 @@ class PoolExecutor(_Workers):
         self._pool = futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                                  initargs=(slots, threads, gpus))  # fmt: skip
         self._running = {}
+        logger.info("pool of %d worker processes, %d threads each, %d GPUs", workers, threads, gpus)
 
     def submit(self, spec: Any, job: Any) -> None:
         self._running[self._pool.submit(_run_in_worker, self._with_threads(job))] = spec
@@ -125,11 +130,13 @@ class PoolExecutor(_Workers):
             try:
                 finished.append((spec, future.result()))
             except BrokenProcessPool as exc:
+                logger.error("worker process lost while running trial %d: %s", spec.trial_id, exc)
                 raise WorkerLost(
                     f"a worker process died while running trial {spec.trial_id} ({exc}); finished trials are kept, "
                     "`menas resume` runs the interrupted ones again"
                 ) from None
-            except Exception as exc:
+            except Exception as exc:  # its cause holds the worker's traceback (concurrent.futures' _RemoteTraceback)
+                logger.debug("trial %d raised in a worker: %r", spec.trial_id, exc)
                 finished.append((spec, exc))
         return finished
 
@@ -137,6 +144,7 @@ class PoolExecutor(_Workers):
         """Waits for the workers to exit; with `abort` (Ctrl-C, a stopped search) stops running trials at once:
         they stay "running" in the store and `menas resume` runs them again from their last epoch checkpoint."""
         if abort:
+            logger.info("stopping %d running trial(s)", len(self._running))
             for process in list(getattr(self._pool, "_processes", {}).values()):
                 process.terminate()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -160,6 +168,7 @@ class RayExecutor(_Workers):
         gpus = int(resources.get("GPU", 0))
         self.workers, self.threads = pool_shape(cfg, gpus, int(resources.get("CPU", 1)))
         options = {"num_gpus": 1} if gpus > 0 else {"num_cpus": self.threads}
+        logger.info("Ray: at most %d trials at once, %s each", self.workers, options)
         self._task = ray.remote(max_retries=0, **options)(_run_in_ray_worker)
         self._running = {}
 
@@ -178,8 +187,11 @@ class RayExecutor(_Workers):
                 finished.append((spec, ray.get(ref)))
             except ray.exceptions.RayTaskError as exc:  # the trial raised: its own exception
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
+                if cause is not exc:  # the worker's traceback, which the cause alone does not carry
+                    cause.add_note(f"in the Ray worker:\n{getattr(exc, 'traceback_str', exc)}")
                 finished.append((spec, cause))
             except ray.exceptions.RayError as exc:  # the worker or its node died
+                logger.error("Ray worker lost while running trial %d: %r", spec.trial_id, exc)
                 raise WorkerLost(
                     f"the Ray worker running trial {spec.trial_id} was lost ({type(exc).__name__}); finished trials "
                     "are kept, `menas resume` runs the interrupted ones again"

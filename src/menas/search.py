@@ -2,14 +2,29 @@
 
 The store is the source of truth. Every spec is written before it runs and every result before the strategy
 hears of it, so after a crash `resume` rebuilds the strategy by replaying the store and re-runs only the trials
-that were in flight (each from its last epoch checkpoint). Finished trials are never trained again.
+that were in flight (each from its last epoch checkpoint). Finished trials are never trained again. The store also
+holds the config the run started with: `resume` uses it, and refuses a config.yaml that differs unless told to
+accept the change (which is then logged in the store).
+
+One process searches a run folder at a time: `Search` holds an exclusive lock on `RUN/menas.lock` from set-up to
+the end of `run` (the kernel drops it if the process dies), and a second search or resume says who holds it.
+A run that stops on an error is marked "failed" (Ctrl-C or a lost worker: "interrupted") with the error and its
+traceback in an event, never left "running".
+
+Events the search logs in the store: `resume` (requeued trial ids), `config_change` (key: [old, new]),
+`trial_exception` (trial id, one-line error, traceback), `search_stopped` (the failure share tripped),
+`search_failed` (error, traceback) and `search_interrupted` (error).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +34,21 @@ import yaml
 
 from menas.config import SearchConfig, from_dict, to_dict
 from menas.cost import Budget, format_count, parse_count
-from menas.data import SearchData
+from menas.data import dataset_shape, resolve_device
 from menas.errors import MenasError, UserError
 from menas.executors import WorkerLost, make_executor
-from menas.files import write_atomically
+from menas.files import FolderLock, FolderLocked, write_atomically
 from menas.operators import check_feasible
 from menas.space import load_space
-from menas.store import Store
+from menas.store import FILENAME, Store, store_path
 from menas.strategy import TrialOutcome, TrialSpec, make_strategy
-from menas.trial import TrialJob, TrialResult, load_data, run_trial
+from menas.trial import TrialJob, TrialResult, run_trial
 
 CONFIG_FILE = "config.yaml"
+#: The run folder's lock file (holder's pid, host, command and start time inside).
+LOCK_FILE = "menas.lock"
+
+logger = logging.getLogger(__name__)
 
 
 class SearchStopped(MenasError):
@@ -77,41 +96,146 @@ def _count(value: float | str | None, field: str, default: float) -> float:
     return parse_count(value, field) if isinstance(value, str) else float(value)
 
 
-def make_budget(cfg: SearchConfig, data: SearchData) -> Budget:
-    """The config's budget at the dataset's input shape (strings like "150M" accepted)."""
+def make_budget(cfg: SearchConfig, shape: tuple[int, int, int]) -> Budget:
+    """The config's budget at the dataset's (input size, input channels, classes) (strings like "150M" accepted)."""
     b = cfg.budget
+    input_size, in_chans, num_classes = shape
     return Budget(
         macs_min=_count(b.macs_min, "budget.macs_min", 0.0),
         macs_max=_count(b.macs_max, "budget.macs_max", math.inf),
         params_max=_count(b.params_max, "budget.params_max", math.inf),
-        input_size=data.input_size,
-        in_chans=data.in_chans,
-        num_classes=data.num_classes,
+        input_size=input_size,
+        in_chans=in_chans,
+        num_classes=num_classes,
     )
 
 
+def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old value, new value)} of every leaf that differs between two config dicts."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes.update(config_changes(a, b, f"{prefix}{key}."))
+        elif a != b:
+            changes[f"{prefix}{key}"] = (a, b)
+    return changes
+
+
 class Search:
-    """A search in a run directory: set up (validating everything before any training), run, summarise."""
+    """A search in a run directory: set up (validating everything before any training), run, summarise.
 
-    def __init__(self, cfg: SearchConfig, run_dir: str | Path, *, resume: bool = False) -> None:
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+    A new run (`resume=False`) starts from `cfg`. A resumed run continues from the config stored when it started;
+    `cfg` (config.yaml, or None) must equal it unless `accept_config_change`, which switches to `cfg` and logs the
+    change. Set-up takes the run folder's lock; `run` releases it when it ends (or call `close`).
+    """
+
+    def __init__(
+        self,
+        cfg: SearchConfig | None,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        accept_config_change: bool = False,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.store: Store | None = None
+        self._lock: FolderLock | None = None
+        self._finished_here: list[TrialResult] = []  # trials finished by this process: the failure share's base
+        self.resumed = resume
+        try:
+            if resume:
+                self.store = Store.open(self.run_dir)
+                self._lock = self._take_lock()
+                self._setup(self._resume_config(cfg, accept_config_change))
+                if not (self.run_dir / CONFIG_FILE).is_file():  # status, report and export read it
+                    save_config(self.cfg, self.run_dir)
+                self.pending = self.strategy.replay(self.store.history())
+                requeued = self.store.requeue()
+                self.store.log_event("resume", requeued=requeued, pid=os.getpid())
+                logger.info("resuming %s: %d trials to run again", self.run_dir, len(requeued))
+            else:
+                if cfg is None:
+                    raise UserError("config: got None, allowed: a SearchConfig (only a resumed run has a stored one)")
+                self._setup(cfg)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._lock = self._take_lock()
+                self._refuse_stale_trials()
+                self.store = Store.create(self.run_dir, to_dict(cfg), seed=cfg.seed)
+                save_config(cfg, self.run_dir)
+                self.pending = []
+        except BaseException:
+            self.close()
+            raise
+        self.started = time.perf_counter()
+
+    def _setup(self, cfg: SearchConfig) -> None:
+        """Validates the config and builds the strategy. Reads only the dataset's shape: loaders are built where
+        trials run (in this process only with `executor.kind: local`, at the first trial)."""
+        self.cfg = cfg
         self.space = load_space(cfg.space)
-        from menas.data import resolve_device
-
-        self.data = load_data(cfg.data, resolve_device(cfg.device))
-        self.budget = make_budget(cfg, self.data)
+        if cfg.device != "auto":  # a bad device name fails here, before any training ("auto" would query CUDA)
+            resolve_device(cfg.device)
+        self.shape = dataset_shape(cfg.data)
+        self.budget = make_budget(cfg, self.shape)
         check_feasible(self.space, self.budget)
         self.strategy = make_strategy(cfg, self.space, self.budget)
-        if resume:
-            self.store = Store.open(self.run_dir)
-            self.pending = self.strategy.replay(self.store.history())
-            self.store.requeue()
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.store = Store.create(self.run_dir, to_dict(cfg), seed=cfg.seed)
-            save_config(cfg, self.run_dir)
-            self.pending = []
-        self.started = time.perf_counter()
+
+    def _take_lock(self) -> FolderLock:
+        program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+        command = " ".join(["menas" if program in ("menas", "cli.py") else program, *sys.argv[1:]])
+        try:
+            return FolderLock(self.run_dir, command, LOCK_FILE)
+        except FolderLocked as exc:
+            raise UserError(f"run {exc}") from None
+
+    def _refuse_stale_trials(self) -> None:
+        """A new run never starts in a folder with trial files but no store: its checkpoints would be taken for
+        this run's trials (the checkpoint identity check would refuse most, not a trial with the same genome)."""
+        trials = self.run_dir / "trials"
+        if not store_path(self.run_dir).exists() and trials.is_dir() and any(trials.iterdir()):
+            raise UserError(
+                f"run {str(self.run_dir)!r}: holds trials/ from an earlier run but no {FILENAME}; choose a new "
+                f"folder, or delete {str(trials)!r} first"
+            )
+
+    def _resume_config(self, cfg: SearchConfig | None, accept: bool) -> SearchConfig:
+        """The stored config, or `cfg` when it differs and `accept` (the change is logged and stored)."""
+        assert self.store is not None
+        stored = from_dict(SearchConfig, self.store.config(), f"{FILENAME} config")
+        if cfg is None:
+            return stored
+        changes = config_changes(to_dict(stored), to_dict(cfg))
+        if not changes:
+            return stored
+        listing = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+        if not accept:
+            raise UserError(
+                f"run {str(self.run_dir)!r}: {CONFIG_FILE} differs from the config the run started with (kept in "
+                f"{FILENAME}): {listing}. Undo the edit, or `menas resume {self.run_dir} --accept-config-change` to "
+                "go on with it"
+            )
+        logger.warning("resuming %s with a changed config: %s", self.run_dir, listing)
+        self.store.log_event("config_change", changes={key: list(pair) for key, pair in changes.items()})
+        self.store.set_config(to_dict(cfg))
+        return cfg
+
+    def close(self) -> None:
+        """Releases the run folder's lock and closes the store (idempotent)."""
+        self.release_lock()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> Search:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def job(self, spec: TrialSpec) -> TrialJob:
         cfg = self.cfg
@@ -133,23 +257,44 @@ class Search:
         on_epoch: Callable[[TrialSpec, str, Any], None] | None = None,
     ) -> SearchSummary:
         """Runs trials until the strategy is finished: one at a time in this process (`executor.kind: local`,
-        with per-epoch `on_epoch` calls) or in a pool of workers (`pool`; `on_epoch` is not called)."""
+        with per-epoch `on_epoch` calls) or in a pool of workers (`pool`; `on_epoch` is not called). However it
+        ends, the run's status says so and the run folder's lock is released."""
+        if self.store is None:
+            raise MenasError("Search.run: the search was closed (a Search runs once)")
         self.store.set_status("running")
 
         def run_here(spec: TrialSpec, job: TrialJob) -> TrialResult:
             epoch_cb = None if on_epoch is None else lambda phase, stats: on_epoch(spec, phase, stats)
             return run_trial(job, epoch_cb)
 
-        executor = make_executor(self.cfg.executor, self.cfg.device, run_here)
         try:
-            summary = self._loop(executor, on_result)
+            executor = make_executor(self.cfg.executor, self.cfg.device, run_here)
+            try:
+                summary = self._loop(executor, on_result)
+            except BaseException:
+                executor.close(abort=True)  # running trials stay "running": resume re-runs them
+                raise
+            executor.close()
+            return summary
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt | WorkerLost):
-                self.store.set_status("interrupted")
-            executor.close(abort=True)  # running trials stay "running": resume re-runs them
+            self._mark_stopped(exc)
             raise
-        executor.close()
-        return summary
+        finally:
+            self.release_lock()
+
+    def _mark_stopped(self, exc: BaseException) -> None:
+        """Records why the run ended early: "interrupted" for Ctrl-C, a lost worker or a kill-like exit,
+        "failed" (with the traceback in a `search_failed` event) for any error; never leaves it "running"."""
+        if isinstance(exc, SearchStopped):
+            return  # `_check_failures` recorded it
+        interrupted = isinstance(exc, WorkerLost) or not isinstance(exc, Exception)
+        status = "interrupted" if interrupted else "failed"
+        try:
+            self.store.set_status(status)
+            self.store.log_event(f"search_{status}", error=f"{type(exc).__name__}: {exc}",
+                                 traceback=None if interrupted else format_traceback(exc))  # fmt: skip
+        except Exception:  # the store itself may be what failed: never hide the original error
+            logger.exception("could not record that the run %s %s", self.run_dir, status)
 
     def _loop(self, executor: Any, on_result: Callable[[TrialSpec, TrialResult], None] | None) -> SearchSummary:
         queue = list(self.pending)
@@ -175,12 +320,15 @@ class Search:
         return self.summary()
 
     def _as_result(self, spec: TrialSpec, result: TrialResult | BaseException) -> TrialResult:
-        """A trial's exception becomes a failed result with its reason, so one broken candidate never ends the
-        search (a systematic cause trips `max_failure_share`)."""
+        """A trial's exception becomes a failed result with its reason (one line in the trial's row, the full
+        traceback in a `trial_exception` event), so one broken candidate never ends the search (a systematic cause,
+        such as data files a trial cannot read, trips `max_failure_share` with the last error in its message)."""
         if isinstance(result, TrialResult):
             return result
         error = f"{type(result).__name__}: {result}"
-        self.store.log_event("trial_exception", trial_id=spec.trial_id, error=error)
+        logger.warning("trial %d raised %s", spec.trial_id, error)
+        self.store.log_event("trial_exception", trial_id=spec.trial_id, error=error,
+                             traceback=format_traceback(result))  # fmt: skip
         return TrialResult(spec.trial_id, spec.genome, "failed", 0, 0, error=error)
 
     def _record(
@@ -189,23 +337,35 @@ class Search:
         outcome = TrialOutcome.from_record(result)  # a TrialResult has the outcome's attribute names
         self.store.record_outcome(outcome, error=result.error, **_details(result))
         self.strategy.tell([outcome])
+        self._finished_here.append(result)
         if on_result is not None:
             on_result(spec, result)
         self._check_failures()
 
     def _check_failures(self) -> None:
-        done = self.store.finished()
+        """Stops the search when more than `max_failure_share` of (at least 5) trials failed. Only trials finished
+        by this process count, so a run resumed after the cause was fixed is judged by its new trials."""
+        done = self._finished_here
         failed = [t for t in done if t.status == "failed"]
         share = self.cfg.max_failure_share
         if len(done) >= 5 and len(failed) / len(done) > share:
+            since = "since the resume" if self.resumed else "so far"
             self.store.set_status("failed")
+            self.store.log_event("search_stopped", finished=len(done), failed=len(failed), last_error=failed[-1].error)
             raise SearchStopped(
-                f"{len(failed)} of {len(done)} trials failed (more than max_failure_share={share:g}); last error: "
-                f"{failed[-1].error}. Everything done so far is in {self.run_dir}; fix the cause and `menas resume`."
+                f"{len(failed)} of {len(done)} trials failed {since} (more than max_failure_share={share:g}); last "
+                f"error: {failed[-1].error}. Everything done so far is in {self.run_dir}; fix the cause and "
+                f"`menas resume {self.run_dir}` (failed trials stay failed; failures are counted anew from there)."
             )
 
     def summary(self) -> SearchSummary:
         return summarize(self.store, time.perf_counter() - self.started)
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The full traceback of an exception, chained causes included (a worker's exception carries the worker's
+    traceback as its cause)."""
+    return "".join(traceback.format_exception(exc))
 
 
 def _details(result: TrialResult) -> dict[str, Any]:

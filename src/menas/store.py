@@ -10,12 +10,13 @@ This module owns the schema and every read and write of that file:
 - `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
   returning a result: its trial id and error).
 
-Crash safety: the file is created under a temporary name and renamed when complete; it runs in WAL mode with
-`synchronous=FULL`; every write is one transaction (`BEGIN IMMEDIATE` ... `COMMIT`), so a crash loses at most the
-write in progress and never leaves a half-written trial. Readers (other connections, threads or processes, e.g.
-`menas status` or `menas report` during a search) see consistent snapshots while a writer writes and wait on a
-busy timeout instead of failing with "database is locked". A `Store` object is one connection: use it from one
-thread; open another `Store` per thread or process.
+Crash safety: the file is created under a temporary name and linked into place when complete (a second creator
+fails instead of replacing it); it runs in WAL mode with `synchronous=FULL`; every write is one transaction
+(`BEGIN IMMEDIATE` ... `COMMIT`), so a crash loses at most the write in progress and never leaves a half-written
+trial. Readers (other connections, threads or processes, e.g. `menas status` or `menas report` during a search)
+see consistent snapshots while a writer writes and wait on a busy timeout instead of failing with "database is
+locked". A `Store` object is one connection: use it from one thread; open another `Store` per thread or process.
+One search writes a run at a time: `menas.search` holds the run folder's lock (`menas.files.FolderLock`).
 
 Resume (see `history` and `in_flight`): replay the history into a fresh strategy in trial_id order, then re-run
 the trials it reports pending (`requeue` them here first). This module never imports torch.
@@ -256,6 +257,24 @@ def _mean(values: list[float]) -> float | None:
 # --------------------------------------------------------------------------------------------- store
 
 
+def _publish(tmp: Path, target: Path) -> None:
+    """Puts the complete new store file `tmp` at `target` unless something is there already: a hard link fails
+    when `target` exists (atomically, unlike `os.replace`, which would swap the file under another creator's open
+    connection). Filesystems without hard links fall back to an exists check and a rename."""
+    try:
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise FileExistsError(f"{target} already exists (created by another process just now): resume that run "
+                                  "or choose another run name") from None  # fmt: skip
+        except OSError:  # no hard links here (some network and FUSE filesystems)
+            if target.exists():
+                raise FileExistsError(f"{target} already exists: resume that run or choose another run name") from None
+            os.rename(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _connect(path: Path, mode: str) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), rows by name, busy timeout set."""
     conn = sqlite3.connect(
@@ -289,7 +308,9 @@ class Store:
             seed: the run's seed; defaults to `config["seed"]` when present.
 
         Raises:
-            FileExistsError: the store already exists (resume it instead of overwriting a run).
+            FileExistsError: the store already exists (resume it instead of overwriting a run), also when another
+                process created it while this one was building its file: the first creator wins and its open
+                connections keep working (the complete file is hard-linked into place, never renamed over one).
             ValueError: a config that is not a JSON-serialisable mapping, or a bad seed.
         """
         check(isinstance(config, dict), "config", type(config).__name__, "a mapping")
@@ -322,7 +343,7 @@ class Store:
             conn.execute("COMMIT")
         finally:
             conn.close()  # the last connection checkpoints the WAL into the file and removes it
-        os.replace(tmp, target)
+        _publish(tmp, target)
         return cls.open(target)
 
     @classmethod
@@ -393,6 +414,15 @@ class Store:
     def config(self) -> dict[str, Any]:
         """The run's resolved config as stored at creation."""
         return json.loads(self._conn.execute("SELECT config FROM run WHERE id = 1").fetchone()[0])
+
+    def set_config(self, config: dict[str, Any]) -> None:
+        """Replaces the stored config (`menas resume --accept-config-change`; log the change as an event)."""
+        try:
+            text = json.dumps(config, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"config: not JSON-serialisable ({exc})") from None
+        with self._write() as conn:
+            conn.execute("UPDATE run SET config = ?, updated = ? WHERE id = 1", (text, time.time()))
 
     def run_info(self) -> RunInfo:
         row = self._conn.execute("SELECT created, updated, seed, version, status FROM run WHERE id = 1").fetchone()

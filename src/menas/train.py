@@ -295,11 +295,51 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def checkpoint_identity(model: nn.Module, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Which network a training checkpoint belongs to: the model's genome string (when it has one) plus the
+    caller's `owner` fields (a search's trial id). Stored in every checkpoint and compared on resume, so a folder
+    never resumes another network's weights."""
+    genome = getattr(model, "genome", None)
+    return {**({"genome": genome.to_str()} if genome is not None else {}), **(owner or {})}
+
+
+def _describe_identity(identity: dict[str, Any]) -> str:
+    extra = ", ".join(f"{key} {value}" for key, value in sorted(identity.items()) if key != "genome")
+    genome = f"genome {identity['genome']}" if "genome" in identity else "a network without a genome"
+    return genome + (f" ({extra})" if extra else "")
+
+
+def check_checkpoint_owner(path: str | Path, identity: dict[str, Any], payload: dict[str, Any] | None = None) -> None:
+    """Refuses to resume a checkpoint that belongs to another network (nothing to check when `path` does not
+    exist or predates identities: then loading the state dict still refuses other shapes).
+
+    Raises:
+        UserError: one line naming the checkpoint's network and this one.
+    """
+    if payload is None:
+        if not Path(path).is_file():
+            return
+        payload = load_checkpoint(path)
+    saved = payload.get("identity")
+    if saved is not None and saved != identity:
+        raise UserError(
+            f"checkpoint {str(path)!r} belongs to {_describe_identity(saved)}, not to {_describe_identity(identity)}:"
+            " start over (`--restart`, or resume=False) or use another folder"
+        )
+
+
 def _checkpoint_payload(
-    model: nn.Module, parts: _Parts, cfg: TrainConfig, loader: _Loader, epochs_done: int, history: History
+    model: nn.Module,
+    parts: _Parts,
+    cfg: TrainConfig,
+    loader: _Loader,
+    epochs_done: int,
+    history: History,
+    identity: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
+        "identity": identity,
         "epoch": epochs_done,
         "num_updates": epochs_done * len(loader),
         "model": model.state_dict(),
@@ -328,8 +368,13 @@ def _check_resumable(payload: dict[str, Any], cfg: TrainConfig, loader: _Loader,
             raise UserError(f"checkpoint {str(path)!r}: data {key} was {payload['loader'].get(key)!r}, now {value!r}")
 
 
-def _restore(model: nn.Module, parts: _Parts, payload: dict[str, Any]) -> None:
-    model.load_state_dict(payload["model"])
+def _restore(model: nn.Module, parts: _Parts, payload: dict[str, Any], path: str | Path) -> None:
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:  # a checkpoint without an identity, of another network
+        first = str(exc).splitlines()[0]
+        raise UserError(f"checkpoint {str(path)!r}: its weights do not fit this network ({first}); start over "
+                        "(`--restart`, or resume=False)") from None  # fmt: skip
     parts.optimizer.load_state_dict(payload["optimizer"])
     parts.scheduler.load_state_dict(payload["scheduler"])
     if parts.ema is not None and payload["ema"] is not None:
@@ -420,6 +465,7 @@ def train(
     checkpoint_path: str | Path | None = None,
     resume: bool = True,
     progress: Callable[[EpochStats], None] | None = None,
+    owner: dict[str, Any] | None = None,
 ) -> History:
     """Trains `model` in place for `cfg.epochs` epochs, scoring `val_loader` every `cfg.eval_every` epochs and
     after the last.
@@ -433,6 +479,8 @@ def train(
             one is loaded and training continues after its last finished epoch (bit-identical on CPU).
         resume: False ignores (and then overwrites) an existing checkpoint.
         progress: called with each finished epoch's `EpochStats` (after its checkpoint is written).
+        owner: who the checkpoint belongs to besides the model's genome (e.g. {"trial_id": 3}); a checkpoint of
+            another genome or owner is refused, never resumed (see `checkpoint_identity`).
 
     Returns:
         The `History` of all epochs. With `cfg.ema`, the EMA weights are copied into `model` at the end, so
@@ -440,7 +488,7 @@ def train(
 
     Raises:
         TrialFailed: the training loss became NaN/infinite (names epoch and step), or CUDA ran out of memory.
-        ValueError: the checkpoint does not match `cfg` or the loader.
+        UserError: the checkpoint belongs to another network, or does not match `cfg` or the loader.
     """
     device = train_loader.device
     if cfg.threads:
@@ -451,10 +499,12 @@ def train(
     parts = _build_parts(model, cfg, train_loader)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history, start = History(), 0
+    identity = checkpoint_identity(model, owner)
     if checkpoint_path is not None and resume and Path(checkpoint_path).is_file():
         payload = load_checkpoint(checkpoint_path)
+        check_checkpoint_owner(checkpoint_path, identity, payload)
         _check_resumable(payload, cfg, train_loader, checkpoint_path)
-        _restore(model, parts, payload)
+        _restore(model, parts, payload, checkpoint_path)
         history, start = History.from_dict(payload["history"]), payload["epoch"]
         history.resumed_at = start
     else:
@@ -480,7 +530,8 @@ def train(
             stats.eval_seconds = scores["seconds"]
         history.epochs.append(stats)
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, _checkpoint_payload(model, parts, cfg, train_loader, epoch + 1, history))
+            payload = _checkpoint_payload(model, parts, cfg, train_loader, epoch + 1, history, identity)
+            save_checkpoint(checkpoint_path, payload)
         if progress is not None:
             progress(stats)
     if parts.ema is not None:

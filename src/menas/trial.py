@@ -119,9 +119,9 @@ def _run(
     seed_trial(job.seed)  # weight initialisation below draws from torch's default generator
     model = build_model(genome, data.num_classes, data.in_chans)
     tic = time.perf_counter()
-    history = train(
-        model, data.train, data.val, job.train, checkpoint_path=workdir / "train.ckpt", progress=progress("train")
-    )
+    owner = {"trial_id": job.trial_id}  # with the genome: a stale checkpoint of another trial is refused
+    history = train(model, data.train, data.val, job.train, checkpoint_path=workdir / "train.ckpt",
+                    progress=progress("train"), owner=owner)  # fmt: skip
     result.train_s = time.perf_counter() - tic
     _account(result, history, data)
     result.score = history.val_top1
@@ -142,7 +142,7 @@ def _run(
         scale = job.lottery.finetune_lr_scale if job.lottery is not None else 1.0
         ft_cfg = job.train.finetune(job.finetune_epochs, data.train.batch_size, scale)
         ft_history = train(final_model, data.train, data.val, ft_cfg, checkpoint_path=workdir / "finetune.ckpt",
-                           progress=progress("finetune"))  # fmt: skip
+                           progress=progress("finetune"), owner=owner)  # fmt: skip
         result.finetune_s = time.perf_counter() - tic
         _account(result, ft_history, data)
         if result.ticket is not None:
