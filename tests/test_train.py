@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import platform
 from pathlib import Path
 
@@ -197,8 +196,6 @@ def test_two_epochs_on_a_fashion_mnist_subset_learn(tiny_cnn):
 
 
 def test_a_menas_mobilenetv3_large_trains_one_epoch():
-    if importlib.util.find_spec("menas.builder") is None:
-        pytest.skip("menas.builder not available")
     from menas.builder import build_model
     from menas.space import MOBILENETV3_LARGE, Genome
 
