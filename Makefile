@@ -1,41 +1,64 @@
-# Set-up and everyday commands. `make demo` and `make test` work on a fresh machine: they create .venv,
-# install menas with its dev extras, and install the Fashion-MNIST dataset package when apt is available.
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh machine: they create .venv and
+# install the Fashion-MNIST dataset package when apt is available. `make demo` installs menas alone (what every
+# README command needs); `make test` adds the dev extra (Ray, ONNX, fvcore, pytest, ruff). Both install with
+# constraints.txt, the versions the tests ran with (`make constraints` rewrites it from .venv).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+BASE_STAMP := $(VENV)/.installed-base
+DEV_STAMP := $(VENV)/.installed-dev
+PYTEST := $(BIN)/python -m pytest -q --durations=15
 
-.PHONY: demo test lint format bench dataset clean
+.PHONY: demo test test-all test-slow lint format bench dataset constraints clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+
+$(BASE_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e .
+	touch $(BASE_STAMP)
+
+$(DEV_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $(DEV_STAMP) $(BASE_STAMP)
 
 dataset:
 	@bash scripts/install-fashion-mnist.sh
 
-demo: $(STAMP) dataset
+demo: $(BASE_STAMP) dataset
 	rm -rf runs/demo
 	$(BIN)/menas search --config configs/demo.yaml --out runs/demo
 	$(BIN)/menas report runs/demo
 
-test: $(STAMP) dataset
+# the everyday suite: everything but the tests marked slow (CI runs those too: .ci/run)
+test: $(DEV_STAMP) dataset
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q
+	$(PYTEST) -m "not slow"
 
-lint: $(STAMP)
+test-slow: $(DEV_STAMP) dataset
+	$(PYTEST) -m slow
+
+test-all: $(DEV_STAMP) dataset
+	$(BIN)/ruff check src tests bench
+	$(PYTEST)
+
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(STAMP) dataset
+bench: $(DEV_STAMP) dataset
 	$(BIN)/python bench/bench_cost.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_lottery.py
+
+constraints: $(DEV_STAMP)
+	@echo "# Versions the tests ran with (pip freeze of the dev install, menas excluded): make constraints" > constraints.txt
+	$(BIN)/python -m pip freeze --exclude-editable >> constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -63,3 +63,18 @@ def synthetic_data():
         dataset="synthetic", input_size=16, search_train_fraction=0.5, search_val_fraction=0.2, batch_size=64
     )
     return build_loaders(cfg, "cpu")
+
+
+# --------------------------------------------------------------------------------------------- search fixtures
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted in-process search of `test_search.tiny_config()`, run once per session: what resumed,
+    pooled and Ray searches are compared with. Read it, never write to it."""
+    from menas.search import Search
+    from test_search import tiny_config
+
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    Search(tiny_config(), run_dir).run()
+    return run_dir

@@ -38,16 +38,30 @@ def test_train_writes_history_weights_and_checkpoint(trained: Path, capsys: pyte
     history = json.loads((trained / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     first, last = history["epochs"]
-    assert last["train_loss"] < first["train_loss"] and 0.0 <= last["val_top1"] <= 100.0
+    assert last["train_loss"] < first["train_loss"]
+    assert last["val_top1"] == _search_val_top1(trained)  # the saved weights are the ones scored last
     assert {"model.safetensors", "train.ckpt", "run.json"} <= {p.name for p in trained.iterdir()}
     assert Genome.from_str(json.loads((trained / "run.json").read_text())["genome"]) == Genome.from_str(GENOME)
 
 
-def test_lottery_prints_proposals_and_ticket(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["lottery", str(trained), "-P", "4", "--score-images", "64", "--threads", "1"]) == 0
+def test_lottery_prints_proposals_and_ticket(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The printed choice follows the rule on the recorded scores: the best finalist within --tolerance points of
+    the recalibrated parent is the ticket, else the parent stays."""
+    args = ["lottery", str(trained), "-P", "4", "--score-images", "64", "--threads", "1", "--tolerance", "1"]
+    assert main([*args, "--out", str(tmp_path / "lottery")]) == 0
     out = capsys.readouterr().out
     assert "4 pruning proposals" in out and "unpruned (recalibrated)" in out
-    assert "ticket: proposal" in out or "stays the ticket" in out
+    record = json.loads((tmp_path / "lottery" / "lottery.json").read_text())
+    parent = record["parent"]["score"]
+    assert f"unpruned (recalibrated): {parent:.2f}%" in out
+    eligible = [p for p in record["proposals"] if p["full_score"] is not None and p["full_score"] >= parent - 1.0]
+    if eligible:
+        best = max(eligible, key=lambda p: (p["full_score"], -p["macs"]))
+        assert record["ticket"]["proposal"] == best["index"] and "stays the ticket" not in out
+        assert f"ticket: proposal {best['index']}, {best['full_score']:.2f}%" in out
+    else:
+        assert record["ticket"] is None and "ticket: proposal" not in out
+        assert "no proposal within 1 points of the unpruned network: it stays the ticket" in out
 
 
 def test_lottery_out_writes_a_loadable_ticket(
@@ -63,8 +77,8 @@ def test_lottery_out_writes_a_loadable_ticket(
     assert len(record["proposals"]) == 4 and record["parent"]["genome"] == Genome.from_str(GENOME).to_str()
     ticket = record["ticket"]  # a tolerance of 100 points: the best proposal always wins
     assert ticket is not None and ticket["macs"] < record["parent"]["macs"]
-    assert ticket["finetune_epochs"] == 1 and 0.0 <= ticket["score_after_ft"] <= 100.0
-    assert "fine-tuned the ticket for 1 epoch(s)" in text
+    assert ticket["finetune_epochs"] == 1 and ticket["score_after_ft"] == _search_val_top1(out)  # what was kept
+    assert f"fine-tuned the ticket for 1 epoch(s): {ticket['score_before_ft']:.2f}% -> " in text
     run = json.loads((out / "run.json").read_text())
     assert run["genome"] == ticket["genome"] and run["pruned_from"] == record["parent"]["genome"]
     from menas.checkpoint import load_weights
@@ -75,6 +89,18 @@ def test_lottery_out_writes_a_loadable_ticket(
         load_weights(out / "model.safetensors", num_classes=10, in_chans=3)
     # the folder is a checkpoint: a second lottery runs on the ticket without --data
     assert main(["lottery", str(out), "-P", "2", "--score-images", "64", "--threads", "1"]) == 0
+
+
+def _search_val_top1(folder: Path) -> float:
+    """Search-val top-1 of the weights in a checkpoint folder, recomputed on the data its run.json records."""
+    from menas.checkpoint import load_weights
+    from menas.config import DataConfig, from_dict
+    from menas.data import build_loaders
+    from menas.train import evaluate
+
+    data = build_loaders(from_dict(DataConfig, json.loads((folder / "run.json").read_text())["data"]), "cpu")
+    model = load_weights(folder / "model.safetensors", data.num_classes, data.in_chans)
+    return evaluate(model, data.val)["top1"]
 
 
 def test_lottery_diagnose_prints_correlations(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -38,7 +38,7 @@ def test_executor_config_errors_name_the_field() -> None:
         ExecutorConfig(kind="pool", workers=0)
 
 
-def test_pool_search_matches_the_in_process_search(tmp_path: Path) -> None:
+def test_pool_search_matches_the_in_process_search(tmp_path: Path, reference_run: Path) -> None:
     """Two single-thread workers run the same trials as the in-process search with one thread: the strategy's
     decisions do not depend on the order results arrive in, and each trial is seeded on its own."""
     cfg = tiny_config(executor=ExecutorConfig(kind="pool", workers=2, threads=1))
@@ -46,19 +46,18 @@ def test_pool_search_matches_the_in_process_search(tmp_path: Path) -> None:
     seen = []
     summary = Search(cfg, tmp_path / "run").run(on_result=lambda spec, result: seen.append(spec.trial_id))
     assert summary.trials_done == 6 and sorted(seen) == list(range(6))
-    Search(tiny_config(), tmp_path / "local").run()
-    assert results(tmp_path / "run") == results(tmp_path / "local")
+    assert results(tmp_path / "run") == results(reference_run)
     with Store.open(tmp_path / "run", readonly=True) as store:
         assert store.run_info().status == "finished"
         trials = store.history()
     # two trials were in flight at once (the second submitted before the first finished); in-process, never
     assert trials[1].started_at < trials[0].finished_at
-    with Store.open(tmp_path / "local", readonly=True) as store:
+    with Store.open(reference_run, readonly=True) as store:
         local = store.history()
     assert all(b.started_at >= a.finished_at for a, b in itertools.pairwise(local))
 
 
-@pytest.mark.parametrize("kind", ["pool", "ray"])
+@pytest.mark.parametrize("kind", ["pool", pytest.param("ray", marks=pytest.mark.slow)])
 def test_workers_record_a_failing_trial_and_go_on(tmp_path: Path, kind: str) -> None:
     """An exception inside a worker comes back as a failed trial with its own type and message (here: an
     impossible dataset root makes every worker's data loading fail)."""
@@ -116,7 +115,8 @@ def test_a_dead_worker_stops_with_resume_advice(tmp_path: Path) -> None:
         pool.close(abort=True)
 
 
-def test_pool_interrupted_then_resumed_equals_the_uninterrupted_search(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_pool_interrupted_then_resumed_equals_the_uninterrupted_search(tmp_path: Path, reference_run: Path) -> None:
     """Ctrl-C while a worker is mid-trial: the workers are stopped, the trial stays "running" in the store, and
     `resume` re-runs it; the finished search equals the in-process one at the same thread count."""
     cfg = tiny_config(executor=ExecutorConfig(kind="pool", workers=2, threads=1))
@@ -131,18 +131,17 @@ def test_pool_interrupted_then_resumed_equals_the_uninterrupted_search(tmp_path:
         statuses = [t.status for t in store.history()]
     assert statuses.count("done") == 1 and "running" in statuses  # the other worker's trial was cut short
     Search(cfg, tmp_path / "run", resume=True).run()
-    Search(tiny_config(), tmp_path / "local").run()
-    assert results(tmp_path / "run") == results(tmp_path / "local")
+    assert results(tmp_path / "run") == results(reference_run)
 
 
-def test_ray_search_matches_the_in_process_search(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_ray_search_matches_the_in_process_search(tmp_path: Path, reference_run: Path) -> None:
     """Trials as tasks of a local Ray instance (2 CPUs, 1 thread each): the same records as in-process."""
     pytest.importorskip("ray")
     cfg = tiny_config(executor=ExecutorConfig(kind="ray", workers=2, threads=1))
     summary = Search(cfg, tmp_path / "run").run()
     assert summary.trials_done == 6
-    Search(tiny_config(), tmp_path / "local").run()
-    assert results(tmp_path / "run") == results(tmp_path / "local")
+    assert results(tmp_path / "run") == results(reference_run)
     with Store.open(tmp_path / "run", readonly=True) as store:
         trials = store.history()
     assert trials[1].started_at < trials[0].finished_at  # two tasks in flight at once

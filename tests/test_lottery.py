@@ -242,23 +242,31 @@ def test_recalibration_rescues_pruned_accuracy(trained_toy) -> None:
     assert sum(fresh) / len(fresh) > sum(stale) / len(stale) + 15.0, (stale, fresh)
 
 
-def test_search_ticket_picks_a_pruned_net_within_tolerance(trained_toy) -> None:
+@pytest.mark.parametrize(("tolerance", "ticket"), [(40.0, True), (5.0, False)])
+def test_search_ticket_picks_a_pruned_net_within_tolerance(trained_toy, tolerance: float, ticket: bool) -> None:
+    """The ticket is the best finalist within `tolerance` points of the recalibrated parent (fewest MACs on a
+    tie), and there is none when no finalist is. Pruning 20-50% of this net's channels costs it 25-55 points
+    (measured: finalists 73.0, 62.3, 62.3% against 99.6%), so 40 points admit a ticket and 5 do not."""
     model, calib, val = trained_toy
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = LotteryConfig(proposals=8, mid_rates=(0.2, 0.5), score_images=256, rescore_top=3, tolerance=5.0, amp="off")
+    cfg = LotteryConfig(proposals=8, mid_rates=(0.2, 0.5), score_images=256, rescore_top=3, tolerance=tolerance,
+                        amp="off")  # fmt: skip
     result = search_ticket(model, calib, val, cfg, random.Random(0), input_size=32)
     assert len(result.scored) == 8
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # the candidate is untouched
-    if result.chosen is not None:
-        assert result.ticket_score >= result.parent_score - 5.0
-        assert result.ticket_genome != model.genome
-        assert count_cost(result.ticket_genome, 32, 1, 4).macs < result.parent_macs
-        assert top1(result.ticket_model, val) == pytest.approx(result.ticket_score)
-    else:
-        assert all(s.full_score is None or s.full_score < result.parent_score - 5.0 for s in result.scored)
     finalists = [s for s in result.scored if s.full_score is not None]
     assert len(finalists) == 3 and min(f.subset_score for f in finalists) >= max(
         s.subset_score for s in result.scored if s.full_score is None)  # fmt: skip
+    eligible = [f for f in finalists if f.full_score >= result.parent_score - tolerance]
+    assert result.chosen is (max(eligible, key=lambda f: (f.full_score, -f.macs)) if eligible else None)
+    assert (result.chosen is not None) == ticket
+    if ticket:
+        assert result.ticket_genome != model.genome
+        assert count_cost(result.ticket_genome, 32, 1, 4).macs == result.chosen.macs < result.parent_macs
+        assert top1(result.ticket_model, val) == pytest.approx(result.ticket_score)
+    else:
+        assert result.ticket_genome == model.genome and result.ticket_model is None
+        assert result.ticket_score == result.parent_score
 
 
 @pytest.mark.parametrize("score_images", [200, 256, 1000])

@@ -466,15 +466,18 @@ def _best_scores(make: Callable[[int], Strategy], seeds: range) -> list[float]:
 
 
 def test_evolution_beats_random_search_on_a_formula_fitness() -> None:
-    """160 trials each, 6 seeds: the best fitness (optimum 100 at TARGET) found by MENAS and by regularized
-    evolution is clearly above random search's (measured: means about 78 and 75 against 66)."""
-    seeds = range(6)
+    """160 trials each, 4 seeds: the best fitness (optimum 100 at TARGET) found by MENAS and by regularized
+    evolution is clearly above random search's: every seed's evolved best beats every seed's random best (a
+    one-sided rank-sum test at its extreme, p = 1/70) and the means differ by more than 5 points (measured: about
+    77 and 75 against 66). Random search stays far from the optimum, so the task is not trivial; the evolved ones
+    may reach it."""
+    seeds = range(4)
     menas = _best_scores(lambda s: MENAS(MT, BUDGET, s, population=20, generations=8, parents=5), seeds)
     regularized = _best_scores(
         lambda s: RegularizedEvolution(MT, BUDGET, s, population=20, sample_size=5, cycles=140), seeds
     )
     rand = _best_scores(lambda s: RandomSearch(MT, BUDGET, s, trials=160), seeds)
-    assert fitness(TARGET.to_str()) == 100.0 and max(menas + regularized + rand) < 100.0
+    assert fitness(TARGET.to_str()) == 100.0 and max(rand) < 90.0, rand
     for scores in (menas, regularized):
         assert statistics.mean(scores) > statistics.mean(rand) + 5, (scores, rand)
         assert min(scores) > max(rand), (scores, rand)
