@@ -500,6 +500,8 @@ def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[s
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Retrains a network (a run's best or chosen trial, a checkpoint folder or a genome) with a named recipe on
     the whole training split, optionally distilled; scores raw and EMA weights once on the test split."""
+    from rich.progress import TimeRemainingColumn
+
     from menas.data import resolve_device
     from menas.retrain import RETRAIN_FILE, resolve_source, retrain
 
@@ -513,25 +515,26 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     console = _console()
 
+    progress = _progress(TimeRemainingColumn())  # started once the inputs are checked: errors stay one line
+    task = progress.add_task("epochs", total=cfg.train.epochs)
+
     def on_start(data: Any, cost: Any) -> None:
         console.print(f"{source.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params "
                       f"at {data.input_size} px; recipe {cfg.recipe}, {cfg.train.epochs} epochs, "
                       f"{data.train.num_samples} train / {data.val.num_samples} held-out images on {device}; "
                       f"from {source.label}")  # fmt: skip
+        progress.start()
 
-    from rich.progress import TimeRemainingColumn
+    def on_epoch(stats: Any) -> None:
+        progress.update(task, completed=stats.epoch, description=f"epoch {stats.epoch}: loss {stats.train_loss:.3f}, "
+                        f"held-out top-1 {stats.val_top1 or 0:.2f}%, {stats.images_per_s:,.0f} img/s")  # fmt: skip
 
-    with _progress(TimeRemainingColumn()) as progress:
-        task = progress.add_task("epochs", total=cfg.train.epochs)
-
-        def on_epoch(stats: Any) -> None:
-            progress.update(task, completed=stats.epoch, description=f"epoch {stats.epoch}: loss "
-                            f"{stats.train_loss:.3f}, held-out top-1 {stats.val_top1 or 0:.2f}%, "
-                            f"{stats.images_per_s:,.0f} img/s")  # fmt: skip
-
-        teacher = (args.teacher, args.teacher_weights) if args.teacher else None
+    teacher = (args.teacher, args.teacher_weights) if args.teacher else None
+    try:
         record = retrain(source, cfg, out, device=device, init=args.init, teacher=teacher, progress=on_epoch,
                          on_start=on_start)  # fmt: skip
+    finally:
+        progress.stop()
     raw, ema = record["test"]["raw"], record["test"]["ema"]
     line = f"test top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
     if ema is not None:

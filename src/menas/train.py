@@ -320,7 +320,9 @@ def _build_parts(model: nn.Module, cfg: TrainConfig, loader: _Loader) -> _Parts:
 
     optimizer = _build_optimizer(model, cfg, cfg.peak_lr(loader.batch_size))
     scheduler = _build_scheduler(optimizer, cfg, len(loader))
-    ema = ModelEmaV3(model, decay=cfg.ema_decay_for(loader.batch_size)) if cfg.ema else None
+    ema = None
+    if cfg.ema:
+        ema = ModelEmaV3(model, decay=cfg.ema_decay_for(loader.batch_size), use_warmup=cfg.ema_warmup)
     dtype = amp_dtype(cfg.amp, loader.device)
     scaler = torch.amp.GradScaler(loader.device.type) if dtype == torch.float16 else None
     return _Parts(optimizer, scheduler, ema, scaler, dtype)
