@@ -552,6 +552,7 @@ class DeviceLoader:
         p = self.crop_padding
         self._store = F.pad(images, (p, p, p, p)).contiguous() if p else images.contiguous()
         self.normalize = _Normalize(mean, std, self.device, channels_last)
+        self.mean, self.std = list(mean), list(std)
         self.epoch = 0
 
     @property
