@@ -6,10 +6,13 @@ This module owns everything between files on disk and the batches a trainer cons
   (ImageNet layout, via torchvision), scikit-learn's digits and a seeded synthetic dataset;
 * the search splits: `search-train` (a class-balanced fraction of the training set, 10% per class by default as
   in the paper), `search-val` (a class-balanced part of the training set disjoint from search-train; the test
-  split is never used during search) and `test` (the official test/val split, for final evaluation only);
+  split is never used during search) and `test` (the official test/val split, for final evaluation only); for a
+  retrain, the whole training set minus a class-balanced held-out part (mode "retrain");
 * two loaders with one interface (`Loader`): `DeviceLoader` keeps a small dataset as one uint8 tensor on the
   training device and augments whole batches there (measured 15-40% faster than a DataLoader on a 2-core CPU);
-  `FolderLoader` wraps a torchvision DataLoader with workers for datasets that do not fit in memory.
+  `FolderLoader` wraps a torchvision DataLoader with workers for datasets that do not fit in memory;
+* batch augmentation for retraining: RandAugment on uint8 batches on the device (`BatchRandAugment`, groups of
+  images with their own seeded draws) and random erasing (`random_erasing`) on normalised batches.
 
 Every random choice comes from an explicit generator seeded by `DataConfig.seed` (and the epoch for shuffling and
 augmentation), so splits are reproducible and an epoch's batches are identical after a resume.

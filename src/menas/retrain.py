@@ -345,7 +345,10 @@ def retrain(
     cost = count_cost(source.genome, data.input_size, data.in_chans, data.num_classes)
     if on_start is not None:
         on_start(data, cost)
-    run_record = {"kind": KIND, "genome": source.genome.to_str(), "data": to_dict(cfg.data),
+    # run.json's data config is what `menas lottery`/`export` rebuild search loaders from: without the retrain-only
+    # augmentation (RandAugment would also reach the lottery's BN-recalibration batches); recipe.yaml has it all
+    plain_data = dataclasses.replace(cfg.data, randaugment=None, random_erasing=0.0)
+    run_record = {"kind": KIND, "genome": source.genome.to_str(), "data": to_dict(plain_data),
                   "train": to_dict(cfg.train), "source": source.label, "init": init}  # fmt: skip
     if not (out / RUN_FILE).is_file():
         write_json(out / RUN_FILE, run_record)

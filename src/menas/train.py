@@ -2,8 +2,9 @@
 
 This module owns the inner loop of a trial: optimizer (timm's RMSpropTF or SGD), learning-rate schedule (timm's
 step or cosine scheduler, stepped per update), label-smoothed cross entropy, optional EMA of the weights
-(timm's `ModelEmaV3`), mixed precision on CUDA, channels_last, the non-finite-loss guard, per-epoch statistics,
-and atomic checkpoints that resume bit-identically on CPU.
+(timm's `ModelEmaV3`), optional knowledge distillation from a teacher (`kd_loss`), mixed precision on CUDA,
+channels_last, the non-finite and exploding loss guards, per-epoch statistics, and atomic checkpoints that resume
+bit-identically on CPU.
 
 A trainer consumes any `Loader`-like object (see `menas.data.Loader`): iterable of (images, labels) already on
 the training device, with `device`, `batch_size`, `num_samples`, `num_classes` and `set_epoch(epoch)`.
