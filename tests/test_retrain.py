@@ -199,9 +199,27 @@ def test_ema_and_raw_weights_differ_and_both_are_scored(retrained):
     assert evaluate(a, data.test)["top1"] == pytest.approx(record["test"][kept]["top1"])
 
 
-def test_a_retrain_folder_is_a_checkpoint_folder_for_lottery_and_export(retrained):
+def test_a_retrain_folder_is_a_checkpoint_folder_for_lottery_and_export(retrained, tmp_path, capsys):
     source = resolve_source(str(retrained))
     assert source.genome == TINY and source.data.dataset == "synthetic" and source.weights.name == "model.safetensors"
+    assert source.data.randaugment is None  # run.json: the data config without the retrain-only augmentation
+    assert main(["lottery", str(retrained), "-P", "3", "--score-images", "64", "--threads", "1"]) == 0
+    assert "pruning proposals" in capsys.readouterr().out
+    assert main(["export", str(retrained), "--out", str(tmp_path / "export"), "--format", "safetensors"]) == 0
+    exported = load_weights(tmp_path / "export" / "model.safetensors").state_dict()
+    kept = load_weights(retrained / "model.safetensors").state_dict()
+    assert all(torch.equal(exported[k], kept[k]) for k in kept)
+
+
+def test_train_takes_a_recipe(tmp_path):
+    from menas.cli import build_parser
+
+    assert build_parser().parse_args(["train", "g", "--data", "digits", "--out", "o"]).recipe == "short"
+    out = tmp_path / "paper"
+    assert main(["train", TINY.to_str(), "--data", "synthetic", "--input-size", "16", "--epochs", "1", "--recipe",
+                 "paper", "--threads", "1", "--out", str(out)]) == 0  # fmt: skip
+    recorded = json.loads((out / "run.json").read_text())["train"]
+    assert (recorded["recipe"], recorded["schedule"], recorded["lr_base"]) == ("paper", "step", 0.064)
 
 
 class _Kill(Exception):
