@@ -381,6 +381,13 @@ def test_a_genome_string_needs_data(tmp_path, capsys):
     _bad(["retrain", TINY.to_str(), "--epochs", "1", "--out", str(tmp_path / "o")], capsys, "--data: required")
 
 
+def test_a_genome_string_longer_than_a_file_name_is_read_as_a_genome():
+    body, head = TINY.to_str().rsplit("|", 1)
+    long = Genome.from_str(body + "-ir_k3_m48_c24_re" * 20 + "|" + head)  # 20 more layers in the last stage
+    assert len(long.to_str()) > 255  # longer than a file name may be: no path lookup may see it
+    assert resolve_source(long.to_str()).genome == long
+
+
 # --------------------------------------------------------------------------------------------- data
 
 

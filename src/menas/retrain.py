@@ -78,6 +78,10 @@ def resolve_source(text: str, trial: int | None = None, rank: int | None = None)
     from menas.store import store_path
 
     path = Path(text)
+    if "|" in text:  # a genome string (stages are separated by '|'), which may be too long for a file name
+        if trial is not None or rank is not None:
+            raise UserError("--trial/--rank: only with a run folder, not with a genome string")
+        return Source(parse_genome_arg(text), None, None, label="genome")
     if store_path(path).is_file():
         return _run_source(path, trial, rank)
     if trial is not None or rank is not None:
@@ -130,7 +134,7 @@ def load_teacher(text: str, weights: str | None, num_classes: int, in_chans: int
             not fit the named timm model, or `text` is neither a menas network nor (with `weights`) a timm name.
     """
     path = Path(text)
-    if weights is None and (path.exists() or path.suffix == ".safetensors"):
+    if weights is None and "|" not in text and (path.exists() or path.suffix == ".safetensors"):
         source = resolve_source(text)
         if source.weights is None:
             raise UserError(f"--teacher: {text!r} has no trained weights")
