@@ -310,8 +310,7 @@ class RetrainConfig:
     def __post_init__(self) -> None:
         _check_range("dropout", self.dropout, 0.0, 0.99)
         _check_range("drop_path", self.drop_path, 0.0, 0.99)
-        _check_range("holdout_fraction", self.holdout_fraction, 0.0, 0.5)
-        if self.holdout_fraction <= 0.0:
+        if not 0.0 < self.holdout_fraction <= 0.5:
             raise UserError(f"holdout_fraction: got {self.holdout_fraction!r}, allowed: 0 < fraction <= 0.5")
 
     @classmethod
