@@ -211,6 +211,21 @@ def test_a_retrain_folder_is_a_checkpoint_folder_for_lottery_and_export(retraine
     assert all(torch.equal(exported[k], kept[k]) for k in kept)
 
 
+def test_retrain_distils_from_a_menas_teacher(retrained, tmp_path):
+    out = tmp_path / "student"
+    assert main(["retrain", SMALL.to_str(), "--epochs", "1", "--out", str(out), "--teacher", str(retrained),
+                 "--set", "train.kd_alpha=0.9", *SYNTH_ARGS]) == 0  # fmt: skip
+    alone = tmp_path / "alone"
+    assert main(["retrain", SMALL.to_str(), "--epochs", "1", "--out", str(alone), "--set", "train.kd_alpha=0.9",
+                 *SYNTH_ARGS]) == 0  # fmt: skip
+    record, plain = (json.loads((folder / "retrain.json").read_text()) for folder in (out, alone))
+    assert record["teacher"] == str(retrained) and plain["teacher"] is None
+    assert record["config"] == plain["config"] and record["config"]["train"]["kd_alpha"] == 0.9
+    # the same run but for the teacher: the distillation term changes the loss and so the weights
+    assert record["history"]["epochs"][0]["train_loss"] != plain["history"]["epochs"][0]["train_loss"]
+    assert record["test"]["raw"] != plain["test"]["raw"]
+
+
 def test_train_takes_a_recipe(tmp_path):
     from menas.cli import build_parser
 
