@@ -392,6 +392,15 @@ def test_a_folder_with_another_genome_is_refused_and_left_alone(retrained, capsy
     assert _files(retrained) == before
 
 
+def test_resuming_with_other_settings_is_refused_and_left_alone(retrained, capsys):
+    before = _files(retrained)
+    _bad(["retrain", TINY.to_str(), "--epochs", "3", "--out", str(retrained), *SYNTH_ARGS], capsys,
+         "holds a retrain with train.epochs 2, now 3")  # fmt: skip
+    _bad(["retrain", TINY.to_str(), "--epochs", "2", "--out", str(retrained), "--set", "data.seed=1", *SYNTH_ARGS],
+         capsys, "holds a retrain with data.seed 0, now 1")  # fmt: skip
+    assert _files(retrained) == before
+
+
 def test_a_genome_string_needs_data(tmp_path, capsys):
     _bad(["retrain", TINY.to_str(), "--epochs", "1", "--out", str(tmp_path / "o")], capsys, "--data: required")
 

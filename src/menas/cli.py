@@ -518,11 +518,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     progress = _progress(TimeRemainingColumn())  # started once the inputs are checked: errors stay one line
     task = progress.add_task("epochs", total=cfg.train.epochs)
 
-    def on_start(data: Any, cost: Any) -> None:
+    def on_start(data: Any, cost: Any, done: int) -> None:
         console.print(f"{source.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params "
                       f"at {data.input_size} px; recipe {cfg.recipe}, {cfg.train.epochs} epochs, "
                       f"{data.train.num_samples} train / {data.val.num_samples} held-out images on {device}; "
-                      f"from {source.label}")  # fmt: skip
+                      f"from {source.label}{f'; resuming after epoch {done}' if done else ''}")  # fmt: skip
+        progress.update(task, completed=done)
         progress.start()
 
     def on_epoch(stats: Any) -> None:

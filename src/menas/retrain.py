@@ -267,9 +267,10 @@ def fit(
 # --------------------------------------------------------------------------------------------- the command
 
 
-def check_out(out: Path, genome: Genome) -> None:
-    """Refuses an output folder that holds another command's results or a retrain of another genome (before
-    anything is written there)."""
+def check_out(out: Path, genome: Genome, run_record: dict[str, Any] | None = None) -> None:
+    """Refuses an output folder that holds another command's results, a retrain of another genome, or (with
+    `run_record`, the run.json this retrain would write) an epoch checkpoint of other settings; before anything
+    is written there."""
     run = out / RUN_FILE
     if run.is_file():
         try:
@@ -282,9 +283,24 @@ def check_out(out: Path, genome: Genome) -> None:
         if recorded.get("genome") != genome.to_str():
             raise UserError(f"--out: {str(out)!r} holds a retrain of another genome ({recorded.get('genome')}); "
                             "choose another folder")  # fmt: skip
+        if run_record is not None and (out / CHECKPOINT_FILE).is_file():
+            _check_same_settings(out, recorded, run_record)
     elif (out / CHECKPOINT_FILE).exists():
         raise UserError(f"--out: {str(out / CHECKPOINT_FILE)!r} exists without {RUN_FILE}: not a retrain this "
                         "command can resume; choose another folder")  # fmt: skip
+
+
+def _check_same_settings(out: Path, recorded: dict[str, Any], now: dict[str, Any]) -> None:
+    """A resume must use the settings of the checkpoint it continues (the tolerated ones aside)."""
+    from menas.train import _RESUME_TOLERATED
+
+    for section in ("train", "data"):
+        before, after = recorded.get(section) or {}, now[section]
+        for key in sorted(set(before) | set(after)):
+            if key not in _RESUME_TOLERATED and before.get(key) != after.get(key):
+                raise UserError(f"--out: {str(out)!r} holds a retrain with {section}.{key} {before.get(key)!r}, "
+                                f"now {after.get(key)!r}: resume it with the same settings, or choose another "
+                                "folder")  # fmt: skip
 
 
 def device_name(device: torch.device) -> str:
@@ -311,7 +327,7 @@ def retrain(
     init: str = "scratch",
     teacher: tuple[str, str | None] | None = None,
     progress: Callable[[EpochStats], None] | None = None,
-    on_start: Callable[[SearchData, Any], None] | None = None,
+    on_start: Callable[[SearchData, Any, int], None] | None = None,
 ) -> dict[str, Any]:
     """Retrains `source`'s network with `cfg` into `out` and returns the retrain.json record.
 
@@ -323,7 +339,7 @@ def retrain(
         init: "scratch" (the paper) or "trial" (start from the source's trained weights).
         teacher: (SOURCE, WEIGHTS or None) to distil from (see `load_teacher`).
         progress: called after each epoch.
-        on_start: called with the loaders and the cost before training (for a header line).
+        on_start: called with the loaders, the cost and the epochs already done (a resume) before training.
 
     Raises:
         UserError: a bad folder, init or teacher (nothing is written then).
@@ -332,7 +348,12 @@ def retrain(
         raise UserError(f"--init: got {init!r}, allowed: scratch, trial")
     if init == "trial" and source.weights is None:
         raise UserError("--init trial: the source has no trained weights (a genome string); use --init scratch")
-    check_out(out, source.genome)
+    # run.json's data config is what `menas lottery`/`export` rebuild search loaders from: without the retrain-only
+    # augmentation (RandAugment would also reach the lottery's BN-recalibration batches); recipe.yaml has it all
+    plain_data = dataclasses.replace(cfg.data, randaugment=None, random_erasing=0.0)
+    run_record = {"kind": KIND, "genome": source.genome.to_str(), "data": to_dict(plain_data),
+                  "train": to_dict(cfg.train), "source": source.label, "init": init}  # fmt: skip
+    check_out(out, source.genome, run_record)
     finished_before = (out / RETRAIN_FILE).is_file()  # a rerun of a finished retrain: not recorded twice
     data = build_loaders(cfg.data, device, mode="retrain", holdout_fraction=cfg.holdout_fraction,
                          channels_last=cfg.train.channels_last)  # fmt: skip
@@ -348,12 +369,8 @@ def retrain(
     add_drop_path(model, cfg.drop_path)
     cost = count_cost(source.genome, data.input_size, data.in_chans, data.num_classes)
     if on_start is not None:
-        on_start(data, cost)
-    # run.json's data config is what `menas lottery`/`export` rebuild search loaders from: without the retrain-only
-    # augmentation (RandAugment would also reach the lottery's BN-recalibration batches); recipe.yaml has it all
-    plain_data = dataclasses.replace(cfg.data, randaugment=None, random_erasing=0.0)
-    run_record = {"kind": KIND, "genome": source.genome.to_str(), "data": to_dict(plain_data),
-                  "train": to_dict(cfg.train), "source": source.label, "init": init}  # fmt: skip
+        done = load_checkpoint(out / CHECKPOINT_FILE)["epoch"] if (out / CHECKPOINT_FILE).is_file() else 0
+        on_start(data, cost, done)
     if not (out / RUN_FILE).is_file():
         write_json(out / RUN_FILE, run_record)
     outcome = fit(model, data, cfg.train, out, teacher=teacher_model, progress=progress)
