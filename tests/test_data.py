@@ -320,9 +320,9 @@ def test_imagefolder_errors_name_the_folder(tmp_path):
         build_loaders(DataConfig(dataset="imagefolder"))
 
 
-def test_randaugment_only_for_imagefolder():
-    with pytest.raises(ValueError, match=r"data.randaugment: got 'rand-m9'"):
-        build_loaders(DataConfig(dataset="synthetic", randaugment="rand-m9"))
+def test_a_bad_randaugment_spec_is_refused_before_reading_data():
+    with pytest.raises(ValueError, match=r"data.randaugment: got 'auto-m9'"):
+        build_loaders(DataConfig(dataset="fashion-mnist", root="/nonexistent", randaugment="auto-m9"))
 
 
 def test_imagefolder_randaugment_builds(tmp_path):

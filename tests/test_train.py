@@ -38,7 +38,7 @@ def test_train_config_round_trips_and_is_strict():
         from_dict(TrainConfig, {"optimizer": "adam"}, "train")
     with pytest.raises(ValueError, match=r"train.lr: got 'fast', allowed: float or null"):
         from_dict(TrainConfig, {"lr": "fast"}, "train")
-    with pytest.raises(ValueError, match=r"train: unknown key 'epoch', allowed: epochs, optimizer"):
+    with pytest.raises(ValueError, match=r"train: unknown key 'epoch', allowed: recipe, epochs, optimizer"):
         from_dict(TrainConfig, {"epoch": 3}, "train")
     with pytest.raises(ValueError, match=r"train.epochs: got 0, allowed: >= 1"):
         from_dict(TrainConfig, {"epochs": 0}, "train")
@@ -58,7 +58,7 @@ def test_apply_override_parses_yaml_values_and_checks_types():
 
 
 def test_lr_and_ema_decay_scale_with_batch_size():
-    cfg = TrainConfig()
+    cfg = TrainConfig.preset("paper")
     assert cfg.peak_lr(1024) == pytest.approx(0.064) and cfg.peak_lr(128) == pytest.approx(0.008)
     assert TrainConfig(lr=0.5).peak_lr(128) == 0.5
     assert cfg.ema_decay_for(1024) == pytest.approx(0.9999)
@@ -85,7 +85,7 @@ def test_amp_is_off_on_cpu_by_default():
 
 def test_step_schedule_warms_up_then_decays_097_every_2_4_epochs():
     steps_per_epoch = 10
-    cfg = TrainConfig(epochs=10, warmup_epochs=1.0)
+    cfg = TrainConfig.preset("paper", epochs=10, warmup_epochs=1.0)
     opt = _build_optimizer(nn.Linear(2, 2), cfg, lr=0.064)
     sched = _build_scheduler(opt, cfg, steps_per_epoch)
 

@@ -165,11 +165,11 @@ def _join(values: Sequence) -> str:
                      for v in values)  # fmt: skip
 
 
-def _progress():
+def _progress(*extra: Any):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=False)  # fmt: skip
+                    *extra, console=Console(stderr=True), transient=False)  # fmt: skip
 
 
 def _data_config(args: argparse.Namespace, base: Any = None) -> Any:
@@ -208,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     genome = parse_genome_arg(args.genome)
     data_cfg = _data_config(args)
-    train_cfg = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads)
+    train_cfg = TrainConfig.preset(args.recipe, epochs=args.epochs, seed=args.seed, threads=args.threads)
     if args.lr is not None:
         train_cfg = dataclasses.replace(train_cfg, lr=args.lr)
     out = Path(args.out)
@@ -522,6 +522,74 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """Retrains a network (a run's best or chosen trial, a checkpoint folder or a genome) with a named recipe on
+    the whole training split, optionally distilled; scores raw and EMA weights once on the test split."""
+    from rich.progress import TimeRemainingColumn
+
+    from menas.data import resolve_device
+    from menas.retrain import RETRAIN_FILE, resolve_source, retrain
+
+    if args.epochs < 1:
+        raise UserError(f"--epochs: got {args.epochs}, allowed: integers >= 1")
+    if args.teacher_weights and not args.teacher:
+        raise UserError("--teacher-weights: only with --teacher NAME")
+    source = resolve_source(args.source, args.trial, args.rank)
+    cfg = _retrain_config(args, source.data)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    console = _console()
+
+    progress = _progress(TimeRemainingColumn())  # started once the inputs are checked: errors stay one line
+    task = progress.add_task("epochs", total=cfg.train.epochs)
+
+    def on_start(data: Any, cost: Any, done: int) -> None:
+        console.print(f"{source.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params "
+                      f"at {data.input_size} px; recipe {cfg.recipe}, {cfg.train.epochs} epochs, "
+                      f"{data.train.num_samples} train / {data.val.num_samples} held-out images on {device}; "
+                      f"from {source.label}{f'; resuming after epoch {done}' if done else ''}")  # fmt: skip
+        progress.update(task, completed=done)
+        progress.start()
+
+    def on_epoch(stats: Any) -> None:
+        progress.update(task, completed=stats.epoch, description=f"epoch {stats.epoch}: loss {stats.train_loss:.3f}, "
+                        f"held-out top-1 {stats.val_top1 or 0:.2f}%, {stats.images_per_s:,.0f} img/s")  # fmt: skip
+
+    teacher = (args.teacher, args.teacher_weights) if args.teacher else None
+    try:
+        record = retrain(source, cfg, out, device=device, init=args.init, teacher=teacher, progress=on_epoch,
+                         on_start=on_start)  # fmt: skip
+    finally:
+        progress.stop()
+    raw, ema = record["test"]["raw"], record["test"]["ema"]
+    line = f"test top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
+    if ema is not None:
+        line += f", EMA {ema['top1']:.2f}% (top-5 {ema['top5']:.2f}%, loss {ema['loss']:.3f})"
+    console.print(f"{line}; kept the {record['kept']} weights; {record['wall_seconds'] / 60:.1f} min, "
+                  f"{record['images_per_s']:,.0f} img/s; wrote {out}/ ({RETRAIN_FILE}, model.safetensors, "
+                  "recipe.yaml, run.json)")  # fmt: skip
+    return 0
+
+
+def _retrain_config(args: argparse.Namespace, recorded: Any) -> Any:
+    """The recipe: the named preset on the source's data config (or --data), then --set overrides."""
+    from menas.config import DataConfig, RetrainConfig, apply_override
+
+    data = recorded
+    if args.data is not None:
+        data = dataclasses.replace(data or DataConfig(), dataset=args.data, root=args.root)
+    elif args.root is not None and data is not None:
+        data = dataclasses.replace(data, root=args.root)
+    if data is None:
+        raise UserError(f"--data: required, {args.source!r} does not record its dataset")
+    cfg = RetrainConfig.preset(args.recipe, data, args.epochs)
+    for assignment in args.set or []:
+        cfg = apply_override(cfg, assignment, "recipe")
+    if args.threads:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=args.threads))
+    return cfg
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Progress of a search, readable while it runs; torch-free (reads the store, counts trials with the strategy)."""
     from menas.config import SearchConfig, from_dict
@@ -560,12 +628,31 @@ def cmd_status(args: argparse.Namespace) -> int:
         started = min(t.queued_at for t in trials)
         last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
         console.print(f"elapsed: {(last - started) / 60:.1f} min from the first trial to the latest event")
+    _print_retrains(run, console)
     estimate = estimate_time_left(trials, total)
     if estimate is not None:
         how = "one at a time" if estimate.parallel < 1.05 else f"{estimate.parallel:.1f} at a time so far"
         console.print(f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min "
                       f"left for {estimate.trials_left} of {total} trials ({how})")  # fmt: skip
     return 0
+
+
+def _print_retrains(run: Path, console: Console) -> None:
+    """The run's retrained networks (`menas retrain`), if any: test top-1 raw and EMA beside the search's score."""
+    from menas.store import Store
+
+    with Store.open(run, readonly=True) as store:
+        retrains = store.retrains()
+    if not retrains:
+        return
+    table = Table(title="retrained (test split)")
+    for column in ("trial", "recipe", "epochs", "top-1", "EMA top-1", "kept", "MACs", "params", "min", "folder"):
+        table.add_column(column, justify="left" if column in ("recipe", "kept", "folder") else "right")
+    for r in retrains:
+        table.add_row("-" if r.trial_id is None else str(r.trial_id), r.recipe + (" +KD" if r.teacher else ""),
+                      str(r.epochs), _pct(r.test_top1), _pct(r.ema_top1), r.kept, format_count(r.macs or 0),
+                      format_count(r.params or 0), _num((r.wall_s or 0) / 60), r.out)  # fmt: skip
+    console.print(table)
 
 
 def _pct(value: float | None) -> str:
@@ -605,7 +692,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("genome", help="a genome string, a reference name or a .json/.txt file")
     _add_data_args(p)
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.064 x batch / 1024)")
+    p.add_argument("--recipe", default="short", choices=["short", "paper"],
+                   help="training recipe: short (default; trains in 2-3 epochs) or paper (the paper's search "
+                   "recipe: step decay from 0.064 x batch / 1024, for 30+ epochs)")  # fmt: skip
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's, scaled to "
+                   "the batch)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (history.json, train.ckpt, model.safetensors)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
     p.set_defaults(func=cmd_train)
@@ -615,6 +706,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set train.epochs=2")
     p.add_argument("--out", required=True, help="run folder (config.yaml, menas.sqlite, trials/)")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("retrain", help="retrain a network with the full recipe; score it on the test split")
+    p.add_argument("source", help="a run folder (its best network), a checkpoint folder / .safetensors file, or a "
+                   "genome (string, reference name or file; then --data)")  # fmt: skip
+    p.add_argument("--epochs", type=int, required=True, help="training epochs")
+    p.add_argument("--out", required=True, help="output folder (resumes when it holds this retrain's checkpoint)")
+    p.add_argument("--recipe", default="short", choices=["short", "paper"],
+                   help="short (default: a few CPU epochs) or paper (the paper's final recipe)")  # fmt: skip
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="recipe override, e.g. --set train.lr=0.01 --set data.batch_size=256")  # fmt: skip
+    p.add_argument("--init", default="scratch", choices=["scratch", "trial"],
+                   help="scratch (default, as the paper) or trial (from the source's trained weights)")  # fmt: skip
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, default=None, help="a run's trial id instead of its best")
+    which.add_argument("--rank", type=int, default=None, help="the run's K-th best trial (1 = best)")
+    p.add_argument("--teacher", default=None, help="distil from a menas run/checkpoint/weights, or a timm model "
+                   "name with --teacher-weights")  # fmt: skip
+    p.add_argument("--teacher-weights", default=None, help="weights file (.safetensors or .pth) of a timm teacher")
+    p.add_argument("--data", default=None, help="dataset (required for a genome string; overrides the recorded)")
+    p.add_argument("--root", default=None, help="dataset folder (default: the recorded or the dataset's usual)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("resume", help="continue a search after a crash or Ctrl-C")
     p.add_argument("run", help="the run folder")

@@ -6,10 +6,13 @@ This module owns everything between files on disk and the batches a trainer cons
   (ImageNet layout, via torchvision), scikit-learn's digits and a seeded synthetic dataset;
 * the search splits: `search-train` (a class-balanced fraction of the training set, 10% per class by default as
   in the paper), `search-val` (a class-balanced part of the training set disjoint from search-train; the test
-  split is never used during search) and `test` (the official test/val split, for final evaluation only);
+  split is never used during search) and `test` (the official test/val split, for final evaluation only); for a
+  retrain, the whole training set minus a class-balanced held-out part (mode "retrain");
 * two loaders with one interface (`Loader`): `DeviceLoader` keeps a small dataset as one uint8 tensor on the
   training device and augments whole batches there (measured 15-40% faster than a DataLoader on a 2-core CPU);
-  `FolderLoader` wraps a torchvision DataLoader with workers for datasets that do not fit in memory.
+  `FolderLoader` wraps a torchvision DataLoader with workers for datasets that do not fit in memory;
+* batch augmentation for retraining: RandAugment on uint8 batches on the device (`BatchRandAugment`, groups of
+  images with their own seeded draws) and random erasing (`random_erasing`) on normalised batches.
 
 Every random choice comes from an explicit generator seeded by `DataConfig.seed` (and the epoch for shuffling and
 augmentation), so splits are reproducible and an epoch's batches are identical after a resume.
@@ -46,7 +49,7 @@ _NO_FLIP = {"digits", "synthetic"}  # flipping changes what a digit or a synthet
 _DIGITS_TEST_FRACTION = 0.2  # digits has no official test split: a fixed class-balanced 20% plays that role
 _FIXED_SEED = 20240611  # content seed for synthetic data and the digits test split (independent of DataConfig.seed)
 
-Mode = Literal["search", "final"]
+Mode = Literal["search", "final", "retrain"]
 
 
 # --------------------------------------------------------------------------------------------- in-memory arrays
@@ -273,9 +276,122 @@ def class_balanced_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 63-bit seed for one epoch's shuffling and augmentation, derived from the data seed and the epoch."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A 63-bit seed for one epoch's shuffling and augmentation, derived from the data seed and the epoch;
+    `stream` > 0 gives independent seeds for other draws of the same epoch (RandAugment, random erasing)."""
+    entropy = [seed, epoch] + ([stream] if stream else [])
+    return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+# --------------------------------------------------------------------------------------------- batch augmentation
+
+
+@dataclass(frozen=True)
+class RandAugmentSpec:
+    """A timm RandAugment spec such as "rand-m9-mstd0.5": `ops` operations per image at `magnitude` (timm's 0-10
+    scale), jittered per operation by a normal draw of std `magnitude_std` and clipped to 0-10."""
+
+    magnitude: float = 9.0
+    ops: int = 2
+    magnitude_std: float = 0.0
+
+    @classmethod
+    def parse(cls, spec: str) -> RandAugmentSpec:
+        """Reads "rand-m9-n2-mstd0.5" (keys m, n, mstd; timm's `inc`, `p` and `w` are not supported)."""
+        parts = spec.split("-")
+        if parts[0] != "rand":
+            raise UserError(f"data.randaugment: got {spec!r}, allowed: a timm spec like 'rand-m9-mstd0.5'")
+        values: dict[str, float] = {}
+        for part in parts[1:]:
+            key = "mstd" if part.startswith("mstd") else part[:1]
+            try:
+                values[key] = float(part[len(key) :])
+            except ValueError:
+                key = "?"
+            if key not in ("m", "n", "mstd"):
+                raise UserError(f"data.randaugment: {part!r} in {spec!r}, allowed: m<magnitude>, n<ops>, mstd<std>")
+        parsed = cls(values.get("m", 9.0), int(values.get("n", 2)), values.get("mstd", 0.0))
+        if not (0 <= parsed.magnitude <= 10 and parsed.ops >= 1 and parsed.magnitude_std >= 0):
+            raise UserError(f"data.randaugment: got {spec!r}, allowed: 0 <= m <= 10, n >= 1, mstd >= 0")
+        return parsed
+
+
+class BatchRandAugment:
+    """RandAugment on uint8 image batches on their device, with torchvision's v2 operations.
+
+    torchvision applies one drawn operation to a whole batch; here each batch is cut into groups of `group`
+    images and every group draws its own operations, magnitudes and signs from an explicit generator, so an
+    epoch's augmentation is reproducible (and identical after a resume). The operations and their ranges are
+    torchvision's RandAugment space (timm's `rand` set without SolarizeAdd and Invert), on timm's 0-10 magnitude
+    scale: level m uses m/10 of each range.
+    """
+
+    def __init__(self, spec: str, group: int = 16) -> None:
+        from torchvision.transforms import v2
+
+        self.spec, self.group = RandAugmentSpec.parse(spec), group
+        self._ops = v2.RandAugment(interpolation=v2.InterpolationMode.NEAREST)
+        self._names = list(self._ops._AUGMENTATION_SPACE)
+
+    def _magnitude(self, name: str, level: float, negative: bool, size: tuple[int, int]) -> float:
+        magnitudes_fn, signed = self._ops._AUGMENTATION_SPACE[name]
+        bins = magnitudes_fn(11, *size)  # 11 bins: bin i is level i of timm's 0-10 scale
+        if bins is None:
+            return 0.0
+        value = float(bins[0]) + float(bins[10] - bins[0]) * level / 10.0
+        if name == "Posterize":
+            return float(round(value))
+        return -value if signed and negative else value
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augments uint8 images (B, C, H, W) into a new tensor; every batch of a size draws the same amount of
+        randomness from `generator`."""
+        groups, n = math.ceil(images.shape[0] / self.group), self.spec.ops
+        choice = torch.randint(len(self._names), (groups, n), generator=generator).tolist()
+        jitter = torch.randn((groups, n), generator=generator) * self.spec.magnitude_std
+        levels = (jitter + self.spec.magnitude).clamp_(0.0, 10.0).tolist()
+        negative = (torch.rand((groups, n), generator=generator) < 0.5).tolist()
+        size = (images.shape[-2], images.shape[-1])
+        out = torch.empty_like(images, memory_format=torch.contiguous_format)
+        for i in range(groups):
+            part = images[i * self.group : (i + 1) * self.group]
+            for k in range(n):
+                name = self._names[choice[i][k]]
+                magnitude = self._magnitude(name, levels[i][k], negative[i][k], size)
+                part = self._ops._apply_image_or_video_transform(
+                    part, name, magnitude, interpolation=self._ops.interpolation, fill=self._ops._fill
+                )
+            out[i * self.group : (i + 1) * self.group] = part
+        return out
+
+
+def random_erasing(images: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """timm's RandomErasing (mode "pixel") on a normalised batch, in place, drawn from an explicit generator.
+
+    Each image, with `probability`, gets one box of 2-33% of its area and aspect ratio 0.3-3.3 (the first of 10
+    drawn shapes that fits) filled with standard-normal noise. Vectorised: one mask for the batch, no Python loop
+    over images; the same amount of randomness is drawn for every batch of a size.
+    """
+    b, c, h, w = images.shape
+    chosen = torch.rand(b, generator=generator) < probability
+    area = torch.empty((b, 10)).uniform_(0.02, 1 / 3, generator=generator) * (h * w)
+    ratio = torch.empty((b, 10)).uniform_(math.log(0.3), math.log(1 / 0.3), generator=generator).exp_()
+    eh, ew = (area * ratio).sqrt().round().long(), (area / ratio).sqrt().round().long()
+    fits = (eh < h) & (ew < w) & (eh > 0) & (ew > 0)
+    first = fits.float().argmax(dim=1, keepdim=True)
+    erase = chosen & fits.any(dim=1)
+    eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)
+    top = (torch.rand(b, generator=generator) * (h - eh + 1)).long()
+    left = (torch.rand(b, generator=generator) * (w - ew + 1)).long()
+    noise = torch.randn((b, c, h, w), generator=generator)
+    if not bool(erase.any()):
+        return images
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    inside = (rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
+    inside = inside & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1))
+    mask = (inside & erase.view(-1, 1, 1)).unsqueeze(1).to(images.device, non_blocking=True)
+    images.copy_(torch.where(mask, noise.to(images.device, non_blocking=True), images))
+    return images
 
 
 # --------------------------------------------------------------------------------------------- loaders
@@ -430,7 +546,9 @@ class DeviceLoader:
     Training loaders shuffle and augment (random crop with zero padding, optional horizontal flip) whole batches
     on the device with random numbers drawn once per epoch from a `torch.Generator` seeded by
     `epoch_seed(seed, epoch)`; they drop the last partial batch. Evaluation loaders keep the order and every
-    sample. No worker processes, no per-sample Python.
+    sample. No worker processes, no per-sample Python. Optional RandAugment (`BatchRandAugment`, on the uint8
+    batch after crop and flip) and random erasing (on the normalised batch) draw from a second generator per
+    epoch, so they are reproducible too.
     """
 
     def __init__(
@@ -447,6 +565,8 @@ class DeviceLoader:
         crop_padding: int = 0,
         hflip: bool = False,
         channels_last: bool = True,
+        randaugment: str | None = None,
+        random_erasing: float = 0.0,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise UserError(f"images: got {images.dtype} {tuple(images.shape)}, allowed: uint8 (N, C, H, W)")
@@ -459,10 +579,13 @@ class DeviceLoader:
         self.in_chans, self.input_size = images.shape[1], images.shape[-1]
         self.crop_padding, self.hflip = (crop_padding, hflip) if train else (0, False)
         self.augment = self.crop_padding > 0 or self.hflip
+        self.randaugment = BatchRandAugment(randaugment) if train and randaugment else None
+        self.random_erasing = random_erasing if train else 0.0
         # training images are stored zero-padded once, so a batch is cropped and flipped by a single `take`
         p = self.crop_padding
         self._store = F.pad(images, (p, p, p, p)).contiguous() if p else images.contiguous()
         self.normalize = _Normalize(mean, std, self.device, channels_last)
+        self.mean, self.std = list(mean), list(std)
         self.epoch = 0
 
     @property
@@ -492,6 +615,7 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, shifts, flips = self._epoch_randomness()
+        extra = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))  # RandAugment, erasing
         size = min(self.batch_size, self.num_samples)
         shape = (self.in_chans, self.input_size, self.input_size)
         for i in range(len(self)):
@@ -504,7 +628,12 @@ class DeviceLoader:
                 images = self._store.view(-1).gather(0, index).view(len(idx), *shape)
             else:
                 images = self._store[idx]
-            yield self.normalize(images), self.labels[idx]
+            if self.randaugment is not None:
+                images = self.randaugment(images, extra)
+            batch = self.normalize(images)
+            if self.random_erasing > 0:
+                batch = random_erasing(batch, self.random_erasing, extra)
+            yield batch, self.labels[idx]
 
 
 class _FileDataset(torch.utils.data.Dataset):
@@ -547,8 +676,10 @@ class FolderLoader:
         seed: int = 0,
         workers: int = 4,
         channels_last: bool = True,
+        random_erasing: float = 0.0,
     ) -> None:
         self.device, self.batch_size, self.train, self.seed = device, batch_size, train, seed
+        self.random_erasing = random_erasing if train else 0.0
         self.num_samples, self.num_classes, self.in_chans, self.input_size = len(samples), num_classes, 3, input_size
         self.normalize = _Normalize(mean, std, device, channels_last)
         self.generator = torch.Generator()
@@ -572,9 +703,12 @@ class FolderLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        extra = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
         for images, labels in self.loader:
-            images = images.to(self.device, non_blocking=True)
-            yield self.normalize(images), labels.to(self.device, non_blocking=True)
+            batch = self.normalize(images.to(self.device, non_blocking=True))
+            if self.random_erasing > 0:
+                batch = random_erasing(batch, self.random_erasing, extra)
+            yield batch, labels.to(self.device, non_blocking=True)
 
 
 # --------------------------------------------------------------------------------------------- entry point
@@ -612,7 +746,12 @@ def default_input_size(dataset: str) -> int:
 
 
 def build_loaders(
-    cfg: DataConfig, device: torch.device | str = "cpu", *, mode: Mode = "search", channels_last: bool = True
+    cfg: DataConfig,
+    device: torch.device | str = "cpu",
+    *,
+    mode: Mode = "search",
+    channels_last: bool = True,
+    holdout_fraction: float = 0.02,
 ) -> SearchData:
     """Reads the dataset `cfg` names and returns its loaders.
 
@@ -620,22 +759,27 @@ def build_loaders(
         cfg: dataset, root, split fractions, batch sizes, seed, augmentation.
         device: where batches are produced (small datasets are stored there).
         mode: "search": train = search-train, val = search-val (both from the training set, disjoint);
-            "final": train = the whole training set, val = the test split (for retraining the winner).
-            `test` is the official test split in both modes.
+            "final": train = the whole training set, val = the test split;
+            "retrain": train = the whole training set minus a class-balanced `holdout_fraction` of every class,
+            val = that held-out part (for the per-epoch curve of a retrain, so the test split is not looked at
+            before the end). `test` is the official test split in every mode.
         channels_last: memory format of the image batches (match the model's).
+        holdout_fraction: the held-out share of the training set in "retrain" mode.
 
     Raises:
         ValueError: unknown dataset, missing or malformed files (the message names the path or field).
     """
     device = torch.device(device)
-    if mode not in ("search", "final"):
-        raise UserError(f"mode: got {mode!r}, allowed: search, final")
-    if cfg.randaugment and cfg.dataset != "imagefolder":
-        raise UserError(f"data.randaugment: got {cfg.randaugment!r}, allowed: null unless dataset is imagefolder")
+    if mode not in ("search", "final", "retrain"):
+        raise UserError(f"mode: got {mode!r}, allowed: search, final, retrain")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise UserError(f"holdout_fraction: got {holdout_fraction!r}, allowed: 0 < fraction < 1")
+    if cfg.randaugment:
+        RandAugmentSpec.parse(cfg.randaugment)  # a bad spec is a one-line error before any data is read
     if cfg.dataset == "imagefolder":
-        return _build_folder(cfg, device, mode, channels_last)
+        return _build_folder(cfg, device, mode, channels_last, holdout_fraction)
     train, test = _load_arrays(cfg)
-    return _build_in_memory(cfg, train, test, device, mode, channels_last)
+    return _build_in_memory(cfg, train, test, device, mode, channels_last, holdout_fraction)
 
 
 def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
@@ -704,12 +848,15 @@ def _load_arrays(cfg: DataConfig) -> tuple[ImageArrays, ImageArrays]:
 
 
 def _split(
-    labels: np.ndarray, cfg: DataConfig, mode: Mode
+    labels: np.ndarray, cfg: DataConfig, mode: Mode, holdout_fraction: float = 0.02
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
     """(indices to record, training indices, held-out validation indices or None in "final" mode)."""
     if mode == "final":
         everything = np.arange(len(labels))
         return {"train": everything}, everything, None
+    if mode == "retrain":
+        train, holdout = class_balanced_split(labels, 1.0 - holdout_fraction, holdout_fraction, cfg.seed)
+        return {"train": train, "holdout": holdout}, train, holdout
     train, val = class_balanced_split(labels, cfg.search_train_fraction, cfg.search_val_fraction, cfg.seed)
     return {"search_train": train, "search_val": val}, train, val
 
@@ -731,11 +878,17 @@ def _on_device(
 
 
 def _build_in_memory(
-    cfg: DataConfig, train: ImageArrays, test: ImageArrays, device: torch.device, mode: Mode, channels_last: bool
+    cfg: DataConfig,
+    train: ImageArrays,
+    test: ImageArrays,
+    device: torch.device,
+    mode: Mode,
+    channels_last: bool,
+    holdout_fraction: float = 0.02,
 ) -> SearchData:
     size = cfg.input_size or default_input_size(cfg.dataset)
     padding, hflip = _augmentation(cfg, size)
-    indices, train_idx, val_idx = _split(train.labels, cfg, mode)
+    indices, train_idx, val_idx = _split(train.labels, cfg, mode, holdout_fraction)
     train_x, train_y = _on_device(train, train_idx, size, device)
     mean, std = channel_stats(train_x)  # from the training split only; val and test reuse them
     common = {"num_classes": train.num_classes, "mean": mean.tolist(), "std": std.tolist()}
@@ -754,6 +907,8 @@ def _build_in_memory(
         seed=cfg.seed,
         crop_padding=padding,
         hflip=hflip,
+        randaugment=cfg.randaugment if cfg.augment else None,
+        random_erasing=cfg.random_erasing if cfg.augment else 0.0,
         **common,
     )
     test_loader = eval_loader(test, None)
@@ -804,7 +959,9 @@ def _folder_transforms(cfg: DataConfig, size: int) -> tuple[object, object]:
     return train_tf, eval_tf
 
 
-def _build_folder(cfg: DataConfig, device: torch.device, mode: Mode, channels_last: bool) -> SearchData:
+def _build_folder(
+    cfg: DataConfig, device: torch.device, mode: Mode, channels_last: bool, holdout_fraction: float = 0.02
+) -> SearchData:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     if cfg.root is None:
@@ -817,7 +974,7 @@ def _build_folder(cfg: DataConfig, device: torch.device, mode: Mode, channels_la
     size = cfg.input_size or default_input_size(cfg.dataset)
     train_tf, eval_tf = _folder_transforms(cfg, size)
     labels = np.array([label for _, label in train_samples], dtype=np.int64)
-    indices, train_idx, val_idx = _split(labels, cfg, mode)
+    indices, train_idx, val_idx = _split(labels, cfg, mode, holdout_fraction)
     num_classes = len(class_to_idx)
     common = {
         "num_classes": num_classes,
@@ -832,7 +989,8 @@ def _build_folder(cfg: DataConfig, device: torch.device, mode: Mode, channels_la
 
     def loader(samples: list, transform: object, train: bool) -> FolderLoader:
         batch = cfg.batch_size if train else cfg.eval_batch_size
-        return FolderLoader(samples, transform, batch_size=batch, train=train, **common)
+        erasing = cfg.random_erasing if cfg.augment else 0.0
+        return FolderLoader(samples, transform, batch_size=batch, train=train, random_erasing=erasing, **common)
 
     train_loader = loader([train_samples[i] for i in train_idx], train_tf, True)
     test_loader = loader(test_samples, eval_tf, False)

@@ -20,7 +20,7 @@ from menas import ranking
 from menas.cost import format_count
 from menas.errors import UserError
 from menas.files import write_atomically
-from menas.store import Store, TrialRecord
+from menas.store import RetrainRecord, Store, TrialRecord
 
 #: Files `write_report` creates in the report folder.
 FIGURES = ("accuracy_vs_macs.png", "epoch_time.png", "pareto.png")
@@ -93,6 +93,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         info, records = store.snapshot()
         summaries = store.generation_summary()
         config = store.config()
+        retrains = store.retrains()
     pts = points(records)
     if not pts:
         raise UserError(f"run {os.fspath(run_dir)!r}: no finished trial yet, nothing to report")
@@ -103,7 +104,8 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         _plot_epoch_time(pts, folder / FIGURES[1]),
         _plot_pareto(pts, folder / FIGURES[2]),
         _write_csv(records, folder / TABLES[0]),
-        _write_markdown(_title(run_dir, config, info.status), summaries, pts, best_point(records), folder / TABLES[1]),
+        _write_markdown(_title(run_dir, config, info.status), summaries, pts, best_point(records), folder / TABLES[1],
+                        retrains),
     ]
     return paths
 
@@ -226,7 +228,27 @@ def _title(run_dir: str | os.PathLike[str], config: dict, status: str) -> str:
     return f"Search report: {Path(run_dir).resolve().name} (strategy {strategy}, space {space}, {status})"
 
 
-def _write_markdown(title: str, summaries, pts: Sequence[Point], best: Point, path: Path) -> Path:
+def _retrain_lines(retrains: Sequence[RetrainRecord], pts: Sequence[Point]) -> list[str]:
+    """The "Retrained" section: each `menas retrain` of a network of the run, test top-1 beside its search score."""
+    if not retrains:
+        return []
+    search = {p.trial_id: p.score for p in pts}
+    lines = ["", "## Retrained (test split)", "",
+             "| trial | search-val top-1 | recipe | epochs | test top-1 | test top-5 | EMA top-1 | EMA top-5 | kept | "
+             "MACs | params | minutes | img/s | device |", "|---" * 14 + "|"]  # fmt: skip
+    for r in retrains:
+        trial = "-" if r.trial_id is None else str(r.trial_id)
+        recipe = r.recipe + (f" + KD from {_cell(r.teacher)}" if r.teacher else "")
+        lines.append(f"| {trial} | {_pct(search.get(r.trial_id))} | {recipe} | {r.epochs} | {_pct(r.test_top1)} | "
+                     f"{_pct(r.test_top5)} | {_pct(r.ema_top1)} | {_pct(r.ema_top5)} | {r.kept} | "
+                     f"{format_count(r.macs or 0)} | {format_count(r.params or 0)} | {(r.wall_s or 0) / 60:.1f} | "
+                     f"{r.images_per_s or 0:,.0f} | {r.device or '-'} |")  # fmt: skip
+    return lines
+
+
+def _write_markdown(
+    title: str, summaries, pts: Sequence[Point], best: Point, path: Path, retrains: Sequence[RetrainRecord] = ()
+) -> Path:
     lines = [
         f"# {title}",
         "",
@@ -253,5 +275,6 @@ def _write_markdown(title: str, summaries, pts: Sequence[Point], best: Point, pa
         p = pts[i]
         lines.append(f"| {p.trial_id} | {p.score:.2f}% | {format_count(p.macs)} | {format_count(p.params)} | "
                      f"{'yes' if p.ticket else 'no'} | `{_cell(p.genome)}` |")  # fmt: skip
+    lines += _retrain_lines(retrains, pts)
     lines += ["", "Figures: " + ", ".join(f"[{name}]({name})" for name in FIGURES), ""]
     return write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines)))

@@ -8,7 +8,12 @@ This module owns the schema and every read and write of that file:
   (genome, score after and before fine-tuning, MACs, params), checkpoint path, error text, the worker that ran
   it ("host:pid"), timestamps, seconds spent training / searching tickets / evaluating, images trained and epochs;
 - `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
-  returning a result: its trial id and error).
+  returning a result: its trial id and error);
+- `retrains`: one row per `menas retrain` of a network of the run (schema version 2): genome, recipe, epochs, test
+  top-1/top-5/loss of the raw and the EMA weights, which of them was kept, cost, wall time, img/s, device, folder.
+
+Older stores are migrated when opened for writing (`_MIGRATIONS`); read-only opens of an older version work and
+show no retrains.
 
 Crash safety: the file is created under a temporary name and linked into place when complete (a second creator
 fails instead of replacing it); it runs in WAL mode with `synchronous=FULL`; every write is one transaction
@@ -42,8 +47,8 @@ from menas.ranking import FinalMetrics
 
 #: File name of the store inside a run directory.
 FILENAME = "menas.sqlite"
-#: Schema version, kept in SQLite's `user_version`; `Store.open` refuses other versions.
-SCHEMA_VERSION = 1
+#: Schema version, kept in SQLite's `user_version`; `Store.open` migrates older versions and refuses others.
+SCHEMA_VERSION = 2
 #: Seconds a connection waits for a lock before "database is locked" is raised.
 BUSY_TIMEOUT_S = 30.0
 
@@ -100,6 +105,33 @@ _SCHEMA = (
         payload TEXT NOT NULL
     )""",
 )
+
+_RETRAINS_TABLE = """CREATE TABLE retrains (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        trial_id INTEGER,
+        genome TEXT NOT NULL,
+        recipe TEXT NOT NULL,
+        config TEXT NOT NULL,
+        epochs INTEGER NOT NULL,
+        test_top1 REAL,
+        test_top5 REAL,
+        test_loss REAL,
+        ema_top1 REAL,
+        ema_top5 REAL,
+        ema_loss REAL,
+        kept TEXT NOT NULL,
+        macs INTEGER,
+        params INTEGER,
+        wall_s REAL,
+        images_per_s REAL,
+        device TEXT,
+        teacher TEXT,
+        out TEXT NOT NULL
+    )"""
+_SCHEMA = (*_SCHEMA, _RETRAINS_TABLE)
+#: Statements that take a store from version N to N + 1.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_RETRAINS_TABLE,)}
 
 
 def _opt_int(where: str, value: Any) -> int | None:
@@ -191,6 +223,39 @@ class Event:
     time: float
     kind: str
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RetrainRecord:
+    """One row of `retrains`: a network of the run retrained by `menas retrain`. Accuracies in percent on the test
+    split; `ema_*` are None without EMA; `kept` says which weights the retrain folder's model.safetensors holds."""
+
+    id: int
+    time: float
+    trial_id: int | None
+    genome: str
+    recipe: str
+    config: dict[str, Any]
+    epochs: int
+    test_top1: float | None
+    test_top5: float | None
+    test_loss: float | None
+    ema_top1: float | None
+    ema_top5: float | None
+    ema_loss: float | None
+    kept: str
+    macs: int | None
+    params: int | None
+    wall_s: float | None
+    images_per_s: float | None
+    device: str | None
+    teacher: str | None
+    out: str
+
+    @property
+    def kept_top1(self) -> float | None:
+        """Test top-1 of the kept weights."""
+        return self.ema_top1 if self.kept == "ema" else self.test_top1
 
 
 @dataclass(frozen=True)
@@ -367,7 +432,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise UserError(f"{target}: not a menas store ({exc})") from None
-        if not {"run", "trials", "events"} <= tables or version != SCHEMA_VERSION:
+        if not {"run", "trials", "events"} <= tables or not 1 <= version <= SCHEMA_VERSION:
             conn.close()
             raise UserError(
                 f"{target}: not a menas store of schema version {SCHEMA_VERSION} (found version {version}, "
@@ -375,6 +440,8 @@ class Store:
             )
         if not readonly and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
+        if not readonly and version < SCHEMA_VERSION:
+            _migrate(conn, version)
         return cls(conn, target, readonly)
 
     def close(self) -> None:
@@ -608,6 +675,38 @@ class Store:
                              "WHERE trial_id = ?", (tid,))  # fmt: skip
         return sorted(ids)
 
+    def add_retrain(self, **fields: Any) -> int:
+        """Records a finished retrain (the fields of `RetrainRecord` but `id` and `time`; `config` a mapping);
+        returns its id."""
+        names = [f for f in RetrainRecord.__dataclass_fields__ if f not in ("id", "time")]
+        unknown = sorted(set(fields) - set(names))
+        check(not unknown, "add_retrain", unknown, ", ".join(names))
+        check(isinstance(fields.get("genome"), str) and fields["genome"] != "", "add_retrain genome",
+               fields.get("genome"), "genome strings")  # fmt: skip
+        check(fields.get("kept") in ("raw", "ema"), "add_retrain kept", fields.get("kept"), "raw, ema")
+        check(isinstance(fields.get("config"), dict), "add_retrain config", fields.get("config"), "a mapping")
+        for name in ("test_top1", "test_top5", "test_loss", "ema_top1", "ema_top5", "ema_loss", "wall_s",
+                     "images_per_s"):  # fmt: skip
+            fields[name] = _opt_real(f"add_retrain {name}", fields.get(name))
+        for name in ("trial_id", "epochs", "macs", "params"):
+            _opt_int(f"add_retrain {name}", fields.get(name))
+        row = {name: fields.get(name) for name in names}
+        row["config"] = json.dumps(row["config"], sort_keys=True)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"INSERT INTO retrains (time, {', '.join(names)}) VALUES (?, {', '.join('?' * len(names))})",
+                (time.time(), *row.values()),
+            )
+            return int(cursor.lastrowid)
+
+    def retrains(self) -> list[RetrainRecord]:
+        """Every recorded retrain, oldest first (none in a store of schema version 1 opened read-only)."""
+        try:
+            rows = self._conn.execute("SELECT * FROM retrains ORDER BY id").fetchall()
+        except sqlite3.OperationalError:  # version 1 store opened read-only: no retrains table yet
+            return []
+        return [RetrainRecord(**{**dict(r), "config": json.loads(r["config"])}) for r in rows]
+
     def log_event(self, kind: str, **payload: Any) -> int:
         """Appends an event of any kind (see the module docstring for those the search logs); returns its id. The
         payload is stored as JSON; values JSON cannot hold (paths, ...) are stored as their `str`."""
@@ -662,6 +761,11 @@ class Store:
         """The best done trial by `menas.ranking.rank_key` (final score, then fewer final MACs, then the earlier
         trial); None before any trial is done."""
         return ranking.best(self.trials("done"))
+
+    def ranked(self, limit: int | None = None) -> list[TrialRecord]:
+        """Done trials, best first, by `menas.ranking.rank_key` (at most `limit`)."""
+        ordered = sorted(self.trials("done"), key=ranking.rank_key)
+        return ordered if limit is None else ordered[:limit]
 
     def generation_summary(self) -> list[GenerationSummary]:
         """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""
@@ -754,6 +858,21 @@ class Store:
             conn.execute(f"UPDATE trials SET {assignments} WHERE trial_id = ?", (*args, trial_id))
 
 
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Brings a store of an older schema version up to `SCHEMA_VERSION`, one version per transaction."""
+    for start in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == start:  # another process may have migrated
+                for statement in _MIGRATIONS[start]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {start + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
 __all__ = [
     "FILENAME",
     "IN_FLIGHT",
@@ -762,6 +881,7 @@ __all__ = [
     "TRIAL_STATUSES",
     "Event",
     "GenerationSummary",
+    "RetrainRecord",
     "RunInfo",
     "Store",
     "TrialRecord",

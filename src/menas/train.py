@@ -2,8 +2,9 @@
 
 This module owns the inner loop of a trial: optimizer (timm's RMSpropTF or SGD), learning-rate schedule (timm's
 step or cosine scheduler, stepped per update), label-smoothed cross entropy, optional EMA of the weights
-(timm's `ModelEmaV3`), mixed precision on CUDA, channels_last, the non-finite-loss guard, per-epoch statistics,
-and atomic checkpoints that resume bit-identically on CPU.
+(timm's `ModelEmaV3`), optional knowledge distillation from a teacher (`kd_loss`), mixed precision on CUDA,
+channels_last, the non-finite and exploding loss guards, per-epoch statistics, and atomic checkpoints that resume
+bit-identically on CPU.
 
 A trainer consumes any `Loader`-like object (see `menas.data.Loader`): iterable of (images, labels) already on
 the training device, with `device`, `batch_size`, `num_samples`, `num_classes` and `set_epoch(epoch)`.
@@ -30,8 +31,12 @@ from menas.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from menas.config import TrainConfig, to_dict
 from menas.errors import TrialFailed, UserError
 
+#: A loss above this many times its reference (its first value, or the chance level ln(classes) if lower) is a
+#: failed run: a network whose validation loss went from 2.3 to 5,000 has diverged even when it is not yet NaN.
+EXPLODE_FACTOR = 100.0
+
 #: Config keys that may differ between a checkpoint and the run resuming it (they do not change the result).
-_RESUME_TOLERATED = {"threads", "eval_every", "tune_allocator"}
+RESUME_TOLERATED = {"threads", "eval_every", "tune_allocator", "recipe"}
 
 
 class _Loader(Protocol):
@@ -230,6 +235,62 @@ def _score(
     return scores
 
 
+# --------------------------------------------------------------------------------------------- losses
+
+
+def kd_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    temperature: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al.): (1 - alpha) * CE(student, labels) + alpha * T^2 *
+    KL(softmax(teacher / T) || softmax(student / T)), the KL averaged over the batch. T^2 keeps the soft term's
+    gradients on the scale of the hard one's as T changes."""
+    ce = F.cross_entropy(student, labels, label_smoothing=label_smoothing)
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean",
+                  log_target=True)  # fmt: skip
+    return (1.0 - alpha) * ce + alpha * t * t * kl
+
+
+class _Criterion:
+    """The training loss: label-smoothed cross entropy, or `kd_loss` against a teacher when one is given. The
+    teacher runs in eval mode under inference mode (no graph, no BN statistics updates)."""
+
+    def __init__(self, cfg: TrainConfig, teacher: nn.Module | None) -> None:
+        self.cfg, self.teacher = cfg, teacher
+        if teacher is not None:
+            teacher.eval()
+
+    def __call__(self, logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.teacher is None:
+            return F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+        with torch.inference_mode():
+            soft = self.teacher(images)
+        soft = soft.clone().to(logits.dtype)  # a normal tensor: inference tensors cannot be saved for backward
+        return kd_loss(logits, soft, labels, self.cfg.kd_alpha, self.cfg.kd_temperature, self.cfg.label_smoothing)
+
+
+def check_explosion(history: History, num_classes: int, factor: float = EXPLODE_FACTOR) -> None:
+    """Raises `TrialFailed` when the last epoch's training or validation loss is above `factor` x its reference:
+    the first epoch's value, or the chance-level loss ln(num_classes) when that is lower (so a loss that is
+    already absurd after the first epoch counts too)."""
+    last = history.epochs[-1]
+    for name in ("train_loss", "val_loss"):
+        values = [getattr(e, name) for e in history.epochs if getattr(e, name) is not None]
+        if not values or getattr(last, name) is None:
+            continue
+        reference = min(values[0], math.log(max(2, num_classes)))
+        if values[-1] > factor * reference:
+            what = name.replace("_", " ")
+            raise TrialFailed(f"{what} exploded at epoch {last.epoch}: {values[-1]:.4g}, over {factor:g}x its "
+                              f"reference {reference:.3g} (first value {values[0]:.3g}); lower the learning rate "
+                              "or use the short recipe")  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------- training parts
 
 
@@ -275,7 +336,9 @@ def _build_parts(model: nn.Module, cfg: TrainConfig, loader: _Loader) -> _Parts:
 
     optimizer = _build_optimizer(model, cfg, cfg.peak_lr(loader.batch_size))
     scheduler = _build_scheduler(optimizer, cfg, len(loader))
-    ema = ModelEmaV3(model, decay=cfg.ema_decay_for(loader.batch_size)) if cfg.ema else None
+    ema = None
+    if cfg.ema:
+        ema = ModelEmaV3(model, decay=cfg.ema_decay_for(loader.batch_size), use_warmup=cfg.ema_warmup)
     dtype = amp_dtype(cfg.amp, loader.device)
     scaler = torch.amp.GradScaler(loader.device.type) if dtype == torch.float16 else None
     return _Parts(optimizer, scheduler, ema, scaler, dtype)
@@ -356,8 +419,11 @@ def _checkpoint_payload(
 
 def _check_resumable(payload: dict[str, Any], cfg: TrainConfig, loader: _Loader, path: str | Path) -> None:
     saved, now = payload["config"], to_dict(cfg)
+    defaults = to_dict(TrainConfig())
     for key in sorted(set(saved) | set(now)):
-        if key not in _RESUME_TOLERATED and saved.get(key) != now.get(key):
+        if key not in saved and now.get(key) == defaults.get(key):
+            continue  # a key added after the checkpoint was written, at its default
+        if key not in RESUME_TOLERATED and saved.get(key) != now.get(key):
             raise UserError(
                 f"checkpoint {str(path)!r}: train.{key} was {saved.get(key)!r}, now {now.get(key)!r} "
                 "(resume with the same settings, or resume=False to start over)"
@@ -419,10 +485,10 @@ class _LossLog:
 
 
 def _train_step(
-    model: nn.Module, parts: _Parts, criterion: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    model: nn.Module, parts: _Parts, criterion: _Criterion, images: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:
     with _autocast(images.device, parts.amp):
-        loss = criterion(model(images), labels)
+        loss = criterion(model(images), images, labels)
     parts.optimizer.zero_grad(set_to_none=True)
     if parts.scaler is not None:
         parts.scaler.scale(loss).backward()
@@ -435,7 +501,7 @@ def _train_step(
 
 
 def _train_epoch(
-    model: nn.Module, parts: _Parts, criterion: nn.Module, loader: _Loader, epoch: int, num_updates: int
+    model: nn.Module, parts: _Parts, criterion: _Criterion, loader: _Loader, epoch: int, num_updates: int
 ) -> tuple[float, int, int]:
     """One pass over the training loader. Returns (mean loss, updates done so far, images seen)."""
     model.train()
@@ -466,6 +532,7 @@ def train(
     resume: bool = True,
     progress: Callable[[EpochStats], None] | None = None,
     owner: dict[str, Any] | None = None,
+    teacher: nn.Module | None = None,
 ) -> History:
     """Trains `model` in place for `cfg.epochs` epochs, scoring `val_loader` every `cfg.eval_every` epochs and
     after the last.
@@ -481,13 +548,16 @@ def train(
         progress: called with each finished epoch's `EpochStats` (after its checkpoint is written).
         owner: who the checkpoint belongs to besides the model's genome (e.g. {"trial_id": 3}); a checkpoint of
             another genome or owner is refused, never resumed (see `checkpoint_identity`).
+        teacher: distil from this network (on the loader's device, same classes): the loss becomes `kd_loss` with
+            `cfg.kd_alpha` and `cfg.kd_temperature`; the teacher stays in eval mode and is never updated.
 
     Returns:
         The `History` of all epochs. With `cfg.ema`, the EMA weights are copied into `model` at the end, so
         `model` is what was scored.
 
     Raises:
-        TrialFailed: the training loss became NaN/infinite (names epoch and step), or CUDA ran out of memory.
+        TrialFailed: the training loss became NaN/infinite (names epoch and step), a loss exploded (see
+            `check_explosion`), or CUDA ran out of memory.
         UserError: the checkpoint belongs to another network, or does not match `cfg` or the loader.
     """
     device = train_loader.device
@@ -497,7 +567,7 @@ def train(
         tune_cpu_allocator()
     model.to(device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     parts = _build_parts(model, cfg, train_loader)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = _Criterion(cfg, teacher)
     history, start = History(), 0
     identity = checkpoint_identity(model, owner)
     if checkpoint_path is not None and resume and Path(checkpoint_path).is_file():
@@ -529,6 +599,7 @@ def train(
             stats.val_top1, stats.val_top5, stats.val_loss = scores["top1"], scores["top5"], scores["loss"]
             stats.eval_seconds = scores["seconds"]
         history.epochs.append(stats)
+        check_explosion(history, train_loader.num_classes)
         if checkpoint_path is not None:
             payload = _checkpoint_payload(model, parts, cfg, train_loader, epoch + 1, history, identity)
             save_checkpoint(checkpoint_path, payload)
