@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -11,7 +12,21 @@ from hypothesis import strategies as st
 
 from menas.cost import Budget
 from menas.errors import BudgetError
-from menas.operators import check_feasible, crossover, extreme_genome, mutate, reachable_costs, repair, sample
+from menas.operators import (
+    LAYER_GENES,
+    Origin,
+    check_feasible,
+    crossover,
+    crossover_traced,
+    extreme_genome,
+    identity_origin,
+    mutate,
+    mutate_traced,
+    reachable_costs,
+    repair,
+    repair_traced,
+    sample,
+)
 from menas.space import MOBILENETV3_LARGE, PRESETS, Genome
 
 from genomes import MT, WS, seeded_genomes
@@ -146,3 +161,91 @@ def test_repair_moves_into_budget_in_both_directions() -> None:
     for budget in (shrink, grow):
         fixed = repair(large, MT, rng, budget)
         assert fixed is not None and budget.contains(fixed) and MT.contains(fixed)
+
+
+# ------------------------------------------------------------------------------------------ gene origins
+
+
+def _check_origin(child: Genome, origin: Origin, parents: tuple[Genome, ...]) -> None:
+    """Every gene of `child` maps to a gene of a parent with the same role (and, unless listed as changed, the
+    same value), or is marked new; the record survives a JSON round trip."""
+    assert origin.parents == len(parents) and 0 <= origin.backbone < len(parents)
+    assert len(origin.stages) == len(child.stages)
+    for i, (stage, record) in enumerate(zip(child.stages, origin.stages, strict=True)):
+        for p, value, attr in ((record.depth, stage.depth, "depth"), (record.out, stage.out_chs, "out_chs"),
+                               (record.stride, stage.stride, "stride")):  # fmt: skip
+            assert p is None or getattr(parents[p].stages[i], attr) == value
+        assert len(record.layers) == stage.depth
+        for j, source in enumerate(record.layers):
+            if source is None:
+                continue
+            assert (source.stage, source.layer) == (i, j)  # positions are kept
+            theirs = parents[source.parent].stages[source.stage]
+            assert source.layer < theirs.depth
+            mine = dict(zip(LAYER_GENES, _genes(child, i, j), strict=True))
+            their = dict(zip(LAYER_GENES, _genes(parents[source.parent], i, j), strict=True))
+            assert {k for k in LAYER_GENES if mine[k] != their[k]} == set(source.changed)
+    assert Origin.from_json(json.dumps(origin.to_dict())) == origin
+
+
+def _genes(genome: Genome, i: int, j: int) -> tuple:
+    layer = genome.stages[i].layers[j]
+    return layer.kernel, layer.mid_chs, layer.se, layer.act, genome.layer_in_chs()[i][j], genome.stages[i].out_chs
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**31), name=st.sampled_from(list(PRESETS)), p=st.sampled_from([0.0, 0.08, 0.5]))
+def test_every_child_gene_maps_to_a_parent_gene_or_is_new(seed: int, name: str, p: float) -> None:
+    space, budget = PRESETS[name], BUDGETS[name]
+    rng = random.Random(seed)
+    a, b = sample(space, rng, budget), sample(space, rng, budget)
+    child, origin = mutate_traced(a, space, rng, p, budget)
+    _check_origin(child, origin, (a,))
+    for child, origin in crossover_traced(a, b, space, rng):
+        _check_origin(child, origin, (a, b))
+        fixed = repair_traced(child, origin, (a, b), space, rng, budget)
+        if fixed is not None:
+            _check_origin(*fixed, (a, b))
+            assert budget.contains(fixed[0])
+
+
+def test_traced_operators_make_the_same_children() -> None:
+    space, budget = MT, BUDGETS["mobilenet3-mt"]
+    a, b = seeded_genomes("mobilenet3-mt", 2, seed=5, budget=budget)
+    for seed in range(10):
+        plain = mutate(a, space, random.Random(seed), 0.3, budget)
+        assert mutate_traced(a, space, random.Random(seed), 0.3, budget)[0] == plain
+        pair = crossover(a, b, space, random.Random(seed))
+        traced = crossover_traced(a, b, space, random.Random(seed))
+        assert (traced[0][0], traced[1][0]) == pair
+        assert traced[0][1].backbone == 0 and traced[1][1].backbone == 1
+        r1, r2 = random.Random(seed), random.Random(seed)
+        assert repair(pair[0], space, r1, budget) == (repair_traced(pair[0], traced[0][1], (a, b), space, r2, budget)
+                                                      or (None,))[0]  # fmt: skip
+
+
+def test_a_child_identical_to_its_parent_maps_every_gene_to_itself() -> None:
+    (a,) = seeded_genomes("mobilenet3-mt", 1, seed=2, budget=BUDGETS["mobilenet3-mt"])
+    child, origin = mutate_traced(a, MT, random.Random(0), 0.0)
+    assert child == a and origin == identity_origin(a) and origin.new_layers == 0
+    assert all(x is not None and not x.changed for s in origin.stages for x in s.layers)
+    (c0, o0), (c1, o1) = crossover_traced(a, a, MT, random.Random(1))
+    assert c0 == c1 == a
+    for origin in (o0, o1):
+        assert all(x is not None and not x.changed for s in origin.stages for x in s.layers)
+        assert all(None not in (s.depth, s.out, s.stride) for s in origin.stages)
+
+
+def test_a_depth_mutation_marks_added_layers_new() -> None:
+    genome = Genome.from_str(MOBILENETV3_LARGE)
+    space = PRESETS["mobilenet3-mt"]
+    for seed in range(50):  # the first seed whose mutation deepens a stage
+        child, origin = mutate_traced(genome, space, random.Random(seed), 0.3)
+        deeper = [i for i, (s, t) in enumerate(zip(child.stages, genome.stages, strict=True)) if s.depth > t.depth]
+        if deeper:
+            break
+    i = deeper[0]
+    layers = origin.stages[i].layers
+    depth = genome.stages[i].depth
+    assert all(x is None for x in layers[depth:]) and all(x is not None for x in layers[:depth])
+    assert origin.stages[i].depth is None and origin.new_layers >= child.stages[i].depth - depth

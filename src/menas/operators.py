@@ -10,12 +10,19 @@ kernel, expanded width, SE, activation. A layer's expanded width is tied to the 
 for: when a width change or a crossover gives a layer a different input, its expansion ratio is kept and the
 expanded width recomputed.
 
+`mutate_traced`, `crossover_traced` and `repair_traced` make the same draws and genomes as `mutate`,
+`crossover` and `repair` and also return the child's `Origin`: which parent (and which parent layer) each gene
+came from, or that it is new. Weight inheritance (`menas.inherit`) maps the parents' trained tensors by it.
+
 This module never imports torch.
 """
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import dataclass
+from typing import Any
 
 from menas.cost import Budget, Cost, format_count
 from menas.errors import BudgetError, check, is_real
@@ -26,35 +33,41 @@ MUTATION_PROB = 0.08
 
 
 class _Layer:
-    """A mutable layer while an operator edits a genome; `design_in` is the input width `mid` was chosen for."""
+    """A mutable layer while an operator edits a genome; `design_in` is the input width `mid` was chosen for;
+    `source` is the (parent, stage, layer) it was taken from, None for a layer drawn new."""
 
-    __slots__ = ("act", "design_in", "kernel", "mid", "se")
+    __slots__ = ("act", "design_in", "kernel", "mid", "se", "source")
 
-    def __init__(self, kernel: int, mid: int, design_in: int, se: bool, act: str) -> None:
+    def __init__(
+        self, kernel: int, mid: int, design_in: int, se: bool, act: str, source: tuple[int, int, int] | None = None
+    ) -> None:
         self.kernel, self.mid, self.design_in, self.se, self.act = kernel, mid, design_in, se, act
+        self.source = source
 
     def copy(self) -> _Layer:
-        return _Layer(self.kernel, self.mid, self.design_in, self.se, self.act)
+        return _Layer(self.kernel, self.mid, self.design_in, self.se, self.act, self.source)
 
 
 class _Stage:
-    __slots__ = ("layers", "out", "stride")
+    """A mutable stage; `sources` names the parent each stage gene (depth, out, stride) was taken from."""
 
-    def __init__(self, out: int, stride: int, layers: list[_Layer]) -> None:
-        self.out, self.stride, self.layers = out, stride, layers
+    __slots__ = ("layers", "out", "sources", "stride")
+
+    def __init__(self, out: int, stride: int, layers: list[_Layer], sources: tuple[int, int, int] = (0, 0, 0)) -> None:
+        self.out, self.stride, self.layers, self.sources = out, stride, layers, sources
 
     def copy(self) -> _Stage:
-        return _Stage(self.out, self.stride, [layer.copy() for layer in self.layers])
+        return _Stage(self.out, self.stride, [layer.copy() for layer in self.layers], self.sources)
 
 
-def _draft(genome: Genome) -> list[_Stage]:
+def _draft(genome: Genome, parent: int = 0) -> list[_Stage]:
     stages, in_chs = [], genome.ds.out_chs
-    for stage in genome.stages:
+    for i, stage in enumerate(genome.stages):
         layers = []
-        for layer in stage.layers:
-            layers.append(_Layer(layer.kernel, layer.mid_chs, in_chs, layer.se, layer.act))
+        for j, layer in enumerate(stage.layers):
+            layers.append(_Layer(layer.kernel, layer.mid_chs, in_chs, layer.se, layer.act, (parent, i, j)))
             in_chs = stage.out_chs
-        stages.append(_Stage(stage.out_chs, stage.stride, layers))
+        stages.append(_Stage(stage.out_chs, stage.stride, layers, (parent, parent, parent)))
     return stages
 
 
@@ -180,7 +193,7 @@ def _other(rng: random.Random, choices: tuple, current: object) -> object | None
     return rng.choice(options) if options else None
 
 
-def _mutate_once(genome: Genome, space: SearchSpace, rng: random.Random, p: float) -> Genome:
+def _mutate_once(genome: Genome, space: SearchSpace, rng: random.Random, p: float) -> list[_Stage]:
     stages = _draft(genome)
     downsamples = sum(1 for s in stages if s.stride == 2)
     for i, (stage, choices) in enumerate(zip(stages, space.stages, strict=True)):
@@ -204,7 +217,7 @@ def _mutate_once(genome: Genome, space: SearchSpace, rng: random.Random, p: floa
                 layer.se = se
             if rng.random() < p and (act := _other(rng, choices.acts, layer.act)) is not None:
                 layer.act = act
-    return _finish(space, genome, stages)
+    return stages
 
 
 def mutate(
@@ -217,15 +230,29 @@ def mutate(
 ) -> Genome:
     """Each gene re-drawn with probability `p` to a different value; the child is repaired into the budget,
     or the mutation re-drawn, at most `max_tries` times."""
+    return mutate_traced(genome, space, rng, p, budget, max_tries)[0]
+
+
+def mutate_traced(
+    genome: Genome,
+    space: SearchSpace,
+    rng: random.Random,
+    p: float = MUTATION_PROB,
+    budget: Budget | None = None,
+    max_tries: int = 100,
+) -> tuple[Genome, Origin]:
+    """`mutate` (same draws, same child) and the child's `Origin` (one parent, index 0)."""
     check_mutation_prob(p)
     space.check(genome)
     for _ in range(max_tries):
-        child = _mutate_once(genome, space, rng, p)
+        stages = _mutate_once(genome, space, rng, p)
+        child = _finish(space, genome, stages)
+        sources = [[layer.source for layer in stage.layers] for stage in stages]
         if budget is None or budget.contains(child):
-            return child
-        child = repair(child, space, rng, budget)
-        if child is not None:
-            return child
+            return child, _origin(child, (genome,), 0, stages, sources)
+        repaired = _repair(child, space, rng, budget, sources)
+        if repaired is not None:
+            return repaired, _origin(repaired, (genome,), 0, stages, sources)
     raise BudgetError(f"no mutation of {genome} within the budget ({budget.describe()}) after {max_tries} tries")
 
 
@@ -233,12 +260,21 @@ def crossover(a: Genome, b: Genome, space: SearchSpace, rng: random.Random) -> t
     """Uniform crossover gene by gene: each stage gene (depth, width, stride) and each layer present in both
     parents goes to one child or the other with probability 1/2; a layer only one parent has is copied to the
     children deep enough to hold it. Children are not repaired: the caller applies its budget (`repair`)."""
+    (first, _), (second, _) = crossover_traced(a, b, space, rng)
+    return first, second
+
+
+def crossover_traced(
+    a: Genome, b: Genome, space: SearchSpace, rng: random.Random
+) -> tuple[tuple[Genome, Origin], tuple[Genome, Origin]]:
+    """`crossover` (same draws, same children), each child with its `Origin` (parent 0 is `a`, 1 is `b`; child
+    0's stem, ds and head are `a`'s, child 1's `b`'s). Repair a child with `repair_traced` to keep its origin."""
     space.check(a)
     space.check(b)
     children: tuple[list[_Stage], list[_Stage]] = ([], [])
-    for sa, sb in zip(_draft(a), _draft(b), strict=True):
-        pairs = [(x, y) if rng.random() < 0.5 else (y, x) for x, y in
-                 ((len(sa.layers), len(sb.layers)), (sa.out, sb.out), (sa.stride, sb.stride))]  # fmt: skip
+    for sa, sb in zip(_draft(a, 0), _draft(b, 1), strict=True):
+        values = ((len(sa.layers), len(sb.layers)), (sa.out, sb.out), (sa.stride, sb.stride))
+        swaps = [rng.random() >= 0.5 for _ in values]  # one draw per stage gene, in this order
         layers: tuple[list[_Layer], list[_Layer]] = ([], [])
         for j in range(max(len(sa.layers), len(sb.layers))):
             la = sa.layers[j] if j < len(sa.layers) else None
@@ -247,14 +283,17 @@ def crossover(a: Genome, b: Genome, space: SearchSpace, rng: random.Random) -> t
             layers[0].append((first or second).copy())
             layers[1].append((second or first).copy())
         for c in (0, 1):
-            depth, out, stride = (pair[c] for pair in pairs)
-            children[c].append(_Stage(out, stride, layers[c][:depth]))
+            picks = [c ^ swap for swap in swaps]  # the parent each of depth, out, stride comes from
+            depth, out, stride = (pair[k] for pair, k in zip(values, picks, strict=True))
+            children[c].append(_Stage(out, stride, layers[c][:depth], tuple(picks)))
     results = []
-    for stages, parent in zip(children, (a, b), strict=True):
+    for c, (stages, parent) in enumerate(zip(children, (a, b), strict=True)):
         if sum(1 for s in stages if s.stride == 2) > space.max_downsamples:
             for stage, original in zip(stages, parent.stages, strict=True):
                 stage.stride = original.stride
-        results.append(_finish(space, parent, stages))
+                stage.sources = (*stage.sources[:2], c)
+        child = _finish(space, parent, stages)
+        results.append((child, _origin(child, (a, b), c, stages, [[x.source for x in s.layers] for s in stages])))
     return results[0], results[1]
 
 
@@ -300,7 +339,10 @@ def _neighbour(options: tuple, current: object, step: int) -> object | None:
     return min(higher) if higher else None
 
 
-def _apply(genome: Genome, space: SearchSpace, move: tuple, rng: random.Random) -> Genome:
+def _apply(
+    genome: Genome, space: SearchSpace, move: tuple, rng: random.Random, sources: list[list] | None = None
+) -> Genome:
+    """`genome` with one move applied; `sources` (per stage, each layer's source) follows a depth move."""
     name, i, j, value = move
     stages = _draft(genome)
     stage = stages[i]
@@ -309,6 +351,8 @@ def _apply(genome: Genome, space: SearchSpace, move: tuple, rng: random.Random) 
             del stage.layers[value:]
         else:
             stage.layers += [_random_layer(space, i, stage.out, rng) for _ in range(value - len(stage.layers))]
+        if sources is not None:
+            sources[i] = (sources[i] + [None] * value)[:value]
     elif name == "out":
         stage.out = value
     elif name == "stride":
@@ -325,6 +369,32 @@ def repair(
 
     Returns None when `max_steps` edits did not suffice; the caller re-draws.
     """
+    return _repair(genome, space, rng, budget, None, max_steps)
+
+
+def repair_traced(
+    genome: Genome,
+    origin: Origin,
+    parents: tuple[Genome, ...],
+    space: SearchSpace,
+    rng: random.Random,
+    budget: Budget,
+    max_steps: int = 200,
+) -> tuple[Genome, Origin] | None:
+    """`repair` (same draws, same genome) of a child whose `origin` refers to `parents`, with the repaired
+    child's origin: a layer a depth move removed is gone, one it added is new, changed genes are re-listed."""
+    sources = [[None if x is None else (x.parent, x.stage, x.layer) for x in stage.layers] for stage in origin.stages]
+    repaired = _repair(genome, space, rng, budget, sources, max_steps)
+    if repaired is None:
+        return None
+    picks = [(s.depth, s.out, s.stride) for s in origin.stages]
+    return repaired, _origin(repaired, parents, origin.backbone, picks, sources)
+
+
+def _repair(
+    genome: Genome, space: SearchSpace, rng: random.Random, budget: Budget, sources: list[list] | None,
+    max_steps: int = 200,
+) -> Genome | None:  # fmt: skip
     for _ in range(max_steps):
         cost = budget.cost(genome)
         if budget.admits(cost):
@@ -335,19 +405,152 @@ def repair(
         moves = _moves(genome, space, shrink, strides)
         if not moves:
             return None
-        genome = _apply(genome, space, rng.choice(moves), rng)
+        genome = _apply(genome, space, rng.choice(moves), rng, sources)
     return None
 
 
+# ------------------------------------------------------------------------------------------ gene origins
+
+#: Layer genes an `Origin` compares with the source layer; `in_chs`/`out_chs` are the widths around the layer
+#: (set by the stages before it and by its stage), which a crossover or a width change can alter.
+LAYER_GENES = ("kernel", "mid_chs", "se", "act", "in_chs", "out_chs")
+
+
+@dataclass(frozen=True)
+class LayerOrigin:
+    """The parent layer a child layer was taken from (`parent` index, its `stage` and `layer` position), and
+    the genes of `LAYER_GENES` in which the child differs from it (re-drawn by mutation, moved by repair, or
+    rescaled after a width change). Weights map tensor by tensor whatever changed (see `menas.inherit`)."""
+
+    parent: int
+    stage: int
+    layer: int
+    changed: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parent": self.parent, "stage": self.stage, "layer": self.layer, "changed": list(self.changed)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerOrigin:
+        return cls(int(data["parent"]), int(data["stage"]), int(data["layer"]), tuple(data.get("changed", ())))
+
+
+@dataclass(frozen=True)
+class StageOrigin:
+    """Per stage gene (depth, out, stride) the parent whose value the child has, None where the value is one no
+    source parent had (re-drawn); per child layer its `LayerOrigin`, None for a layer drawn new."""
+
+    depth: int | None
+    out: int | None
+    stride: int | None
+    layers: tuple[LayerOrigin | None, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"depth": self.depth, "out": self.out, "stride": self.stride,
+                "layers": [None if x is None else x.to_dict() for x in self.layers]}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageOrigin:
+        layers = tuple(None if x is None else LayerOrigin.from_dict(x) for x in data["layers"])
+        return cls(data["depth"], data["out"], data["stride"], layers)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where each gene of a bred child came from: plain data (`to_dict` is JSON-serialisable) to be stored with
+    the trial and read by weight inheritance.
+
+    `parents` is 1 (mutation) or 2 (crossover); `backbone` the parent whose stem, ds block, head and classifier
+    the child takes; `stages` one `StageOrigin` per child stage. Operators keep positions: a child's stage i is
+    built from its parents' stages i, and its layer j from a layer j. A layer added by a depth move is new; a
+    layer whose genes were re-drawn keeps its source and lists the changed genes (the rule for "re-drawn but
+    same shape": weights still map, a changed kernel centred, a changed width by importance slicing or padding).
+    """
+
+    parents: int
+    backbone: int
+    stages: tuple[StageOrigin, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parents": self.parents, "backbone": self.backbone, "stages": [s.to_dict() for s in self.stages]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Origin:
+        return cls(int(data["parents"]), int(data["backbone"]), tuple(StageOrigin.from_dict(s) for s in data["stages"]))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Origin:
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def new_layers(self) -> int:
+        """Child layers with no parent layer."""
+        return sum(1 for s in self.stages for x in s.layers if x is None)
+
+
+def identity_origin(genome: Genome) -> Origin:
+    """The origin of a child identical to its one parent: every gene maps to itself."""
+    stages = tuple(
+        StageOrigin(0, 0, 0, tuple(LayerOrigin(0, i, j) for j in range(stage.depth)))
+        for i, stage in enumerate(genome.stages)
+    )
+    return Origin(1, 0, stages)
+
+
+def _layer_genes(genome: Genome, i: int, j: int) -> tuple:
+    stage, layer = genome.stages[i], genome.stages[i].layers[j]
+    in_chs = genome.layer_in_chs()[i][j]
+    return layer.kernel, layer.mid_chs, layer.se, layer.act, in_chs, stage.out_chs
+
+
+def _origin(child: Genome, parents: tuple[Genome, ...], backbone: int, picks: list, sources: list[list]) -> Origin:
+    """The child's origin from the parent each stage gene and layer was taken from (`picks`: per stage the
+    parents of depth, out, stride, or `_Stage`s carrying them; `sources`: per stage each layer's source)."""
+    stages = []
+    for i, stage in enumerate(child.stages):
+        pick = picks[i].sources if isinstance(picks[i], _Stage) else picks[i]
+        values = (stage.depth, stage.out_chs, stage.stride)
+        genes = []
+        for k, (p, value) in enumerate(zip(pick, values, strict=True)):
+            if p is None:
+                genes.append(None)
+                continue
+            theirs = parents[p].stages[i]
+            genes.append(p if (theirs.depth, theirs.out_chs, theirs.stride)[k] == value else None)
+        layers: list[LayerOrigin | None] = []
+        for j, source in enumerate(sources[i][: stage.depth]):
+            if source is None:
+                layers.append(None)
+                continue
+            p, si, lj = source
+            mine, theirs = _layer_genes(child, i, j), _layer_genes(parents[p], si, lj)
+            changed = tuple(n for n, x, y in zip(LAYER_GENES, mine, theirs, strict=True) if x != y)
+            layers.append(LayerOrigin(p, si, lj, changed))
+        layers += [None] * (stage.depth - len(layers))
+        stages.append(StageOrigin(genes[0], genes[1], genes[2], tuple(layers)))
+    return Origin(len(parents), backbone, tuple(stages))
+
+
 __all__ = [
+    "LAYER_GENES",
     "MUTATION_PROB",
+    "LayerOrigin",
+    "Origin",
+    "StageOrigin",
     "check_feasible",
     "check_mutation_prob",
     "crossover",
+    "crossover_traced",
     "extreme_genome",
+    "identity_origin",
     "mutate",
+    "mutate_traced",
     "random_genome",
     "reachable_costs",
     "repair",
+    "repair_traced",
     "sample",
 ]
