@@ -170,8 +170,10 @@ def _fit_macs(
 # ------------------------------------------------------------------------------------------ weight inheritance
 
 
-def _select(weights: Sequence[torch.Tensor], keep: int, importance: str) -> torch.Tensor | None:
-    """Kept output channels of a coupled group of layers (their L1 norms summed), or None to keep all."""
+def select_channels(weights: Sequence[torch.Tensor], keep: int, importance: str = "l1") -> torch.Tensor | None:
+    """The `keep` most important output channels of a coupled group of layers, in their original order (L1: the
+    filters' L1 norms summed over the group; "first": the first `keep`), or None to keep all. The one channel
+    order of menas: lottery tickets and weight inheritance between parents and children (`menas.inherit`)."""
     total = weights[0].shape[0]
     if keep == total:
         return None
@@ -197,18 +199,18 @@ def keep_plan(model: MenasNet, pruned: Genome, importance: str = "l1") -> dict[s
         else:
             chain = [j for j, g in enumerate(groups) if g == i]
             weights = [blk.project.conv.weight for j in chain for blk in model.stages[j]]
-            out_keep = _select(weights, new_stage.out_chs, importance)
+            out_keep = select_channels(weights, new_stage.out_chs, importance)
         stage_keep.append(out_keep)
         for j, (layer, new_layer) in enumerate(zip(stage.layers, new_stage.layers, strict=True)):
             block, prefix = blocks[j], f"stages.{i}.{j}"
-            mid_keep = _select([block.expand.conv.weight], new_layer.mid_chs, importance)
+            mid_keep = select_channels([block.expand.conv.weight], new_layer.mid_chs, importance)
             plan[f"{prefix}.expand.conv"] = (mid_keep, in_keep)
             plan[f"{prefix}.expand.bn"] = (mid_keep, None)
             plan[f"{prefix}.dw.conv"] = (mid_keep, None)
             plan[f"{prefix}.dw.bn"] = (mid_keep, None)
             if layer.se:
                 reduce = block.se.conv_reduce.weight
-                rd_keep = _select([reduce], se_channels(new_layer.mid_chs), importance)
+                rd_keep = select_channels([reduce], se_channels(new_layer.mid_chs), importance)
                 plan[f"{prefix}.se.conv_reduce"] = (rd_keep, mid_keep)
                 plan[f"{prefix}.se.conv_expand"] = (mid_keep, rd_keep)
             plan[f"{prefix}.project.conv"] = (out_keep, mid_keep)
@@ -218,7 +220,8 @@ def keep_plan(model: MenasNet, pruned: Genome, importance: str = "l1") -> dict[s
     return plan
 
 
-def _slice(tensor: torch.Tensor, out_keep: torch.Tensor | None, in_keep: torch.Tensor | None) -> torch.Tensor:
+def slice_channels(tensor: torch.Tensor, out_keep: torch.Tensor | None, in_keep: torch.Tensor | None) -> torch.Tensor:
+    """`tensor` restricted to the kept output (dim 0) and input (dim 1) channels; None keeps all."""
     if out_keep is not None and tensor.dim() >= 1:
         tensor = tensor.index_select(0, out_keep)
     if in_keep is not None and tensor.dim() >= 2:
@@ -255,11 +258,11 @@ def _narrowed(module: nn.Module, name: str, plan: dict[str, tuple], fmt: torch.m
     clone.__dict__.update(state)
     for key, param in module._parameters.items():
         if param is not None:
-            clone._parameters[key] = nn.Parameter(_fresh(_slice(param.detach(), out_keep, in_keep), fmt),
+            clone._parameters[key] = nn.Parameter(_fresh(slice_channels(param.detach(), out_keep, in_keep), fmt),
                                                   requires_grad=param.requires_grad)  # fmt: skip
     for key, buf in module._buffers.items():
         if buf is not None:
-            sliced = buf if key == "num_batches_tracked" else _slice(buf, out_keep, in_keep)
+            sliced = buf if key == "num_batches_tracked" else slice_channels(buf, out_keep, in_keep)
             clone._buffers[key] = _fresh(sliced, fmt)
     for key, sub in module._modules.items():
         if sub is not None:
