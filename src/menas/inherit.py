@@ -204,9 +204,11 @@ def inherit(
     shrink: float = 1.0,
     perturb: float = 0.0,
     calib_batches: Sequence[torch.Tensor] | None = None,
+    channels_last: bool = False,
 ) -> tuple[MenasNet, InheritCounts]:
     """The child network with its parents' weights mapped in (see the module docstring), on the parents'
-    device, in the default memory format; BN recalibrated on `calib_batches` when given (then in eval mode).
+    device (channels_last when asked: pass it when the data is); BN recalibrated on `calib_batches` when given
+    (the model is then in eval mode).
 
     `parents[k]` is the trained network of the origin's parent k (the ticket's when the parent kept one)."""
     if len(parents) != origin.parents:
@@ -218,6 +220,8 @@ def inherit(
         torch.manual_seed(seed)
         model = build_model(child, num_classes, in_chans).to(device)
     counts = _fill(model, inherit_plan(child, origin, parents, importance), parents, shrink, perturb)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if calib_batches is not None:
         recalibrate_bn(model, calib_batches)
     return model, counts
@@ -253,6 +257,7 @@ def inherit_from_files(
     shrink: float = 1.0,
     perturb: float = 0.0,
     calib_batches: Sequence[torch.Tensor] | None = None,
+    channels_last: bool = False,
 ) -> Inheritance:
     """`inherit` from the parents' weights files (`paths[k]` for parent k); an `Inheritance` with no model and
     the reason when a file cannot be used."""
@@ -261,7 +266,7 @@ def inherit_from_files(
         return Inheritance(None, InheritCounts(), reason)
     if calib_batches:
         parents = [p.to(calib_batches[0].device) for p in parents]
-    model, counts = inherit(child, origin, parents, seed, importance, shrink, perturb, calib_batches)
+    model, counts = inherit(child, origin, parents, seed, importance, shrink, perturb, calib_batches, channels_last)
     return Inheritance(model, counts)
 
 

@@ -1,0 +1,141 @@
+"""Individual weight sharing (issue 12): does a child's score after a shortened inherited training rank children
+as their scores after full training from scratch do? (BENCHMARKS.md "Weight sharing", goal Spearman >= 0.7.)
+
+1. Trains a population of P parents (seeded samples of mobilenet3-mt within a small budget) for E epochs.
+2. Breeds C children from them as MENAS does (crossover + repair with probability 1/2, else mutation), with
+   their gene origins (`operators.*_traced`).
+3. Per child, four scores on search-val:
+   - `inherit+0`: the parents' weights mapped in (`inherit.inherit`), BN recalibrated, no training;
+   - `inherit+e`: the same, then trained e epochs (the shortened inherited training);
+   - `scratch+e`: trained e epochs from scratch (the same compute as `inherit+e`: the control);
+   - `scratch+E`: trained E epochs from scratch (the reference).
+4. Prints Spearman of each against `scratch+E`, the mean scores, the tensors inherited, and the training images.
+
+Run: .venv/bin/python bench/bench_inherit.py [--parents 8] [--children 30] [--epochs 3] [--inherit-epochs 1]
+     .venv/bin/python bench/bench_inherit.py --smoke   (tiny: a check that it runs, about a minute on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import statistics
+import time
+
+import torch
+
+from menas.builder import build_model
+from menas.config import DataConfig, TrainConfig
+from menas.cost import Budget
+from menas.data import build_loaders
+from menas.diagnose import correlations
+from menas.inherit import InheritCounts, inherit
+from menas.lottery import calibration_batches, merge_batches, top1
+from menas.operators import crossover_traced, mutate_traced, repair_traced, sample
+from menas.space import PRESETS
+from menas.train import seed_trial, train
+
+ARMS = ("inherit+0", "inherit+e", "scratch+e", "scratch+E")
+
+
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parents", type=int, default=8)
+    parser.add_argument("--children", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=3, help="E: parents' and the reference's epochs")
+    parser.add_argument("--inherit-epochs", type=int, default=1, help="e: the shortened training")
+    parser.add_argument("--train-fraction", type=float, default=0.1, help="search-train share of Fashion-MNIST")
+    parser.add_argument("--val-fraction", type=float, default=0.05)
+    parser.add_argument("--shrink", type=float, default=1.0)
+    parser.add_argument("--perturb", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="4 parents, 4 children, E=2, e=1, 1,200 images")
+    args = parser.parse_args()
+    if args.smoke:
+        args.parents, args.children, args.epochs, args.inherit_epochs = 4, 4, 2, 1
+        args.train_fraction, args.val_fraction = 0.02, 0.01
+    return args
+
+
+def _breed(parents: list, n: int, budget: Budget, rng: random.Random) -> list[tuple]:
+    """`n` distinct children (genome, origin, parent indices) of the parents' genomes, bred as MENAS breeds."""
+    space = PRESETS["mobilenet3-mt"]
+    genomes = [g for g, _ in parents]
+    seen, children = set(genomes), []
+    for _ in range(50 * n):
+        if len(children) >= n:
+            break
+        if rng.random() < 0.5:
+            i, j = rng.sample(range(len(genomes)), 2)
+            for child, origin in crossover_traced(genomes[i], genomes[j], space, rng):
+                fixed = repair_traced(child, origin, (genomes[i], genomes[j]), space, rng, budget)
+                if fixed is not None and fixed[0] not in seen:
+                    children.append((*fixed, (i, j)))
+                    seen.add(fixed[0])
+        else:
+            k = rng.randrange(len(genomes))
+            child, origin = mutate_traced(genomes[k], space, rng, budget=budget)
+            if child not in seen:
+                children.append((child, origin, (k,)))
+                seen.add(child)
+    return children[:n]
+
+
+def main() -> None:
+    args = _args()
+    torch.set_num_threads(args.threads)
+    data = build_loaders(DataConfig(dataset="fashion-mnist", search_train_fraction=args.train_fraction,
+                                    search_val_fraction=args.val_fraction, batch_size=128), "cpu")  # fmt: skip
+    recipe = TrainConfig(threads=args.threads)  # the default (short) recipe, the same for every arm
+    full = dataclasses.replace(recipe, epochs=args.epochs)
+    short = dataclasses.replace(recipe, epochs=args.inherit_epochs)
+    budget = Budget(macs_min=2e6, macs_max=8e6, params_max=2e6, input_size=32, in_chans=1, num_classes=10)
+    rng = random.Random(args.seed)
+    start = time.perf_counter()
+    parents = []
+    for k in range(args.parents):
+        genome = sample(PRESETS["mobilenet3-mt"], rng, budget)
+        seed_trial(args.seed * 1000 + k)
+        model = build_model(genome, data.num_classes, data.in_chans)
+        history = train(model, data.train, data.val, full)
+        parents.append((genome, model.eval()))
+        print(f"parent {k}: {history.val_top1:.1f}% after {args.epochs} epochs  {genome}")
+    calib = merge_batches(calibration_batches(data.train, 4, epoch=args.epochs))
+    children = _breed(parents, args.children, budget, rng)
+    scores: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    total = InheritCounts()
+    for c, (genome, origin, picks) in enumerate(children):
+        seed = args.seed * 1000 + 500 + c
+        models = [parents[k][1] for k in picks]
+        model, counts = inherit(genome, origin, models, seed, shrink=args.shrink, perturb=args.perturb,
+                                calib_batches=calib, channels_last=True)  # fmt: skip
+        for name in ("copied", "sliced", "padded", "fresh"):
+            setattr(total, name, getattr(total, name) + getattr(counts, name))
+        scores["inherit+0"].append(top1(model, data.val))
+        scores["inherit+e"].append(train(model, data.train, data.val, short).val_top1)
+        for arm, cfg in (("scratch+e", short), ("scratch+E", full)):
+            seed_trial(seed)
+            scratch = build_model(genome, data.num_classes, data.in_chans)
+            scores[arm].append(train(scratch, data.train, data.val, cfg).val_top1)
+        print(f"child {c} ({'x'.join(map(str, picks))}, {origin.new_layers} new layers, {counts.to_dict()}): "
+              + "  ".join(f"{arm} {scores[arm][-1]:.1f}%" for arm in ARMS))  # fmt: skip
+    _summary(args, scores, total, data.train.num_samples, time.perf_counter() - start)
+
+
+def _summary(args: argparse.Namespace, scores: dict, total: InheritCounts, images: int, seconds: float) -> None:
+    reference = scores["scratch+E"]
+    print(f"\n{len(reference)} children, {args.parents} parents, E={args.epochs}, e={args.inherit_epochs}, "
+          f"{images} search-train images, shrink {args.shrink}, perturb {args.perturb}, {seconds:.0f} s")  # fmt: skip
+    for arm in ARMS:
+        rho = correlations(scores[arm], reference).spearman if arm != "scratch+E" else 1.0
+        print(f"  {arm:10s} mean {statistics.mean(scores[arm]):5.1f}%  Spearman vs scratch+E {rho:.3f}")
+    share = total.inherited / max(1, total.inherited + total.fresh)
+    print(f"  tensors: {total.to_dict()} (inherited share {share:.2f})")
+    print(f"  training images per child: inherit+e {args.inherit_epochs * images}, scratch+E {args.epochs * images} "
+          f"({args.inherit_epochs / args.epochs:.2f}x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
