@@ -12,7 +12,7 @@ as their scores after full training from scratch do? (BENCHMARKS.md "Weight shar
 4. Prints Spearman of each against `scratch+E`, the mean scores, the tensors inherited, and the training images.
 
 Run: .venv/bin/python bench/bench_inherit.py [--parents 8] [--children 30] [--epochs 3] [--inherit-epochs 1]
-     .venv/bin/python bench/bench_inherit.py --smoke   (tiny: a check that it runs, about a minute on 2 cores)
+     .venv/bin/python bench/bench_inherit.py --smoke   (synthetic data at 16 px: a check that it runs, not evidence)
 """
 
 from __future__ import annotations
@@ -45,17 +45,21 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--children", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=3, help="E: parents' and the reference's epochs")
     parser.add_argument("--inherit-epochs", type=int, default=1, help="e: the shortened training")
-    parser.add_argument("--train-fraction", type=float, default=0.1, help="search-train share of Fashion-MNIST")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--input-size", type=int, default=32)
+    parser.add_argument("--macs-max", type=float, default=8e6, help="budget of the sampled parents and children")
+    parser.add_argument("--train-fraction", type=float, default=0.1, help="search-train share of the training set")
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--shrink", type=float, default=1.0)
     parser.add_argument("--perturb", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--smoke", action="store_true", help="4 parents, 4 children, E=2, e=1, 1,200 images")
+    parser.add_argument("--smoke", action="store_true", help="synthetic data at 16 px, 3 parents, 4 children, E=2, e=1")
     args = parser.parse_args()
     if args.smoke:
-        args.parents, args.children, args.epochs, args.inherit_epochs = 4, 4, 2, 1
-        args.train_fraction, args.val_fraction = 0.02, 0.01
+        args.parents, args.children, args.epochs, args.inherit_epochs = 3, 4, 2, 1
+        args.dataset, args.input_size, args.macs_max = "synthetic", 16, 1e6
+        args.train_fraction, args.val_fraction = 0.3, 0.1
     return args
 
 
@@ -86,12 +90,14 @@ def _breed(parents: list, n: int, budget: Budget, rng: random.Random) -> list[tu
 def main() -> None:
     args = _args()
     torch.set_num_threads(args.threads)
-    data = build_loaders(DataConfig(dataset="fashion-mnist", search_train_fraction=args.train_fraction,
-                                    search_val_fraction=args.val_fraction, batch_size=128), "cpu")  # fmt: skip
+    data = build_loaders(DataConfig(dataset=args.dataset, input_size=args.input_size, batch_size=128,
+                                    search_train_fraction=args.train_fraction,
+                                    search_val_fraction=args.val_fraction), "cpu")  # fmt: skip
     recipe = TrainConfig(threads=args.threads)  # the default (short) recipe, the same for every arm
     full = dataclasses.replace(recipe, epochs=args.epochs)
     short = dataclasses.replace(recipe, epochs=args.inherit_epochs)
-    budget = Budget(macs_min=2e6, macs_max=8e6, params_max=2e6, input_size=32, in_chans=1, num_classes=10)
+    budget = Budget(macs_min=args.macs_max / 4, macs_max=args.macs_max, params_max=2e6, input_size=args.input_size,
+                    in_chans=data.in_chans, num_classes=data.num_classes)  # fmt: skip
     rng = random.Random(args.seed)
     start = time.perf_counter()
     parents = []
