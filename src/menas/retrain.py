@@ -26,17 +26,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from menas.api import NetworkSource, find_network
 from menas.builder import MenasNet, build_model
 from menas.checkpoint import (
     RUN_FILE,
     WEIGHTS_FILE,
     load_checkpoint,
     load_weights,
-    read_genome,
-    resolve_checkpoint,
     save_weights,
 )
-from menas.config import DataConfig, RetrainConfig, TrainConfig, dump_yaml, from_dict, to_dict
+from menas.config import RetrainConfig, TrainConfig, dump_yaml, to_dict
 from menas.cost import count_cost
 from menas.data import SearchData, build_loaders
 from menas.errors import UserError
@@ -54,22 +53,14 @@ KIND = "retrain"
 # --------------------------------------------------------------------------------------------- sources
 
 
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """A network to retrain: its genome, the data config it was searched/trained with (None for a bare genome
-    string), its trained weights (for `--init trial` and as a teacher) and, for a run, the run and trial."""
-
-    genome: Genome
-    data: DataConfig | None
-    weights: Path | None
-    run_dir: Path | None = None
-    trial_id: int | None = None
-    label: str = ""
+#: A network to retrain: `menas.api.NetworkSource` (its genome, data config, weights, run and trial).
+Source = NetworkSource
 
 
-def resolve_source(text: str, trial: int | None = None, rank: int | None = None) -> Source:
-    """A run folder (its best done trial by the store's ranking, `trial` or the `rank`-th, 1 = best), a
-    checkpoint folder or .safetensors file, or a genome string / reference name / genome file.
+def resolve_source(text: str, trial: int | None = None, rank: int | None = None) -> NetworkSource:
+    """A genome string / reference name / genome file, or anything `menas.api.find_network` resolves (a run
+    folder: its best done trial, `trial` or the `rank`-th; a checkpoint or export folder; a .safetensors file).
+    A run's trial without weights is allowed (a retrain from scratch needs only its genome).
 
     Raises:
         UserError: an unknown trial or rank, a run without a finished trial, --trial/--rank without a run, or
@@ -81,46 +72,16 @@ def resolve_source(text: str, trial: int | None = None, rank: int | None = None)
     if "|" in text:  # a genome string (stages are separated by '|'), which may be too long for a file name
         if trial is not None or rank is not None:
             raise UserError("--trial/--rank: only with a run folder, not with a genome string")
-        return Source(parse_genome_arg(text), None, None, label="genome")
-    if store_path(path).is_file():
-        return _run_source(path, trial, rank)
-    if trial is not None or rank is not None:
-        raise UserError(f"--trial/--rank: only with a run folder, and {text!r} holds no search (no menas.sqlite)")
-    if path.is_dir() or path.suffix == ".safetensors":
-        weights, recorded = resolve_checkpoint(path, f"source: {text!r} holds no {WEIGHTS_FILE} (give a run folder, "
-                                               "a checkpoint folder, a .safetensors file or a genome)")  # fmt: skip
-        data = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
-        return Source(read_genome(weights), data, weights, label=str(path))
-    return Source(parse_genome_arg(text), None, None, label="genome")
+        return genome_source(parse_genome_arg(text))
+    if store_path(path).is_file() or trial is not None or rank is not None or path.is_dir() or (
+            path.suffix == ".safetensors"):  # fmt: skip
+        return find_network(path, trial, rank, need_weights=False)
+    return genome_source(parse_genome_arg(text))
 
 
-def _run_source(run: Path, trial: int | None, rank: int | None) -> Source:
-    from menas.config import SearchConfig
-    from menas.store import Store
-
-    if trial is not None and rank is not None:
-        raise UserError("--trial and --rank: give one of them")
-    with Store.open(run, readonly=True) as store:
-        ranked = store.ranked()
-        data = from_dict(SearchConfig, store.config(), "run config").data  # the run's one source of truth
-        if trial is not None:
-            try:
-                record = store.trial(trial)
-            except KeyError:
-                ids = [t.trial_id for t in store.trials()]
-                known = f"{min(ids)}..{max(ids)}" if ids else "none yet"
-                raise UserError(f"--trial: got {trial}, run {str(run)!r} has trials {known}") from None
-            if record.status != "done":
-                raise UserError(f"--trial: trial {trial} of run {str(run)!r} is {record.status}, allowed: done trials")
-        elif not ranked:
-            raise UserError(f"run {str(run)!r}: no finished trial yet, nothing to retrain")
-        elif rank is not None and not 1 <= rank <= len(ranked):
-            raise UserError(f"--rank: got {rank}, allowed: 1..{len(ranked)} (the run's done trials, 1 = best)")
-        else:
-            record = ranked[(rank or 1) - 1]
-    genome = Genome.from_str(record.ticket or record.genome)
-    weights = Path(record.checkpoint) if record.checkpoint else None
-    return Source(genome, data, weights, run, record.trial_id, f"{run} trial {record.trial_id}")
+def genome_source(genome: Genome) -> NetworkSource:
+    """A bare genome: no weights, no recorded data config."""
+    return NetworkSource(None, Path("."), genome=genome, label="genome")
 
 
 # --------------------------------------------------------------------------------------------- teachers
@@ -136,10 +97,7 @@ def load_teacher(text: str, weights: str | None, num_classes: int, in_chans: int
     """
     path = Path(text)
     if weights is None and "|" not in text and (path.exists() or path.suffix == ".safetensors"):
-        source = resolve_source(text)
-        if source.weights is None:
-            raise UserError(f"--teacher: {text!r} has no trained weights")
-        model: nn.Module = load_weights(source.weights)
+        model: nn.Module = load_weights(find_network(path).weights)
         classes, chans = model.num_classes, model.stem.conv.in_channels
     elif weights is not None:
         model, classes, chans = _timm_teacher(text, weights, num_classes, in_chans), num_classes, in_chans
