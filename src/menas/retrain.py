@@ -226,26 +226,26 @@ def fit(
 # --------------------------------------------------------------------------------------------- the command
 
 
-def check_out(out: Path, genome: Genome, run_record: dict[str, Any] | None = None) -> None:
-    """Refuses an output folder that holds another command's results, a retrain of another genome, or (with
-    `run_record`, the run.json this retrain would write) an epoch checkpoint of other settings; before anything
-    is written there."""
+def check_out(out: Path, genome: Genome, run_record: dict[str, Any] | None = None, kind: str = KIND) -> None:
+    """Refuses an output folder that holds another command's results, a `kind` run (retrain or transfer) of
+    another genome, or (with `run_record`, the run.json this run would write) an epoch checkpoint of other
+    settings; before anything is written there."""
     run = out / RUN_FILE
     if run.is_file():
         try:
             recorded = json.loads(run.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"--out: cannot read {str(run)!r} ({exc})") from None
-        if recorded.get("kind") != KIND:
+        if recorded.get("kind") != kind:
             raise UserError(f"--out: {str(out)!r} holds another command's results ({RUN_FILE} without kind "
-                            f"{KIND!r}); choose another folder")  # fmt: skip
+                            f"{kind!r}); choose another folder")  # fmt: skip
         if recorded.get("genome") != genome.to_str():
-            raise UserError(f"--out: {str(out)!r} holds a retrain of another genome ({recorded.get('genome')}); "
+            raise UserError(f"--out: {str(out)!r} holds a {kind} of another genome ({recorded.get('genome')}); "
                             "choose another folder")  # fmt: skip
         if run_record is not None and (out / CHECKPOINT_FILE).is_file():
             _check_same_settings(out, recorded, run_record)
     elif (out / CHECKPOINT_FILE).exists():
-        raise UserError(f"--out: {str(out / CHECKPOINT_FILE)!r} exists without {RUN_FILE}: not a retrain this "
+        raise UserError(f"--out: {str(out / CHECKPOINT_FILE)!r} exists without {RUN_FILE}: not a {kind} this "
                         "command can resume; choose another folder")  # fmt: skip
 
 
@@ -255,9 +255,9 @@ def _check_same_settings(out: Path, recorded: dict[str, Any], now: dict[str, Any
         before, after = recorded.get(section) or {}, now[section]
         for key in sorted(set(before) | set(after)):
             if key not in RESUME_TOLERATED and before.get(key) != after.get(key):
-                raise UserError(f"--out: {str(out)!r} holds a retrain with {section}.{key} {before.get(key)!r}, "
-                                f"now {after.get(key)!r}: resume it with the same settings, or choose another "
-                                "folder")  # fmt: skip
+                raise UserError(f"--out: {str(out)!r} holds a {now['kind']} with {section}.{key} "
+                                f"{before.get(key)!r}, now {after.get(key)!r}: resume it with the same settings, "
+                                "or choose another folder")  # fmt: skip
 
 
 def device_name(device: torch.device) -> str:
@@ -331,17 +331,19 @@ def retrain(
     if not (out / RUN_FILE).is_file():
         write_json(out / RUN_FILE, run_record)
     outcome = fit(model, data, cfg.train, out, teacher=teacher_model, progress=progress)
-    record = _record(source, cfg, outcome, cost, device, init, teacher)
-    _write_outputs(out, source.genome, model, outcome, run_record, record, cfg)
+    record = result_record(source, cfg, outcome, cost, device, init, teacher)
+    write_outputs(out, source.genome, model, outcome, run_record, record, cfg)
     if source.run_dir is not None and not finished_before:
         _store_record(source, record, out)
     return record
 
 
-def _record(
+def result_record(
     source: Source, cfg: RetrainConfig, outcome: Outcome, cost: Any, device: torch.device, init: str,
     teacher: tuple[str, str | None] | None,
 ) -> dict[str, Any]:  # fmt: skip
+    """The retrain.json (or transfer.json) record: what was trained, how, and its scores."""
+
     def scores(split: dict[str, dict[str, float]], name: str) -> dict[str, float] | None:
         if name not in split:
             return None
@@ -370,10 +372,11 @@ def _record(
     }
 
 
-def _write_outputs(
+def write_outputs(
     out: Path, genome: Genome, model: nn.Module, outcome: Outcome, run_record: dict[str, Any],
-    record: dict[str, Any], cfg: RetrainConfig,
+    record: dict[str, Any], cfg: RetrainConfig, result_file: str = RETRAIN_FILE,
 ) -> None:  # fmt: skip
+    """The kept and the other weights, run.json with the kept test top-1, recipe.yaml and `result_file`."""
     save_weights(model, genome, out / WEIGHTS_FILE)  # the kept weights
     other = "raw" if outcome.kept == "ema" else "ema"
     if other in outcome.states:
@@ -382,9 +385,9 @@ def _write_outputs(
         model.load_state_dict(outcome.states[outcome.kept])
     kept_test = outcome.test[outcome.kept]
     write_json(out / RUN_FILE, {**run_record, "kept": outcome.kept, "test_top1": kept_test["top1"]})
-    header = f"# menas retrain: the resolved recipe (preset {cfg.recipe!r} plus overrides)\n"
+    header = f"# menas {run_record['kind']}: the resolved recipe (preset {cfg.recipe!r} plus overrides)\n"
     write_atomically(out / RECIPE_FILE, lambda tmp: tmp.write_text(header + dump_yaml(cfg)))
-    write_json(out / RETRAIN_FILE, record)
+    write_json(out / result_file, record)
 
 
 def _store_record(source: Source, record: dict[str, Any], out: Path) -> None:
