@@ -242,3 +242,12 @@ def test_image_folder_networks_record_imagenet_statistics_and_the_crop(tmp_path:
     assert "shorter side to 36 px" in pre["resize"] and "centre crop of 32x32" in pre["resize"]
     assert main(["export", str(tmp_path / "net"), "--out", str(tmp_path / "export"), "--format", "safetensors"]) == 0
     assert "centre crop of 32x32" in (tmp_path / "export" / "README.md").read_text()
+
+
+def test_lottery_out_records_the_preprocessing_like_train(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ticket"
+    assert main(["lottery", str(trained), "-P", "2", "--score-images", "64", "--threads", "1", "--tolerance", "100",
+                 "--out", str(out)]) == 0  # fmt: skip
+    pre = json.loads((out / "run.json").read_text())["preprocessing"]
+    assert pre == json.loads((trained / "run.json").read_text())["preprocessing"]  # same data, same split statistics
+    assert (pre["input_size"], pre["in_chans"], pre["statistics"]) == (16, 1, "search-train split")

@@ -314,7 +314,9 @@ def cmd_lottery(args: argparse.Namespace) -> int:
                       f"of the unpruned)\n{c.proposal.genome.to_str()}")  # fmt: skip
     finetuned = _finetune_ticket(result, data, train_cfg, cfg, args.finetune_epochs or 0, console)
     if args.out:
-        _write_lottery_out(Path(args.out), result, finetuned, data_cfg, train_cfg, args, console)
+        from menas.data import preprocessing
+
+        _write_lottery_out(Path(args.out), result, finetuned, data_cfg, train_cfg, args, console, preprocessing(data))
     return 0
 
 
@@ -334,10 +336,12 @@ def _finetune_ticket(result: Any, data: Any, train_cfg: Any, cfg: Any, epochs: i
 
 def _write_lottery_out(
     out: Path, result: Any, finetuned: float | None, data_cfg: Any, train_cfg: Any, args: argparse.Namespace,
-    console: Console,
+    console: Console, preprocessing: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     """Writes lottery.json (every proposal and the choice) and, when a ticket won, its weights and run.json, so
-    the folder is a checkpoint `menas lottery` / `menas train`-style commands load like any other."""
+    the folder is a checkpoint `menas lottery` / `menas train`-style commands load like any other; run.json
+    records `preprocessing` (what the lottery's loaders fed the ticket: `menas.data.preprocessing`) like
+    `menas train`'s, so export and evaluate use the recorded statistics."""
     from menas.checkpoint import WEIGHTS_FILE, save_weights
     from menas.config import to_dict
 
@@ -350,6 +354,8 @@ def _write_lottery_out(
         return
     run = {"genome": chosen.proposal.genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
            "pruned_from": result.parent_genome.to_str()}  # fmt: skip
+    if preprocessing is not None:
+        run["preprocessing"] = preprocessing
     write_json(out / "run.json", run)
     save_weights(result.ticket_model, chosen.proposal.genome, out / WEIGHTS_FILE)
     console.print(f"wrote {out}/ ({WEIGHTS_FILE}, run.json, lottery.json)")
