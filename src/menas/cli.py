@@ -533,6 +533,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     the whole training split, optionally distilled; scores raw and EMA weights once on the test split."""
     from rich.progress import TimeRemainingColumn
 
+    from menas import distributed
     from menas.data import resolve_device
     from menas.retrain import RETRAIN_FILE, resolve_source, retrain
 
@@ -542,7 +543,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise UserError("--teacher-weights: only with --teacher NAME")
     source = resolve_source(args.source, args.trial, args.rank)
     cfg = _retrain_config(args, source.data)
-    device = resolve_device(args.device)
+    device = distributed.init_from_env(resolve_device(args.device))  # under torchrun: join the ranks
     out = Path(args.out)
     console = _console()
 
@@ -563,10 +564,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     teacher = (args.teacher, args.teacher_weights) if args.teacher else None
     try:
-        record = retrain(source, cfg, out, device=device, init=args.init, teacher=teacher, progress=on_epoch,
-                         on_start=on_start)  # fmt: skip
+        main = distributed.is_main()  # one progress bar under torchrun
+        record = retrain(source, cfg, out, device=device, init=args.init, teacher=teacher,
+                         progress=on_epoch if main else None, on_start=on_start if main else None)  # fmt: skip
     finally:
         progress.stop()
+    if not distributed.is_main():
+        return 0
     raw, ema = record["test"]["raw"], record["test"]["ema"]
     line = f"test top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
     if ema is not None:
@@ -601,6 +605,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     scores it once on that dataset's test split."""
     from rich.progress import TimeRemainingColumn
 
+    from menas import distributed
     from menas.api import find_network
     from menas.config import DataConfig, RetrainConfig, apply_override
     from menas.data import resolve_device
@@ -614,7 +619,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         cfg = apply_override(cfg, assignment, "recipe")
     if args.threads:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=args.threads))
-    device, out, console = resolve_device(args.device), Path(args.out), _console()
+    device, out, console = distributed.init_from_env(resolve_device(args.device)), Path(args.out), _console()
     progress = _progress(TimeRemainingColumn())  # started once the inputs are checked: errors stay one line
     task = progress.add_task("epochs", total=cfg.train.epochs)
 
@@ -632,9 +637,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                         f"held-out top-1 {stats.val_top1 or 0:.2f}%, {stats.images_per_s:,.0f} img/s")  # fmt: skip
 
     try:
-        record = transfer(source, cfg, out, device=device, progress=on_epoch, on_start=on_start)
+        main = distributed.is_main()  # one progress bar under torchrun
+        record = transfer(source, cfg, out, device=device, progress=on_epoch if main else None,
+                          on_start=on_start if main else None)  # fmt: skip
     finally:
         progress.stop()
+    if not distributed.is_main():
+        return 0
     raw, ema = record["test"]["raw"], record["test"]["ema"]
     line = f"{args.data} test top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
     if ema is not None:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from menas import distributed
 from menas.api import NetworkSource, find_network
 from menas.builder import MenasNet, build_model
 from menas.checkpoint import (
@@ -328,13 +329,14 @@ def retrain(
     if on_start is not None:
         done = load_checkpoint(out / CHECKPOINT_FILE)["epoch"] if (out / CHECKPOINT_FILE).is_file() else 0
         on_start(data, cost, done)
-    if not (out / RUN_FILE).is_file():
+    if not (out / RUN_FILE).is_file() and distributed.is_main():
         write_json(out / RUN_FILE, run_record)
     outcome = fit(model, data, cfg.train, out, teacher=teacher_model, progress=progress)
     record = result_record(source, cfg, outcome, cost, device, init, teacher)
-    write_outputs(out, source.genome, model, outcome, run_record, record, cfg)
-    if source.run_dir is not None and not finished_before:
-        _store_record(source, record, out)
+    if distributed.is_main():  # under torchrun, rank 0 writes
+        write_outputs(out, source.genome, model, outcome, run_record, record, cfg)
+        if source.run_dir is not None and not finished_before:
+            _store_record(source, record, out)
     return record
 
 
@@ -366,7 +368,7 @@ def result_record(
         "params": cost.params,
         "wall_seconds": outcome.wall_seconds,
         "images_per_s": outcome.images_per_s,
-        "device": device_name(device),
+        "device": device_name(device) + (f" x {distributed.world_size()} processes" if distributed.active() else ""),
         "resumed_at": outcome.history.resumed_at,
         "history": outcome.history.to_dict(),
     }

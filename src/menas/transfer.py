@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from menas import distributed
 from menas.api import NetworkSource
 from menas.builder import MenasNet, build_model
 from menas.checkpoint import RUN_FILE, load_checkpoint, load_weights
@@ -94,7 +95,7 @@ def transfer(
     if on_start is not None:
         done = load_checkpoint(out / CHECKPOINT_FILE)["epoch"] if (out / CHECKPOINT_FILE).is_file() else 0
         on_start(data, cost, done)
-    if not (out / RUN_FILE).is_file():
+    if not (out / RUN_FILE).is_file() and distributed.is_main():
         write_json(out / RUN_FILE, run_record)
     outcome = fit(model, data, cfg.train, out, progress=progress)
     record = result_record(dataclasses.replace(source, genome=trained.genome), cfg, outcome, cost, device,
@@ -102,5 +103,6 @@ def transfer(
     record.update({"dataset": cfg.data.dataset, "from": {"num_classes": trained.num_classes,
                    "in_chans": trained.stem.conv.in_channels}, "to": {"num_classes": data.num_classes,
                    "in_chans": data.in_chans, "input_size": data.input_size}, "rerun": finished_before})  # fmt: skip
-    write_outputs(out, trained.genome, model, outcome, run_record, record, cfg, TRANSFER_FILE)
+    if distributed.is_main():  # under torchrun, rank 0 writes
+        write_outputs(out, trained.genome, model, outcome, run_record, record, cfg, TRANSFER_FILE)
     return record
