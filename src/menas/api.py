@@ -140,7 +140,8 @@ def _run_source(run: Path, trial: int | None, rank: int | None, need_weights: bo
         data = from_dict(SearchConfig, stored, "run config").data
     info = {"source": str(run), "trial_id": best.trial_id, "search_val_top1": best.final_score,
             "ticket": best.ticket is not None}  # fmt: skip
-    genome = Genome.from_str(best.ticket or best.genome)
+    # the weights' own genome (what loads); the store's (the ticket's, else the trial's) when there are no weights
+    genome = read_genome(weights) if weights is not None else Genome.from_str(best.ticket or best.genome)
     return NetworkSource(weights, run, record, data, info, genome, run, best.trial_id, f"{run} trial {best.trial_id}")
 
 
