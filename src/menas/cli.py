@@ -801,7 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, required=True, help="fine-tuning epochs")
     p.add_argument("--out", required=True, help="output folder (resumes when it holds this transfer's checkpoint)")
     p.add_argument("--recipe", default="transfer", choices=["transfer", "short", "paper"],
-                   help="transfer (default: half the short lr, short warmup), short or paper")  # fmt: skip
+                   help="transfer (default: the short recipe, 0.1-epoch warmup), short or paper")  # fmt: skip
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="recipe override, e.g. --set train.lr=0.01 --set data.input_size=64")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")

@@ -290,12 +290,13 @@ RETRAIN_RECIPES: dict[str, dict[str, Any]] = {
         "train": {"recipe": "paper", "ema": True, "ema_decay": 0.9999, "ema_base_batch": 1024},
         "data": {"randaugment": "rand-m9-mstd0.5", "random_erasing": 0.2},
     },
-    # fine-tuning a trained network on another dataset (`menas transfer`): the short recipe at half its peak lr,
-    # a short warmup (the new classifier starts from scratch) and the short EMA
+    # fine-tuning a trained network on another dataset (`menas transfer`): the short recipe with a 0.1-epoch warmup
+    # (the trained layers need little; the new classifier starts from scratch) and the short EMA. Half the peak lr
+    # (lr_base 0.016) was measured worse: Fashion-MNIST -> digits, 15 epochs, test top-1 85.0/85.8/88.9% vs
+    # 93.0/92.8/94.2% at the short lr (3 seeds each)
     "transfer": {
         "train": {
             "recipe": "short",
-            "lr_base": 0.016,
             "warmup_epochs": 0.1,
             "ema": True,
             "ema_decay": 0.995,
@@ -316,7 +317,7 @@ class RetrainConfig:
     warmup, x0.97 every 2.4 epochs, weight decay 1e-5, label smoothing 0.1, dropout 0.2, EMA 0.9999 per update at
     batch 1024 (scaled to the batch), RandAugment rand-m9-mstd0.5 and random erasing 0.2; "short" (the default)
     is the short training recipe with an EMA for CPU runs of a few epochs; "transfer" fine-tunes a trained network
-    on another dataset (`menas transfer`: half the short peak lr, a short warmup).
+    on another dataset (`menas transfer`: the short recipe with a 0.1-epoch warmup).
     """
 
     recipe: RetrainRecipeName = "short"  # informational: the preset these values started from
