@@ -564,9 +564,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     teacher = (args.teacher, args.teacher_weights) if args.teacher else None
     try:
-        main = distributed.is_main()  # one progress bar under torchrun
+        rank0 = distributed.is_main()  # one progress bar under torchrun
         record = retrain(source, cfg, out, device=device, init=args.init, teacher=teacher,
-                         progress=on_epoch if main else None, on_start=on_start if main else None)  # fmt: skip
+                         progress=on_epoch if rank0 else None, on_start=on_start if rank0 else None)  # fmt: skip
     finally:
         progress.stop()
     if not distributed.is_main():
@@ -637,9 +637,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                         f"held-out top-1 {stats.val_top1 or 0:.2f}%, {stats.images_per_s:,.0f} img/s")  # fmt: skip
 
     try:
-        main = distributed.is_main()  # one progress bar under torchrun
-        record = transfer(source, cfg, out, device=device, progress=on_epoch if main else None,
-                          on_start=on_start if main else None)  # fmt: skip
+        rank0 = distributed.is_main()  # one progress bar under torchrun
+        record = transfer(source, cfg, out, device=device, progress=on_epoch if rank0 else None,
+                          on_start=on_start if rank0 else None)  # fmt: skip
     finally:
         progress.stop()
     if not distributed.is_main():

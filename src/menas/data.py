@@ -595,7 +595,9 @@ class DeviceLoader:
         seed-derived order, each global batch of `batch_size` cut into `world` equal slices of which this view
         yields slice `rank` (training loaders; `batch_size` stays the global batch, for the lr and EMA scaling).
         The images are shared, not copied."""
-        if not self.train or self.batch_size % world or min(self.batch_size, self.num_samples) % world:
+        if not self.train:
+            raise UserError("shard: only a training loader is sharded (evaluation runs whole on every rank)")
+        if self.batch_size % world or min(self.batch_size, self.num_samples) % world:
             raise UserError(f"data.batch_size: got {self.batch_size}, allowed: a multiple of the {world} processes "
                             "(each takes an equal slice of every training batch)")  # fmt: skip
         view = copy.copy(self)
