@@ -242,3 +242,32 @@ def test_image_folder_networks_record_imagenet_statistics_and_the_crop(tmp_path:
     assert "shorter side to 36 px" in pre["resize"] and "centre crop of 32x32" in pre["resize"]
     assert main(["export", str(tmp_path / "net"), "--out", str(tmp_path / "export"), "--format", "safetensors"]) == 0
     assert "centre crop of 32x32" in (tmp_path / "export" / "README.md").read_text()
+
+
+def test_lottery_out_records_the_preprocessing_like_train(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ticket"
+    assert main(["lottery", str(trained), "-P", "2", "--score-images", "64", "--threads", "1", "--tolerance", "100",
+                 "--out", str(out)]) == 0  # fmt: skip
+    pre = json.loads((out / "run.json").read_text())["preprocessing"]
+    assert pre == json.loads((trained / "run.json").read_text())["preprocessing"]  # same data, same split statistics
+    assert (pre["input_size"], pre["in_chans"], pre["statistics"]) == (16, 1, "search-train split")
+
+
+def test_find_network_picks_a_runs_trial_or_rank(trained: Path, tmp_path: Path) -> None:
+    from menas.api import find_network
+
+    run = _source("run folder", trained, tmp_path)  # trial 1 (50%) has the weights, trial 0 (10%) lost them
+    best = find_network(run)
+    assert (best.trial_id, best.weights, best.run_dir) == (1, trained / "model.safetensors", run)
+    assert find_network(run, trial=1).weights == find_network(run, rank=1).weights == best.weights
+    with pytest.raises(UserError, match="trial 0's weights .*missing.safetensors.* are missing"):
+        find_network(run, rank=2)
+    bare = find_network(run, rank=2, need_weights=False)  # a retrain from scratch needs only genome and data
+    assert (bare.weights, bare.genome.to_str()) == (None, Genome.from_str(GENOME).to_str())
+    assert (best.data.seed, bare.data.seed) == (1, 0)  # the trial's run.json, else the run's stored config
+    for kwargs, message in (({"trial": 5}, "--trial: got 5, run .* has trials 0..1"),
+                            ({"rank": 3}, "--rank: got 3, allowed: 1..2")):  # fmt: skip
+        with pytest.raises(UserError, match=message):
+            find_network(run, **kwargs)
+    with pytest.raises(UserError, match="--trial/--rank: only with a run folder"):
+        find_network(trained, rank=1)

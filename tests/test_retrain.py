@@ -81,7 +81,7 @@ def test_retrain_presets_resolve_and_round_trip():
     from menas.config import dump_yaml
 
     assert from_dict(RetrainConfig, yaml.safe_load(dump_yaml(paper))) == paper
-    with pytest.raises(UserError, match=r"--recipe: got 'long', allowed: short, paper"):
+    with pytest.raises(UserError, match=r"--recipe: got 'long', allowed: short, paper, transfer"):
         RetrainConfig.preset("long", SYNTH)
 
 

@@ -3,7 +3,8 @@
 A path may be an export folder (`genome.json` + `model.safetensors`), a checkpoint folder (`menas train --out`,
 `menas lottery --out`, a search trial's folder, a retrain folder: `model.safetensors`, most with a `run.json`), a
 run folder (its best trial, by the store's `best()`) or a `.safetensors` file with the genome in its metadata.
-`find_network` resolves all of them the same way for `menas.load`, `menas export` and `menas evaluate`.
+`find_network` resolves all of them the same way for `menas.load`, export, evaluate, retrain, transfer and
+distillation teachers (a genome string is handled by the callers that allow one).
 
 Torch-side (imports the builder and the checkpoint reader); `import menas` reaches it lazily.
 """
@@ -21,6 +22,7 @@ from menas.builder import MenasNet
 from menas.checkpoint import WEIGHTS_FILE, load_weights, read_genome, resolve_checkpoint
 from menas.config import DataConfig, from_dict
 from menas.errors import UserError
+from menas.space import Genome
 
 #: The record `menas export` writes beside the weights.
 GENOME_FILE = "genome.json"
@@ -32,13 +34,20 @@ class NetworkSource:
 
     `record` is the run.json (or an export's genome.json) beside the weights, `data` the data config that
     trained them (None when nothing records it), `info` the provenance an export writes into genome.json, and
-    `folder` the folder a command writes its results beside (the run folder for a run)."""
+    `folder` the folder a command writes its results beside (the run folder for a run). `genome` is the
+    network's genome; `weights` is None only for a run's trial without weights found with `need_weights=False`
+    (or a bare genome a caller wraps). `run_dir`/`trial_id` name the run and trial a network came from, `label`
+    says where it came from in one phrase."""
 
-    weights: Path
+    weights: Path | None
     folder: Path
     record: dict[str, Any] = field(default_factory=dict)
     data: DataConfig | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    genome: Genome | None = None
+    run_dir: Path | None = None
+    trial_id: int | None = None
+    label: str = ""
 
     @property
     def input_size(self) -> int | None:
@@ -53,49 +62,87 @@ class NetworkSource:
         return int(size) if isinstance(size, int) else None
 
 
-def find_network(path: str | Path) -> NetworkSource:
-    """Resolves an export folder, a checkpoint folder, a run folder or a .safetensors file.
+def find_network(
+    path: str | Path, trial: int | None = None, rank: int | None = None, *, need_weights: bool = True
+) -> NetworkSource:
+    """Resolves an export folder, a checkpoint folder, a run folder (its best done trial by the store's ranking,
+    trial `trial` or the `rank`-th best, 1 = best) or a .safetensors file: the one resolver of network paths for
+    `menas.load`, export, evaluate, retrain, transfer and distillation teachers (a genome string is the caller's
+    case, where it allows one).
+
+    Args:
+        need_weights: False lets a run's trial without weights through (`weights` None; `menas retrain` from
+            scratch needs only its genome and data config).
 
     Raises:
-        UserError: nothing usable at `path` (one line naming the path and what was expected), a run with no
-            finished trial or with its best trial's weights missing, an unreadable record.
+        UserError: nothing usable at `path` (one line naming the path and what was expected), `trial`/`rank`
+            without a run or unknown in it, a run with no finished trial or with the trial's weights missing, an
+            unreadable record.
     """
+    from menas.store import store_path
+
     path = Path(path)
+    if path.is_dir() and store_path(path).is_file():
+        return _run_source(path, trial, rank, need_weights)
+    if trial is not None or rank is not None:
+        raise UserError(f"--trial/--rank: only with a run folder, and {str(path)!r} holds no search (no menas.sqlite)")
     if not path.exists():
         raise UserError(f"{str(path)!r}: not found (give an export folder, a checkpoint folder, a run folder or a "
                         ".safetensors file)")  # fmt: skip
-    from menas.store import store_path
-
-    if path.is_dir() and store_path(path).is_file():
-        return _run_source(path)
     weights, record = resolve_checkpoint(path, f"{str(path)!r}: no {WEIGHTS_FILE} (not an export, checkpoint or "
                                          "run folder)")  # fmt: skip
     record = record or _read_record(weights.with_name(GENOME_FILE))
     data = _data_config(record.get("data"), weights)
-    return NetworkSource(weights, weights.parent, record, data, {"source": str(weights)})
+    return NetworkSource(weights, weights.parent, record, data, {"source": str(weights)}, read_genome(weights),
+                         label=str(path))  # fmt: skip
 
 
-def _run_source(run: Path) -> NetworkSource:
-    """A search's best trial: its weights, the trial's run.json when it has one, and the run's data config."""
+def _pick_trial(store: Any, run: Path, trial: int | None, rank: int | None) -> Any:
+    """The run's trial record: `trial` (a done one), the `rank`-th best or the best."""
+    if trial is not None and rank is not None:
+        raise UserError("--trial and --rank: give one of them")
+    if trial is not None:
+        try:
+            record = store.trial(trial)
+        except KeyError:
+            ids = [t.trial_id for t in store.trials()]
+            known = f"{min(ids)}..{max(ids)}" if ids else "none yet"
+            raise UserError(f"--trial: got {trial}, run {str(run)!r} has trials {known}") from None
+        if record.status != "done":
+            raise UserError(f"--trial: trial {trial} of run {str(run)!r} is {record.status}, allowed: done trials")
+        return record
+    ranked = store.ranked()
+    if not ranked:
+        raise UserError(f"run {str(run)!r}: no finished trial yet")
+    if rank is not None and not 1 <= rank <= len(ranked):
+        raise UserError(f"--rank: got {rank}, allowed: 1..{len(ranked)} (the run's done trials, 1 = best)")
+    return ranked[(rank or 1) - 1]
+
+
+def _run_source(run: Path, trial: int | None, rank: int | None, need_weights: bool) -> NetworkSource:
+    """A search's trial: its weights, the trial's run.json when it has one, and the run's data config."""
     from menas.config import SearchConfig
     from menas.store import Store
 
     with Store.open(run, readonly=True) as store:
-        best = store.best()
+        best = _pick_trial(store, run, trial, rank)
         stored = store.config()  # the run's one source of truth (config.yaml may have been edited since)
-    if best is None:
-        raise UserError(f"run {str(run)!r}: no finished trial yet")
-    missing = f"run {str(run)!r}: the best trial's weights {best.checkpoint!r} are missing"
-    if not best.checkpoint:
+    which = "the best trial's" if trial is None and rank is None else f"trial {best.trial_id}'s"
+    missing = f"run {str(run)!r}: {which} weights {best.checkpoint!r} are missing"
+    weights, record = None, {}
+    if best.checkpoint and (need_weights or Path(best.checkpoint).is_file()):
+        weights, record = resolve_checkpoint(best.checkpoint, missing)
+    elif need_weights:
         raise UserError(missing)
-    weights, record = resolve_checkpoint(best.checkpoint, missing)
     if "data" in record:
         data = _data_config(record["data"], weights)
     else:
         data = from_dict(SearchConfig, stored, "run config").data
     info = {"source": str(run), "trial_id": best.trial_id, "search_val_top1": best.final_score,
             "ticket": best.ticket is not None}  # fmt: skip
-    return NetworkSource(weights, run, record, data, info)
+    # the weights' own genome (what loads); the store's (the ticket's, else the trial's) when there are no weights
+    genome = read_genome(weights) if weights is not None else Genome.from_str(best.ticket or best.genome)
+    return NetworkSource(weights, run, record, data, info, genome, run, best.trial_id, f"{run} trial {best.trial_id}")
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -110,11 +157,11 @@ def _read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _data_config(value: Any, weights: Path) -> DataConfig | None:
+def _data_config(value: Any, weights: Path | None) -> DataConfig | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise UserError(f"{str(weights.parent)!r}: the recorded data config is not a mapping")
+        raise UserError(f"{str(weights.parent) if weights else '?'!r}: the recorded data config is not a mapping")
     return from_dict(DataConfig, value, "data")
 
 

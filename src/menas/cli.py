@@ -314,7 +314,9 @@ def cmd_lottery(args: argparse.Namespace) -> int:
                       f"of the unpruned)\n{c.proposal.genome.to_str()}")  # fmt: skip
     finetuned = _finetune_ticket(result, data, train_cfg, cfg, args.finetune_epochs or 0, console)
     if args.out:
-        _write_lottery_out(Path(args.out), result, finetuned, data_cfg, train_cfg, args, console)
+        from menas.data import preprocessing
+
+        _write_lottery_out(Path(args.out), result, finetuned, data_cfg, train_cfg, args, console, preprocessing(data))
     return 0
 
 
@@ -334,10 +336,12 @@ def _finetune_ticket(result: Any, data: Any, train_cfg: Any, cfg: Any, epochs: i
 
 def _write_lottery_out(
     out: Path, result: Any, finetuned: float | None, data_cfg: Any, train_cfg: Any, args: argparse.Namespace,
-    console: Console,
+    console: Console, preprocessing: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     """Writes lottery.json (every proposal and the choice) and, when a ticket won, its weights and run.json, so
-    the folder is a checkpoint `menas lottery` / `menas train`-style commands load like any other."""
+    the folder is a checkpoint `menas lottery` / `menas train`-style commands load like any other; run.json
+    records `preprocessing` (what the lottery's loaders fed the ticket: `menas.data.preprocessing`) like
+    `menas train`'s, so export and evaluate use the recorded statistics."""
     from menas.checkpoint import WEIGHTS_FILE, save_weights
     from menas.config import to_dict
 
@@ -350,6 +354,8 @@ def _write_lottery_out(
         return
     run = {"genome": chosen.proposal.genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
            "pruned_from": result.parent_genome.to_str()}  # fmt: skip
+    if preprocessing is not None:
+        run["preprocessing"] = preprocessing
     write_json(out / "run.json", run)
     save_weights(result.ticket_model, chosen.proposal.genome, out / WEIGHTS_FILE)
     console.print(f"wrote {out}/ ({WEIGHTS_FILE}, run.json, lottery.json)")
@@ -527,6 +533,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     the whole training split, optionally distilled; scores raw and EMA weights once on the test split."""
     from rich.progress import TimeRemainingColumn
 
+    from menas import distributed
     from menas.data import resolve_device
     from menas.retrain import RETRAIN_FILE, resolve_source, retrain
 
@@ -536,7 +543,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise UserError("--teacher-weights: only with --teacher NAME")
     source = resolve_source(args.source, args.trial, args.rank)
     cfg = _retrain_config(args, source.data)
-    device = resolve_device(args.device)
+    device = distributed.init_from_env(resolve_device(args.device))  # under torchrun: join the ranks
     out = Path(args.out)
     console = _console()
 
@@ -557,10 +564,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     teacher = (args.teacher, args.teacher_weights) if args.teacher else None
     try:
-        record = retrain(source, cfg, out, device=device, init=args.init, teacher=teacher, progress=on_epoch,
-                         on_start=on_start)  # fmt: skip
+        rank0 = distributed.is_main()  # one progress bar under torchrun
+        record = retrain(source, cfg, out, device=device, init=args.init, teacher=teacher,
+                         progress=on_epoch if rank0 else None, on_start=on_start if rank0 else None)  # fmt: skip
     finally:
         progress.stop()
+    if not distributed.is_main():
+        return 0
     raw, ema = record["test"]["raw"], record["test"]["ema"]
     line = f"test top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
     if ema is not None:
@@ -588,6 +598,59 @@ def _retrain_config(args: argparse.Namespace, recorded: Any) -> Any:
     if args.threads:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=args.threads))
     return cfg
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """Fine-tunes a trained network on another dataset (new classifier, stem adapted to the channel count) and
+    scores it once on that dataset's test split."""
+    from rich.progress import TimeRemainingColumn
+
+    from menas import distributed
+    from menas.api import find_network
+    from menas.config import DataConfig, RetrainConfig, apply_override
+    from menas.data import resolve_device
+    from menas.transfer import TRANSFER_FILE, transfer
+
+    if args.epochs < 1:
+        raise UserError(f"--epochs: got {args.epochs}, allowed: integers >= 1")
+    source = find_network(args.checkpoint)
+    cfg = RetrainConfig.preset(args.recipe, DataConfig(dataset=args.data, root=args.root), args.epochs)
+    for assignment in args.set or []:
+        cfg = apply_override(cfg, assignment, "recipe")
+    if args.threads:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=args.threads))
+    device, out, console = distributed.init_from_env(resolve_device(args.device)), Path(args.out), _console()
+    progress = _progress(TimeRemainingColumn())  # started once the inputs are checked: errors stay one line
+    task = progress.add_task("epochs", total=cfg.train.epochs)
+
+    def on_start(data: Any, cost: Any, done: int) -> None:
+        console.print(f"{source.genome.to_str() if source.genome else ''}\n{format_count(cost.macs)} MACs, "
+                      f"{format_count(cost.params)} params at {data.input_size} px; {data.num_classes} classes, "
+                      f"{data.in_chans} channels; recipe {cfg.recipe}, {cfg.train.epochs} epochs, "
+                      f"{data.train.num_samples} train / {data.val.num_samples} held-out images on {device}; from "
+                      f"{source.label}{f'; resuming after epoch {done}' if done else ''}")  # fmt: skip
+        progress.update(task, completed=done)
+        progress.start()
+
+    def on_epoch(stats: Any) -> None:
+        progress.update(task, completed=stats.epoch, description=f"epoch {stats.epoch}: loss {stats.train_loss:.3f}, "
+                        f"held-out top-1 {stats.val_top1 or 0:.2f}%, {stats.images_per_s:,.0f} img/s")  # fmt: skip
+
+    try:
+        rank0 = distributed.is_main()  # one progress bar under torchrun
+        record = transfer(source, cfg, out, device=device, progress=on_epoch if rank0 else None,
+                          on_start=on_start if rank0 else None)  # fmt: skip
+    finally:
+        progress.stop()
+    if not distributed.is_main():
+        return 0
+    raw, ema = record["test"]["raw"], record["test"]["ema"]
+    line = f"{args.data} test top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
+    if ema is not None:
+        line += f", EMA {ema['top1']:.2f}%"
+    console.print(f"{line}; kept the {record['kept']} weights; {record['wall_seconds'] / 60:.1f} min; wrote {out}/ "
+                  f"({TRANSFER_FILE}, model.safetensors, recipe.yaml, run.json)")  # fmt: skip
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -729,6 +792,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("transfer", help="fine-tune a trained network on another dataset; score it on its test split")
+    p.add_argument("checkpoint", help="a retrain/checkpoint/export folder, a run folder (its best) or .safetensors")
+    p.add_argument("--data", required=True, choices=["cifar10", "cifar100", "imagefolder", "fashion-mnist", "digits",
+                   "synthetic"], help="the dataset to transfer to")  # fmt: skip
+    p.add_argument("--root", default=None, help="dataset folder (default: the dataset's usual place)")
+    p.add_argument("--epochs", type=int, required=True, help="fine-tuning epochs")
+    p.add_argument("--out", required=True, help="output folder (resumes when it holds this transfer's checkpoint)")
+    p.add_argument("--recipe", default="transfer", choices=["transfer", "short", "paper"],
+                   help="transfer (default: the short recipe, 0.1-epoch warmup), short or paper")  # fmt: skip
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="recipe override, e.g. --set train.lr=0.01 --set data.input_size=64")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("resume", help="continue a search after a crash or Ctrl-C")
     p.add_argument("run", help="the run folder")

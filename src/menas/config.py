@@ -29,6 +29,7 @@ OptimizerName = Literal["rmsproptf", "sgd"]
 ScheduleName = Literal["step", "cosine"]
 AmpMode = Literal["auto", "off", "bf16", "fp16"]
 RecipeName = Literal["short", "paper"]
+RetrainRecipeName = Literal["short", "paper", "transfer"]  # RETRAIN_RECIPES' names
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -289,6 +290,21 @@ RETRAIN_RECIPES: dict[str, dict[str, Any]] = {
         "train": {"recipe": "paper", "ema": True, "ema_decay": 0.9999, "ema_base_batch": 1024},
         "data": {"randaugment": "rand-m9-mstd0.5", "random_erasing": 0.2},
     },
+    # fine-tuning a trained network on another dataset (`menas transfer`): the short recipe with a 0.1-epoch warmup
+    # (the trained layers need little; the new classifier starts from scratch) and the short EMA. Half the peak lr
+    # (lr_base 0.016) was measured worse: Fashion-MNIST -> digits, 15 epochs, test top-1 85.0/85.8/88.9% vs
+    # 93.0/92.8/94.2% at the short lr (3 seeds each)
+    "transfer": {
+        "train": {
+            "recipe": "short",
+            "warmup_epochs": 0.1,
+            "ema": True,
+            "ema_decay": 0.995,
+            "ema_base_batch": 128,
+            "ema_warmup": True,
+        },
+        "data": {},
+    },
 }
 
 
@@ -300,10 +316,11 @@ class RetrainConfig:
     then `key=value` overrides. "paper" is the paper's final recipe: RMSpropTF (momentum 0.9, eps 1e-3), linear
     warmup, x0.97 every 2.4 epochs, weight decay 1e-5, label smoothing 0.1, dropout 0.2, EMA 0.9999 per update at
     batch 1024 (scaled to the batch), RandAugment rand-m9-mstd0.5 and random erasing 0.2; "short" (the default)
-    is the short training recipe with an EMA for CPU runs of a few epochs.
+    is the short training recipe with an EMA for CPU runs of a few epochs; "transfer" fine-tunes a trained network
+    on another dataset (`menas transfer`: the short recipe with a 0.1-epoch warmup).
     """
 
-    recipe: RecipeName = "short"  # informational: the preset these values started from
+    recipe: RetrainRecipeName = "short"  # informational: the preset these values started from
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     dropout: float = 0.2  # before the classifier
@@ -318,7 +335,7 @@ class RetrainConfig:
 
     @classmethod
     def preset(cls, name: str, data: DataConfig | None = None, epochs: int | None = None) -> RetrainConfig:
-        """The named recipe ("short" or "paper") on top of `data` (the searched dataset), for `epochs`."""
+        """The named recipe ("short", "paper" or "transfer") on top of `data` (the searched dataset), for `epochs`."""
         if name not in RETRAIN_RECIPES:
             raise UserError(f"--recipe: got {name!r}, allowed: {', '.join(RETRAIN_RECIPES)}")
         spec = dict(RETRAIN_RECIPES[name])

@@ -22,6 +22,7 @@ Imports `menas.config` and `menas.errors` from menas.
 
 from __future__ import annotations
 
+import copy
 import functools
 import gzip
 import hashlib
@@ -587,6 +588,21 @@ class DeviceLoader:
         self.normalize = _Normalize(mean, std, self.device, channels_last)
         self.mean, self.std = list(mean), list(std)
         self.epoch = 0
+        self.rank, self.world = 0, 1  # see `shard`
+
+    def shard(self, rank: int, world: int) -> DeviceLoader:
+        """This loader for rank `rank` of `world` processes (`menas.distributed`): the same batches in the same
+        seed-derived order, each global batch of `batch_size` cut into `world` equal slices of which this view
+        yields slice `rank` (training loaders; `batch_size` stays the global batch, for the lr and EMA scaling).
+        The images are shared, not copied."""
+        if not self.train:
+            raise UserError("shard: only a training loader is sharded (evaluation runs whole on every rank)")
+        if self.batch_size % world or min(self.batch_size, self.num_samples) % world:
+            raise UserError(f"data.batch_size: got {self.batch_size}, allowed: a multiple of the {world} processes "
+                            "(each takes an equal slice of every training batch)")  # fmt: skip
+        view = copy.copy(self)
+        view.rank, view.world = rank, world
+        return view
 
     @property
     def images(self) -> torch.Tensor:
@@ -618,8 +634,9 @@ class DeviceLoader:
         extra = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, stream=1))  # RandAugment, erasing
         size = min(self.batch_size, self.num_samples)
         shape = (self.in_chans, self.input_size, self.input_size)
+        local = size // self.world  # one process: the whole batch
         for i in range(len(self)):
-            part = slice(i * size, (i + 1) * size)
+            part = slice(i * size + self.rank * local, i * size + (self.rank + 1) * local)
             idx = order[part]
             if self.augment:
                 index = crop_flip_index(

@@ -26,17 +26,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from menas import distributed
+from menas.api import NetworkSource, find_network
 from menas.builder import MenasNet, build_model
 from menas.checkpoint import (
     RUN_FILE,
     WEIGHTS_FILE,
     load_checkpoint,
     load_weights,
-    read_genome,
-    resolve_checkpoint,
     save_weights,
 )
-from menas.config import DataConfig, RetrainConfig, TrainConfig, dump_yaml, from_dict, to_dict
+from menas.config import RetrainConfig, TrainConfig, dump_yaml, to_dict
 from menas.cost import count_cost
 from menas.data import SearchData, build_loaders
 from menas.errors import UserError
@@ -54,22 +54,14 @@ KIND = "retrain"
 # --------------------------------------------------------------------------------------------- sources
 
 
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """A network to retrain: its genome, the data config it was searched/trained with (None for a bare genome
-    string), its trained weights (for `--init trial` and as a teacher) and, for a run, the run and trial."""
-
-    genome: Genome
-    data: DataConfig | None
-    weights: Path | None
-    run_dir: Path | None = None
-    trial_id: int | None = None
-    label: str = ""
+#: A network to retrain: `menas.api.NetworkSource` (its genome, data config, weights, run and trial).
+Source = NetworkSource
 
 
-def resolve_source(text: str, trial: int | None = None, rank: int | None = None) -> Source:
-    """A run folder (its best done trial by the store's ranking, `trial` or the `rank`-th, 1 = best), a
-    checkpoint folder or .safetensors file, or a genome string / reference name / genome file.
+def resolve_source(text: str, trial: int | None = None, rank: int | None = None) -> NetworkSource:
+    """A genome string / reference name / genome file, or anything `menas.api.find_network` resolves (a run
+    folder: its best done trial, `trial` or the `rank`-th; a checkpoint or export folder; a .safetensors file).
+    A run's trial without weights is allowed (a retrain from scratch needs only its genome).
 
     Raises:
         UserError: an unknown trial or rank, a run without a finished trial, --trial/--rank without a run, or
@@ -81,46 +73,16 @@ def resolve_source(text: str, trial: int | None = None, rank: int | None = None)
     if "|" in text:  # a genome string (stages are separated by '|'), which may be too long for a file name
         if trial is not None or rank is not None:
             raise UserError("--trial/--rank: only with a run folder, not with a genome string")
-        return Source(parse_genome_arg(text), None, None, label="genome")
-    if store_path(path).is_file():
-        return _run_source(path, trial, rank)
-    if trial is not None or rank is not None:
-        raise UserError(f"--trial/--rank: only with a run folder, and {text!r} holds no search (no menas.sqlite)")
-    if path.is_dir() or path.suffix == ".safetensors":
-        weights, recorded = resolve_checkpoint(path, f"source: {text!r} holds no {WEIGHTS_FILE} (give a run folder, "
-                                               "a checkpoint folder, a .safetensors file or a genome)")  # fmt: skip
-        data = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
-        return Source(read_genome(weights), data, weights, label=str(path))
-    return Source(parse_genome_arg(text), None, None, label="genome")
+        return genome_source(parse_genome_arg(text))
+    if store_path(path).is_file() or trial is not None or rank is not None or path.is_dir() or (
+            path.suffix == ".safetensors"):  # fmt: skip
+        return find_network(path, trial, rank, need_weights=False)
+    return genome_source(parse_genome_arg(text))
 
 
-def _run_source(run: Path, trial: int | None, rank: int | None) -> Source:
-    from menas.config import SearchConfig
-    from menas.store import Store
-
-    if trial is not None and rank is not None:
-        raise UserError("--trial and --rank: give one of them")
-    with Store.open(run, readonly=True) as store:
-        ranked = store.ranked()
-        data = from_dict(SearchConfig, store.config(), "run config").data  # the run's one source of truth
-        if trial is not None:
-            try:
-                record = store.trial(trial)
-            except KeyError:
-                ids = [t.trial_id for t in store.trials()]
-                known = f"{min(ids)}..{max(ids)}" if ids else "none yet"
-                raise UserError(f"--trial: got {trial}, run {str(run)!r} has trials {known}") from None
-            if record.status != "done":
-                raise UserError(f"--trial: trial {trial} of run {str(run)!r} is {record.status}, allowed: done trials")
-        elif not ranked:
-            raise UserError(f"run {str(run)!r}: no finished trial yet, nothing to retrain")
-        elif rank is not None and not 1 <= rank <= len(ranked):
-            raise UserError(f"--rank: got {rank}, allowed: 1..{len(ranked)} (the run's done trials, 1 = best)")
-        else:
-            record = ranked[(rank or 1) - 1]
-    genome = Genome.from_str(record.ticket or record.genome)
-    weights = Path(record.checkpoint) if record.checkpoint else None
-    return Source(genome, data, weights, run, record.trial_id, f"{run} trial {record.trial_id}")
+def genome_source(genome: Genome) -> NetworkSource:
+    """A bare genome: no weights, no recorded data config."""
+    return NetworkSource(None, Path("."), genome=genome, label="genome")
 
 
 # --------------------------------------------------------------------------------------------- teachers
@@ -136,10 +98,7 @@ def load_teacher(text: str, weights: str | None, num_classes: int, in_chans: int
     """
     path = Path(text)
     if weights is None and "|" not in text and (path.exists() or path.suffix == ".safetensors"):
-        source = resolve_source(text)
-        if source.weights is None:
-            raise UserError(f"--teacher: {text!r} has no trained weights")
-        model: nn.Module = load_weights(source.weights)
+        model: nn.Module = load_weights(find_network(path).weights)
         classes, chans = model.num_classes, model.stem.conv.in_channels
     elif weights is not None:
         model, classes, chans = _timm_teacher(text, weights, num_classes, in_chans), num_classes, in_chans
@@ -268,26 +227,26 @@ def fit(
 # --------------------------------------------------------------------------------------------- the command
 
 
-def check_out(out: Path, genome: Genome, run_record: dict[str, Any] | None = None) -> None:
-    """Refuses an output folder that holds another command's results, a retrain of another genome, or (with
-    `run_record`, the run.json this retrain would write) an epoch checkpoint of other settings; before anything
-    is written there."""
+def check_out(out: Path, genome: Genome, run_record: dict[str, Any] | None = None, kind: str = KIND) -> None:
+    """Refuses an output folder that holds another command's results, a `kind` run (retrain or transfer) of
+    another genome, or (with `run_record`, the run.json this run would write) an epoch checkpoint of other
+    settings; before anything is written there."""
     run = out / RUN_FILE
     if run.is_file():
         try:
             recorded = json.loads(run.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"--out: cannot read {str(run)!r} ({exc})") from None
-        if recorded.get("kind") != KIND:
+        if recorded.get("kind") != kind:
             raise UserError(f"--out: {str(out)!r} holds another command's results ({RUN_FILE} without kind "
-                            f"{KIND!r}); choose another folder")  # fmt: skip
+                            f"{kind!r}); choose another folder")  # fmt: skip
         if recorded.get("genome") != genome.to_str():
-            raise UserError(f"--out: {str(out)!r} holds a retrain of another genome ({recorded.get('genome')}); "
+            raise UserError(f"--out: {str(out)!r} holds a {kind} of another genome ({recorded.get('genome')}); "
                             "choose another folder")  # fmt: skip
         if run_record is not None and (out / CHECKPOINT_FILE).is_file():
             _check_same_settings(out, recorded, run_record)
     elif (out / CHECKPOINT_FILE).exists():
-        raise UserError(f"--out: {str(out / CHECKPOINT_FILE)!r} exists without {RUN_FILE}: not a retrain this "
+        raise UserError(f"--out: {str(out / CHECKPOINT_FILE)!r} exists without {RUN_FILE}: not a {kind} this "
                         "command can resume; choose another folder")  # fmt: skip
 
 
@@ -297,9 +256,9 @@ def _check_same_settings(out: Path, recorded: dict[str, Any], now: dict[str, Any
         before, after = recorded.get(section) or {}, now[section]
         for key in sorted(set(before) | set(after)):
             if key not in RESUME_TOLERATED and before.get(key) != after.get(key):
-                raise UserError(f"--out: {str(out)!r} holds a retrain with {section}.{key} {before.get(key)!r}, "
-                                f"now {after.get(key)!r}: resume it with the same settings, or choose another "
-                                "folder")  # fmt: skip
+                raise UserError(f"--out: {str(out)!r} holds a {now['kind']} with {section}.{key} "
+                                f"{before.get(key)!r}, now {after.get(key)!r}: resume it with the same settings, "
+                                "or choose another folder")  # fmt: skip
 
 
 def device_name(device: torch.device) -> str:
@@ -370,20 +329,23 @@ def retrain(
     if on_start is not None:
         done = load_checkpoint(out / CHECKPOINT_FILE)["epoch"] if (out / CHECKPOINT_FILE).is_file() else 0
         on_start(data, cost, done)
-    if not (out / RUN_FILE).is_file():
+    if not (out / RUN_FILE).is_file() and distributed.is_main():
         write_json(out / RUN_FILE, run_record)
     outcome = fit(model, data, cfg.train, out, teacher=teacher_model, progress=progress)
-    record = _record(source, cfg, outcome, cost, device, init, teacher)
-    _write_outputs(out, source.genome, model, outcome, run_record, record, cfg)
-    if source.run_dir is not None and not finished_before:
-        _store_record(source, record, out)
+    record = result_record(source, cfg, outcome, cost, device, init, teacher)
+    if distributed.is_main():  # under torchrun, rank 0 writes
+        write_outputs(out, source.genome, model, outcome, run_record, record, cfg)
+        if source.run_dir is not None and not finished_before:
+            _store_record(source, record, out)
     return record
 
 
-def _record(
+def result_record(
     source: Source, cfg: RetrainConfig, outcome: Outcome, cost: Any, device: torch.device, init: str,
     teacher: tuple[str, str | None] | None,
 ) -> dict[str, Any]:  # fmt: skip
+    """The retrain.json (or transfer.json) record: what was trained, how, and its scores."""
+
     def scores(split: dict[str, dict[str, float]], name: str) -> dict[str, float] | None:
         if name not in split:
             return None
@@ -406,16 +368,17 @@ def _record(
         "params": cost.params,
         "wall_seconds": outcome.wall_seconds,
         "images_per_s": outcome.images_per_s,
-        "device": device_name(device),
+        "device": device_name(device) + (f" x {distributed.world_size()} processes" if distributed.active() else ""),
         "resumed_at": outcome.history.resumed_at,
         "history": outcome.history.to_dict(),
     }
 
 
-def _write_outputs(
+def write_outputs(
     out: Path, genome: Genome, model: nn.Module, outcome: Outcome, run_record: dict[str, Any],
-    record: dict[str, Any], cfg: RetrainConfig,
+    record: dict[str, Any], cfg: RetrainConfig, result_file: str = RETRAIN_FILE,
 ) -> None:  # fmt: skip
+    """The kept and the other weights, run.json with the kept test top-1, recipe.yaml and `result_file`."""
     save_weights(model, genome, out / WEIGHTS_FILE)  # the kept weights
     other = "raw" if outcome.kept == "ema" else "ema"
     if other in outcome.states:
@@ -424,9 +387,9 @@ def _write_outputs(
         model.load_state_dict(outcome.states[outcome.kept])
     kept_test = outcome.test[outcome.kept]
     write_json(out / RUN_FILE, {**run_record, "kept": outcome.kept, "test_top1": kept_test["top1"]})
-    header = f"# menas retrain: the resolved recipe (preset {cfg.recipe!r} plus overrides)\n"
+    header = f"# menas {run_record['kind']}: the resolved recipe (preset {cfg.recipe!r} plus overrides)\n"
     write_atomically(out / RECIPE_FILE, lambda tmp: tmp.write_text(header + dump_yaml(cfg)))
-    write_json(out / RETRAIN_FILE, record)
+    write_json(out / result_file, record)
 
 
 def _store_record(source: Source, record: dict[str, Any], out: Path) -> None:

@@ -4,12 +4,13 @@ This module owns the inner loop of a trial: optimizer (timm's RMSpropTF or SGD),
 step or cosine scheduler, stepped per update), label-smoothed cross entropy, optional EMA of the weights
 (timm's `ModelEmaV3`), optional knowledge distillation from a teacher (`kd_loss`), mixed precision on CUDA,
 channels_last, the non-finite and exploding loss guards, per-epoch statistics, and atomic checkpoints that resume
-bit-identically on CPU.
+bit-identically on CPU. Under torchrun, `train` shards the loader and trains through DistributedDataParallel
+(`menas.distributed`; nothing changes in one process).
 
 A trainer consumes any `Loader`-like object (see `menas.data.Loader`): iterable of (images, labels) already on
 the training device, with `device`, `batch_size`, `num_samples`, `num_classes` and `set_epoch(epoch)`.
 
-Imports `menas.config`, `menas.errors` and `menas.checkpoint` (the checkpoint files) from menas.
+Imports `menas.config`, `menas.errors`, `menas.distributed` and `menas.checkpoint` (the checkpoint files) from menas.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from menas import distributed
 from menas.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from menas.config import TrainConfig, to_dict
 from menas.errors import TrialFailed, UserError
@@ -516,7 +518,7 @@ def _train_epoch(
             raise TrialFailed(f"out of memory at epoch {epoch + 1} step {step + 1}") from exc
         num_updates += 1
         if parts.ema is not None:
-            parts.ema.update(model, step=num_updates)
+            parts.ema.update(distributed.unwrap(model), step=num_updates)
         log.add(loss)
         images_seen += len(labels)
     return log.mean(), num_updates, images_seen
@@ -566,6 +568,7 @@ def train(
     if cfg.tune_allocator and device.type == "cpu":
         tune_cpu_allocator()
     model.to(device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    train_loader, net = distributed.shard(train_loader), distributed.wrap(model, device)  # as is in one process
     parts = _build_parts(model, cfg, train_loader)
     criterion = _Criterion(cfg, teacher)
     history, start = History(), 0
@@ -583,7 +586,9 @@ def train(
     num_updates = start * len(train_loader)
     for epoch in range(start, cfg.epochs):
         tic = time.perf_counter()
-        loss, num_updates, seen = _train_epoch(model, parts, criterion, train_loader, epoch, num_updates)
+        loss, num_updates, seen = _train_epoch(net, parts, criterion, train_loader, epoch, num_updates)
+        loss, seen = distributed.mean(loss, device), seen * distributed.world_size()  # over the ranks
+        distributed.average_buffers(model, parts.ema.module if parts.ema is not None else None)
         train_seconds = time.perf_counter() - tic
         stats = EpochStats(
             epoch=epoch + 1,
@@ -600,9 +605,10 @@ def train(
             stats.eval_seconds = scores["seconds"]
         history.epochs.append(stats)
         check_explosion(history, train_loader.num_classes)
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and distributed.is_main():
             payload = _checkpoint_payload(model, parts, cfg, train_loader, epoch + 1, history, identity)
             save_checkpoint(checkpoint_path, payload)
+        distributed.barrier()  # the other ranks read the checkpoint only once rank 0 wrote it
         if progress is not None:
             progress(stats)
     if parts.ema is not None:
