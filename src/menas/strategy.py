@@ -122,6 +122,8 @@ class TrialOutcome(FinalMetrics):
         ticket_score: the ticket's search-val score after fine-tuning.
         ticket_macs: the ticket's multiply-accumulates.
         ticket_params: the ticket's parameter count.
+        finetuned_score: the unpruned candidate's score after fine-tuning, when it was fine-tuned without a ticket
+            (then its final score; `score` stays the score after training).
     """
 
     trial_id: int
@@ -134,6 +136,7 @@ class TrialOutcome(FinalMetrics):
     ticket_score: float | None = None
     ticket_macs: int | None = None
     ticket_params: int | None = None
+    finetuned_score: float | None = None
 
     def __post_init__(self) -> None:
         check(is_int(self.trial_id) and self.trial_id >= 0, "TrialOutcome.trial_id", self.trial_id,
@@ -152,7 +155,10 @@ class TrialOutcome(FinalMetrics):
         if self.ticket is None:
             given = [name for name in ticket_fields if getattr(self, name) is not None]
             check(not given, "TrialOutcome.ticket", None, f"a genome string when {', '.join(given)} is given")
-            for name, value in zip(ticket_fields, (self.score, self.macs, self.params), strict=True):
+            check(self.finetuned_score is None or is_real(self.finetuned_score), "TrialOutcome.finetuned_score",
+                  self.finetuned_score, "None or a finite number")  # fmt: skip
+            final = self.score if self.finetuned_score is None else float(self.finetuned_score)
+            for name, value in zip(ticket_fields, (final, self.macs, self.params), strict=True):
                 object.__setattr__(self, name, value)
             object.__setattr__(self, "ticket", self.genome)
             return
@@ -188,6 +194,7 @@ class TrialOutcome(FinalMetrics):
             ticket_score=record.ticket_score,
             ticket_macs=record.ticket_macs,
             ticket_params=record.ticket_params,
+            finetuned_score=getattr(record, "finetuned_score", None),
         )
 
 
@@ -223,6 +230,9 @@ class Strategy:
     """
 
     name: ClassVar[str] = "strategy"
+    #: Whether every trial gets the fine-tune epochs, ticket or not (MENAS and its no-ticket ablation, so that
+    #: tickets are the ablation's only difference); other strategies fine-tune only when they search tickets.
+    finetunes: ClassVar[bool] = False
     #: The subclass's own settings (constructor arguments kept as attributes of the same name) for `settings()`.
     setting_names: ClassVar[tuple[str, ...]] = ()
 
@@ -511,6 +521,7 @@ class MENAS(Strategy):
     """
 
     name = "menas"
+    finetunes = True
     setting_names = ("population", "generations", "parents", "keep_largest", "mutation_prob", "crossover_share")
 
     def __init__(
