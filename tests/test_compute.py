@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from menas import search as search_module
+from menas.cli import main
 from menas.config import ComputeConfig, StrategyConfig, from_dict
 from menas.errors import UserError
 from menas.search import Search
@@ -143,3 +144,14 @@ def test_trial_seconds_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_bad_compute_budget_fails_before_training(compute: dict, match: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=match):
         Search(from_dict(type(tiny_config()), {"compute": compute}), tmp_path / "run")
+
+
+def test_status_shows_the_compute_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setattr(search_module, "run_trial", _fake_run_trial)
+    run_dir = tmp_path / "run"
+    Search(tiny_config(strategy=STRATEGIES["random"], compute=ComputeConfig(images="2500")), run_dir).run()
+    capsys.readouterr()
+    assert main(["status", str(run_dir)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "compute used by 3 finished trials: 3K images of 2.5K (120%)" in out and "budget used" in out

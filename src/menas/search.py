@@ -41,7 +41,7 @@ from menas.files import FolderLock, FolderLocked, write_atomically
 from menas.operators import check_feasible
 from menas.space import load_space
 from menas.store import FILENAME, Store, store_path
-from menas.strategy import TrialOutcome, TrialSpec, make_strategy
+from menas.strategy import TrialOutcome, TrialSpec, compute_budget_used, compute_limits, make_strategy
 from menas.trial import TrialJob, TrialResult, run_trial
 
 CONFIG_FILE = "config.yaml"
@@ -377,20 +377,6 @@ class Search:
 
     def summary(self) -> SearchSummary:
         return summarize(self.store, time.perf_counter() - self.started)
-
-
-def compute_limits(cfg: SearchConfig) -> tuple[float, float]:
-    """The config's compute budget as (images, trial seconds); inf where unbounded."""
-    images = _count(cfg.compute.images, "compute.images", math.inf)
-    if images <= 0:
-        raise UserError(f"compute.images: got {cfg.compute.images!r}, allowed: null or counts > 0 such as 20M")
-    return images, math.inf if cfg.compute.trial_s is None else float(cfg.compute.trial_s)
-
-
-def compute_budget_used(cfg: SearchConfig, used: Any) -> bool:
-    """Whether `used` (a `store.ComputeUsed`) reached either limit of the config's compute budget."""
-    images, trial_s = compute_limits(cfg)
-    return used.images >= images or used.trial_s >= trial_s
 
 
 def format_traceback(exc: BaseException) -> str:

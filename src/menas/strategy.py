@@ -23,6 +23,7 @@ Scores are "higher is better" (search-val top-1). This module never imports torc
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -31,7 +32,7 @@ from typing import Any, ClassVar
 
 from menas import ranking
 from menas.config import SearchConfig
-from menas.cost import Budget
+from menas.cost import Budget, parse_count
 from menas.errors import BudgetError, MenasError, UserError, check, is_int, is_real
 from menas.operators import MUTATION_PROB, check_feasible, check_mutation_prob, crossover, mutate, repair, sample
 from menas.ranking import FinalMetrics, rank_key
@@ -775,6 +776,26 @@ class RegularizedEvolution(Strategy):
         self._enqueue(text, generation, ROLE_FILL)
 
 
+# --------------------------------------------------------------------------------------------- search compute
+
+
+def compute_limits(cfg: SearchConfig) -> tuple[float, float]:
+    """The config's search compute budget (`compute`) as (images, trial seconds); inf where unbounded. The search
+    loop stops asking every strategy for trials once either is reached (`compute_budget_used`)."""
+    value = cfg.compute.images
+    images = math.inf if value is None else parse_count(value, "compute.images") if isinstance(value, str) else value
+    if images <= 0:
+        raise UserError(f"compute.images: got {value!r}, allowed: null or counts > 0 such as 20M")
+    return float(images), math.inf if cfg.compute.trial_s is None else float(cfg.compute.trial_s)
+
+
+def compute_budget_used(cfg: SearchConfig, used: Any) -> bool:
+    """Whether `used` (a `store.ComputeUsed`: images and trial seconds of the finished trials) reached either
+    limit of the config's compute budget."""
+    images, trial_s = compute_limits(cfg)
+    return used.images >= images or used.trial_s >= trial_s
+
+
 # --------------------------------------------------------------------------------------------- from a config
 
 
@@ -839,6 +860,8 @@ __all__ = [
     "Strategy",
     "TrialOutcome",
     "TrialSpec",
+    "compute_budget_used",
+    "compute_limits",
     "make_strategy",
     "rank_key",
 ]
