@@ -155,3 +155,24 @@ def test_status_shows_the_compute_used(tmp_path: Path, monkeypatch: pytest.Monke
     assert main(["status", str(run_dir)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "compute used by 3 finished trials: 3K images of 2.5K (120%)" in out and "budget used" in out
+
+
+def test_evidence_arms_differ_only_in_how_they_search() -> None:
+    """bench/evidence: every arm is base.yaml with its strategy and space (and policy), at the same compute."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "evidence" / "run.py"
+    spec = importlib.util.spec_from_file_location("evidence_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for scale in module.SCALES:
+        configs = {arm: module.arm_config(arm, 1, scale) for arm in module.ARMS}
+        assert len({c.compute.images for c in configs.values()}) == 1 and configs["menas"].compute.images
+        base = dataclasses.asdict(configs["menas"])
+        for arm, cfg in configs.items():
+            other = dataclasses.asdict(cfg)
+            differs = {k for k in base if base[k] != other[k]}
+            differs |= {f"strategy.{k}" for k in base["strategy"] if base["strategy"][k] != other["strategy"][k]}
+            differs |= {f"lottery.{k}" for k in base["lottery"] if base["lottery"][k] != other["lottery"][k]}
+            assert differs <= {"strategy", "strategy.name", "space", "lottery", "lottery.policy"}, (arm, differs)
+            assert cfg.seed == 1
