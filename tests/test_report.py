@@ -157,6 +157,8 @@ def test_generation_figures_and_tables_from_a_synthetic_store(tmp_path: Path) ->
     with Store.open(run, readonly=True) as store:
         phases = store.generation_phases()
         records = store.trials()
+        summaries = store.generation_summary()
+    assert [s.epoch_s_mean for s in summaries] == [5.0, 2.5]  # training passes, not the 9 s epochs
     assert [p.generation for p in phases] == [0, 1]
     assert phases[0].params == (2.5e6, 0.5e6) and phases[0].macs == (7e6, 1e6)
     assert phases[0].train_epoch_s == (5.0, 1.0) and phases[1].train_epoch_s == (2.5, 0.5)  # not the 9 s epochs

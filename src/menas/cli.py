@@ -620,10 +620,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_column(column, justify="right")
     for g in summaries:
         phase = phases.get(g.generation)
-        epoch_s = phase.train_epoch_s[0] if phase and phase.train_epoch_s else g.epoch_s_mean
         replaced = "-" if phase is None or phase.replaced_share is None else f"{100 * phase.replaced_share:.0f}%"
         table.add_row(str(g.generation), str(g.trials), str(g.done), str(g.failed), _pct(g.ticket_score_best),
-                      _pct(g.score_median), format_count(g.ticket_macs_mean or 0), _num(epoch_s),
+                      _pct(g.score_median), format_count(g.ticket_macs_mean or 0), _num(g.epoch_s_mean),
                       replaced)  # fmt: skip
     console.print(table)
     console.print(_compute_line(used, compute_limits(cfg)))

@@ -392,7 +392,8 @@ def _write_markdown(
         "",
         "## Generations",
         "",
-        "| generation | done | failed | best final top-1 | median candidate top-1 | mean final MACs | mean epoch (s) |",
+        "| generation | done | failed | best final top-1 | median candidate top-1 | mean final MACs | mean training "
+        "epoch (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in summaries:

@@ -304,7 +304,8 @@ class RunInfo:
 @dataclass(frozen=True)
 class GenerationSummary:
     """Statistics of one generation. Scores, MACs and params are over done trials (None when there are none);
-    `ticket_*` are the final (ticket, else candidate) values; `epoch_s_mean` averages every recorded epoch time."""
+    `ticket_*` are the final (ticket, else candidate) values; `epoch_s_mean` averages the candidates' training
+    epoch times (training passes, `train_epoch_s`; every recorded epoch time of trials from before schema 3)."""
 
     generation: int
     trials: int
@@ -868,7 +869,7 @@ class Store:
                     params_mean=_mean([r.params for r in done]),
                     ticket_macs_mean=_mean([r.final_macs for r in done]),
                     ticket_params_mean=_mean([r.final_params for r in done]),
-                    epoch_s_mean=_mean([t for r in done for t in r.epoch_times]),
+                    epoch_s_mean=_mean([t for r in done for t in (r.train_epoch_s or r.epoch_times)]),
                 )
             )
         return out
