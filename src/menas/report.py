@@ -267,6 +267,9 @@ def _plot_lottery(searches: Sequence[tuple[TrialRecord, dict]], path: Path) -> P
                    label="candidate (trained)", zorder=4)  # fmt: skip
         ax.scatter([parent["macs"] / 1e6], [parent["score"]], marker="o", facecolors="none", color="tab:blue",
                    label="candidate (recalibrated)", zorder=4)  # fmt: skip
+        if record.finetuned_score is not None:
+            ax.scatter([parent["macs"] / 1e6], [record.finetuned_score], marker="D", color="tab:blue",
+                       label="candidate after fine-tune", zorder=4)  # fmt: skip
         ticket = search.get("ticket")
         if ticket is not None:
             ax.scatter([ticket["macs"] / 1e6], [ticket["score_before_ft"]], marker="s", color="tab:red",
@@ -279,7 +282,8 @@ def _plot_lottery(searches: Sequence[tuple[TrialRecord, dict]], path: Path) -> P
         ax.set_xlabel("MACs (millions)")
         ax.set_ylabel("search-val top-1 (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    for ax in axes[0]:
+        ax.legend(fontsize=7)
     return _save(fig, path, plt)
 
 
