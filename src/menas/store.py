@@ -7,6 +7,9 @@ This module owns the schema and every read and write of that file:
   (queued -> running -> done | failed), the candidate's MACs/params/score, per-epoch times, the lottery ticket
   (genome, score after and before fine-tuning, MACs, params), checkpoint path, error text, the worker that ran
   it ("host:pid"), timestamps, seconds spent training / searching tickets / evaluating, images trained and epochs;
+  from schema version 3 each phase on its own (`_PHASE_COLUMNS`: the fine-tuned candidate's score, fine-tune
+  seconds, training-pass seconds per epoch of training and fine-tuning, calibration and scoring images, and
+  `compute_images`, what a `compute` budget counts: `compute_used`);
 - `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
   returning a result: its trial id and error);
 - `retrains`: one row per `menas retrain` of a network of the run (schema version 2): genome, recipe, epochs, test
