@@ -15,7 +15,9 @@ from menas.builder import build_model
 from menas.cost import Budget, count_cost, count_with_hooks
 from menas.lottery import (
     LotteryConfig,
+    ScoredProposal,
     apply_rates,
+    choose_ticket,
     inherit_weights,
     keep_plan,
     merge_batches,
@@ -281,6 +283,40 @@ def test_finalists_full_scores_equal_exhaustive_scoring(trained_toy, score_image
     assert all(s.full_score == s.subset_score for s in exhaustive.scored)
     assert halving.parent_score == exhaustive.parent_score
     assert (halving.chosen and halving.chosen.index) == (exhaustive.chosen and exhaustive.chosen.index)
+
+
+@pytest.mark.parametrize("macs_keep", [None, (0.5, 0.8)])
+def test_always_policy_replaces_the_candidate_whatever_the_score(trained_toy, macs_keep) -> None:
+    """`policy: always` keeps the best finalist smaller than the parent although every finalist scores far below
+    it (tolerance 5 points admits none, as the test above shows), and counts the images it passed through."""
+    model, calib, val = trained_toy
+    cfg = LotteryConfig(proposals=8, mid_rates=(0.2, 0.5), score_images=256, rescore_top=3, tolerance=5.0,
+                        amp="off", policy="always", macs_keep=macs_keep)  # fmt: skip
+    result = search_ticket(model, calib, val, cfg, random.Random(0), input_size=32)
+    finalists = [s for s in result.scored if s.full_score is not None]
+    smaller = [f for f in finalists if f.macs < result.parent_macs]
+    assert smaller and result.chosen is max(smaller, key=lambda f: (f.full_score, -f.macs))
+    assert result.chosen.full_score < result.parent_score - 5.0  # the tolerance gate would have refused it
+    if macs_keep is not None:  # every proposal is really smaller, so every candidate gets a ticket
+        assert all(s.macs < result.parent_macs for s in result.scored)
+    assert result.policy == "always" and result.to_record()["policy"] == "always"
+    val_images = sum(len(y) for _, y in val)
+    assert result.calib_images == (1 + 8) * sum(len(x) for x in calib)
+    assert result.scored_images == val_images + 8 * 256 + 3 * (val_images - 256)
+
+
+def test_choose_ticket_by_policy() -> None:
+    """The two policies on hand-made finalists: tolerance keeps the best within tolerance (else none); always
+    keeps the best strictly smaller one (a proposal that pruned nothing is no ticket), else none."""
+    genome = Genome.from_str(MOBILENETV3_LARGE) if isinstance(MOBILENETV3_LARGE, str) else MOBILENETV3_LARGE
+    proposal = propose(genome, LotteryConfig(proposals=1), random.Random(0))[0]
+    same, low, high = (ScoredProposal(i, proposal, m, 1, s, s) for i, (m, s) in enumerate([(100, 90.0), (60, 50.0),
+                                                                                           (80, 70.0)]))  # fmt: skip
+    tolerance, always = LotteryConfig(tolerance=5.0), LotteryConfig(policy="always", tolerance=5.0)
+    assert choose_ticket([same, low, high], 92.0, 100, tolerance) is same
+    assert choose_ticket([low, high], 92.0, 100, tolerance) is None
+    assert choose_ticket([same, low, high], 92.0, 100, always) is high
+    assert choose_ticket([same], 92.0, 100, always) is None
 
 
 def test_merge_and_skip_keep_the_same_images_in_order() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,17 @@ from hypothesis import strategies as st
 
 from menas import ranking
 from menas.cli import main
-from menas.report import FIGURES, TABLES, best_point, pareto_front, points, write_report
+from menas.report import (
+    FIGURES,
+    LOTTERY_FIGURE,
+    LOTTERY_RECORD,
+    TABLES,
+    best_point,
+    lottery_records,
+    pareto_front,
+    points,
+    write_report,
+)
 from menas.store import Store
 from menas.strategy import RandomSearch, TrialOutcome, TrialSpec
 
@@ -101,7 +112,8 @@ def test_points_skip_unfinished_and_failed(tmp_path: Path) -> None:
 def test_report_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = _run_with_trials(tmp_path)
     assert main(["report", str(run), "--out", str(tmp_path / "elsewhere")]) == 0
-    assert "wrote 5 files" in capsys.readouterr().out and (tmp_path / "elsewhere" / "pareto.png").exists()
+    assert f"wrote {len(FIGURES) + len(TABLES)} files" in capsys.readouterr().out
+    assert (tmp_path / "elsewhere" / "pareto.png").exists()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "holds no search" in capsys.readouterr().err
     with Store.create(tmp_path / "empty", {"space": "mobilenet3-mt"}) as store:
@@ -109,6 +121,59 @@ def test_report_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["report", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "no finished trial yet" in err and "Traceback" not in err
+
+
+def _run_with_phases(tmp_path: Path) -> Path:
+    """Two generations of done trials with per-phase measurements; trials 1 and 3 kept a ticket, and trial 1's
+    folder holds its ticket search record (lottery.json)."""
+    run = tmp_path / "run"
+    with Store.create(run, {"space": "mobilenet3-mt", "strategy": {"name": "menas"}}, seed=0) as store:
+        store.add_trials([TrialSpec(i, f"genome-{i}", i // 2, "sample", (), True) for i in range(4)])
+        for i, (params, macs, epoch_s) in enumerate([(2e6, 6e6, 4.0), (3e6, 8e6, 6.0), (1e6, 4e6, 2.0),
+                                                     (1e6, 2e6, 3.0)]):  # fmt: skip
+            ticket = {"ticket": f"ticket-{i}", "ticket_score": 70.0 + i, "ticket_macs": int(macs / 2),
+                      "ticket_params": int(params / 2), "ticket_score_before_ft": 60.0} if i % 2 else {}  # fmt: skip
+            store.finish_trial(i, score=65.0 + i, macs=int(macs), params=int(params), epoch_times=[epoch_s + 1, 9.0],
+                               train_epoch_s=[epoch_s], finetune_epoch_s=[1.0], images=2000, calib_images=500,
+                               eval_images=1000, finetune_epochs=1, images_per_epoch=1000, finetune_s=1.5,
+                               finetuned_score=None if ticket else 66.0 + i, **ticket)  # fmt: skip
+    folder = run / "trials" / "00001"
+    folder.mkdir(parents=True)
+    proposals = [{"index": k, "genome": f"p{k}", "mean_mid_rate": 0.3, "macs": 3_000_000 + k * 500_000,
+                  "params": 1_000_000, "subset_score": 50.0 + k, "full_score": 51.0 + k if k < 2 else None}
+                 for k in range(5)]  # fmt: skip
+    record = {"parent": {"genome": "genome-1", "score": 64.0, "macs": 8_000_000, "params": 3_000_000},
+              "ticket": {"proposal": 1, "genome": "ticket-1", "score_before_ft": 60.0, "score_after_ft": 71.0,
+                         "finetune_epochs": 1, "macs": 4_000_000, "params": 1_500_000},
+              "proposals": proposals, "seconds": 1.0, "timings": {}, "policy": "always"}  # fmt: skip
+    (folder / LOTTERY_RECORD).write_text(json.dumps(record))
+    return run
+
+
+def test_generation_figures_and_tables_from_a_synthetic_store(tmp_path: Path) -> None:
+    """The Fig. 4a/4b table and figure (means and spreads per generation, share replaced) and the Fig. 4c
+    figure (a candidate beside its proposals and ticket) build from a store recorded by hand."""
+    run = _run_with_phases(tmp_path)
+    with Store.open(run, readonly=True) as store:
+        phases = store.generation_phases()
+        records = store.trials()
+        summaries = store.generation_summary()
+    assert [s.epoch_s_mean for s in summaries] == [5.0, 2.5]  # training passes, not the 9 s epochs
+    assert [p.generation for p in phases] == [0, 1]
+    assert phases[0].params == (2.5e6, 0.5e6) and phases[0].macs == (7e6, 1e6)
+    assert phases[0].train_epoch_s == (5.0, 1.0) and phases[1].train_epoch_s == (2.5, 0.5)  # not the 9 s epochs
+    assert phases[0].ticket_macs == (4e6, 0.0) and phases[0].replaced_share == 0.5
+    assert phases[1].compute_images == 2 * 3500 and phases[1].final_score_best == 73.0
+    assert [r.trial_id for r, _ in lottery_records(run, records)] == [1]
+    paths = write_report(run)
+    assert [p.name for p in paths] == [*FIGURES, *TABLES, LOTTERY_FIGURE]
+    for name in (*FIGURES, LOTTERY_FIGURE):
+        assert (run / "report" / name).read_bytes()[:8] == PNG_MAGIC
+    text = (run / "report" / "report.md").read_text()
+    assert "| 0 | 2 | 2.5M ± 500K | 7M ± 1M | 5.00 ± 1.00 | 1.5M ± 0 | 4M ± 0 | 50% | 7K |" in text
+    rows = list(csv.DictReader((run / "report" / "trials.csv").open()))
+    assert rows[0]["finetuned_score"] == "66.0" and rows[0]["final_score"] == "66.0" and rows[0]["score"] == "65.0"
+    assert rows[0]["train_epoch_s_mean"] == "4.0" and rows[0]["compute_images"] == "3500"
 
 
 # ------------------------------------------------------------------------------------------ one "best" definition

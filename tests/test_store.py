@@ -24,7 +24,7 @@ from menas import __version__
 from menas.cost import Budget
 from menas.errors import UserError
 from menas.space import Genome
-from menas.store import FILENAME, SCHEMA_VERSION, Store, TrialRecord, store_path
+from menas.store import _PHASE_COLUMNS, FILENAME, SCHEMA_VERSION, Store, TrialRecord, store_path
 from menas.strategy import MENAS, TrialOutcome, TrialSpec
 
 from genomes import MT
@@ -438,3 +438,31 @@ def test_worker_and_eval_seconds_are_written(tmp_path: Path) -> None:
         with pytest.raises(UserError, match="worker: got ''"):
             store.finish_trial(2, score=1.0, macs=1, params=1, worker="")
         assert [(t.worker, t.eval_s) for t in store.trials()] == [("node7:4242", 0.25), ("slot-2", 0.5), (None, None)]
+
+
+def test_a_version_2_store_migrates_to_per_phase_columns(tmp_path: Path) -> None:
+    """A store without the per-phase columns (schema version 2) reads read-only with their defaults, and opened
+    for writing gains them (ALTER TABLE), keeps its trials and records the new fields."""
+    with new_store(tmp_path) as store:
+        store.add_trials([spec(0), spec(1)])
+        store.finish_trial(0, score=70.0, macs=1000, params=10, epoch_times=[2.0], images=100)
+    conn = sqlite3.connect(tmp_path / "run" / "menas.sqlite")
+    for column in _PHASE_COLUMNS:
+        conn.execute(f"ALTER TABLE trials DROP COLUMN {column.split()[0]}")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        old = store.trial(0)
+        assert old.train_epoch_s == () and old.finetuned_score is None and old.final_score == 70.0
+        assert store.compute_used().images == 100  # training images only before schema 3
+    with Store.open(tmp_path / "run") as store:
+        store.finish_trial(1, score=60.0, macs=1000, params=10, finetuned_score=65.0, train_epoch_s=[1.5],
+                           images=100, calib_images=20, eval_images=30, finetune_epochs=1)  # fmt: skip
+        new = store.trial(1)
+        assert new.final_score == 65.0 and new.train_epoch_s == (1.5,) and new.compute_images == 150
+        assert store.trial(0).score == 70.0
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    with pytest.raises(ValueError, match="bogus"), Store.open(tmp_path / "run") as store:
+        store.add_trials([spec(2)])
+        store.finish_trial(2, score=1.0, macs=1, params=1, bogus=3)

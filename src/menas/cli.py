@@ -657,7 +657,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Progress of a search, readable while it runs; torch-free (reads the store, counts trials with the strategy)."""
     from menas.config import SearchConfig, from_dict
     from menas.store import Store, estimate_time_left, store_path
-    from menas.strategy import make_strategy
+    from menas.strategy import compute_limits, make_strategy
 
     run = Path(args.run)
     if not store_path(run).exists():
@@ -665,6 +665,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     with Store.open(run, readonly=True) as store:
         info, trials = store.snapshot()
         summaries = store.generation_summary()
+        phases = {p.generation: p for p in store.generation_phases()}
+        used = store.compute_used()
         best = store.best()
         cfg = from_dict(SearchConfig, store.config(), "run config")
     total = make_strategy(cfg).total_trials
@@ -677,12 +679,16 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{counts['queued']} queued")  # fmt: skip
     table = Table(title="generations")
     for column in ("gen", "trials", "done", "failed", "best top-1", "median cand. top-1", "mean final MACs",
-                   "mean epoch s"):  # fmt: skip
+                   "mean train epoch s", "replaced"):  # fmt: skip
         table.add_column(column, justify="right")
     for g in summaries:
+        phase = phases.get(g.generation)
+        replaced = "-" if phase is None or phase.replaced_share is None else f"{100 * phase.replaced_share:.0f}%"
         table.add_row(str(g.generation), str(g.trials), str(g.done), str(g.failed), _pct(g.ticket_score_best),
-                      _pct(g.score_median), format_count(g.ticket_macs_mean or 0), _num(g.epoch_s_mean))  # fmt: skip
+                      _pct(g.score_median), format_count(g.ticket_macs_mean or 0), _num(g.epoch_s_mean),
+                      replaced)  # fmt: skip
     console.print(table)
+    console.print(_compute_line(used, compute_limits(cfg)))
     if best is not None:
         console.print(f"best so far: trial {best.trial_id}, {_pct(best.final_score)}, "
                       f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params\n"
@@ -698,6 +704,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min "
                       f"left for {estimate.trials_left} of {total} trials ({how})")  # fmt: skip
     return 0
+
+
+def _compute_line(used: Any, limits: tuple[float, float]) -> str:
+    """The search compute used so far (`store.ComputeUsed`) against the config's `compute` budget."""
+    images, trial_s = limits
+    parts = [f"{format_count(used.images)} images" + ("" if images == float("inf") else
+             f" of {format_count(images)} ({100 * used.images / images:.0f}%)"),
+             f"{used.trial_s / 60:.1f} trial-min" + ("" if trial_s == float("inf") else
+             f" of {trial_s / 60:.1f} ({100 * used.trial_s / trial_s:.0f}%)")]  # fmt: skip
+    bounded = images != float("inf") or trial_s != float("inf")
+    spent = bounded and (used.images >= images or used.trial_s >= trial_s)
+    tail = "; budget used: no new trial starts" if spent else "" if bounded else " (no compute budget)"
+    return f"compute used by {used.trials} finished trials: {', '.join(parts)}{tail}"
 
 
 def _print_retrains(run: Path, console: Console) -> None:

@@ -160,6 +160,10 @@ TRAIN_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+#: `lottery.policy` values: how a ticket is chosen among the proposals (see `menas.lottery.choose_ticket`).
+LOTTERY_POLICIES = ("tolerance", "always")
+
+
 @dataclasses.dataclass(frozen=True)
 class LotteryConfig:
     """How tickets are searched. Defaults follow the paper's scale (50 proposals) and a prototype measured here
@@ -174,6 +178,11 @@ class LotteryConfig:
     score_images: int = 512  # first-round scoring subset of search-val (successive halving); 0 = all
     rescore_top: int = 5  # proposals re-scored on all of search-val
     tolerance: float = 1.0  # percentage points: a ticket must score >= parent's recalibrated top-1 - tolerance
+    # which proposal replaces the candidate: "tolerance" = the best one within `tolerance` of the parent (else
+    # the candidate stays); "always" = the paper's reading, the best proposal smaller than the parent replaces
+    # it whatever its score (pair it with `macs_keep` so every proposal is really smaller). The default stays
+    # "tolerance" until the evidence benchmark (bench/evidence) decides.
+    policy: str = "tolerance"
     amp: str = "auto"  # "auto": bf16 scoring on CUDA and on CPUs with native bf16; "bf16"; "off"
     divisor: int = 8  # pruned channel counts are multiples of this
     finetune_lr_scale: float = 0.1  # fine-tuning peak lr = this x the training peak lr (no warmup)
@@ -189,6 +198,8 @@ class LotteryConfig:
             lo, hi = self.macs_keep
             if not 0.0 < lo <= hi <= 1.0:
                 raise UserError(f"lottery.macs_keep: got {self.macs_keep!r}, allowed: 0 < low <= high <= 1")
+        if self.policy not in LOTTERY_POLICIES:
+            raise UserError(f"lottery.policy: got {self.policy!r}, allowed: {', '.join(LOTTERY_POLICIES)}")
         if self.importance not in ("l1", "first"):
             raise UserError(f"lottery.importance: got {self.importance!r}, allowed: l1, first")
         if self.amp not in ("auto", "bf16", "off"):
@@ -214,6 +225,22 @@ class BudgetConfig:
     macs_min: float | str = 0  # multiply-accumulates of conv and linear layers (the paper's "FLOPs")
     macs_max: float | str | None = None
     params_max: float | str | None = None
+
+
+@dataclasses.dataclass
+class ComputeConfig:
+    """The search's compute budget, enforced by the engine for every strategy: once it is used, no new trial
+    starts (trials already running finish and count). Derived from the store, so a resumed run keeps its count.
+    null means unbounded."""
+
+    # images passed through networks: training, fine-tuning, BN calibration and scoring (K/M/G suffixes allowed)
+    images: float | str | None = None
+    # trial seconds: the sum of the trials' wall seconds (a pool of W workers spends about trial_s / W of wall time)
+    trial_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.trial_s is not None and not (isinstance(self.trial_s, int | float) and self.trial_s > 0):
+            raise UserError(f"compute.trial_s: got {self.trial_s!r}, allowed: null or numbers > 0")
 
 
 @dataclasses.dataclass
@@ -270,6 +297,7 @@ class SearchConfig:
     lottery: LotteryConfig = dataclasses.field(default_factory=LotteryConfig)
     executor: ExecutorConfig = dataclasses.field(default_factory=ExecutorConfig)
     finetune_epochs: int = 3  # epochs of fine-tuning after the ticket search (the paper: 3)
+    compute: ComputeConfig = dataclasses.field(default_factory=ComputeConfig)  # search compute budget
     max_failure_share: float = 0.5  # stop when more than this share of (at least 5) trials failed
 
     def __post_init__(self) -> None:

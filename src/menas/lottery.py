@@ -444,6 +444,9 @@ class LotteryResult:
     ticket_model: MenasNet | None
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    calib_images: int = 0  # images passed through the networks to recalibrate BN (parent and every proposal)
+    scored_images: int = 0  # search-val images scored (parent, every proposal's subset, the finalists' rest)
+    policy: str = "tolerance"  # the `lottery.policy` the ticket was chosen by
 
     def to_record(self, finetuned: float | None = None, finetune_epochs: int = 0) -> dict[str, Any]:
         """Plain-data record of the search (lottery.json): the parent, every proposal and the chosen ticket with its
@@ -462,7 +465,8 @@ class LotteryResult:
             for s in self.scored
         ]  # fmt: skip
         return {"parent": parent, "ticket": ticket, "proposals": proposals, "seconds": self.seconds,
-                "timings": self.timings}  # fmt: skip
+                "timings": self.timings, "policy": self.policy, "calib_images": self.calib_images,
+                "scored_images": self.scored_images}  # fmt: skip
 
     @property
     def ticket_genome(self) -> Genome:
@@ -488,8 +492,10 @@ def search_ticket(
     images of `val_batches`. The best `rescore_top` models are kept and scored on the rest of the images, so
     their full score covers all of search-val without scoring the subset twice. The parent is recalibrated
     and scored the same way (same precision too), so the comparison is fair. The best proposal within
-    `tolerance` of the parent becomes the ticket; its model, with the statistics it was scored with, is
-    returned. `val_batches` must be re-iterable (a loader or a list): it is read up to three times.
+    `tolerance` of the parent becomes the ticket (`policy: tolerance`), or the best proposal smaller than the parent
+    whatever its score (`policy: always`, the paper's reading: every candidate is replaced by its ticket); its
+    model, with the statistics it was scored with, is returned. `val_batches` must be re-iterable (a loader or a
+    list): it is read up to three times. The result counts the images recalibration and scoring passed through.
     """
     start = time.perf_counter()
     timings = {"parent": 0.0, "inherit": 0.0, "recalibrate": 0.0, "score": 0.0, "finalists": 0.0}
@@ -501,7 +507,10 @@ def search_ticket(
     subset = take_images(val_batches, cfg.score_images) if cfg.score_images else val_batches
     calib_batches = merge_batches(calib_batches)
     parent = inherit_weights(model, genome, cfg.importance, channels_last)  # a copy: the caller's model is kept
-    parent_score = top1(recalibrate_bn(parent, calib_batches, bf16), val_batches, bf16)
+    parent_correct, val_images = count_correct(recalibrate_bn(parent, calib_batches, bf16), val_batches, bf16)
+    parent_score = 100.0 * parent_correct / max(val_images, 1)
+    calib_pass = sum(len(x) for x in calib_batches)
+    images = {"calib": calib_pass, "scored": val_images}
     parent_cost = count_cost(genome, input_size, in_chans, model.num_classes)
     timings["parent"] = time.perf_counter() - start
     scored: list[ScoredProposal] = []
@@ -517,6 +526,8 @@ def search_ticket(
         recalibrate_bn(child, calib_batches, bf16)
         t2 = time.perf_counter()
         correct, total = count_correct(child, subset, bf16)
+        images["calib"] += calib_pass
+        images["scored"] += total
         timings["inherit"] += t1 - t0
         timings["recalibrate"] += t2 - t1
         timings["score"] += time.perf_counter() - t2
@@ -526,13 +537,13 @@ def search_ticket(
         finalists = sorted([*finalists, (entry, child, correct, total)], key=rank)[: cfg.rescore_top]
     t0 = time.perf_counter()
     if cfg.score_images:
-        _score_the_rest(finalists, skip_images(val_batches, cfg.score_images), bf16)
+        images["scored"] += len(finalists) * _score_the_rest(finalists, skip_images(val_batches, cfg.score_images),
+                                                             bf16)  # fmt: skip
     else:  # every proposal was scored on all of search-val already
         for entry in scored:
             entry.full_score = entry.subset_score
     timings["finalists"] = time.perf_counter() - t0
-    eligible = [entry for entry, *_ in finalists if entry.full_score >= parent_score - cfg.tolerance]
-    chosen = max(eligible, key=lambda c: (c.full_score, -c.macs)) if eligible else None
+    chosen = choose_ticket([entry for entry, *_ in finalists], parent_score, parent_cost.macs, cfg)
     models = {entry.index: child for entry, child, *_ in finalists}
     return LotteryResult(
         parent_genome=genome,
@@ -544,13 +555,32 @@ def search_ticket(
         ticket_model=models[chosen.index] if chosen else None,
         seconds=time.perf_counter() - start,
         timings=timings,
+        calib_images=images["calib"],
+        scored_images=images["scored"],
+        policy=cfg.policy,
     )
 
 
+def choose_ticket(finalists: Sequence[ScoredProposal], parent_score: float, parent_macs: int,
+                  cfg: LotteryConfig) -> ScoredProposal | None:  # fmt: skip
+    """The ticket among the fully scored finalists, by `cfg.policy`, None when the candidate stays.
+
+    - "tolerance": the best-scoring finalist within `cfg.tolerance` points of the recalibrated parent;
+    - "always": the best-scoring finalist with fewer MACs than the parent, whatever its score (a proposal that
+      pruned nothing is no ticket); None only when no proposal is smaller.
+    Ties go to fewer MACs.
+    """
+    if cfg.policy == "always":
+        eligible = [entry for entry in finalists if entry.macs < parent_macs]
+    else:
+        eligible = [entry for entry in finalists if entry.full_score >= parent_score - cfg.tolerance]
+    return max(eligible, key=lambda c: (c.full_score, -c.macs)) if eligible else None
+
+
 def _score_the_rest(finalists: list[tuple[ScoredProposal, MenasNet, int, int]], rest: Iterable[Batch],
-                    bf16: bool) -> None:  # fmt: skip
+                    bf16: bool) -> int:  # fmt: skip
     """Sets each finalist's full score: its subset counts plus its counts on `rest`, which is read once for all
-    (hits stay on the device until the end: one sync per finalist)."""
+    (hits stay on the device until the end: one sync per finalist). Returns the images in `rest`."""
     models = [child.eval() for _, child, *_ in finalists]
     correct = [subset_correct for *_, subset_correct, _ in finalists]
     images = 0
@@ -560,3 +590,4 @@ def _score_the_rest(finalists: list[tuple[ScoredProposal, MenasNet, int, int]], 
         images += len(y)
     for (entry, _, _, subset_images), hits in zip(finalists, correct, strict=True):
         entry.full_score = 100.0 * int(hits) / max(subset_images + images, 1)
+    return images

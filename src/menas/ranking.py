@@ -2,8 +2,9 @@
 report share.
 
 A finished trial's *final* network is its lottery ticket when the trial kept one, else the candidate itself; its
-final score, MACs and params are the ticket's or the candidate's accordingly (`FinalMetrics`). Trials rank by
-`rank_key`, best first:
+final score, MACs and params are the ticket's or the candidate's accordingly (`FinalMetrics`); the candidate's
+final score is after its fine-tune epochs when it had them (`finetuned_score`), else after training (`score`).
+Trials rank by `rank_key`, best first:
 
 1. higher final score (search-val top-1);
 2. then fewer final MACs (of two networks that score the same, the cheaper one is the better find);
@@ -31,8 +32,8 @@ T = TypeVar("T", bound=Ranked)
 
 
 class FinalMetrics:
-    """Mixin for trial records with `ticket`, `ticket_score`/`_macs`/`_params` and `score`/`macs`/`params`
-    attributes: the final (ticket, else candidate) values."""
+    """Mixin for trial records with `ticket`, `ticket_score`/`_macs`/`_params`, `score`/`macs`/`params` and
+    `finetuned_score` attributes: the final (ticket, else candidate) values."""
 
     ticket: str | None
     ticket_score: float | None
@@ -41,11 +42,14 @@ class FinalMetrics:
     score: float | None
     macs: int | None
     params: int | None
+    finetuned_score: float | None = None  # the candidate after fine-tuning without a ticket (None: not fine-tuned)
 
     @property
     def final_score(self) -> float | None:
-        """The ticket's score when the trial kept a ticket, else the candidate's."""
-        return self.ticket_score if self.ticket is not None else self.score
+        """The ticket's score when the trial kept a ticket, else the candidate's (after fine-tuning when it was)."""
+        if self.ticket is not None:
+            return self.ticket_score
+        return self.score if self.finetuned_score is None else self.finetuned_score
 
     @property
     def final_macs(self) -> int | None:

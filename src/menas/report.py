@@ -1,15 +1,19 @@
 """Plots and tables of a search, read from its store: what a user looks at after (or during) a run.
 
-Three figures, as the paper shows them: accuracy vs MACs per generation (with each lottery ticket linked to the
-candidate it was cut from), epoch time per generation, and the Pareto front of accuracy against MACs and params
-over every finished trial. Plus `trials.csv` (one row per trial) and `report.md` (generation table, best network,
-Pareto front). Torch-free, and matplotlib is imported only to draw, so `menas report` starts fast; it reads the
-store read-only and works while the search runs.
+The figures the paper shows: accuracy vs MACs per generation (with each lottery ticket linked to the candidate
+it was cut from), training epoch time per generation (Fig. 4a), the Pareto front of accuracy against MACs and
+params over every finished trial, the per-generation mean and spread of candidate and ticket cost, epoch time and
+the share replaced (Fig. 4a/4b, `generations.png`), and, when trials kept their ticket search (`lottery.json`),
+candidates beside their proposals and chosen tickets (Fig. 4c, `lottery.png`). Plus `trials.csv` (one row per
+trial, every per-phase measurement) and `report.md` (generation tables, best network, Pareto front).
+Torch-free, and matplotlib is imported only to draw, so `menas report` starts fast; it reads the store read-only
+and works while the search runs.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import statistics
 from collections.abc import Sequence
@@ -23,8 +27,14 @@ from menas.files import write_atomically
 from menas.store import RetrainRecord, Store, TrialRecord
 
 #: Files `write_report` creates in the report folder.
-FIGURES = ("accuracy_vs_macs.png", "epoch_time.png", "pareto.png")
+FIGURES = ("accuracy_vs_macs.png", "epoch_time.png", "pareto.png", "generations.png")
 TABLES = ("trials.csv", "report.md")
+#: Written after the tables when some trial folder holds a ticket search record (`trials/NNNNN/lottery.json`).
+LOTTERY_FIGURE = "lottery.png"
+#: The ticket search record's name in a trial folder (written by `menas.trial`; the report stays torch-free).
+LOTTERY_RECORD = "lottery.json"
+#: Trials drawn in the Fig. 4c analogue: the best ones with a ticket search record.
+LOTTERY_PANELS = 4
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class Point:
     candidate_score: float | None
     candidate_macs: int | None
     ticket: bool
-    epoch_s: float | None  # mean training epoch time of the trial
+    epoch_s: float | None  # mean training epoch time of the trial (training passes; all epochs in old stores)
 
     @classmethod
     def from_record(cls, record: TrialRecord) -> Point:
@@ -55,8 +65,15 @@ class Point:
             candidate_score=record.score,
             candidate_macs=record.macs,
             ticket=record.ticket is not None,
-            epoch_s=statistics.fmean(record.epoch_times) if record.epoch_times else None,
+            epoch_s=_epoch_s(record),
         )
+
+
+def _epoch_s(record: TrialRecord) -> float | None:
+    """The trial's mean training epoch time: its candidate's training passes, else (stores before schema 3) the
+    mean of every recorded epoch."""
+    times = record.train_epoch_s or record.epoch_times
+    return statistics.fmean(times) if times else None
 
 
 def points(records: Sequence[TrialRecord]) -> list[Point]:
@@ -92,6 +109,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     with Store.open(run_dir, readonly=True) as store:
         info, records = store.snapshot()
         summaries = store.generation_summary()
+        phases = store.generation_phases()
         config = store.config()
         retrains = store.retrains()
     pts = points(records)
@@ -103,11 +121,28 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         _plot_accuracy_vs_macs(pts, folder / FIGURES[0]),
         _plot_epoch_time(pts, folder / FIGURES[1]),
         _plot_pareto(pts, folder / FIGURES[2]),
+        _plot_generations(phases, folder / FIGURES[3]),
         _write_csv(records, folder / TABLES[0]),
         _write_markdown(_title(run_dir, config, info.status), summaries, pts, best_point(records), folder / TABLES[1],
-                        retrains),
+                        retrains, phases),
     ]
+    searches = lottery_records(run_dir, records)
+    if searches:
+        paths.append(_plot_lottery(searches, folder / LOTTERY_FIGURE))
     return paths
+
+
+def lottery_records(run_dir: str | os.PathLike[str], records: Sequence[TrialRecord],
+                    limit: int = LOTTERY_PANELS) -> list[tuple[TrialRecord, dict]]:  # fmt: skip
+    """The best done trials (by `menas.ranking.rank_key`) whose folder holds a ticket search record, with it."""
+    found = []
+    for record in sorted((r for r in records if r.status == "done"), key=ranking.rank_key):
+        path = Path(run_dir) / "trials" / f"{record.trial_id:05d}" / LOTTERY_RECORD
+        if path.is_file():
+            found.append((record, json.loads(path.read_text())))
+        if len(found) == limit:
+            break
+    return found
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -185,6 +220,73 @@ def _plot_pareto(pts: Sequence[Point], path: Path) -> Path:
     return _save(fig, path, plt)
 
 
+def _plot_generations(phases, path: Path) -> Path:
+    """Fig. 4a/4b analogue: per generation, mean +- std of candidate and ticket params and MACs, candidate
+    training epoch time, and the share of candidates a ticket replaced."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    gens = [p.generation for p in phases]
+
+    def band(ax, attr: str, label: str, scale: float = 1.0) -> None:
+        shown = [(p.generation, getattr(p, attr)) for p in phases if getattr(p, attr) is not None]
+        if shown:
+            ax.errorbar([g for g, _ in shown], [m / scale for _, (m, _) in shown],
+                        yerr=[s / scale for _, (_, s) in shown], marker="o", capsize=3, label=label)  # fmt: skip
+
+    for ax, what, unit in ((axes[0][0], "params", "params (millions)"), (axes[0][1], "macs", "MACs (millions)")):
+        band(ax, what, "candidates", 1e6)
+        band(ax, f"ticket_{what}", "tickets", 1e6)
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=8)
+    band(axes[1][0], "train_epoch_s", "candidates")
+    axes[1][0].set_ylabel("training epoch time (s)")
+    shares = [(p.generation, p.replaced_share) for p in phases if p.replaced_share is not None]
+    axes[1][1].bar([g for g, _ in shares], [100.0 * s for _, s in shares], color="tab:green")
+    axes[1][1].set_ylabel("candidates replaced by a ticket (%)")
+    axes[1][1].set_ylim(0, 100)
+    for ax in (a for row in axes for a in row):
+        ax.set_xlabel("generation")
+        ax.set_xticks(gens)
+        ax.grid(alpha=0.3)
+    fig.suptitle("per generation: mean and standard deviation")
+    return _save(fig, path, plt)
+
+
+def _plot_lottery(searches: Sequence[tuple[TrialRecord, dict]], path: Path) -> Path:
+    """Fig. 4c analogue, one panel per trial: the candidate (after training; after BN recalibration) beside its
+    pruning proposals (search-val top-1 on the scoring subset, or all of it for finalists) and the chosen ticket
+    before and after fine-tuning, against MACs."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(searches), figsize=(4.5 * len(searches), 4), squeeze=False)
+    for ax, (record, search) in zip(axes[0], searches, strict=True):
+        proposals = search["proposals"]
+        scores = [p["full_score"] if p["full_score"] is not None else p["subset_score"] for p in proposals]
+        ax.scatter([p["macs"] / 1e6 for p in proposals], scores, color="lightgray", label="proposals", zorder=2)
+        parent = search["parent"]
+        ax.scatter([parent["macs"] / 1e6], [record.score], marker="*", s=150, color="tab:blue",
+                   label="candidate (trained)", zorder=4)  # fmt: skip
+        ax.scatter([parent["macs"] / 1e6], [parent["score"]], marker="o", facecolors="none", color="tab:blue",
+                   label="candidate (recalibrated)", zorder=4)  # fmt: skip
+        if record.finetuned_score is not None:
+            ax.scatter([parent["macs"] / 1e6], [record.finetuned_score], marker="D", color="tab:blue",
+                       label="candidate after fine-tune", zorder=4)  # fmt: skip
+        ticket = search.get("ticket")
+        if ticket is not None:
+            ax.scatter([ticket["macs"] / 1e6], [ticket["score_before_ft"]], marker="s", color="tab:red",
+                       label="ticket before fine-tune", zorder=5)  # fmt: skip
+            if ticket.get("score_after_ft") is not None:
+                ax.scatter([ticket["macs"] / 1e6], [ticket["score_after_ft"]], marker="D", color="tab:red",
+                           label="ticket after fine-tune", zorder=5)  # fmt: skip
+        ax.set_title(f"trial {record.trial_id} (generation {record.generation}, {search.get('policy', '?')})",
+                     fontsize=9)  # fmt: skip
+        ax.set_xlabel("MACs (millions)")
+        ax.set_ylabel("search-val top-1 (%)")
+        ax.grid(alpha=0.3)
+    for ax in axes[0]:
+        ax.legend(fontsize=7)
+    return _save(fig, path, plt)
+
+
 def _save(fig, path: Path, plt) -> Path:
     """Writes a figure atomically and frees it."""
     fig.tight_layout()
@@ -197,8 +299,13 @@ def _save(fig, path: Path, plt) -> Path:
 # ------------------------------------------------------------------------------------------ tables
 
 CSV_FIELDS = ("trial_id", "generation", "role", "status", "genome", "macs", "params", "score", "ticket",
-              "ticket_macs", "ticket_params", "ticket_score_before_ft", "ticket_score", "final_score", "final_macs",
-              "final_params", "epochs", "epoch_s_mean", "train_s", "lottery_s", "error")  # fmt: skip
+              "ticket_macs", "ticket_params", "ticket_score_before_ft", "ticket_score", "finetuned_score",
+              "final_score", "final_macs", "final_params", "epochs", "epoch_s_mean", "train_s", "lottery_s",
+              "finetune_s", "eval_s", "train_epoch_s_mean", "finetune_epoch_s_mean", "images_per_epoch",
+              "finetune_epochs", "images", "calib_images", "eval_images", "compute_images", "error")  # fmt: skip
+#: The CSV's derived columns: means of per-epoch lists.
+_MEANS = {"epoch_s_mean": "epoch_times", "train_epoch_s_mean": "train_epoch_s",
+          "finetune_epoch_s_mean": "finetune_epoch_s"}  # fmt: skip
 
 
 def _write_csv(records: Sequence[TrialRecord], path: Path) -> Path:
@@ -206,9 +313,9 @@ def _write_csv(records: Sequence[TrialRecord], path: Path) -> Path:
         with tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(CSV_FIELDS)
-            for r in records:  # final_* are TrialRecord properties; the mean epoch time is the one derived column
-                epoch_s = statistics.fmean(r.epoch_times) if r.epoch_times else None
-                row = [epoch_s if f == "epoch_s_mean" else getattr(r, f) for f in CSV_FIELDS]
+            for r in records:  # final_* are TrialRecord properties; the *_mean columns are derived
+                means = {f: statistics.fmean(getattr(r, a)) if getattr(r, a) else None for f, a in _MEANS.items()}
+                row = [means[f] if f in means else getattr(r, f) for f in CSV_FIELDS]
                 writer.writerow(["" if value is None else value for value in row])
 
     return write_atomically(path, write)
@@ -246,8 +353,37 @@ def _retrain_lines(retrains: Sequence[RetrainRecord], pts: Sequence[Point]) -> l
     return lines
 
 
+def _spread(value: tuple[float, float] | None, count: bool = True) -> str:
+    """"mean ± std" of a (mean, std) pair, counts with K/M suffixes; "-" for None."""
+    if value is None:
+        return "-"
+    mean, std = value
+    return f"{format_count(mean)} ± {format_count(std)}" if count else f"{mean:.2f} ± {std:.2f}"
+
+
+def _phase_lines(phases) -> list[str]:
+    """The per-generation table of the paper's Fig. 4a/4b: candidate and ticket cost, epoch time, share replaced."""
+    if not phases:
+        return []
+    lines = ["", "## Per generation (mean ± std over done trials)", "",
+             "| generation | done | candidate params | candidate MACs | training epoch (s) | ticket params | "
+             "ticket MACs | replaced | compute (images) |", "|---" * 9 + "|"]  # fmt: skip
+    for p in phases:
+        share = "-" if p.replaced_share is None else f"{100 * p.replaced_share:.0f}%"
+        lines.append(f"| {p.generation} | {p.done} | {_spread(p.params)} | {_spread(p.macs)} | "
+                     f"{_spread(p.train_epoch_s, count=False)} | {_spread(p.ticket_params)} | "
+                     f"{_spread(p.ticket_macs)} | {share} | {format_count(p.compute_images)} |")  # fmt: skip
+    return lines
+
+
 def _write_markdown(
-    title: str, summaries, pts: Sequence[Point], best: Point, path: Path, retrains: Sequence[RetrainRecord] = ()
+    title: str,
+    summaries,
+    pts: Sequence[Point],
+    best: Point,
+    path: Path,
+    retrains: Sequence[RetrainRecord] = (),
+    phases=(),
 ) -> Path:
     lines = [
         f"# {title}",
@@ -260,7 +396,8 @@ def _write_markdown(
         "",
         "## Generations",
         "",
-        "| generation | done | failed | best final top-1 | median candidate top-1 | mean final MACs | mean epoch (s) |",
+        "| generation | done | failed | best final top-1 | median candidate top-1 | mean final MACs | mean training "
+        "epoch (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
@@ -268,6 +405,7 @@ def _write_markdown(
         epoch = "-" if s.epoch_s_mean is None else f"{s.epoch_s_mean:.2f}"
         lines.append(f"| {s.generation} | {s.done} | {s.failed} | {_pct(s.ticket_score_best)} | "
                      f"{_pct(s.score_median)} | {macs} | {epoch} |")  # fmt: skip
+    lines += _phase_lines(phases)
     front = pareto_front([p.macs for p in pts], [p.score for p in pts])
     lines += ["", "## Pareto front (MACs)", "", "| trial | top-1 | MACs | params | ticket | genome |",
               "|---|---|---|---|---|---|"]  # fmt: skip

@@ -41,7 +41,7 @@ from menas.files import FolderLock, FolderLocked, write_atomically
 from menas.operators import check_feasible
 from menas.space import load_space
 from menas.store import FILENAME, Store, store_path
-from menas.strategy import TrialOutcome, TrialSpec, make_strategy
+from menas.strategy import TrialOutcome, TrialSpec, compute_budget_used, compute_limits, make_strategy
 from menas.trial import TrialJob, TrialResult, run_trial
 
 CONFIG_FILE = "config.yaml"
@@ -70,6 +70,8 @@ class SearchSummary:
     wall_s: float
     train_s: float
     lottery_s: float  # ticket search (fine-tuning is counted in train_s)
+    compute_images: int = 0  # every image trained on, calibrated with or scored (what `compute.images` counts)
+    budget_used: bool = False  # the search stopped at its `compute` budget
 
     @property
     def overhead_s(self) -> float:
@@ -179,6 +181,7 @@ class Search:
         self.shape = dataset_shape(cfg.data)
         self.budget = make_budget(cfg, self.shape)
         check_feasible(self.space, self.budget)
+        compute_limits(cfg)  # a bad compute budget fails here, before any training
         self.strategy = make_strategy(cfg, self.space, self.budget)
 
     def _take_lock(self) -> FolderLock:
@@ -245,10 +248,12 @@ class Search:
             data=cfg.data,
             train=dataclasses.replace(cfg.train, seed=cfg.seed + spec.trial_id),
             lottery=cfg.lottery if spec.use_tickets else None,
-            finetune_epochs=cfg.finetune_epochs if spec.use_tickets else 0,
+            # MENAS' ablation fine-tunes its unpruned candidates as MENAS does, so tickets are the only difference
+            finetune_epochs=cfg.finetune_epochs if spec.use_tickets or self.strategy.finetunes else 0,
             workdir=str(self.run_dir / "trials" / f"{spec.trial_id:05d}"),
             seed=cfg.seed + spec.trial_id,
             device=cfg.device,
+            finetune_lr_scale=cfg.lottery.finetune_lr_scale if self.strategy.finetunes else None,
         )
 
     def run(
@@ -296,12 +301,24 @@ class Search:
         except Exception:  # the store itself may be what failed: never hide the original error
             logger.exception("could not record that the run %s %s", self.run_dir, status)
 
+    def budget_used(self) -> bool:
+        """Whether the finished trials used the config's `compute` budget (images or trial seconds), from the
+        store, so a resumed run keeps its count."""
+        return compute_budget_used(self.cfg, self.store.compute_used())
+
     def _loop(self, executor: Any, on_result: Callable[[TrialSpec, TrialResult], None] | None) -> SearchSummary:
         queue = list(self.pending)
         self.pending = []
         limit = 2 * self.strategy.total_trials + 2
+        stopped = False
         for _ in range(limit):  # bounded: every pass submits a trial or finishes at least one, or ends the loop
-            while executor.free > 0:
+            while executor.free > 0 and not stopped:
+                if self.budget_used():  # no new trial starts; those running finish and count
+                    stopped = True
+                    used = self.store.compute_used()
+                    self.store.log_event("compute_budget_used", images=used.images, trial_s=used.trial_s,
+                                         trials=used.trials)  # fmt: skip
+                    break
                 if not queue:
                     queue = self.strategy.ask()  # all it can propose now; [] while it waits for results
                     self.store.add_trials(queue)
@@ -311,7 +328,7 @@ class Search:
                 self.store.mark_running(spec.trial_id)
                 executor.submit(spec, self.job(spec))
             if executor.busy == 0:
-                if self.strategy.finished:
+                if self.strategy.finished or stopped:
                     break
                 raise MenasError("the strategy asked for no trial but is not finished (a bug: please report)")
             for spec, result in executor.wait():
@@ -372,7 +389,14 @@ def _details(result: TrialResult) -> dict[str, Any]:
     details: dict[str, Any] = {
         "epoch_times": result.epoch_times,
         "checkpoint": result.checkpoint,
-        "train_s": result.train_s + result.finetune_s,
+        "train_s": result.train_s,
+        "finetune_s": result.finetune_s,
+        "train_epoch_s": result.train_epoch_s,
+        "finetune_epoch_s": result.finetune_epoch_s,
+        "images_per_epoch": result.images_per_epoch or None,
+        "finetune_epochs": result.finetune_epochs,
+        "calib_images": result.calib_images,
+        "eval_images": result.eval_images,
         "lottery_s": result.lottery_s,
         "eval_s": result.eval_s,
         "images": result.images,
@@ -388,6 +412,7 @@ def summarize(store: Store, wall_s: float) -> SearchSummary:
     trials = store.finished()
     best = store.best()
     done = [t for t in trials if t.status == "done"]
+    used = store.compute_used()
     return SearchSummary(
         best_genome=(best.ticket or best.genome) if best else None,
         best_score=best.final_score if best else None,
@@ -398,8 +423,10 @@ def summarize(store: Store, wall_s: float) -> SearchSummary:
         epochs=sum(t.epochs or 0 for t in trials),
         images=sum(t.images or 0 for t in trials),
         wall_s=wall_s,
-        train_s=sum(t.train_s or 0.0 for t in trials),
+        train_s=sum((t.train_s or 0.0) + (t.finetune_s or 0.0) for t in trials),
         lottery_s=sum(t.lottery_s or 0.0 for t in trials),
+        compute_images=used.images,
+        budget_used=compute_budget_used(from_dict(SearchConfig, store.config(), "run config"), used),
     )
 
 
@@ -423,4 +450,6 @@ def describe(summary: SearchSummary) -> list[str]:
         f"{format_count(summary.images)} images, {summary.wall_s:.1f} s wall (training {summary.train_s:.1f} s, "
         f"lottery {summary.lottery_s:.1f} s; {where})"
     )
+    if summary.budget_used:
+        lines.append(f"stopped at the compute budget: {format_count(summary.compute_images)} images used")
     return lines

@@ -7,6 +7,9 @@ This module owns the schema and every read and write of that file:
   (queued -> running -> done | failed), the candidate's MACs/params/score, per-epoch times, the lottery ticket
   (genome, score after and before fine-tuning, MACs, params), checkpoint path, error text, the worker that ran
   it ("host:pid"), timestamps, seconds spent training / searching tickets / evaluating, images trained and epochs;
+  from schema version 3 each phase on its own (`_PHASE_COLUMNS`: the fine-tuned candidate's score, fine-tune
+  seconds, training-pass seconds per epoch of training and fine-tuning, calibration and scoring images, and
+  `compute_images`, what a `compute` budget counts: `compute_used`);
 - `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
   returning a result: its trial id and error);
 - `retrains`: one row per `menas retrain` of a network of the run (schema version 2): genome, recipe, epochs, test
@@ -48,7 +51,7 @@ from menas.ranking import FinalMetrics
 #: File name of the store inside a run directory.
 FILENAME = "menas.sqlite"
 #: Schema version, kept in SQLite's `user_version`; `Store.open` migrates older versions and refuses others.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Seconds a connection waits for a lock before "database is locked" is raised.
 BUSY_TIMEOUT_S = 30.0
 
@@ -129,9 +132,25 @@ _RETRAINS_TABLE = """CREATE TABLE retrains (
         teacher TEXT,
         out TEXT NOT NULL
     )"""
-_SCHEMA = (*_SCHEMA, _RETRAINS_TABLE)
+#: Per-phase measurements of a trial (schema version 3), added to `trials` by ALTER TABLE in new and old stores
+#: alike: the candidate's fine-tuned score when no ticket was kept, seconds and training-pass seconds per epoch of
+#: training and of fine-tuning, images per epoch, fine-tune epochs, calibration and scoring images, and every
+#: image the trial passed through a network (`compute_images`: what `compute.images` counts).
+_PHASE_COLUMNS = (
+    "finetuned_score REAL",
+    "finetune_s REAL",
+    "train_epoch_s TEXT NOT NULL DEFAULT '[]'",
+    "finetune_epoch_s TEXT NOT NULL DEFAULT '[]'",
+    "images_per_epoch INTEGER",
+    "finetune_epochs INTEGER",
+    "calib_images INTEGER",
+    "eval_images INTEGER",
+    "compute_images INTEGER",
+)
+_PHASE_ALTERS = tuple(f"ALTER TABLE trials ADD COLUMN {column}" for column in _PHASE_COLUMNS)
+_SCHEMA = (*_SCHEMA, _RETRAINS_TABLE, *_PHASE_ALTERS)
 #: Statements that take a store from version N to N + 1.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_RETRAINS_TABLE,)}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_RETRAINS_TABLE,), 2: _PHASE_ALTERS}
 
 
 def _opt_int(where: str, value: Any) -> int | None:
@@ -201,6 +220,20 @@ class TrialRecord(FinalMetrics):
     eval_s: float | None
     images: int | None
     epochs: int | None
+    finetuned_score: float | None = None  # the candidate after fine-tuning when no ticket was kept
+    finetune_s: float | None = None  # fine-tune epochs (train_s: the candidate's training epochs only)
+    train_epoch_s: tuple[float, ...] = ()  # training-pass seconds of the candidate's epochs (no scoring)
+    finetune_epoch_s: tuple[float, ...] = ()  # training-pass seconds of the fine-tune epochs
+    images_per_epoch: int | None = None
+    finetune_epochs: int | None = None
+    calib_images: int | None = None
+    eval_images: int | None = None
+    compute_images: int | None = None  # training, fine-tuning, calibration and scoring images
+
+    @property
+    def replaced(self) -> bool:
+        """Whether a lottery ticket replaced the candidate."""
+        return self.ticket is not None
 
     @property
     def in_flight(self) -> bool:
@@ -210,7 +243,9 @@ class TrialRecord(FinalMetrics):
     def _from_row(cls, row: sqlite3.Row) -> TrialRecord:
         data = dict(row)
         data["parents"] = tuple(json.loads(data["parents"]))
-        data["epoch_times"] = tuple(json.loads(data["epoch_times"]))
+        for name in ("epoch_times", "train_epoch_s", "finetune_epoch_s"):
+            if name in data:  # a store of schema version 2 opened read-only has no per-phase columns
+                data[name] = tuple(json.loads(data[name]))
         data["use_tickets"] = bool(data["use_tickets"])
         return cls(**data)
 
@@ -272,7 +307,8 @@ class RunInfo:
 @dataclass(frozen=True)
 class GenerationSummary:
     """Statistics of one generation. Scores, MACs and params are over done trials (None when there are none);
-    `ticket_*` are the final (ticket, else candidate) values; `epoch_s_mean` averages every recorded epoch time."""
+    `ticket_*` are the final (ticket, else candidate) values; `epoch_s_mean` averages the candidates' training
+    epoch times (training passes, `train_epoch_s`; every recorded epoch time of trials from before schema 3)."""
 
     generation: int
     trials: int
@@ -289,6 +325,39 @@ class GenerationSummary:
     ticket_macs_mean: float | None
     ticket_params_mean: float | None
     epoch_s_mean: float | None
+
+
+@dataclass(frozen=True)
+class GenerationPhases:
+    """Per generation, over done trials: mean and spread (population standard deviation; 0 for one trial) of the
+    candidates' params, MACs and training epoch time (each trial's mean training-pass seconds per epoch, scoring
+    excluded), the kept tickets' params and MACs, the share of candidates a ticket replaced, and the compute the
+    generation's finished trials used (images). None where there is nothing to average."""
+
+    generation: int
+    done: int
+    params: tuple[float, float] | None
+    macs: tuple[float, float] | None
+    train_epoch_s: tuple[float, float] | None
+    ticket_params: tuple[float, float] | None
+    ticket_macs: tuple[float, float] | None
+    replaced_share: float | None
+    final_score_best: float | None
+    compute_images: int
+
+
+@dataclass(frozen=True)
+class ComputeUsed:
+    """The search compute its finished (done and failed) trials used, as `compute` budgets count it."""
+
+    images: int  # every image trained on, calibrated with or scored
+    trial_s: float  # the sum of the trials' wall seconds (started to finished)
+    trials: int
+
+
+def _spread(values: list[float]) -> tuple[float, float] | None:
+    """(mean, population standard deviation) of `values`; None when empty."""
+    return (statistics.fmean(values), statistics.pstdev(values)) if values else None
 
 
 @dataclass(frozen=True)
@@ -564,6 +633,8 @@ class Store:
         images: int | None = None,
         epochs: int | None = None,
         worker: str | None = None,
+        finetuned_score: float | None = None,
+        **phases: Any,
     ) -> None:
         """Records a queued or running trial as done with its results, in one transaction.
 
@@ -572,19 +643,22 @@ class Store:
             score: the candidate's search-val top-1.
             macs: the candidate's multiply-accumulates.
             params: the candidate's parameter count.
-            epoch_times: seconds per training epoch.
+            epoch_times: seconds per epoch (training and fine-tuning, scoring included).
             ticket: the lottery ticket's genome (None: no ticket searched).
             ticket_score: the ticket's search-val top-1 after fine-tuning (required with a ticket).
             ticket_macs: the ticket's multiply-accumulates (required with a ticket).
             ticket_params: the ticket's parameter count (required with a ticket).
             ticket_score_before_ft: the ticket's search-val top-1 right after BN recalibration.
             checkpoint: path of the trial's saved weights.
-            train_s: seconds spent training the candidate.
-            lottery_s: seconds spent searching and fine-tuning the ticket.
+            train_s: seconds spent training the candidate (its training epochs).
+            lottery_s: seconds spent searching the ticket (proposals, calibration, scoring).
             eval_s: seconds spent scoring search-val inside training and fine-tuning epochs (part of train_s).
             images: images trained on (all epochs, fine-tuning included).
             epochs: epochs trained (early stopping may end before the configured count).
             worker: the process that ran the trial, as "host:pid" (None: keep what `mark_running` recorded).
+            finetuned_score: the unpruned candidate's search-val top-1 after fine-tuning (no ticket kept).
+            phases: per-phase measurements (`PHASE_FIELDS`): finetune_s, train_epoch_s, finetune_epoch_s,
+                images_per_epoch, finetune_epochs, calib_images, eval_images; `compute_images` is derived.
 
         Raises:
             ValueError: an unknown trial, one already finished or failed, or a field of the wrong type.
@@ -607,7 +681,9 @@ class Store:
             "ticket_macs": _opt_int("finish_trial ticket_macs", ticket_macs),
             "ticket_params": _opt_int("finish_trial ticket_params", ticket_params),
             "ticket_score_before_ft": _opt_real("finish_trial ticket_score_before_ft", ticket_score_before_ft),
+            "finetuned_score": _opt_real("finish_trial finetuned_score", finetuned_score),
             **self._measured(epoch_times, checkpoint, train_s, lottery_s, eval_s, images, epochs, worker),
+            **_phases("finish_trial", images, phases),
         }
         self._finish(trial_id, "done", values, "finish_trial")
 
@@ -626,6 +702,7 @@ class Store:
         images: int | None = None,
         epochs: int | None = None,
         worker: str | None = None,
+        **phases: Any,
     ) -> None:
         """Records a queued or running trial as failed with its error text and whatever was measured (the
         arguments are those of `finish_trial`)."""
@@ -635,6 +712,7 @@ class Store:
             "macs": _opt_int("fail_trial macs", macs),
             "params": _opt_int("fail_trial params", params),
             **self._measured(epoch_times, checkpoint, train_s, lottery_s, eval_s, images, epochs, worker),
+            **_phases("fail_trial", images, phases),
         }
         self._finish(trial_id, "failed", values, "fail_trial")
 
@@ -655,6 +733,7 @@ class Store:
             ticket_score=outcome.ticket_score if ticket else None,
             ticket_macs=outcome.ticket_macs if ticket else None,
             ticket_params=outcome.ticket_params if ticket else None,
+            finetuned_score=None if ticket else outcome.finetuned_score,
             **details,
         )
 
@@ -793,10 +872,42 @@ class Store:
                     params_mean=_mean([r.params for r in done]),
                     ticket_macs_mean=_mean([r.final_macs for r in done]),
                     ticket_params_mean=_mean([r.final_params for r in done]),
-                    epoch_s_mean=_mean([t for r in done for t in r.epoch_times]),
+                    epoch_s_mean=_mean([t for r in done for t in (r.train_epoch_s or r.epoch_times)]),
                 )
             )
         return out
+
+    def generation_phases(self) -> list[GenerationPhases]:
+        """Per generation, ascending: what the paper's Fig. 4a/4b show (cost and training epoch time of the
+        candidates, cost of their tickets, the share replaced), from the per-phase columns."""
+        by_gen: dict[int, list[TrialRecord]] = {}
+        for record in self.trials():
+            by_gen.setdefault(record.generation, []).append(record)
+        out = []
+        for gen, records in sorted(by_gen.items()):
+            done = [r for r in records if r.status == "done"]
+            tickets = [r for r in done if r.replaced]
+            epoch_s = [statistics.fmean(r.train_epoch_s) for r in done if r.train_epoch_s]
+            out.append(GenerationPhases(
+                generation=gen, done=len(done), params=_spread([r.params for r in done]),
+                macs=_spread([r.macs for r in done]), train_epoch_s=_spread(epoch_s),
+                ticket_params=_spread([r.ticket_params for r in tickets]),
+                ticket_macs=_spread([r.ticket_macs for r in tickets]),
+                replaced_share=len(tickets) / len(done) if done else None,
+                final_score_best=max((r.final_score for r in done), default=None),
+                compute_images=sum(r.compute_images or 0 for r in records if not r.in_flight),
+            ))  # fmt: skip
+        return out
+
+    def compute_used(self) -> ComputeUsed:
+        """The compute of every finished trial so far (what `compute` budgets count; a resumed run keeps it)."""
+        query = ("SELECT COALESCE(SUM({}), 0), COALESCE(SUM(finished_at - started_at), 0.0), COUNT(*) "
+                 "FROM trials WHERE status IN ('done', 'failed')")  # fmt: skip
+        try:
+            row = self._conn.execute(query.format("compute_images")).fetchone()
+        except sqlite3.OperationalError:  # schema version 2 opened read-only: training images only
+            row = self._conn.execute(query.format("images")).fetchone()
+        return ComputeUsed(int(row[0]), float(row[1]), int(row[2]))
 
     def events(self, kind: str | None = None, after: int = 0) -> list[Event]:
         """Events with id > `after` (for tailing), optionally of one kind, oldest first."""
@@ -858,6 +969,29 @@ class Store:
             conn.execute(f"UPDATE trials SET {assignments} WHERE trial_id = ?", (*args, trial_id))
 
 
+#: The per-phase measurements `finish_trial` and `fail_trial` take (the columns of `_PHASE_COLUMNS` but the
+#: fine-tuned score, given on its own, and `compute_images`, derived).
+PHASE_FIELDS = ("finetune_s", "train_epoch_s", "finetune_epoch_s", "images_per_epoch", "finetune_epochs",
+                "calib_images", "eval_images")  # fmt: skip
+
+
+def _phases(op: str, images: Any, phases: dict[str, Any]) -> dict[str, Any]:
+    """The checked column values of a trial's per-phase measurements, with `compute_images` (every image
+    trained on, calibrated with or scored; None when nothing was counted)."""
+    unknown = sorted(set(phases) - set(PHASE_FIELDS))
+    check(not unknown, op, unknown, ", ".join(PHASE_FIELDS))
+    values: dict[str, Any] = {"finetune_s": _opt_real(f"{op} finetune_s", phases.get("finetune_s"), nonneg=True)}
+    for name in ("train_epoch_s", "finetune_epoch_s"):
+        times = [_opt_real(f"{op} {name} item", v, nonneg=True) for v in phases.get(name, ())]
+        check(None not in times, f"{op} {name}", phases.get(name), "finite numbers >= 0")
+        values[name] = json.dumps(times)
+    for name in ("images_per_epoch", "finetune_epochs", "calib_images", "eval_images"):
+        values[name] = _opt_int(f"{op} {name}", phases.get(name))
+    counted = [v for v in (images, values["calib_images"], values["eval_images"]) if v is not None]
+    values["compute_images"] = sum(counted) if counted else None
+    return values
+
+
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Brings a store of an older schema version up to `SCHEMA_VERSION`, one version per transaction."""
     for start in range(version, SCHEMA_VERSION):
@@ -876,10 +1010,13 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
 __all__ = [
     "FILENAME",
     "IN_FLIGHT",
+    "PHASE_FIELDS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "TRIAL_STATUSES",
+    "ComputeUsed",
     "Event",
+    "GenerationPhases",
     "GenerationSummary",
     "RetrainRecord",
     "RunInfo",

@@ -23,6 +23,7 @@ Scores are "higher is better" (search-val top-1). This module never imports torc
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -31,7 +32,7 @@ from typing import Any, ClassVar
 
 from menas import ranking
 from menas.config import SearchConfig
-from menas.cost import Budget
+from menas.cost import Budget, parse_count
 from menas.errors import BudgetError, MenasError, UserError, check, is_int, is_real
 from menas.operators import MUTATION_PROB, check_feasible, check_mutation_prob, crossover, mutate, repair, sample
 from menas.ranking import FinalMetrics, rank_key
@@ -122,6 +123,8 @@ class TrialOutcome(FinalMetrics):
         ticket_score: the ticket's search-val score after fine-tuning.
         ticket_macs: the ticket's multiply-accumulates.
         ticket_params: the ticket's parameter count.
+        finetuned_score: the unpruned candidate's score after fine-tuning, when it was fine-tuned without a ticket
+            (then its final score; `score` stays the score after training).
     """
 
     trial_id: int
@@ -134,6 +137,7 @@ class TrialOutcome(FinalMetrics):
     ticket_score: float | None = None
     ticket_macs: int | None = None
     ticket_params: int | None = None
+    finetuned_score: float | None = None
 
     def __post_init__(self) -> None:
         check(is_int(self.trial_id) and self.trial_id >= 0, "TrialOutcome.trial_id", self.trial_id,
@@ -152,7 +156,10 @@ class TrialOutcome(FinalMetrics):
         if self.ticket is None:
             given = [name for name in ticket_fields if getattr(self, name) is not None]
             check(not given, "TrialOutcome.ticket", None, f"a genome string when {', '.join(given)} is given")
-            for name, value in zip(ticket_fields, (self.score, self.macs, self.params), strict=True):
+            check(self.finetuned_score is None or is_real(self.finetuned_score), "TrialOutcome.finetuned_score",
+                  self.finetuned_score, "None or a finite number")  # fmt: skip
+            final = self.score if self.finetuned_score is None else float(self.finetuned_score)
+            for name, value in zip(ticket_fields, (final, self.macs, self.params), strict=True):
                 object.__setattr__(self, name, value)
             object.__setattr__(self, "ticket", self.genome)
             return
@@ -188,6 +195,7 @@ class TrialOutcome(FinalMetrics):
             ticket_score=record.ticket_score,
             ticket_macs=record.ticket_macs,
             ticket_params=record.ticket_params,
+            finetuned_score=getattr(record, "finetuned_score", None),
         )
 
 
@@ -223,6 +231,9 @@ class Strategy:
     """
 
     name: ClassVar[str] = "strategy"
+    #: Whether every trial gets the fine-tune epochs, ticket or not (MENAS and its no-ticket ablation, so that
+    #: tickets are the ablation's only difference); other strategies fine-tune only when they search tickets.
+    finetunes: ClassVar[bool] = False
     #: The subclass's own settings (constructor arguments kept as attributes of the same name) for `settings()`.
     setting_names: ClassVar[tuple[str, ...]] = ()
 
@@ -511,6 +522,7 @@ class MENAS(Strategy):
     """
 
     name = "menas"
+    finetunes = True
     setting_names = ("population", "generations", "parents", "keep_largest", "mutation_prob", "crossover_share")
 
     def __init__(
@@ -764,6 +776,26 @@ class RegularizedEvolution(Strategy):
         self._enqueue(text, generation, ROLE_FILL)
 
 
+# --------------------------------------------------------------------------------------------- search compute
+
+
+def compute_limits(cfg: SearchConfig) -> tuple[float, float]:
+    """The config's search compute budget (`compute`) as (images, trial seconds); inf where unbounded. The search
+    loop stops asking every strategy for trials once either is reached (`compute_budget_used`)."""
+    value = cfg.compute.images
+    images = math.inf if value is None else parse_count(value, "compute.images") if isinstance(value, str) else value
+    if images <= 0:
+        raise UserError(f"compute.images: got {value!r}, allowed: null or counts > 0 such as 20M")
+    return float(images), math.inf if cfg.compute.trial_s is None else float(cfg.compute.trial_s)
+
+
+def compute_budget_used(cfg: SearchConfig, used: Any) -> bool:
+    """Whether `used` (a `store.ComputeUsed`: images and trial seconds of the finished trials) reached either
+    limit of the config's compute budget."""
+    images, trial_s = compute_limits(cfg)
+    return used.images >= images or used.trial_s >= trial_s
+
+
 # --------------------------------------------------------------------------------------------- from a config
 
 
@@ -828,6 +860,8 @@ __all__ = [
     "Strategy",
     "TrialOutcome",
     "TrialSpec",
+    "compute_budget_used",
+    "compute_limits",
     "make_strategy",
     "rank_key",
 ]

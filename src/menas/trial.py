@@ -42,38 +42,60 @@ class TrialJob:
     data: DataConfig
     train: TrainConfig
     lottery: LotteryConfig | None  # None: no ticket search (baselines, ablation)
-    finetune_epochs: int  # epochs of fine-tuning for the ticket (or for the unpruned candidate when none won)
+    finetune_epochs: int  # epochs of fine-tuning: of the ticket, or of the unpruned candidate when none was kept
     workdir: str
     seed: int = 0
     device: str = "auto"
+    finetune_lr_scale: float | None = None  # fine-tuning peak lr / training peak lr; None: the lottery's, else 1
 
 
 @dataclass
 class TrialResult(FinalMetrics):
-    """What a trial measured. Accuracies are search-val top-1 in percent; times are wall seconds."""
+    """What a trial measured. Accuracies are search-val top-1 in percent; times are wall seconds.
+
+    Each field means one thing: `score` is the candidate after its `train.epochs` training epochs (before any
+    fine-tuning); `ticket_score_before_ft`/`ticket_score` the kept ticket right after BN recalibration and after
+    fine-tuning; `finetuned_score` the unpruned candidate after its fine-tune epochs when no ticket was kept; the
+    final score (`final_score`) is the ticket's, else the fine-tuned candidate's, else `score`. Images count every
+    image passed through a network: training, fine-tuning, BN calibration and scoring (`compute_images`)."""
 
     trial_id: int
     genome: str
     status: str  # "done" | "failed"
     macs: int
     params: int
-    score: float | None = None  # the trained candidate
-    epoch_times: list[float] = field(default_factory=list)
+    score: float | None = None  # the candidate after its training epochs
+    epoch_times: list[float] = field(default_factory=list)  # every epoch, training and fine-tuning (with scoring)
     ticket: str | None = None  # the pruned genome that replaces the candidate, None when the candidate stays
     ticket_macs: int | None = None
     ticket_params: int | None = None
     ticket_score_before_ft: float | None = None  # after inheritance and BN recalibration
-    ticket_score: float | None = None  # after fine-tuning: the trial's final score
+    ticket_score: float | None = None  # after fine-tuning
+    finetuned_score: float | None = None  # the unpruned candidate after fine-tuning (no ticket kept)
     checkpoint: str | None = None
-    train_s: float = 0.0
-    lottery_s: float = 0.0
-    finetune_s: float = 0.0
-    images: int = 0
-    epochs: int = 0
+    train_s: float = 0.0  # the candidate's training epochs (scoring included)
+    lottery_s: float = 0.0  # ticket search: proposals, inheritance, calibration, scoring
+    finetune_s: float = 0.0  # fine-tune epochs (scoring included)
+    images: int = 0  # images trained on (training and fine-tune passes)
+    epochs: int = 0  # epochs run (training and fine-tuning)
     eval_s: float = 0.0  # search-val scoring inside training and fine-tuning epochs (part of train_s, finetune_s)
     worker: str = ""  # "host:pid" of the process that ran the trial ("" when it never started)
     error: str = ""
+    train_epoch_s: list[float] = field(default_factory=list)  # the candidate's training passes (no scoring)
+    finetune_epoch_s: list[float] = field(default_factory=list)  # the fine-tune training passes (no scoring)
+    images_per_epoch: int = 0  # training images per epoch (search-train)
+    finetune_epochs: int = 0  # fine-tune epochs run (of the ticket, or of the candidate when none was kept)
+    calib_images: int = 0  # images passed through for BN recalibration in the ticket search
+    eval_images: int = 0  # search-val images scored: after epochs and in the ticket search
 
+    @property
+    def compute_images(self) -> int:
+        """Every image passed through a network by this trial: what `compute.images` counts."""
+        return self.images + self.calib_images + self.eval_images
+
+
+#: The ticket search's record in a trial folder: parent, every proposal (MACs, params, scores), the ticket.
+LOTTERY_FILE = "lottery.json"
 
 _DATA_CACHE: dict[str, SearchData] = {}
 
@@ -124,6 +146,8 @@ def _run(
                     progress=progress("train"), owner=owner)  # fmt: skip
     result.train_s = time.perf_counter() - tic
     _account(result, history, data)
+    result.train_epoch_s = [e.train_seconds for e in history.epochs]
+    result.images_per_epoch = len(data.train) * data.train.batch_size
     result.score = history.val_top1
     final_model, final_genome = model, genome
     if job.lottery is not None:
@@ -131,6 +155,7 @@ def _run(
         calib = calibration_batches(data.train, job.lottery.calib_batches, epoch=job.train.epochs)
         found = search_ticket(model, calib, data.val, job.lottery, random.Random(job.seed), data.input_size)
         result.lottery_s = time.perf_counter() - tic
+        result.calib_images, result.eval_images = found.calib_images, result.eval_images + found.scored_images
         if found.chosen is not None:
             final_model, final_genome = found.ticket_model, found.ticket_genome
             ticket_cost = count_cost(final_genome, data.input_size, data.in_chans, data.num_classes)
@@ -139,16 +164,23 @@ def _run(
             result.ticket_score_before_ft = result.ticket_score = found.ticket_score
     if job.finetune_epochs > 0:
         tic = time.perf_counter()
-        scale = job.lottery.finetune_lr_scale if job.lottery is not None else 1.0
+        scale = job.finetune_lr_scale
+        if scale is None:
+            scale = job.lottery.finetune_lr_scale if job.lottery is not None else 1.0
         ft_cfg = job.train.finetune(job.finetune_epochs, data.train.batch_size, scale)
         ft_history = train(final_model, data.train, data.val, ft_cfg, checkpoint_path=workdir / "finetune.ckpt",
                            progress=progress("finetune"), owner=owner)  # fmt: skip
         result.finetune_s = time.perf_counter() - tic
         _account(result, ft_history, data)
+        result.finetune_epoch_s = [e.train_seconds for e in ft_history.epochs]
+        result.finetune_epochs = len(ft_history.epochs)
         if result.ticket is not None:
             result.ticket_score = ft_history.val_top1
         else:
-            result.score = ft_history.val_top1
+            result.finetuned_score = ft_history.val_top1
+    if job.lottery is not None:  # every proposal's cost and score beside the candidate's (the report's Fig. 4c)
+        write_json(workdir / LOTTERY_FILE, found.to_record(result.ticket_score if result.ticket else None,
+                                                            result.finetune_epochs if result.ticket else 0))
     path = workdir / WEIGHTS_FILE
     save_weights(final_model, final_genome, path)
     # beside the weights, as `menas train` does: the folder is a checkpoint folder, and export/evaluate know the
@@ -169,3 +201,6 @@ def _account(result: TrialResult, history: History, data: SearchData) -> None:
     result.eval_s += sum(e.eval_seconds for e in history.epochs)
     result.epochs += len(history.epochs)
     result.images += len(history.epochs) * len(data.train) * data.train.batch_size
+    scored = sum(e.val_top1 is not None for e in history.epochs)
+    result.eval_images += scored * data.val.num_samples
+

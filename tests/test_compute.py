@@ -1,0 +1,178 @@
+"""Measurements that mean one thing each, the no-ticket ablation's epochs and the search's compute budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+
+from menas import search as search_module
+from menas.cli import main
+from menas.config import ComputeConfig, StrategyConfig, from_dict
+from menas.errors import UserError
+from menas.search import Search
+from menas.store import Store
+from menas.trial import LOTTERY_FILE, TrialResult
+from test_search import tiny_config
+
+
+def test_per_phase_fields_are_written_and_read_back(reference_run: Path) -> None:
+    """Every done trial of the reference search (1 training + 1 fine-tune epoch, tickets within 50 points)
+    records each phase on its own, and the sums agree with the totals."""
+    cfg = tiny_config()
+    with Store.open(reference_run, readonly=True) as store:
+        trials = store.trials("done")
+    assert trials
+    for t in trials:
+        assert len(t.train_epoch_s) == cfg.train.epochs and len(t.finetune_epoch_s) == cfg.finetune_epochs
+        assert t.finetune_epochs == cfg.finetune_epochs and t.epochs == cfg.train.epochs + cfg.finetune_epochs
+        assert t.images_per_epoch > 0 and t.images == t.epochs * t.images_per_epoch
+        assert t.calib_images > 0 and t.eval_images > 0
+        assert t.compute_images == t.images + t.calib_images + t.eval_images
+        assert 0 < t.train_epoch_s[0] <= t.epoch_times[0] and t.finetune_s > 0 and t.train_s > 0
+        assert t.score is not None  # the candidate after its training epochs
+        if t.ticket is not None:
+            assert t.finetuned_score is None and t.final_score == t.ticket_score
+            assert t.ticket_score_before_ft is not None
+        else:
+            assert t.final_score == t.finetuned_score is not None
+        record = json.loads((reference_run / "trials" / f"{t.trial_id:05d}" / LOTTERY_FILE).read_text())
+        assert len(record["proposals"]) == cfg.lottery.proposals
+        assert (record["ticket"] is None) == (t.ticket is None)
+    with Store.open(reference_run, readonly=True) as store:
+        used = store.compute_used()
+    assert used.images == sum(t.compute_images for t in trials) and used.trials == len(trials)
+
+
+def test_ablation_fine_tunes_as_menas_does(reference_run: Path, tmp_path: Path) -> None:
+    """`menas-no-tickets` gives each unpruned candidate MENAS' E + E_ft epochs at the same fine-tune lr scale,
+    so tickets are the only difference; its final score is the fine-tuned one."""
+    strategy = StrategyConfig(name="menas-no-tickets", population=2, generations=1, parents=2)
+    cfg = tiny_config(strategy=strategy)
+    search = Search(cfg, tmp_path / "run")
+    job = search.job(search.strategy.ask()[0])
+    assert job.lottery is None and job.finetune_epochs == cfg.finetune_epochs
+    assert job.finetune_lr_scale == cfg.lottery.finetune_lr_scale
+    search.close()
+    Search(cfg, tmp_path / "run2").run()
+    with Store.open(tmp_path / "run2", readonly=True) as store:
+        ablation = store.trials("done")
+    with Store.open(reference_run, readonly=True) as store:
+        menas = store.trials("done")
+    assert len(ablation) == 2
+    assert {t.finetune_epochs for t in ablation} == {t.finetune_epochs for t in menas} == {cfg.finetune_epochs}
+    assert {t.epochs for t in ablation} == {t.epochs for t in menas}
+    for t in ablation:
+        assert t.ticket is None and t.calib_images is not None
+        assert t.finetuned_score is not None and t.final_score == t.finetuned_score
+
+
+# -- the compute budget, with trials faked (the loop, not training, is under test) -------------------------
+
+IMAGES_PER_TRIAL = 1000
+
+
+def _fake_run_trial(job, on_epoch=None) -> TrialResult:
+    """A done trial that 'passed' IMAGES_PER_TRIAL images, with a score that depends only on the genome."""
+    score = 10.0 + zlib.crc32(job.genome.encode()) % 1000 / 10.0
+    return TrialResult(job.trial_id, job.genome, "done", 1000, 100, score=score, images=600, calib_images=100,
+                       eval_images=300, train_epoch_s=[0.1], worker="fake:1")  # fmt: skip
+
+
+STRATEGIES = {
+    "menas": StrategyConfig(name="menas", population=4, generations=5, parents=2),
+    "menas-no-tickets": StrategyConfig(name="menas-no-tickets", population=4, generations=5, parents=2),
+    "random": StrategyConfig(name="random", trials=20, population=4),
+    "evolution": StrategyConfig(name="evolution", population=4, cycles=20, sample_size=2),
+}
+
+
+def _done(run_dir: Path) -> int:
+    with Store.open(run_dir, readonly=True) as store:
+        return store.compute_used().trials
+
+
+@pytest.mark.parametrize("images", [5500, 7000])
+def test_compute_budget_stops_every_strategy_at_the_same_count(
+    images: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each strategy starts trials until the finished ones used the budget, then stops: the same number of
+    trials for all (each trial uses 1000 images here), the first whose images reach the budget."""
+    monkeypatch.setattr(search_module, "run_trial", _fake_run_trial)
+    counts = {}
+    for name, strategy in STRATEGIES.items():
+        cfg = tiny_config(strategy=strategy, compute=ComputeConfig(images=images))
+        summary = Search(cfg, tmp_path / name).run()
+        counts[name] = _done(tmp_path / name)
+        assert summary.budget_used and summary.compute_images == counts[name] * IMAGES_PER_TRIAL
+        with Store.open(tmp_path / name, readonly=True) as store:
+            assert store.run_info().status == "finished" and store.events("compute_budget_used")
+    expected = -(-images // IMAGES_PER_TRIAL)  # ceil: the trial that crosses the budget still counts
+    assert set(counts.values()) == {expected}, counts
+
+
+def test_resume_keeps_the_compute_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that used its budget runs nothing more on resume (the count comes from the store); resumed with a
+    larger budget it goes on to the new one."""
+    monkeypatch.setattr(search_module, "run_trial", _fake_run_trial)
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(strategy=STRATEGIES["menas"], compute=ComputeConfig(images="3K"))
+    Search(cfg, run_dir).run()
+    assert _done(run_dir) == 3
+    Search(None, run_dir, resume=True).run()
+    assert _done(run_dir) == 3
+    more = dataclasses.replace(cfg, compute=ComputeConfig(images="6K"))
+    Search(more, run_dir, resume=True, accept_config_change=True).run()
+    assert _done(run_dir) == 6
+
+
+def test_trial_seconds_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`compute.trial_s` stops the search once the finished trials' wall seconds reach it: a 1 ms budget stops
+    after the first trial (a pool of one slot: local executor)."""
+    monkeypatch.setattr(search_module, "run_trial", _fake_run_trial)
+    cfg = tiny_config(strategy=STRATEGIES["random"], compute=ComputeConfig(trial_s=1e-6))
+    Search(cfg, tmp_path / "run").run()
+    assert _done(tmp_path / "run") == 1
+
+
+@pytest.mark.parametrize(("compute", "match"), [({"images": "lots"}, "compute.images"),
+                                                ({"images": 0}, "compute.images"),
+                                                ({"trial_s": -1}, "compute.trial_s")])  # fmt: skip
+def test_bad_compute_budget_fails_before_training(compute: dict, match: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=match):
+        Search(from_dict(type(tiny_config()), {"compute": compute}), tmp_path / "run")
+
+
+def test_status_shows_the_compute_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setattr(search_module, "run_trial", _fake_run_trial)
+    run_dir = tmp_path / "run"
+    Search(tiny_config(strategy=STRATEGIES["random"], compute=ComputeConfig(images="2500")), run_dir).run()
+    capsys.readouterr()
+    assert main(["status", str(run_dir)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "compute used by 3 finished trials: 3K images of 2.5K (120%)" in out and "budget used" in out
+
+
+def test_evidence_arms_differ_only_in_how_they_search() -> None:
+    """bench/evidence: every arm is base.yaml with its strategy and space (and policy), at the same compute."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "evidence" / "run.py"
+    spec = importlib.util.spec_from_file_location("evidence_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for scale in module.SCALES:
+        configs = {arm: module.arm_config(arm, 1, scale) for arm in module.ARMS}
+        assert len({c.compute.images for c in configs.values()}) == 1 and configs["menas"].compute.images
+        base = dataclasses.asdict(configs["menas"])
+        for arm, cfg in configs.items():
+            other = dataclasses.asdict(cfg)
+            differs = {k for k in base if base[k] != other[k]}
+            differs |= {f"strategy.{k}" for k in base["strategy"] if base["strategy"][k] != other["strategy"][k]}
+            differs |= {f"lottery.{k}" for k in base["lottery"] if base["lottery"][k] != other["lottery"][k]}
+            assert differs <= {"strategy", "strategy.name", "space", "lottery", "lottery.policy"}, (arm, differs)
+            assert cfg.seed == 1
