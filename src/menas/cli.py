@@ -531,10 +531,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Retrains a network (a run's best or chosen trial, a checkpoint folder or a genome) with a named recipe on
     the whole training split, optionally distilled; scores raw and EMA weights once on the test split."""
-    from rich.progress import TimeRemainingColumn
-
-    from menas import distributed
-    from menas.data import resolve_device
     from menas.retrain import RETRAIN_FILE, resolve_source, retrain
 
     if args.epochs < 1:
@@ -542,48 +538,18 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if args.teacher_weights and not args.teacher:
         raise UserError("--teacher-weights: only with --teacher NAME")
     source = resolve_source(args.source, args.trial, args.rank)
-    cfg = _retrain_config(args, source.data)
-    device = distributed.init_from_env(resolve_device(args.device))  # under torchrun: join the ranks
-    out = Path(args.out)
-    console = _console()
-
-    progress = _progress(TimeRemainingColumn())  # started once the inputs are checked: errors stay one line
-    task = progress.add_task("epochs", total=cfg.train.epochs)
-
-    def on_start(data: Any, cost: Any, done: int) -> None:
-        console.print(f"{source.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params "
-                      f"at {data.input_size} px; recipe {cfg.recipe}, {cfg.train.epochs} epochs, "
-                      f"{data.train.num_samples} train / {data.val.num_samples} held-out images on {device}; "
-                      f"from {source.label}{f'; resuming after epoch {done}' if done else ''}")  # fmt: skip
-        progress.update(task, completed=done)
-        progress.start()
-
-    def on_epoch(stats: Any) -> None:
-        progress.update(task, completed=stats.epoch, description=f"epoch {stats.epoch}: loss {stats.train_loss:.3f}, "
-                        f"held-out top-1 {stats.val_top1 or 0:.2f}%, {stats.images_per_s:,.0f} img/s")  # fmt: skip
-
+    cfg = _recipe(args, _retrain_data(args, source.data))
     teacher = (args.teacher, args.teacher_weights) if args.teacher else None
-    try:
-        rank0 = distributed.is_main()  # one progress bar under torchrun
-        record = retrain(source, cfg, out, device=device, init=args.init, teacher=teacher,
-                         progress=on_epoch if rank0 else None, on_start=on_start if rank0 else None)  # fmt: skip
-    finally:
-        progress.stop()
-    if not distributed.is_main():
-        return 0
-    raw, ema = record["test"]["raw"], record["test"]["ema"]
-    line = f"test top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
-    if ema is not None:
-        line += f", EMA {ema['top1']:.2f}% (top-5 {ema['top5']:.2f}%, loss {ema['loss']:.3f})"
-    console.print(f"{line}; kept the {record['kept']} weights; {record['wall_seconds'] / 60:.1f} min, "
-                  f"{record['images_per_s']:,.0f} img/s; wrote {out}/ ({RETRAIN_FILE}, model.safetensors, "
-                  "recipe.yaml, run.json)")  # fmt: skip
-    return 0
+    return _run_final_training(
+        lambda device, **hooks: retrain(source, cfg, Path(args.out), device=device, init=args.init, teacher=teacher,
+                                        **hooks),
+        args, source, cfg, "test", RETRAIN_FILE,
+    )  # fmt: skip
 
 
-def _retrain_config(args: argparse.Namespace, recorded: Any) -> Any:
-    """The recipe: the named preset on the source's data config (or --data), then --set overrides."""
-    from menas.config import DataConfig, RetrainConfig, apply_override
+def _retrain_data(args: argparse.Namespace, recorded: Any) -> Any:
+    """The data config of a retrain: the source's recorded one, or --data (--root overrides either)."""
+    from menas.config import DataConfig
 
     data = recorded
     if args.data is not None:
@@ -592,6 +558,13 @@ def _retrain_config(args: argparse.Namespace, recorded: Any) -> Any:
         data = dataclasses.replace(data, root=args.root)
     if data is None:
         raise UserError(f"--data: required, {args.source!r} does not record its dataset")
+    return data
+
+
+def _recipe(args: argparse.Namespace, data: Any) -> Any:
+    """The named recipe preset (--recipe) on `data` for --epochs, then --set overrides and --threads."""
+    from menas.config import RetrainConfig, apply_override
+
     cfg = RetrainConfig.preset(args.recipe, data, args.epochs)
     for assignment in args.set or []:
         cfg = apply_override(cfg, assignment, "recipe")
@@ -600,35 +573,29 @@ def _retrain_config(args: argparse.Namespace, recorded: Any) -> Any:
     return cfg
 
 
-def cmd_transfer(args: argparse.Namespace) -> int:
-    """Fine-tunes a trained network on another dataset (new classifier, stem adapted to the channel count) and
-    scores it once on that dataset's test split."""
+def _run_final_training(
+    run: Callable[..., dict[str, Any]], args: argparse.Namespace, source: Any, cfg: Any, split_name: str,
+    result_file: str,
+) -> int:  # fmt: skip
+    """Runs a retrain or transfer (`run(device, progress=, on_start=)`) with one progress bar (rank 0 under
+    torchrun, started once the inputs are checked so that errors stay one line) and prints its test scores."""
     from rich.progress import TimeRemainingColumn
 
     from menas import distributed
-    from menas.api import find_network
-    from menas.config import DataConfig, RetrainConfig, apply_override
     from menas.data import resolve_device
-    from menas.transfer import TRANSFER_FILE, transfer
 
-    if args.epochs < 1:
-        raise UserError(f"--epochs: got {args.epochs}, allowed: integers >= 1")
-    source = find_network(args.checkpoint)
-    cfg = RetrainConfig.preset(args.recipe, DataConfig(dataset=args.data, root=args.root), args.epochs)
-    for assignment in args.set or []:
-        cfg = apply_override(cfg, assignment, "recipe")
-    if args.threads:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=args.threads))
-    device, out, console = distributed.init_from_env(resolve_device(args.device)), Path(args.out), _console()
-    progress = _progress(TimeRemainingColumn())  # started once the inputs are checked: errors stay one line
+    device = distributed.init_from_env(resolve_device(args.device))  # under torchrun: join the ranks
+    console = _console()
+    progress = _progress(TimeRemainingColumn())
     task = progress.add_task("epochs", total=cfg.train.epochs)
 
     def on_start(data: Any, cost: Any, done: int) -> None:
-        console.print(f"{source.genome.to_str() if source.genome else ''}\n{format_count(cost.macs)} MACs, "
-                      f"{format_count(cost.params)} params at {data.input_size} px; {data.num_classes} classes, "
-                      f"{data.in_chans} channels; recipe {cfg.recipe}, {cfg.train.epochs} epochs, "
-                      f"{data.train.num_samples} train / {data.val.num_samples} held-out images on {device}; from "
-                      f"{source.label}{f'; resuming after epoch {done}' if done else ''}")  # fmt: skip
+        genome = source.genome.to_str() if source.genome else ""
+        console.print(f"{genome}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
+                      f"{data.input_size} px; {data.num_classes} classes, {data.in_chans} channel(s); recipe "
+                      f"{cfg.recipe}, {cfg.train.epochs} epochs, {data.train.num_samples} train / "
+                      f"{data.val.num_samples} held-out images on {device}; from {source.label}"
+                      f"{f'; resuming after epoch {done}' if done else ''}")  # fmt: skip
         progress.update(task, completed=done)
         progress.start()
 
@@ -636,21 +603,38 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         progress.update(task, completed=stats.epoch, description=f"epoch {stats.epoch}: loss {stats.train_loss:.3f}, "
                         f"held-out top-1 {stats.val_top1 or 0:.2f}%, {stats.images_per_s:,.0f} img/s")  # fmt: skip
 
+    rank0 = distributed.is_main()  # one progress bar under torchrun
     try:
-        rank0 = distributed.is_main()  # one progress bar under torchrun
-        record = transfer(source, cfg, out, device=device, progress=on_epoch if rank0 else None,
-                          on_start=on_start if rank0 else None)  # fmt: skip
+        record = run(device, progress=on_epoch if rank0 else None, on_start=on_start if rank0 else None)
     finally:
         progress.stop()
-    if not distributed.is_main():
+    if not rank0:
         return 0
     raw, ema = record["test"]["raw"], record["test"]["ema"]
-    line = f"{args.data} test top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
+    line = f"{split_name} top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
     if ema is not None:
-        line += f", EMA {ema['top1']:.2f}%"
-    console.print(f"{line}; kept the {record['kept']} weights; {record['wall_seconds'] / 60:.1f} min; wrote {out}/ "
-                  f"({TRANSFER_FILE}, model.safetensors, recipe.yaml, run.json)")  # fmt: skip
+        line += f", EMA {ema['top1']:.2f}% (top-5 {ema['top5']:.2f}%, loss {ema['loss']:.3f})"
+    console.print(f"{line}; kept the {record['kept']} weights; {record['wall_seconds'] / 60:.1f} min, "
+                  f"{record['images_per_s']:,.0f} img/s; wrote {args.out}/ ({result_file}, model.safetensors, "
+                  "recipe.yaml, run.json)")  # fmt: skip
     return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """Fine-tunes a trained network on another dataset (new classifier, stem adapted to the channel count) and
+    scores it once on that dataset's test split."""
+    from menas.api import find_network
+    from menas.config import DataConfig
+    from menas.transfer import TRANSFER_FILE, transfer
+
+    if args.epochs < 1:
+        raise UserError(f"--epochs: got {args.epochs}, allowed: integers >= 1")
+    source = find_network(args.checkpoint)
+    cfg = _recipe(args, DataConfig(dataset=args.data, root=args.root))
+    return _run_final_training(
+        lambda device, **hooks: transfer(source, cfg, Path(args.out), device=device, **hooks),
+        args, source, cfg, f"{args.data} test", TRANSFER_FILE,
+    )  # fmt: skip
 
 
 def cmd_status(args: argparse.Namespace) -> int:
