@@ -123,8 +123,15 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         _plot_pareto(pts, folder / FIGURES[2]),
         _plot_generations(phases, folder / FIGURES[3]),
         _write_csv(records, folder / TABLES[0]),
-        _write_markdown(_title(run_dir, config, info.status), summaries, pts, best_point(records), folder / TABLES[1],
-                        retrains, phases),
+        _write_markdown(
+            _title(run_dir, config, info.status),
+            summaries,
+            pts,
+            best_point(records),
+            folder / TABLES[1],
+            retrains,
+            phases,
+        ),
     ]
     searches = lottery_records(run_dir, records)
     if searches:
@@ -354,7 +361,7 @@ def _retrain_lines(retrains: Sequence[RetrainRecord], pts: Sequence[Point]) -> l
 
 
 def _spread(value: tuple[float, float] | None, count: bool = True) -> str:
-    """"mean ± std" of a (mean, std) pair, counts with K/M suffixes; "-" for None."""
+    """ "mean ± std" of a (mean, std) pair, counts with K/M suffixes; "-" for None."""
     if value is None:
         return "-"
     mean, std = value

@@ -224,6 +224,28 @@ def fit(
     return Outcome(history, holdout, test, kept, states, seconds)
 
 
+def make_run_record(kind: str, genome: Genome, cfg: RetrainConfig, label: str, **extra: Any) -> dict[str, Any]:
+    """The run.json of a retrain or transfer folder. Its data config is what `menas lottery`/`export` rebuild
+    loaders from: without the retrain-only augmentation (RandAugment would also reach the lottery's
+    BN-recalibration batches); recipe.yaml keeps the whole recipe."""
+    plain_data = dataclasses.replace(cfg.data, randaugment=None, random_erasing=0.0)
+    return {"kind": kind, "genome": genome.to_str(), "data": to_dict(plain_data), "train": to_dict(cfg.train),
+            "source": label, **extra}  # fmt: skip
+
+
+def begin(
+    out: Path, data: SearchData, cost: Any, run_record: dict[str, Any],
+    on_start: Callable[[SearchData, Any, int], None] | None,
+) -> None:  # fmt: skip
+    """Tells `on_start` the loaders, the cost and the epochs already done (a resume), and writes run.json once
+    (rank 0 under torchrun), right before training."""
+    if on_start is not None:
+        done = load_checkpoint(out / CHECKPOINT_FILE)["epoch"] if (out / CHECKPOINT_FILE).is_file() else 0
+        on_start(data, cost, done)
+    if not (out / RUN_FILE).is_file() and distributed.is_main():
+        write_json(out / RUN_FILE, run_record)
+
+
 # --------------------------------------------------------------------------------------------- the command
 
 
@@ -306,11 +328,7 @@ def retrain(
         raise UserError(f"--init: got {init!r}, allowed: scratch, trial")
     if init == "trial" and source.weights is None:
         raise UserError("--init trial: the source has no trained weights (a genome string); use --init scratch")
-    # run.json's data config is what `menas lottery`/`export` rebuild search loaders from: without the retrain-only
-    # augmentation (RandAugment would also reach the lottery's BN-recalibration batches); recipe.yaml has it all
-    plain_data = dataclasses.replace(cfg.data, randaugment=None, random_erasing=0.0)
-    run_record = {"kind": KIND, "genome": source.genome.to_str(), "data": to_dict(plain_data),
-                  "train": to_dict(cfg.train), "source": source.label, "init": init}  # fmt: skip
+    run_record = make_run_record(KIND, source.genome, cfg, source.label, init=init)
     check_out(out, source.genome, run_record)
     finished_before = (out / RETRAIN_FILE).is_file()  # a rerun of a finished retrain: not recorded twice
     data = build_loaders(cfg.data, device, mode="retrain", holdout_fraction=cfg.holdout_fraction,
@@ -326,11 +344,7 @@ def retrain(
         model.load_state_dict(load_weights(source.weights, data.num_classes, data.in_chans).state_dict())
     add_drop_path(model, cfg.drop_path)
     cost = count_cost(source.genome, data.input_size, data.in_chans, data.num_classes)
-    if on_start is not None:
-        done = load_checkpoint(out / CHECKPOINT_FILE)["epoch"] if (out / CHECKPOINT_FILE).is_file() else 0
-        on_start(data, cost, done)
-    if not (out / RUN_FILE).is_file() and distributed.is_main():
-        write_json(out / RUN_FILE, run_record)
+    begin(out, data, cost, run_record, on_start)
     outcome = fit(model, data, cfg.train, out, teacher=teacher_model, progress=progress)
     record = result_record(source, cfg, outcome, cost, device, init, teacher)
     if distributed.is_main():  # under torchrun, rank 0 writes

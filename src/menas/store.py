@@ -846,13 +846,17 @@ class Store:
         ordered = sorted(self.trials("done"), key=ranking.rank_key)
         return ordered if limit is None else ordered[:limit]
 
-    def generation_summary(self) -> list[GenerationSummary]:
-        """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""
+    def _by_generation(self) -> list[tuple[int, list[TrialRecord]]]:
+        """Every trial grouped by generation, ascending."""
         by_gen: dict[int, list[TrialRecord]] = {}
         for record in self.trials():
             by_gen.setdefault(record.generation, []).append(record)
+        return sorted(by_gen.items())
+
+    def generation_summary(self) -> list[GenerationSummary]:
+        """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""
         out = []
-        for gen, records in sorted(by_gen.items()):
+        for gen, records in self._by_generation():
             done = [r for r in records if r.status == "done"]
             scores = [r.score for r in done]
             finals = [r.final_score for r in done]
@@ -880,11 +884,8 @@ class Store:
     def generation_phases(self) -> list[GenerationPhases]:
         """Per generation, ascending: what the paper's Fig. 4a/4b show (cost and training epoch time of the
         candidates, cost of their tickets, the share replaced), from the per-phase columns."""
-        by_gen: dict[int, list[TrialRecord]] = {}
-        for record in self.trials():
-            by_gen.setdefault(record.generation, []).append(record)
         out = []
-        for gen, records in sorted(by_gen.items()):
+        for gen, records in self._by_generation():
             done = [r for r in records if r.status == "done"]
             tickets = [r for r in done if r.replaced]
             epoch_s = [statistics.fmean(r.train_epoch_s) for r in done if r.train_epoch_s]

@@ -20,13 +20,12 @@ import torch
 from menas import distributed
 from menas.api import NetworkSource
 from menas.builder import MenasNet, build_model
-from menas.checkpoint import RUN_FILE, load_checkpoint, load_weights
-from menas.config import RetrainConfig, to_dict
+from menas.checkpoint import load_weights
+from menas.config import RetrainConfig
 from menas.cost import count_cost
 from menas.data import SearchData, build_loaders
 from menas.errors import UserError
-from menas.files import write_json
-from menas.retrain import CHECKPOINT_FILE, add_drop_path, check_out, fit, result_record, write_outputs
+from menas.retrain import add_drop_path, begin, check_out, fit, make_run_record, result_record, write_outputs
 from menas.train import EpochStats, seed_trial
 
 TRANSFER_FILE = "transfer.json"
@@ -78,9 +77,7 @@ def transfer(
     if source.weights is None:
         raise UserError(f"transfer: {source.label!r} has no trained weights")
     trained = load_weights(source.weights)
-    plain_data = dataclasses.replace(cfg.data, randaugment=None, random_erasing=0.0)
-    run_record = {"kind": KIND, "genome": trained.genome.to_str(), "data": to_dict(plain_data),
-                  "train": to_dict(cfg.train), "source": source.label}  # fmt: skip
+    run_record = make_run_record(KIND, trained.genome, cfg, source.label)
     check_out(out, trained.genome, run_record, kind=KIND)
     finished_before = (out / TRANSFER_FILE).is_file()
     try:
@@ -92,11 +89,7 @@ def transfer(
     model = adapt_network(trained, data.num_classes, data.in_chans, cfg.dropout)
     add_drop_path(model, cfg.drop_path)
     cost = count_cost(trained.genome, data.input_size, data.in_chans, data.num_classes)
-    if on_start is not None:
-        done = load_checkpoint(out / CHECKPOINT_FILE)["epoch"] if (out / CHECKPOINT_FILE).is_file() else 0
-        on_start(data, cost, done)
-    if not (out / RUN_FILE).is_file() and distributed.is_main():
-        write_json(out / RUN_FILE, run_record)
+    begin(out, data, cost, run_record, on_start)
     outcome = fit(model, data, cfg.train, out, progress=progress)
     record = result_record(dataclasses.replace(source, genome=trained.genome), cfg, outcome, cost, device,
                            "pretrained", None)  # fmt: skip

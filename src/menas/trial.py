@@ -179,8 +179,12 @@ def _run(
         else:
             result.finetuned_score = ft_history.val_top1
     if job.lottery is not None:  # every proposal's cost and score beside the candidate's (the report's Fig. 4c)
-        write_json(workdir / LOTTERY_FILE, found.to_record(result.ticket_score if result.ticket else None,
-                                                            result.finetune_epochs if result.ticket else 0))
+        write_json(
+            workdir / LOTTERY_FILE,
+            found.to_record(
+                result.ticket_score if result.ticket else None, result.finetune_epochs if result.ticket else 0
+            ),
+        )
     path = workdir / WEIGHTS_FILE
     save_weights(final_model, final_genome, path)
     # beside the weights, as `menas train` does: the folder is a checkpoint folder, and export/evaluate know the
@@ -203,4 +207,3 @@ def _account(result: TrialResult, history: History, data: SearchData) -> None:
     result.images += len(history.epochs) * len(data.train) * data.train.batch_size
     scored = sum(e.val_top1 is not None for e in history.epochs)
     result.eval_images += scored * data.val.num_samples
-
