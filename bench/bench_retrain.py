@@ -33,7 +33,7 @@ import torch
 
 from menas.builder import build_model
 from menas.config import DataConfig, RetrainConfig
-from menas.data import DeviceLoader, build_loaders
+from menas.data import DeviceLoader, build_loaders, resolve_device
 from menas.space import Genome
 from menas.train import seed_trial, train
 
@@ -86,15 +86,18 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=None, help="batches per measured epoch (default 40)")
     parser.add_argument("--repeats", type=int, default=None, help="measurements per variant (default 4)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (batches are augmented there)")
+    parser.add_argument("--root", default=None, help="Fashion-MNIST folder (default: the dataset's usual)")
     args = parser.parse_args()
     batches = args.batches or (15 if args.quick else 40)
     repeats = args.repeats or (2 if args.quick else 4)
     torch.set_num_threads(args.threads)
-    data = build_loaders(DataConfig(input_size=32, batch_size=128), mode="retrain")
+    device = resolve_device(args.device)
+    data = build_loaders(DataConfig(root=args.root, input_size=32, batch_size=128), device, mode="retrain")
     variants = loaders(data.train, batches)
     cfg = dataclasses.replace(RetrainConfig.preset("short", epochs=1).train, threads=args.threads)
     seed_trial(0)
-    model = build_model(GENOME, 10, 1)
+    model = build_model(GENOME, 10, 1).to(device)
     train(model, variants["plain"], None, cfg)  # warm-up: allocator, kernels
     results: dict[str, list[float]] = {name: [] for name in variants}
     data_path: dict[str, list[float]] = {name: [] for name in variants}
@@ -106,6 +109,7 @@ def main() -> None:
     best = {name: max(values) for name, values in results.items()}
     report = {
         "cpu": cpu_info(),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "genome": GENOME.to_str(),
         "batches_per_epoch": batches,
         "repeats": repeats,

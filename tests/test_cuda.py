@@ -1,0 +1,87 @@
+"""The CUDA paths end to end: a trial (bf16 autocast, channels_last, lottery, fine-tune), a search in a pool
+worker that owns the GPU, a retrain with the paper's data path augmented on the GPU, distillation, evaluation,
+export and `menas.load`. Skipped without a GPU (CI has none); run on a lent GPU machine with
+`pytest tests/test_cuda.py` (BENCHMARKS.md "GPU checks")."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import menas
+from menas.checkpoint import load_weights
+from menas.cli import main
+from menas.config import DataConfig, ExecutorConfig, LotteryConfig, TrainConfig
+from menas.search import Search
+from menas.store import Store
+from menas.trial import TrialJob, run_trial
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+GENOME = "stem_c8_hs-ds_k3_c8_re|ir_k3_s2_m16_c16_re|ir_k3_s2_m32_c24_se_re-ir_k5_m48_c24_hs|head_c64_f128_hs"
+SYNTH = ["--data", "synthetic", "--set", "data.input_size=16", "--device", "cuda"]
+
+
+def test_a_trial_trains_finds_a_ticket_and_fine_tunes_on_cuda(tmp_path: Path) -> None:
+    data = DataConfig(
+        dataset="synthetic", input_size=16, search_train_fraction=0.7, search_val_fraction=0.2, batch_size=32
+    )
+    lottery = LotteryConfig(proposals=4, score_images=128, rescore_top=2, tolerance=100.0)
+    job = TrialJob(0, GENOME, data, TrainConfig(epochs=2), lottery, 1, str(tmp_path / "t"), device="cuda")
+    result = run_trial(job)
+    assert result.status == "done", result.error
+    assert result.ticket is not None and result.ticket_macs < result.macs  # tolerance 100: a smaller ticket is kept
+    assert result.score > 20.0 and result.final_score > 20.0  # synthetic classes are separable: above 10% chance
+    model = menas.load(tmp_path / "t")  # weights saved from the GPU load on the CPU
+    assert next(model.parameters()).device.type == "cpu" and model.genome.to_str() == result.ticket
+    # `evaluate --split val` on the GPU reproduces the recorded final score (same data, same weights)
+    assert main(["evaluate", str(tmp_path / "t"), "--split", "val", "--device", "cuda"]) == 0
+    record = json.loads((tmp_path / "t" / "evaluate-val.json").read_text())
+    assert record["top1"] == pytest.approx(result.final_score, abs=0.5)
+
+
+def test_a_pool_search_runs_one_trial_per_gpu(tmp_path: Path) -> None:
+    from test_search import tiny_config
+
+    cfg = tiny_config(device="cuda", executor=ExecutorConfig(kind="pool"))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=None))
+    summary = Search(cfg, tmp_path / "run").run()
+    assert summary.trials_done == 6
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        trials = store.history()
+        assert all(t.status == "done" for t in trials)
+        assert len({t.worker for t in trials}) == 1  # one GPU: one worker process, not the search's own
+        assert trials[0].worker.split(":")[-1] != str(__import__("os").getpid())
+
+
+def test_retrain_with_the_paper_data_path_distils_evaluates_and_exports_on_cuda(tmp_path: Path) -> None:
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    paper_data = [
+        "--set",
+        "data.randaugment=rand-m9-mstd0.5",
+        "--set",
+        "data.random_erasing=0.2",
+        "--set",
+        "data.batch_size=32",
+    ]
+    assert main(["retrain", GENOME, "--epochs", "2", "--out", str(teacher), *paper_data, *SYNTH]) == 0
+    record = json.loads((teacher / "retrain.json").read_text())
+    assert record["device"].startswith("cuda") and record["config"]["data"]["randaugment"] == "rand-m9-mstd0.5"
+    assert record["test"]["raw"]["top1"] > 20.0 and record["test"]["ema"] is not None
+    args = ["retrain", GENOME, "--epochs", "1", "--out", str(student), "--teacher", str(teacher), *SYNTH]
+    assert main(args) == 0
+    assert json.loads((student / "retrain.json").read_text())["teacher"] is not None
+    assert main(["evaluate", str(student), "--device", "cuda"]) == 0
+    export = tmp_path / "export"
+    assert main(["export", str(student), "--out", str(export), "--format", "safetensors,torchscript"]) == 0
+    model = menas.load(export)
+    x = torch.randn(3, 1, 16, 16)
+    scripted = torch.jit.load(str(export / "model.torchscript.pt"))
+    torch.testing.assert_close(scripted(x), model(x), atol=1e-4, rtol=1e-4)
+    on_gpu = load_weights(student / "model.safetensors").cuda().eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(on_gpu(x.cuda()).cpu(), model(x), atol=1e-3, rtol=1e-3)
