@@ -659,7 +659,9 @@ class MENAS(Strategy):
         fill = self._fresh(need - len(children), taboo | made) if len(children) < need else []
         return children + [(text, ROLE_FILL, (), None) for text in fill]
 
-    def _fit_traced(self, genome: Genome, origin: Origin, parents: tuple[Genome, Genome]) -> tuple[Genome, Origin] | None:
+    def _fit_traced(
+        self, genome: Genome, origin: Origin, parents: tuple[Genome, Genome]
+    ) -> tuple[Genome, Origin] | None:
         """`_fit` (same draws, same genome) keeping the child's origin through the repair."""
         if self.budget is None or self.budget.contains(genome):
             return genome, origin
