@@ -866,6 +866,9 @@ def _evolution(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> 
 STRATEGIES: dict[str, Callable[[SearchConfig, SearchSpace, Budget | None], Strategy]] = {
     "menas": _menas,
     "menas-no-tickets": _menas_no_tickets,
+    # MENAS whose bred children start from their parents' weights (`SearchConfig.inherits`): the strategy breeds
+    # exactly as "menas" (origins are recorded either way); the search hands the parents' weights to the trials
+    "menas-inherit": _menas,
     "random": _random,
     "evolution": _evolution,
 }
