@@ -495,6 +495,7 @@ def test_registry_names_are_the_config_names() -> None:
     [
         ("menas", 12, MENAS, True),
         ("menas-no-tickets", 12, MENAS, False),
+        ("menas-inherit", 12, MENAS, True),
         ("random", 9, RandomSearch, False),
         ("evolution", 9, RegularizedEvolution, False),
     ],
