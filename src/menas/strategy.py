@@ -6,7 +6,9 @@ This module owns the ask/tell protocol between the search loop and a strategy, t
 - `MENAS`: generations of a fixed size. Generation 0 is sampled within the budget; every later generation is
   bred by crossover and mutation from the top-K lottery tickets found so far (optionally mixed with the largest
   models), repaired into the budget and deduplicated against every genome already asked or found as a ticket.
-  `MENAS(use_tickets=False)` is the paper's ablation.
+  `MENAS(use_tickets=False)` is the paper's ablation. Each bred child's spec carries its gene `origin` (the traced
+  operators: the same draws and children as the plain ones), which individual weight sharing reads
+  (`strategy.name: menas-inherit`, see `menas.inherit`; the strategy breeds the same either way).
 - `RandomSearch`: independent samples within the budget (the paper's Table 3 baselines, in any space).
 - `RegularizedEvolution`: aging evolution with tournament selection (Real et al., AAAI 2019).
 

@@ -156,32 +156,9 @@ def _run(
     def progress(phase: str) -> Callable[[Any], None] | None:
         return None if on_epoch is None else lambda stats: on_epoch(phase, stats)
 
-    seed_trial(job.seed)  # weight initialisation below draws from torch's default generator
-    with torch.random.fork_rng(devices=[]):  # loading the parents draws too: a fallback starts as a scratch trial
-        inherited = _inherit(job, genome, data, workdir)
-    model = inherited.pop("model", None) if inherited is not None else None
-    if model is None:
-        model = build_model(genome, data.num_classes, data.in_chans)
-    result.inherited = inherited
-    train_cfg = job.train
-    if inherited is not None:
-        result.calib_images += inherited["calib_images"]
-        train_cfg = dataclasses.replace(job.train, epochs=inherited["epochs"]) if inherited["epochs"] else None
-    tic = time.perf_counter()
+    model, train_cfg = _start(job, genome, data, workdir, result)
     owner = {"trial_id": job.trial_id}  # with the genome: a stale checkpoint of another trial is refused
-    result.images_per_epoch = len(data.train) * data.train.batch_size
-    if train_cfg is None:  # inherited with 0 epochs: recalibrated only, scored as it is
-        scores = evaluate(model, data.val, amp=job.train.amp, channels_last=job.train.channels_last)
-        result.score, result.eval_s = scores["top1"], result.eval_s + scores["seconds"]
-        result.eval_images += data.val.num_samples
-        result.train_s = time.perf_counter() - tic
-    else:
-        history = train(model, data.train, data.val, train_cfg, checkpoint_path=workdir / "train.ckpt",
-                        progress=progress("train"), owner=owner)  # fmt: skip
-        result.train_s = time.perf_counter() - tic
-        _account(result, history, data)
-        result.train_epoch_s = [e.train_seconds for e in history.epochs]
-        result.score = history.val_top1
+    _train_candidate(model, train_cfg, job, data, workdir, result, progress("train"), owner)
     final_model, final_genome = model, genome
     if job.lottery is not None:
         tic = time.perf_counter()
@@ -227,6 +204,52 @@ def _run(
               "train": to_dict(train_cfg or job.train), "preprocessing": preprocessing(data)}  # fmt: skip
     write_json(workdir / RUN_FILE, record)
     result.checkpoint = str(path)
+
+
+def _start(
+    job: TrialJob, genome: Genome, data: SearchData, workdir: Path, result: TrialResult
+) -> tuple[torch.nn.Module, TrainConfig | None]:
+    """The candidate before training (built from the genome, or inherited from the parents' weights) and its
+    training recipe: `job.train`, with `inherit.epochs` epochs when it inherited (None for 0 epochs)."""
+    seed_trial(job.seed)  # weight initialisation below draws from torch's default generator
+    with torch.random.fork_rng(devices=[]):  # loading the parents draws too: a fallback starts as a scratch trial
+        inherited = _inherit(job, genome, data, workdir)
+    model = inherited.pop("model", None) if inherited is not None else None
+    if model is None:
+        model = build_model(genome, data.num_classes, data.in_chans)
+    result.inherited = inherited
+    if inherited is None:
+        return model, job.train
+    result.calib_images += inherited["calib_images"]
+    return model, dataclasses.replace(job.train, epochs=inherited["epochs"]) if inherited["epochs"] else None
+
+
+def _train_candidate(
+    model: torch.nn.Module,
+    train_cfg: TrainConfig | None,
+    job: TrialJob,
+    data: SearchData,
+    workdir: Path,
+    result: TrialResult,
+    progress: Callable[[Any], None] | None,
+    owner: dict[str, Any],
+) -> None:
+    """Trains the candidate (`train.ckpt` every epoch) and records its score; with no recipe (an inherited child
+    with 0 epochs) only scores it as recalibrated."""
+    tic = time.perf_counter()
+    result.images_per_epoch = len(data.train) * data.train.batch_size
+    if train_cfg is None:
+        scores = evaluate(model, data.val, amp=job.train.amp, channels_last=job.train.channels_last)
+        result.score, result.eval_s = scores["top1"], result.eval_s + scores["seconds"]
+        result.eval_images += data.val.num_samples
+        result.train_s = time.perf_counter() - tic
+        return
+    history = train(model, data.train, data.val, train_cfg, checkpoint_path=workdir / "train.ckpt",
+                    progress=progress, owner=owner)  # fmt: skip
+    result.train_s = time.perf_counter() - tic
+    _account(result, history, data)
+    result.train_epoch_s = [e.train_seconds for e in history.epochs]
+    result.score = history.val_top1
 
 
 def _inherit(job: TrialJob, genome: Genome, data: SearchData, workdir: Path) -> dict[str, Any] | None:
