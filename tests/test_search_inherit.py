@@ -197,6 +197,27 @@ def test_pool_inheriting_search_equals_the_in_process_one(inherit_run: Path, tmp
     assert all(t.inherited["fallback"] is None for t in trials if t.role in ("crossover", "mutation"))
 
 
+@pytest.mark.slow
+def test_pool_interrupted_in_generation_1_then_resumed_equals_the_uninterrupted_search(
+    inherit_run: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C when generation 1's first child finished, with another one mid-trial in the pool: resume re-runs it
+    (inheriting again from the parents' files), and the rows equal the in-process search's."""
+    cfg = inherit_config(executor=ExecutorConfig(kind="pool", workers=2, threads=1))
+
+    def interrupt(spec, result) -> None:
+        if spec.generation == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Search(cfg, tmp_path / "run").run(on_result=interrupt)
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        statuses = [t.status for t in store.history()]
+    assert statuses[:3] == ["done"] * 3 and statuses.count("done") == 4 and "running" in statuses
+    Search(cfg, tmp_path / "run", resume=True).run()
+    assert results(tmp_path / "run") == results(inherit_run)
+
+
 # --------------------------------------------------------------------------------------------- one trial
 
 
