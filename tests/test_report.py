@@ -226,3 +226,44 @@ def test_status_counts_trials_with_the_strategy_and_imports_no_torch(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "best so far: trial 1, 71.00%" in result.stdout
     assert "left for 65 of 67 trials" in " ".join(result.stdout.split())  # population 60 + 7 cycles
+
+
+# ------------------------------------------------------------------------------------------ weight inheritance
+
+
+def test_inheritance_table_csv_and_status_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Generation 1 of a hand-recorded inheriting run: two children inherited (1 of 3 epochs each), one fell back
+    to scratch; the report totals tensors and the training saved, the CSV has per-trial cells, status one line."""
+    from menas.report import inheritance
+
+    def got(copied: int, sliced: int, padded: int, fresh: int, fallback: str | None = None) -> dict:
+        return {"counts": {"copied": copied, "sliced": sliced, "padded": padded, "fresh": fresh},
+                "fallback": fallback, "epochs": 3 if fallback else 1, "epochs_saved": 0 if fallback else 2,
+                "calib_images": 0 if fallback else 128, "seconds": 0.1}  # fmt: skip
+
+    run = tmp_path / "run"
+    records = [None, None, got(10, 2, 1, 3), got(8, 0, 4, 0), got(0, 0, 0, 0, "parent weights 'x': missing")]
+    with Store.create(run, {"space": "mobilenet3-mt", "strategy": {"name": "menas-inherit"}}, seed=0) as store:
+        store.add_trials([TrialSpec(i, f"genome-{i}", int(i >= 2), "sample" if i < 2 else "mutation",
+                                    () if i < 2 else ("genome-0",), False) for i in range(5)])  # fmt: skip
+        for i, inherited in enumerate(records):
+            epochs = 3 if inherited is None or inherited["fallback"] else 1
+            store.finish_trial(i, score=60.0 + i, macs=1000, params=100, images=epochs * 1000, images_per_epoch=1000,
+                               inherited=inherited)  # fmt: skip
+        rows = inheritance(store.trials())
+    summary = [(g.generation, g.done, g.tried, g.inherited, g.fallbacks) for g in rows]
+    assert summary == [(0, 2, 0, 0, 0), (1, 3, 3, 2, 1)]
+    g = rows[1]
+    assert (g.copied, g.sliced, g.padded, g.fresh) == (18, 2, 5, 3)  # the fallback's counts are not totalled
+    assert g.epochs_saved == 4 and g.images_saved == 4000 and g.saved_share == 4000 / (5000 + 4000)
+    write_report(run)
+    text = (run / "report" / "report.md").read_text()
+    assert "| 1 | 3 | 2 (67%) | 1 | 18 | 2 | 5 | 3 | 4 | 4K (44%) |" in text
+    rows_csv = list(csv.DictReader((run / "report" / "trials.csv").open()))
+    cells = [(r["inherited_tensors"], r["inherit_fallback"], r["epochs_saved"]) for r in rows_csv]
+    fallback = ("0", "parent weights 'x': missing", "0")
+    assert cells == [("", "", ""), ("", "", ""), ("13", "", "2"), ("12", "", "2"), fallback]
+    assert main(["status", str(run)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "weight inheritance: 2 of 3 bred children inherited (25 tensors), 1 fell back to scratch; saved 4 " \
+           "epochs, 4K training images" in out  # fmt: skip

@@ -21,7 +21,7 @@ from menas.data import FASHION_MNIST_ROOT, BatchRandAugment, RandAugmentSpec, bu
 from menas.errors import TrialFailed, UserError
 from menas.retrain import resolve_source, retrain
 from menas.space import Genome
-from menas.store import _PHASE_COLUMNS, SCHEMA_VERSION, Store
+from menas.store import _INHERIT_COLUMNS, _PHASE_COLUMNS, SCHEMA_VERSION, Store
 from menas.strategy import TrialSpec
 from menas.train import EpochStats, History, check_explosion, evaluate, kd_loss, seed_trial, train
 
@@ -322,7 +322,7 @@ def test_a_version_1_store_opens_and_migrates(tmp_path):
     run = _run(tmp_path)
     conn = sqlite3.connect(run / "menas.sqlite")
     conn.execute("DROP TABLE retrains")
-    for column in _PHASE_COLUMNS:  # added by schema version 3
+    for column in _PHASE_COLUMNS + _INHERIT_COLUMNS:  # added by schema versions 3 and 4
         conn.execute(f"ALTER TABLE trials DROP COLUMN {column.split()[0]}")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()

@@ -24,7 +24,7 @@ from menas import __version__
 from menas.cost import Budget
 from menas.errors import UserError
 from menas.space import Genome
-from menas.store import _PHASE_COLUMNS, FILENAME, SCHEMA_VERSION, Store, TrialRecord, store_path
+from menas.store import _INHERIT_COLUMNS, _PHASE_COLUMNS, FILENAME, SCHEMA_VERSION, Store, TrialRecord, store_path
 from menas.strategy import MENAS, TrialOutcome, TrialSpec
 
 from genomes import MT
@@ -447,7 +447,7 @@ def test_a_version_2_store_migrates_to_per_phase_columns(tmp_path: Path) -> None
         store.add_trials([spec(0), spec(1)])
         store.finish_trial(0, score=70.0, macs=1000, params=10, epoch_times=[2.0], images=100)
     conn = sqlite3.connect(tmp_path / "run" / "menas.sqlite")
-    for column in _PHASE_COLUMNS:
+    for column in _PHASE_COLUMNS + _INHERIT_COLUMNS:
         conn.execute(f"ALTER TABLE trials DROP COLUMN {column.split()[0]}")
     conn.execute("PRAGMA user_version = 2")
     conn.commit()
@@ -462,7 +462,37 @@ def test_a_version_2_store_migrates_to_per_phase_columns(tmp_path: Path) -> None
         new = store.trial(1)
         assert new.final_score == 65.0 and new.train_epoch_s == (1.5,) and new.compute_images == 150
         assert store.trial(0).score == 70.0
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     with pytest.raises(ValueError, match="bogus"), Store.open(tmp_path / "run") as store:
         store.add_trials([spec(2)])
         store.finish_trial(2, score=1.0, macs=1, params=1, bogus=3)
+
+
+def test_a_version_3_store_migrates_to_origin_and_inherited_columns(tmp_path: Path) -> None:
+    """A store of schema version 3 (no `origin`/`inherited`) reads read-only with None there; opened for writing
+    it gains both columns, keeps its trials, and stores a bred child's origin and what its trial inherited."""
+    origin = {"parents": 1, "backbone": 0, "stages": [{"depth": 0, "out": 0, "stride": 0, "layers": []}]}
+    with new_store(tmp_path) as store:
+        store.add_trials([spec(0)])
+        store.finish_trial(0, score=70.0, macs=1000, params=10, images=100)
+    conn = sqlite3.connect(tmp_path / "run" / "menas.sqlite")
+    for column in _INHERIT_COLUMNS:
+        conn.execute(f"ALTER TABLE trials DROP COLUMN {column.split()[0]}")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        old = store.trial(0)
+        assert old.origin is None and old.inherited is None and old.score == 70.0
+    inherited = {"counts": {"copied": 5, "sliced": 1, "padded": 0, "fresh": 2}, "fallback": None, "epochs": 1,
+                 "epochs_saved": 2}  # fmt: skip
+    with Store.open(tmp_path / "run") as store:
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        store.add_trials([TrialSpec(1, "g1", 1, "mutation", ("genome-0",), False, origin)])
+        store.finish_trial(1, score=60.0, macs=1000, params=10, images=50, inherited=inherited)
+        new = store.trial(1)
+        assert new.origin == origin and new.inherited == inherited and TrialSpec.from_record(new).origin == origin
+        assert store.trial(0).origin is None and store.trial(0).score == 70.0
+        with pytest.raises(UserError, match="inherited: got 3"):
+            store.add_trials([spec(2)])
+            store.finish_trial(2, score=1.0, macs=1, params=1, inherited=3)

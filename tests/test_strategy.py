@@ -495,6 +495,7 @@ def test_registry_names_are_the_config_names() -> None:
     [
         ("menas", 12, MENAS, True),
         ("menas-no-tickets", 12, MENAS, False),
+        ("menas-inherit", 12, MENAS, True),
         ("random", 9, RandomSearch, False),
         ("evolution", 9, RegularizedEvolution, False),
     ],
@@ -513,3 +514,61 @@ def test_config_and_strategy_agree_on_keep_largest() -> None:
     with pytest.raises(UserError, match=r"strategy.keep_largest: got 1.0, allowed: 0 <= share < 1"):
         StrategyConfig(keep_largest=1.0)
     assert make_strategy(SearchConfig(strategy=StrategyConfig(keep_largest=0.99))).keep_largest == 0.99
+
+
+# ----------------------------------------------------------------------------------------- gene origins
+
+#: sha256 (first 16 hex digits) of every (trial id, genome, generation, role, parents) of `drive(FACTORIES[name](seed),
+#: workers=3, order_seed=seed, fail=True)`, measured with the untraced operators before MENAS recorded origins:
+#: recording origins must not change a single genome of a run.
+BRED_BEFORE_ORIGINS = {
+    "menas/2": "e196b1a73376e903", "menas/5": "0a66d18a1a43315e", "menas-large/2": "bd8ae473dd6b6c60",
+    "menas-large/5": "c0728522f9236040", "menas-no-tickets/2": "dc93449b76c8424e",
+    "menas-no-tickets/5": "978fddcbc8214858",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", list(BRED_BEFORE_ORIGINS))
+def test_recording_origins_changes_no_bred_genome(key: str) -> None:
+    import hashlib
+    import json
+
+    name, seed = key.split("/")
+    history = drive(FACTORIES[name](int(seed)), workers=3, order_seed=int(seed), fail=True).history()
+    text = json.dumps([(s.trial_id, s.genome, s.generation, s.role, list(s.parents)) for s, _ in history])
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == BRED_BEFORE_ORIGINS[key]
+
+
+def test_bred_specs_carry_their_origin_and_samples_none() -> None:
+    from menas.operators import Origin
+
+    strategy = drive(FACTORIES["menas"](2), workers=3, fail=True)
+    bred = [s for s, _ in strategy.history() if s.role in (ROLE_CROSSOVER, ROLE_MUTATION)]
+    assert bred and any(s.role == ROLE_CROSSOVER for s in bred) and any(s.role == ROLE_MUTATION for s in bred)
+    for spec, _ in strategy.history():
+        if spec.role not in (ROLE_CROSSOVER, ROLE_MUTATION):
+            assert spec.origin is None
+            continue
+        origin = Origin.from_dict(spec.origin)
+        child = Genome.from_str(spec.genome)
+        assert origin.parents == len(spec.parents) and len(origin.stages) == len(child.stages)
+        for stage, record in zip(child.stages, origin.stages, strict=True):
+            assert len(record.layers) == stage.depth
+            for source in record.layers:
+                if source is not None:  # the parent layer exists at the recorded position
+                    parent = Genome.from_str(spec.parents[source.parent])
+                    assert source.layer < parent.stages[source.stage].depth
+
+
+def test_replay_takes_origins_and_accepts_records_from_before_origins() -> None:
+    original = drive(FACTORIES["menas"](2), workers=2, max_tells=25)
+    history = original.history()
+    assert any(spec.origin for spec, _ in history)
+    assert FACTORIES["menas"](2).replay(history) == original.pending
+    legacy = [(replace(spec, origin=None), outcome) for spec, outcome in history]  # a schema-3 store's rows
+    rebuilt = FACTORIES["menas"](2)
+    assert rebuilt.replay(legacy) == original.pending and rebuilt.history() == history
+    k = next(i for i, (spec, _) in enumerate(history) if spec.origin)
+    tampered = [*history[:k], (replace(history[k][0], origin={**history[k][0].origin, "backbone": 5}), history[k][1])]
+    with pytest.raises(ValueError, match=f"replay: trial {k} differs from the record \\(origin: recorded"):
+        FACTORIES["menas"](2).replay(tampered + history[k + 1 :])

@@ -57,6 +57,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "random-mt": {"strategy.name": "random", "space": "mobilenet3-mt"},
     "random-ws": {"strategy.name": "random", "space": "mobilenet3-ws"},
     "menas-tolerance": {"strategy.name": "menas", "space": "mobilenet3-mt", "lottery.policy": "tolerance"},
+    "menas-inherit": {"strategy.name": "menas-inherit", "space": "mobilenet3-mt"},
 }
 DEFAULT_ARMS = ("menas", "menas-no-tickets", "evolution", "random-mt", "random-ws")
 

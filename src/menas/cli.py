@@ -682,12 +682,26 @@ def cmd_status(args: argparse.Namespace) -> int:
         last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
         console.print(f"elapsed: {(last - started) / 60:.1f} min from the first trial to the latest event")
     _print_retrains(run, console)
+    _print_inheritance(trials, console)
     estimate = estimate_time_left(trials, total)
     if estimate is not None:
         how = "one at a time" if estimate.parallel < 1.05 else f"{estimate.parallel:.1f} at a time so far"
         console.print(f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min "
                       f"left for {estimate.trials_left} of {total} trials ({how})")  # fmt: skip
     return 0
+
+
+def _print_inheritance(trials: Any, console: Any) -> None:
+    """One line on individual weight sharing (`menas.report.inheritance`), when some trial tried to inherit."""
+    from menas.report import inheritance
+
+    rows = inheritance(trials)
+    if rows:
+        tried, ok = sum(g.tried for g in rows), sum(g.inherited for g in rows)
+        tensors = sum(g.copied + g.sliced + g.padded for g in rows)
+        console.print(f"weight inheritance: {ok} of {tried} bred children inherited ({tensors} tensors), "
+                      f"{tried - ok} fell back to scratch; saved {sum(g.epochs_saved for g in rows)} epochs, "
+                      f"{format_count(sum(g.images_saved for g in rows))} training images")  # fmt: skip
 
 
 def _compute_line(used: Any, limits: tuple[float, float]) -> str:

@@ -213,7 +213,9 @@ class LotteryConfig:
             raise UserError(f"lottery.score_images: got {self.score_images!r}, allowed: integers >= 0")
 
 
-StrategyName = Literal["menas", "menas-no-tickets", "random", "evolution"]
+StrategyName = Literal["menas", "menas-no-tickets", "menas-inherit", "random", "evolution"]
+#: Strategies that breed children with gene origins, so they can inherit their parents' weights (`inherit`).
+INHERITING_STRATEGIES = ("menas", "menas-no-tickets", "menas-inherit")
 ExecutorKind = Literal["local", "pool", "ray"]
 
 
@@ -247,7 +249,8 @@ class ComputeConfig:
 class StrategyConfig:
     """Which search strategy and its settings (unused keys are ignored by the other strategies)."""
 
-    name: StrategyName = "menas"  # menas | menas-no-tickets (ablation) | random | evolution (regularized)
+    # menas | menas-no-tickets (ablation) | menas-inherit (menas with `inherit` on) | random | evolution (regularized)
+    name: StrategyName = "menas"
     population: int = 60  # MENAS/evolution population; random search: trials per reporting generation
     generations: int = 5  # MENAS generations (the paper: 5)
     parents: int = 20  # MENAS: top-K tickets that breed the next generation
@@ -265,6 +268,29 @@ class StrategyConfig:
             raise UserError(f"strategy.keep_largest: got {self.keep_largest!r}, allowed: 0 <= share < 1")
         _check_range("strategy.mutation_prob", self.mutation_prob, 0.0, 1.0)
         _check_range("strategy.crossover_share", self.crossover_share, 0.0, 1.0)
+
+
+@dataclasses.dataclass
+class InheritConfig:
+    """Individual weight sharing (issue 12; `menas.inherit`): a bred child starts from its parents' final weights
+    (the ticket's when a ticket replaced the parent), mapped tensor by tensor along its gene origin, BN
+    recalibrated, then trains `epochs` instead of `train.epochs`. A parent whose weights file is missing or
+    unusable makes the child train from scratch (an `inherit_fallback` event), never a failed trial. Off by default
+    until the evidence benchmark (bench/evidence) decides; `strategy.name: menas-inherit` turns it on too."""
+
+    enabled: bool = False  # with strategy menas or menas-no-tickets (menas-inherit: always on)
+    epochs: int | None = None  # training epochs of an inheriting child; null = train.epochs; 0 = recalibrate only
+    shrink: float = 1.0  # shrink-perturb: inherited = shrink * parent + perturb * fresh (1, 0: plain copy)
+    perturb: float = 0.0
+    importance: str = "l1"  # which channels a narrower child keeps: "l1" (the lottery's order) or "first"
+
+    def __post_init__(self) -> None:
+        _check_min("inherit.epochs", self.epochs, 0, optional=True)
+        if not 0.0 < self.shrink <= 1.0:
+            raise UserError(f"inherit.shrink: got {self.shrink!r}, allowed: 0 < shrink <= 1")
+        _check_range("inherit.perturb", self.perturb, 0.0, 1.0)
+        if self.importance not in ("l1", "first"):
+            raise UserError(f"inherit.importance: got {self.importance!r}, allowed: l1, first")
 
 
 @dataclasses.dataclass
@@ -299,10 +325,24 @@ class SearchConfig:
     finetune_epochs: int = 3  # epochs of fine-tuning after the ticket search (the paper: 3)
     compute: ComputeConfig = dataclasses.field(default_factory=ComputeConfig)  # search compute budget
     max_failure_share: float = 0.5  # stop when more than this share of (at least 5) trials failed
+    inherit: InheritConfig = dataclasses.field(default_factory=InheritConfig)  # children start from parents' weights
 
     def __post_init__(self) -> None:
         _check_min("finetune_epochs", self.finetune_epochs, 0)
         _check_range("max_failure_share", self.max_failure_share, 0.0, 1.0)
+        epochs = self.inherit.epochs
+        if epochs is not None and epochs > self.train.epochs:
+            raise UserError(f"inherit.epochs: got {epochs!r}, allowed: null or 0..train.epochs ({self.train.epochs})")
+        if self.inherit.enabled and self.strategy.name not in INHERITING_STRATEGIES:
+            raise UserError(
+                f"inherit.enabled: got True with strategy.name {self.strategy.name!r}, allowed: true only with "
+                f"{', '.join(INHERITING_STRATEGIES)} (the other strategies record no gene origins)"
+            )
+
+    @property
+    def inherits(self) -> bool:
+        """Whether bred children start from their parents' weights: `menas-inherit`, or `inherit.enabled`."""
+        return self.strategy.name == "menas-inherit" or self.inherit.enabled
 
 
 #: Each named retraining recipe: its training recipe with changes, its data augmentation, and its other keys.

@@ -5,7 +5,8 @@ it was cut from), training epoch time per generation (Fig. 4a), the Pareto front
 params over every finished trial, the per-generation mean and spread of candidate and ticket cost, epoch time and
 the share replaced (Fig. 4a/4b, `generations.png`), and, when trials kept their ticket search (`lottery.json`),
 candidates beside their proposals and chosen tickets (Fig. 4c, `lottery.png`). Plus `trials.csv` (one row per
-trial, every per-phase measurement) and `report.md` (generation tables, best network, Pareto front).
+trial, every per-phase measurement) and `report.md` (generation tables, best network, Pareto front, and with
+individual weight sharing what the bred children inherited and the training it saved: `inheritance`).
 Torch-free, and matplotlib is imported only to draw, so `menas report` starts fast; it reads the store read-only
 and works while the search runs.
 """
@@ -103,6 +104,57 @@ def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:
     return front
 
 
+@dataclass(frozen=True)
+class GenerationInheritance:
+    """Individual weight sharing in one generation, over its done trials that tried to inherit (bred children of
+    an inheriting search): how many did (`inherited`) or fell back to scratch (`fallbacks`), their tensors by how
+    they were filled, and the training they saved against training every one of them from scratch (`epochs_saved`
+    epochs, `images_saved` training images; `saved_share` of the images the generation's done trials would have
+    trained on from scratch)."""
+
+    generation: int
+    done: int
+    tried: int
+    inherited: int
+    fallbacks: int
+    copied: int
+    sliced: int
+    padded: int
+    fresh: int
+    epochs_saved: int
+    images_saved: int
+    saved_share: float
+
+    @property
+    def inherited_share(self) -> float | None:
+        """The share of the generation's done trials that started from their parents' weights."""
+        return self.inherited / self.done if self.done else None
+
+
+def inheritance(records: Sequence[TrialRecord]) -> list[GenerationInheritance]:
+    """Per generation, ascending, what weight inheritance did (`TrialRecord.inherited`); [] when no trial tried."""
+    by_gen: dict[int, list[TrialRecord]] = {}
+    for r in records:
+        if r.status == "done":
+            by_gen.setdefault(r.generation, []).append(r)
+    if not any(r.inherited for group in by_gen.values() for r in group):
+        return []
+    out = []
+    for gen, done in sorted(by_gen.items()):
+        tried = [r for r in done if r.inherited]
+        ok = [r for r in tried if not r.inherited.get("fallback")]
+        counts = {k: sum(r.inherited["counts"][k] for r in ok) for k in ("copied", "sliced", "padded", "fresh")}
+        saved = [(r.inherited.get("epochs_saved", 0), r.images_per_epoch or 0) for r in tried]
+        images_saved = sum(epochs * per_epoch for epochs, per_epoch in saved)
+        scratch = sum(r.images or 0 for r in done) + images_saved
+        out.append(GenerationInheritance(
+            generation=gen, done=len(done), tried=len(tried), inherited=len(ok), fallbacks=len(tried) - len(ok),
+            **counts, epochs_saved=sum(epochs for epochs, _ in saved), images_saved=images_saved,
+            saved_share=images_saved / scratch if scratch else 0.0,
+        ))  # fmt: skip
+    return out
+
+
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> list[Path]:
     """Writes the figures and tables of the run in `run_dir` to `out` (default: `run_dir/report`) and returns
     their paths. Raises ValueError when the run has no finished trial yet (nothing to draw)."""
@@ -131,6 +183,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
             folder / TABLES[1],
             retrains,
             phases,
+            records,
         ),
     ]
     searches = lottery_records(run_dir, records)
@@ -309,7 +362,8 @@ CSV_FIELDS = ("trial_id", "generation", "role", "status", "genome", "macs", "par
               "ticket_macs", "ticket_params", "ticket_score_before_ft", "ticket_score", "finetuned_score",
               "final_score", "final_macs", "final_params", "epochs", "epoch_s_mean", "train_s", "lottery_s",
               "finetune_s", "eval_s", "train_epoch_s_mean", "finetune_epoch_s_mean", "images_per_epoch",
-              "finetune_epochs", "images", "calib_images", "eval_images", "compute_images", "error")  # fmt: skip
+              "finetune_epochs", "images", "calib_images", "eval_images", "compute_images", "error",
+              "inherited_tensors", "inherit_fallback", "epochs_saved")  # fmt: skip
 #: The CSV's derived columns: means of per-epoch lists.
 _MEANS = {"epoch_s_mean": "epoch_times", "train_epoch_s_mean": "train_epoch_s",
           "finetune_epoch_s_mean": "finetune_epoch_s"}  # fmt: skip
@@ -322,10 +376,21 @@ def _write_csv(records: Sequence[TrialRecord], path: Path) -> Path:
             writer.writerow(CSV_FIELDS)
             for r in records:  # final_* are TrialRecord properties; the *_mean columns are derived
                 means = {f: statistics.fmean(getattr(r, a)) if getattr(r, a) else None for f, a in _MEANS.items()}
+                means.update(_inherit_cells(r))
                 row = [means[f] if f in means else getattr(r, f) for f in CSV_FIELDS]
                 writer.writerow(["" if value is None else value for value in row])
 
     return write_atomically(path, write)
+
+
+def _inherit_cells(record: TrialRecord) -> dict[str, object]:
+    """The CSV's weight-inheritance columns (empty for a trial that did not try to inherit)."""
+    got = record.inherited
+    if not got:
+        return {"inherited_tensors": None, "inherit_fallback": None, "epochs_saved": None}
+    counts = got["counts"]
+    return {"inherited_tensors": counts["copied"] + counts["sliced"] + counts["padded"],
+            "inherit_fallback": got.get("fallback"), "epochs_saved": got.get("epochs_saved")}  # fmt: skip
 
 
 def _cell(text: str) -> str:
@@ -383,6 +448,22 @@ def _phase_lines(phases) -> list[str]:
     return lines
 
 
+def _inheritance_lines(records: Sequence[TrialRecord]) -> list[str]:
+    """The "Weight inheritance" table: per generation what the bred children inherited and the training saved."""
+    rows = inheritance(records)
+    if not rows:
+        return []
+    lines = ["", "## Weight inheritance (done trials)", "",
+             "| generation | done | inherited | fallbacks | tensors copied | sliced | padded | fresh | epochs saved | "
+             "images saved |", "|---" * 10 + "|"]  # fmt: skip
+    for g in rows:
+        share = "-" if g.inherited_share is None else f"{g.inherited} ({100 * g.inherited_share:.0f}%)"
+        lines.append(f"| {g.generation} | {g.done} | {share} | {g.fallbacks} | {g.copied} | {g.sliced} | "
+                     f"{g.padded} | {g.fresh} | {g.epochs_saved} | {format_count(g.images_saved)} "
+                     f"({100 * g.saved_share:.0f}%) |")  # fmt: skip
+    return lines
+
+
 def _write_markdown(
     title: str,
     summaries,
@@ -391,6 +472,7 @@ def _write_markdown(
     path: Path,
     retrains: Sequence[RetrainRecord] = (),
     phases=(),
+    records: Sequence[TrialRecord] = (),
 ) -> Path:
     lines = [
         f"# {title}",
@@ -413,6 +495,7 @@ def _write_markdown(
         lines.append(f"| {s.generation} | {s.done} | {s.failed} | {_pct(s.ticket_score_best)} | "
                      f"{_pct(s.score_median)} | {macs} | {epoch} |")  # fmt: skip
     lines += _phase_lines(phases)
+    lines += _inheritance_lines(records)
     front = pareto_front([p.macs for p in pts], [p.score for p in pts])
     lines += ["", "## Pareto front (MACs)", "", "| trial | top-1 | MACs | params | ticket | genome |",
               "|---|---|---|---|---|---|"]  # fmt: skip

@@ -12,8 +12,14 @@ A run that stops on an error is marked "failed" (Ctrl-C or a lost worker: "inter
 traceback in an event, never left "running".
 
 Events the search logs in the store: `resume` (requeued trial ids), `config_change` (key: [old, new]),
-`trial_exception` (trial id, one-line error, traceback), `search_stopped` (the failure share tripped),
+`trial_exception` (trial id, one-line error, traceback), `inherit_fallback` (trial id and why a bred child could
+not inherit its parents' weights and trained from scratch), `search_stopped` (the failure share tripped),
 `search_failed` (error, traceback) and `search_interrupted` (error).
+
+Individual weight sharing (`SearchConfig.inherits`): a bred child's job carries its gene origin and the weights
+files of the done trials whose final genomes (tickets when kept) are its parents. MENAS breeds generation g only
+once every trial of g - 1 is told, and a result is recorded (its weights written by the trial) before the
+strategy is told, so a child never starts before its parents' weights are on disk, whatever the executor.
 """
 
 from __future__ import annotations
@@ -254,7 +260,34 @@ class Search:
             seed=cfg.seed + spec.trial_id,
             device=cfg.device,
             finetune_lr_scale=cfg.lottery.finetune_lr_scale if self.strategy.finetunes else None,
+            **self._inheritance(spec),
         )
+
+    def _inheritance(self, spec: TrialSpec) -> dict[str, Any]:
+        """The `TrialJob` fields of weight inheritance for a bred child of an inheriting search (else none)."""
+        if not (self.cfg.inherits and spec.origin is not None and spec.parents):
+            return {}
+        return {
+            "inherit": self.cfg.inherit,
+            "origin": spec.origin,
+            "parent_genomes": spec.parents,
+            "parent_weights": tuple(self.parent_weights(parent) for parent in spec.parents),
+            "inherit_calib_batches": self.cfg.lottery.calib_batches,
+        }
+
+    def parent_weights(self, genome: str) -> str:
+        """The weights file of the parent `genome`: the best-ranked done trial whose final genome (its ticket, else
+        its candidate) it is, as the strategy's parent pool takes one trial per final genome; "" when no such trial
+        has a weights file (the child then trains from scratch, with an `inherit_fallback` event)."""
+        finals = [r for r in self.store.ranked() if (r.ticket or r.genome) == genome]
+        # the strategy breeds only from told outcomes, and each is recorded before it is told
+        assert finals, f"parent {genome} is no done trial's final genome"
+        for record in finals:  # the recorded file name, in this run folder (the folder may have moved since)
+            if record.checkpoint:
+                path = self.run_dir / "trials" / f"{record.trial_id:05d}" / Path(record.checkpoint).name
+                if path.is_file():
+                    return str(path)
+        return ""
 
     def run(
         self,
@@ -353,6 +386,9 @@ class Search:
     ) -> None:
         outcome = TrialOutcome.from_record(result)  # a TrialResult has the outcome's attribute names
         self.store.record_outcome(outcome, error=result.error, **_details(result))
+        if result.inherited is not None and result.inherited.get("fallback"):
+            logger.warning("trial %d trained from scratch: %s", spec.trial_id, result.inherited["fallback"])
+            self.store.log_event("inherit_fallback", trial_id=spec.trial_id, reason=result.inherited["fallback"])
         self.strategy.tell([outcome])
         self._finished_here.append(result)
         if on_result is not None:
@@ -402,6 +438,7 @@ def _details(result: TrialResult) -> dict[str, Any]:
         "images": result.images,
         "epochs": result.epochs,
         "worker": result.worker or None,
+        "inherited": result.inherited,
     }
     if result.status == "done":
         details["ticket_score_before_ft"] = result.ticket_score_before_ft

@@ -9,9 +9,11 @@ This module owns the schema and every read and write of that file:
   it ("host:pid"), timestamps, seconds spent training / searching tickets / evaluating, images trained and epochs;
   from schema version 3 each phase on its own (`_PHASE_COLUMNS`: the fine-tuned candidate's score, fine-tune
   seconds, training-pass seconds per epoch of training and fine-tuning, calibration and scoring images, and
-  `compute_images`, what a `compute` budget counts: `compute_used`);
+  `compute_images`, what a `compute` budget counts: `compute_used`); from schema version 4 a bred child's gene
+  `origin` and what its trial `inherited` from its parents' weights (JSON, `_INHERIT_COLUMNS`);
 - `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
-  returning a result: its trial id and error);
+  returning a result: its trial id and error) and "inherit_fallback" (a child that could not inherit its parents'
+  weights and trained from scratch: trial id and reason);
 - `retrains`: one row per `menas retrain` of a network of the run (schema version 2): genome, recipe, epochs, test
   top-1/top-5/loss of the raw and the EMA weights, which of them was kept, cost, wall time, img/s, device, folder.
 
@@ -51,7 +53,7 @@ from menas.ranking import FinalMetrics
 #: File name of the store inside a run directory.
 FILENAME = "menas.sqlite"
 #: Schema version, kept in SQLite's `user_version`; `Store.open` migrates older versions and refuses others.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Seconds a connection waits for a lock before "database is locked" is raised.
 BUSY_TIMEOUT_S = 30.0
 
@@ -148,9 +150,13 @@ _PHASE_COLUMNS = (
     "compute_images INTEGER",
 )
 _PHASE_ALTERS = tuple(f"ALTER TABLE trials ADD COLUMN {column}" for column in _PHASE_COLUMNS)
-_SCHEMA = (*_SCHEMA, _RETRAINS_TABLE, *_PHASE_ALTERS)
+#: Individual weight sharing (schema version 4), JSON text: a bred child's gene `origin` (`Origin.to_dict()`, from
+#: the strategy's spec) and what its trial `inherited` (tensor counts, fallback reason, epochs trained and saved).
+_INHERIT_COLUMNS = ("origin TEXT", "inherited TEXT")
+_INHERIT_ALTERS = tuple(f"ALTER TABLE trials ADD COLUMN {column}" for column in _INHERIT_COLUMNS)
+_SCHEMA = (*_SCHEMA, _RETRAINS_TABLE, *_PHASE_ALTERS, *_INHERIT_ALTERS)
 #: Statements that take a store from version N to N + 1.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_RETRAINS_TABLE,), 2: _PHASE_ALTERS}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_RETRAINS_TABLE,), 2: _PHASE_ALTERS, 3: _INHERIT_ALTERS}
 
 
 def _opt_int(where: str, value: Any) -> int | None:
@@ -229,6 +235,8 @@ class TrialRecord(FinalMetrics):
     calib_images: int | None = None
     eval_images: int | None = None
     compute_images: int | None = None  # training, fine-tuning, calibration and scoring images
+    origin: dict[str, Any] | None = None  # a bred child's gene origin (`menas.operators.Origin.to_dict()`)
+    inherited: dict[str, Any] | None = None  # weight inheritance: counts, fallback, epochs, epochs_saved
 
     @property
     def replaced(self) -> bool:
@@ -246,6 +254,9 @@ class TrialRecord(FinalMetrics):
         for name in ("epoch_times", "train_epoch_s", "finetune_epoch_s"):
             if name in data:  # a store of schema version 2 opened read-only has no per-phase columns
                 data[name] = tuple(json.loads(data[name]))
+        for name in ("origin", "inherited"):
+            if data.get(name) is not None:  # absent in a store of schema version 3 opened read-only
+                data[name] = json.loads(data[name])
         data["use_tickets"] = bool(data["use_tickets"])
         return cls(**data)
 
@@ -593,13 +604,16 @@ class Store:
             check(isinstance(spec.role, str), "spec.role", spec.role, "strings")
             parents = list(spec.parents)
             check(all(isinstance(p, str) for p in parents), "spec.parents", spec.parents, "genome strings")
+            origin = getattr(spec, "origin", None)
+            check(origin is None or isinstance(origin, dict), "spec.origin", origin, "None or a mapping")
             rows.append((spec.trial_id, spec.genome, spec.generation, spec.role, json.dumps(parents),
-                         int(bool(spec.use_tickets)), "queued", now))  # fmt: skip
+                         int(bool(spec.use_tickets)), "queued", now,
+                         None if origin is None else json.dumps(origin, sort_keys=True)))  # fmt: skip
         try:
             with self._write() as conn:
                 conn.executemany(
-                    "INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at, "
+                    "origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
         except sqlite3.IntegrityError:
@@ -658,7 +672,8 @@ class Store:
             worker: the process that ran the trial, as "host:pid" (None: keep what `mark_running` recorded).
             finetuned_score: the unpruned candidate's search-val top-1 after fine-tuning (no ticket kept).
             phases: per-phase measurements (`PHASE_FIELDS`): finetune_s, train_epoch_s, finetune_epoch_s,
-                images_per_epoch, finetune_epochs, calib_images, eval_images; `compute_images` is derived.
+                images_per_epoch, finetune_epochs, calib_images, eval_images, inherited (a mapping: what weight
+                inheritance did, see `menas.trial.TrialResult.inherited`); `compute_images` is derived.
 
         Raises:
             ValueError: an unknown trial, one already finished or failed, or a field of the wrong type.
@@ -973,7 +988,7 @@ class Store:
 #: The per-phase measurements `finish_trial` and `fail_trial` take (the columns of `_PHASE_COLUMNS` but the
 #: fine-tuned score, given on its own, and `compute_images`, derived).
 PHASE_FIELDS = ("finetune_s", "train_epoch_s", "finetune_epoch_s", "images_per_epoch", "finetune_epochs",
-                "calib_images", "eval_images")  # fmt: skip
+                "calib_images", "eval_images", "inherited")  # fmt: skip
 
 
 def _phases(op: str, images: Any, phases: dict[str, Any]) -> dict[str, Any]:
@@ -988,6 +1003,9 @@ def _phases(op: str, images: Any, phases: dict[str, Any]) -> dict[str, Any]:
         values[name] = json.dumps(times)
     for name in ("images_per_epoch", "finetune_epochs", "calib_images", "eval_images"):
         values[name] = _opt_int(f"{op} {name}", phases.get(name))
+    inherited = phases.get("inherited")
+    check(inherited is None or isinstance(inherited, dict), f"{op} inherited", inherited, "None or a mapping")
+    values["inherited"] = None if inherited is None else json.dumps(inherited, sort_keys=True)
     counted = [v for v in (images, values["calib_images"], values["eval_images"]) if v is not None]
     values["compute_images"] = sum(counted) if counted else None
     return values

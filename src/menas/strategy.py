@@ -6,7 +6,9 @@ This module owns the ask/tell protocol between the search loop and a strategy, t
 - `MENAS`: generations of a fixed size. Generation 0 is sampled within the budget; every later generation is
   bred by crossover and mutation from the top-K lottery tickets found so far (optionally mixed with the largest
   models), repaired into the budget and deduplicated against every genome already asked or found as a ticket.
-  `MENAS(use_tickets=False)` is the paper's ablation.
+  `MENAS(use_tickets=False)` is the paper's ablation. Each bred child's spec carries its gene `origin` (the traced
+  operators: the same draws and children as the plain ones), which individual weight sharing reads
+  (`strategy.name: menas-inherit`, see `menas.inherit`; the strategy breeds the same either way).
 - `RandomSearch`: independent samples within the budget (the paper's Table 3 baselines, in any space).
 - `RegularizedEvolution`: aging evolution with tournament selection (Real et al., AAAI 2019).
 
@@ -23,18 +25,30 @@ Scores are "higher is better" (search-val top-1). This module never imports torc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from menas import ranking
 from menas.config import SearchConfig
 from menas.cost import Budget, parse_count
 from menas.errors import BudgetError, MenasError, UserError, check, is_int, is_real
-from menas.operators import MUTATION_PROB, check_feasible, check_mutation_prob, crossover, mutate, repair, sample
+from menas.operators import (
+    MUTATION_PROB,
+    Origin,
+    check_feasible,
+    check_mutation_prob,
+    crossover_traced,
+    mutate,
+    mutate_traced,
+    repair,
+    repair_traced,
+    sample,
+)
 from menas.ranking import FinalMetrics, rank_key
 from menas.space import Genome, SearchSpace, load_space
 
@@ -70,6 +84,8 @@ class TrialSpec:
         role: how the genome was made (`ROLE_SAMPLE`, `ROLE_CROSSOVER`, `ROLE_MUTATION`, `ROLE_FILL`).
         parents: genome strings of the parents (tickets when tickets are on); empty for samples.
         use_tickets: whether the trial should search lottery tickets after training.
+        origin: where each gene of a bred child came from (`menas.operators.Origin.to_dict()`, its parent k being
+            `parents[k]`), which weight inheritance reads; None for samples and strategies that keep no origins.
     """
 
     trial_id: int
@@ -78,6 +94,7 @@ class TrialSpec:
     role: str
     parents: tuple[str, ...] = ()
     use_tickets: bool = False
+    origin: dict[str, Any] | None = field(default=None, hash=False)  # a dict: not hashed, compared
 
     def __post_init__(self) -> None:
         check(is_int(self.trial_id) and self.trial_id >= 0, "TrialSpec.trial_id", self.trial_id, "integers >= 0")
@@ -90,6 +107,8 @@ class TrialSpec:
               self.parents, "a sequence of genome strings")  # fmt: skip
         object.__setattr__(self, "parents", parents)
         check(isinstance(self.use_tickets, bool), "TrialSpec.use_tickets", self.use_tickets, "true or false")
+        check(self.origin is None or isinstance(self.origin, dict), "TrialSpec.origin", self.origin,
+              "None or a mapping (Origin.to_dict())")  # fmt: skip
 
     @classmethod
     def from_record(cls, record: Any) -> TrialSpec:
@@ -101,6 +120,7 @@ class TrialSpec:
             role=record.role,
             parents=tuple(record.parents),
             use_tickets=bool(record.use_tickets),
+            origin=getattr(record, "origin", None),
         )
 
 
@@ -405,6 +425,8 @@ class Strategy:
                     f"replay: {self.name} cannot propose trial {expected} yet (an earlier result it needs is not "
                     "recorded): the history comes from other settings or is damaged"
                 )
+            if spec.origin is None and proposed[0].origin is not None:  # recorded before origins were (schema 3)
+                spec = dataclasses.replace(spec, origin=proposed[0].origin)
             if proposed[0] != spec:
                 raise UserError(
                     f"replay: trial {expected} differs from the record ({_spec_diff(spec, proposed[0])}): the run used "
@@ -440,9 +462,12 @@ class Strategy:
             genome = self._genomes[text] = Genome.from_str(text)
         return genome
 
-    def _enqueue(self, genome: str, generation: int, role: str, parents: tuple[str, ...] = ()) -> None:
+    def _enqueue(
+        self, genome: str, generation: int, role: str, parents: tuple[str, ...] = (), origin: Origin | None = None
+    ) -> None:
         trial_id = len(self._specs) + len(self._queue)
-        self._queue.append(TrialSpec(trial_id, genome, generation, role, parents, self.use_tickets))
+        recorded = None if origin is None else origin.to_dict()
+        self._queue.append(TrialSpec(trial_id, genome, generation, role, parents, self.use_tickets, recorded))
         self._seen.add(genome)
 
     def _fit(self, genome: Genome) -> Genome | None:
@@ -476,7 +501,7 @@ class Strategy:
 def _spec_diff(recorded: TrialSpec, proposed: TrialSpec) -> str:
     """The fields where two specs differ, values shortened: 'genome: recorded '...' proposed '...''."""
     parts = []
-    for name in ("genome", "generation", "role", "parents", "use_tickets"):
+    for name in ("genome", "generation", "role", "parents", "use_tickets", "origin"):
         a, b = getattr(recorded, name), getattr(proposed, name)
         if a != b:
             parts.append(f"{name}: recorded {str(a)[:60]!r}, proposed {str(b)[:60]!r}")
@@ -493,6 +518,10 @@ def _resolve_count(name: str, value: int | float, of: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------- MENAS
+
+
+#: A MENAS child before it becomes a spec: genome string, role, parent genome strings, gene origin (None: sampled).
+_Child = tuple[str, str, tuple[str, ...], Origin | None]
 
 
 class MENAS(Strategy):
@@ -587,25 +616,27 @@ class MENAS(Strategy):
             return  # all generations proposed, or waiting for the current one's results
         if generation == 0:
             pool: tuple[str, ...] = ()
-            children = [(text, ROLE_SAMPLE, ()) for text in self._fresh(self.population, set())]
+            children: list[_Child] = [(text, ROLE_SAMPLE, (), None) for text in self._fresh(self.population, set())]
         else:
             pool = tuple(o.ticket for o in self.select_parents())
             children = self._breed(list(pool))
         self._pools.append(pool)  # only once the whole generation is made: SearchExhausted leaves no trace
-        for text, role, parents in children:
-            self._enqueue(text, generation, role, parents)
+        for text, role, parents, origin in children:
+            self._enqueue(text, generation, role, parents, origin)
 
-    def _breed(self, pool: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
-        """`population` new (genome, role, parents) bred from `pool`, then fresh samples for what is missing."""
+    def _breed(self, pool: list[str]) -> list[_Child]:
+        """`population` new (genome, role, parents, origin) bred from `pool`, then fresh samples for what is
+        missing. The traced operators make the same draws and children as the plain ones, so recording origins
+        changes no run's genomes."""
         taboo = {o.ticket for o in self._outcomes.values() if o.ok}
         need = self.population
-        children: list[tuple[str, str, tuple[str, ...]]] = []
+        children: list[_Child] = []
         made: set[str] = set()
 
-        def add(genome: Genome, role: str, parents: tuple[str, ...]) -> None:
+        def add(genome: Genome, role: str, parents: tuple[str, ...], origin: Origin) -> None:
             text = genome.to_str()
             if len(children) < need and text not in taboo and text not in self._seen and text not in made:
-                children.append((text, role, parents))
+                children.append((text, role, parents, origin))
                 made.add(text)
 
         if pool:
@@ -614,19 +645,29 @@ class MENAS(Strategy):
                     break
                 if len(pool) >= 2 and self._rng.random() < self.crossover_share:
                     i, j = self._rng.sample(range(len(pool)), 2)
-                    for child in crossover(self._parse(pool[i]), self._parse(pool[j]), self.space, self._rng):
-                        fitted = self._fit(child)
+                    a, b = self._parse(pool[i]), self._parse(pool[j])
+                    for child, origin in crossover_traced(a, b, self.space, self._rng):
+                        fitted = self._fit_traced(child, origin, (a, b))
                         if fitted is not None:
-                            add(fitted, ROLE_CROSSOVER, (pool[i], pool[j]))
+                            add(fitted[0], ROLE_CROSSOVER, (pool[i], pool[j]), fitted[1])
                 else:
                     k = self._rng.randrange(len(pool))
                     try:
-                        child = mutate(self._parse(pool[k]), self.space, self._rng, self.mutation_prob, self.budget)
+                        child, origin = mutate_traced(self._parse(pool[k]), self.space, self._rng, self.mutation_prob,
+                                                      self.budget)  # fmt: skip
                     except BudgetError:
                         continue
-                    add(child, ROLE_MUTATION, (pool[k],))
+                    add(child, ROLE_MUTATION, (pool[k],), origin)
         fill = self._fresh(need - len(children), taboo | made) if len(children) < need else []
-        return children + [(text, ROLE_FILL, ()) for text in fill]
+        return children + [(text, ROLE_FILL, (), None) for text in fill]
+
+    def _fit_traced(
+        self, genome: Genome, origin: Origin, parents: tuple[Genome, Genome]
+    ) -> tuple[Genome, Origin] | None:
+        """`_fit` (same draws, same genome) keeping the child's origin through the repair."""
+        if self.budget is None or self.budget.contains(genome):
+            return genome, origin
+        return repair_traced(genome, origin, parents, self.space, self._rng, self.budget)
 
 
 # --------------------------------------------------------------------------------------------- random search
@@ -827,6 +868,9 @@ def _evolution(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> 
 STRATEGIES: dict[str, Callable[[SearchConfig, SearchSpace, Budget | None], Strategy]] = {
     "menas": _menas,
     "menas-no-tickets": _menas_no_tickets,
+    # MENAS whose bred children start from their parents' weights (`SearchConfig.inherits`): the strategy breeds
+    # exactly as "menas" (origins are recorded either way); the search hands the parents' weights to the trials
+    "menas-inherit": _menas,
     "random": _random,
     "evolution": _evolution,
 }

@@ -1,13 +1,17 @@
-"""One trial of a search: build a candidate from its genome, train it briefly, find its lottery ticket, fine-tune
-the ticket, and measure everything the search records.
+"""One trial of a search: build a candidate from its genome (or inherit it from its parents' weights), train it
+briefly, find its lottery ticket, fine-tune the ticket, and measure everything the search records.
 
 A trial is resumable: training and fine-tuning write epoch checkpoints in the trial's folder, and the ticket
 search in between is deterministic (seeded proposals, fixed calibration batches), so a trial interrupted at any
-point and run again with the same job ends with the same result.
+point and run again with the same job ends with the same result. Weight inheritance happens before training and
+is deterministic too (seeded fresh child, fixed calibration batches); its decision is kept in `inherit.json`, so
+a trial resumed from `train.ckpt` (which restores the weights) trains the same epochs without reading its parents'
+files again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -22,15 +26,17 @@ import torch
 
 from menas.builder import build_model
 from menas.checkpoint import RUN_FILE, WEIGHTS_FILE, save_weights
-from menas.config import DataConfig, LotteryConfig, TrainConfig, to_dict
+from menas.config import DataConfig, InheritConfig, LotteryConfig, TrainConfig, to_dict
 from menas.cost import count_cost
 from menas.data import SearchData, build_loaders, preprocessing, resolve_device
 from menas.errors import TrialFailed
 from menas.files import write_json
+from menas.inherit import InheritCounts, inherit_from_files
 from menas.lottery import calibration_batches, search_ticket
+from menas.operators import Origin
 from menas.ranking import FinalMetrics
 from menas.space import Genome
-from menas.train import History, seed_trial, train
+from menas.train import History, evaluate, seed_trial, train
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,12 @@ class TrialJob:
     seed: int = 0
     device: str = "auto"
     finetune_lr_scale: float | None = None  # fine-tuning peak lr / training peak lr; None: the lottery's, else 1
+    # individual weight sharing (a bred child of an inheriting search; `inherit` None: start from scratch)
+    inherit: InheritConfig | None = None  # shrink-perturb, importance and the epochs of an inheriting child
+    origin: dict[str, Any] | None = None  # the child's gene origin (`Origin.to_dict()`), parent k = parents[k]
+    parent_genomes: tuple[str, ...] = ()  # the parents' final genomes (the tickets when tickets replaced them)
+    parent_weights: tuple[str, ...] = ()  # their trials' model.safetensors; "": no done trial with weights
+    inherit_calib_batches: int = 4  # training batches to recalibrate the inherited child's BN statistics on
 
 
 @dataclass
@@ -85,8 +97,12 @@ class TrialResult(FinalMetrics):
     finetune_epoch_s: list[float] = field(default_factory=list)  # the fine-tune training passes (no scoring)
     images_per_epoch: int = 0  # training images per epoch (search-train)
     finetune_epochs: int = 0  # fine-tune epochs run (of the ticket, or of the candidate when none was kept)
-    calib_images: int = 0  # images passed through for BN recalibration in the ticket search
+    calib_images: int = 0  # images passed through for BN recalibration (ticket search, inheritance)
     eval_images: int = 0  # search-val images scored: after epochs and in the ticket search
+    # what weight inheritance did (None: the trial did not try): {"counts": {copied, sliced, padded, fresh},
+    # "fallback": reason it trained from scratch or None, "epochs": training epochs run, "epochs_saved":
+    # train.epochs - epochs, "calib_images", "seconds"}
+    inherited: dict[str, Any] | None = None
 
     @property
     def compute_images(self) -> int:
@@ -96,6 +112,8 @@ class TrialResult(FinalMetrics):
 
 #: The ticket search's record in a trial folder: parent, every proposal (MACs, params, scores), the ticket.
 LOTTERY_FILE = "lottery.json"
+#: Weight inheritance's decision in a trial folder (`TrialResult.inherited`), read back when the trial resumes.
+INHERIT_FILE = "inherit.json"
 
 _DATA_CACHE: dict[str, SearchData] = {}
 
@@ -138,24 +156,17 @@ def _run(
     def progress(phase: str) -> Callable[[Any], None] | None:
         return None if on_epoch is None else lambda stats: on_epoch(phase, stats)
 
-    seed_trial(job.seed)  # weight initialisation below draws from torch's default generator
-    model = build_model(genome, data.num_classes, data.in_chans)
-    tic = time.perf_counter()
+    model, train_cfg = _start(job, genome, data, workdir, result)
     owner = {"trial_id": job.trial_id}  # with the genome: a stale checkpoint of another trial is refused
-    history = train(model, data.train, data.val, job.train, checkpoint_path=workdir / "train.ckpt",
-                    progress=progress("train"), owner=owner)  # fmt: skip
-    result.train_s = time.perf_counter() - tic
-    _account(result, history, data)
-    result.train_epoch_s = [e.train_seconds for e in history.epochs]
-    result.images_per_epoch = len(data.train) * data.train.batch_size
-    result.score = history.val_top1
+    _train_candidate(model, train_cfg, job, data, workdir, result, progress("train"), owner)
     final_model, final_genome = model, genome
     if job.lottery is not None:
         tic = time.perf_counter()
         calib = calibration_batches(data.train, job.lottery.calib_batches, epoch=job.train.epochs)
         found = search_ticket(model, calib, data.val, job.lottery, random.Random(job.seed), data.input_size)
         result.lottery_s = time.perf_counter() - tic
-        result.calib_images, result.eval_images = found.calib_images, result.eval_images + found.scored_images
+        result.calib_images += found.calib_images
+        result.eval_images += found.scored_images
         if found.chosen is not None:
             final_model, final_genome = found.ticket_model, found.ticket_genome
             ticket_cost = count_cost(final_genome, data.input_size, data.in_chans, data.num_classes)
@@ -190,9 +201,92 @@ def _run(
     # beside the weights, as `menas train` does: the folder is a checkpoint folder, and export/evaluate know the
     # data config and the normalisation the network was trained with
     record = {"genome": final_genome.to_str(), "trial_id": job.trial_id, "data": to_dict(job.data),
-              "train": to_dict(job.train), "preprocessing": preprocessing(data)}  # fmt: skip
+              "train": to_dict(train_cfg or job.train), "preprocessing": preprocessing(data)}  # fmt: skip
     write_json(workdir / RUN_FILE, record)
     result.checkpoint = str(path)
+
+
+def _start(
+    job: TrialJob, genome: Genome, data: SearchData, workdir: Path, result: TrialResult
+) -> tuple[torch.nn.Module, TrainConfig | None]:
+    """The candidate before training (built from the genome, or inherited from the parents' weights) and its
+    training recipe: `job.train`, with `inherit.epochs` epochs when it inherited (None for 0 epochs)."""
+    seed_trial(job.seed)  # weight initialisation below draws from torch's default generator
+    with torch.random.fork_rng(devices=[]):  # loading the parents draws too: a fallback starts as a scratch trial
+        inherited = _inherit(job, genome, data, workdir)
+    model = inherited.pop("model", None) if inherited is not None else None
+    if model is None:
+        model = build_model(genome, data.num_classes, data.in_chans)
+    result.inherited = inherited
+    if inherited is None:
+        return model, job.train
+    result.calib_images += inherited["calib_images"]
+    return model, dataclasses.replace(job.train, epochs=inherited["epochs"]) if inherited["epochs"] else None
+
+
+def _train_candidate(
+    model: torch.nn.Module,
+    train_cfg: TrainConfig | None,
+    job: TrialJob,
+    data: SearchData,
+    workdir: Path,
+    result: TrialResult,
+    progress: Callable[[Any], None] | None,
+    owner: dict[str, Any],
+) -> None:
+    """Trains the candidate (`train.ckpt` every epoch) and records its score; with no recipe (an inherited child
+    with 0 epochs) only scores it as recalibrated."""
+    tic = time.perf_counter()
+    result.images_per_epoch = len(data.train) * data.train.batch_size
+    if train_cfg is None:
+        scores = evaluate(model, data.val, amp=job.train.amp, channels_last=job.train.channels_last)
+        result.score, result.eval_s = scores["top1"], result.eval_s + scores["seconds"]
+        result.eval_images += data.val.num_samples
+        result.train_s = time.perf_counter() - tic
+        return
+    history = train(model, data.train, data.val, train_cfg, checkpoint_path=workdir / "train.ckpt",
+                    progress=progress, owner=owner)  # fmt: skip
+    result.train_s = time.perf_counter() - tic
+    _account(result, history, data)
+    result.train_epoch_s = [e.train_seconds for e in history.epochs]
+    result.score = history.val_top1
+
+
+def _inherit(job: TrialJob, genome: Genome, data: SearchData, workdir: Path) -> dict[str, Any] | None:
+    """The child's weights from its parents' files when the job asks for inheritance (None: it does not), as the
+    `TrialResult.inherited` record plus the "model" (absent when it trains from scratch: a fallback, whose reason
+    the record names, or a resumed trial whose `train.ckpt` restores the weights anyway)."""
+    if job.inherit is None or job.origin is None:
+        return None
+    record_path = workdir / INHERIT_FILE
+    if (workdir / "train.ckpt").is_file() and record_path.is_file():  # resumed: the checkpoint holds the weights
+        return json.loads(record_path.read_text())
+    tic = time.perf_counter()
+    full = job.train.epochs
+    epochs = full if job.inherit.epochs is None else job.inherit.epochs
+    missing = [k for k, path in enumerate(job.parent_weights) if not path]
+    found = None
+    if missing:
+        reason = f"parent {missing[0]} ({job.parent_genomes[missing[0]]}): no done trial with a weights file"
+    else:
+        calib = calibration_batches(data.train, job.inherit_calib_batches, epoch=0)
+        found = inherit_from_files(
+            genome, Origin.from_dict(job.origin), job.parent_weights,
+            [Genome.from_str(g) for g in job.parent_genomes], data.num_classes, data.in_chans, job.seed,
+            job.inherit.importance, job.inherit.shrink, job.inherit.perturb, calib, job.train.channels_last,
+        )  # fmt: skip
+        reason = found.fallback
+    inherited = found is not None and found.model is not None
+    record = {
+        "counts": (found.counts if found is not None else InheritCounts()).to_dict(),
+        "fallback": reason,
+        "epochs": epochs if inherited else full,
+        "epochs_saved": full - epochs if inherited else 0,
+        "calib_images": sum(len(x) for x in calib) if inherited else 0,
+        "seconds": time.perf_counter() - tic,
+    }
+    write_json(record_path, record)
+    return {**record, "model": found.model} if inherited else record
 
 
 def _worker() -> str:
