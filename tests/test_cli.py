@@ -88,3 +88,12 @@ def test_console_script_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert Genome.from_str(result.stdout.split()[0])
+
+
+def test_progress_is_one_line_per_epoch_when_stderr_is_not_a_terminal(tmp_path, capsys) -> None:
+    genome = "stem_c8_hs-ds_k3_c8_re|ir_k3_s2_m16_c16_re|head_c64_f128_hs"
+    args = ["train", genome, "--data", "synthetic", "--input-size", "16", "--epochs", "2", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "t")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "epoch" in line]
+    assert len(lines) == 2, lines  # a log shows every epoch as it ends, not one bar at the end
+    assert lines[0].endswith("min left") and " 1/2, " in lines[0] and " 2/2, " in lines[1]

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,10 +167,65 @@ def _join(values: Sequence) -> str:
 
 
 def _progress(*extra: Any):
+    """A rich progress bar on a terminal; one line per update when stderr is a file or a pipe (nohup, a cluster
+    job's log), where a live bar would show nothing until the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return _LogProgress(console)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    *extra, console=Console(stderr=True), transient=False)  # fmt: skip
+                    *extra, console=console, transient=False)  # fmt: skip
+
+
+class _LogProgress:
+    """The part of rich's `Progress` the commands use, printing "[time] description  M/N, elapsed, ~left" once
+    per change instead of redrawing a bar."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tasks: dict[int, dict[str, Any]] = {}
+
+    def __enter__(self) -> _LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0) -> int:
+        task_id = len(self.tasks)
+        self.tasks[task_id] = {"description": description, "total": total, "completed": completed,
+                               "start": time.monotonic(), "first": completed}  # fmt: skip
+        return task_id
+
+    def update(self, task_id: int, completed: float | None = None, advance: float | None = None,
+               description: str | None = None) -> None:  # fmt: skip
+        task = self.tasks[task_id]
+        before = (task["description"], task["completed"])
+        if completed is not None:
+            task["completed"] = completed
+        if advance is not None:
+            task["completed"] += advance
+        if description is not None:
+            task["description"] = description
+        if (task["description"], task["completed"]) != before:
+            self.console.print(f"[{time.strftime('%H:%M:%S')}] {task['description']}  {self._counts(task)}",
+                               markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+
+    @staticmethod
+    def _counts(task: dict[str, Any]) -> str:
+        elapsed = time.monotonic() - task["start"]
+        done, total = task["completed"], task["total"]
+        text = f"{done:g}/{total:g}, {elapsed / 60:.1f} min" if total else f"{done:g}, {elapsed / 60:.1f} min"
+        if total and done > task["first"]:
+            text += f", ~{elapsed / (done - task['first']) * (total - done) / 60:.1f} min left"
+        return text
 
 
 def _data_config(args: argparse.Namespace, base: Any = None) -> Any:
