@@ -7,6 +7,8 @@ Arms (each `--seeds` seeds, each seed a run folder under `--out`/runs/ARM-sSEED)
 * `evolution`: regularized evolution in the MT space;
 * `random-mt`, `random-ws`: random search in the MT space and in once-for-all's WS space;
 * `menas-tolerance` (optional, `--arms`): MENAS with the tolerance gate instead (which policy should be the default).
+* `menas-inherit` (optional, `--arms`): MENAS with individual weight sharing (issue 12): bred children start from
+  their parents' trained weights and train 1 epoch instead of `train.epochs`.
 
 Every arm is `base.yaml` with its strategy and space, and stops at the same search compute (`compute.images`,
 enforced by the engine). Then each arm's winner (its best trial by `menas.ranking`) is retrained once with the same
@@ -57,7 +59,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "random-mt": {"strategy.name": "random", "space": "mobilenet3-mt"},
     "random-ws": {"strategy.name": "random", "space": "mobilenet3-ws"},
     "menas-tolerance": {"strategy.name": "menas", "space": "mobilenet3-mt", "lottery.policy": "tolerance"},
-    "menas-inherit": {"strategy.name": "menas-inherit", "space": "mobilenet3-mt"},
+    # children start from their parents' weights and train 1 epoch instead of train.epochs (issue 12)
+    "menas-inherit": {"strategy.name": "menas-inherit", "space": "mobilenet3-mt", "inherit.epochs": 1},
 }
 DEFAULT_ARMS = ("menas", "menas-no-tickets", "evolution", "random-mt", "random-ws")
 
