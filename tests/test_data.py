@@ -301,6 +301,26 @@ def test_imagefolder_workers_reproduce_an_epoch(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
 
 
+def test_imagefolder_training_loader_shards_global_batches_across_ranks(tmp_path):
+    write_folder(tmp_path, per_class=4)
+    cfg = DataConfig(dataset="imagefolder", root=str(tmp_path), input_size=16, batch_size=4, workers=0)
+    loader = build_loaders(cfg, mode="final").train
+    views = [loader.shard(rank, 2) for rank in range(2)]
+    for view in (loader, *views):
+        view.set_epoch(5)
+        view.generator.manual_seed(epoch_seed(cfg.seed, 5))
+    whole = list(loader.batches)
+    slices = [list(view.batches) for view in views]
+    assert len(whole) == 3 and [len(b) for b in whole] == [4, 4, 4]  # 12 images, batch 4
+    assert [a + b for a, b in zip(*slices, strict=True)] == whole  # the same global batches, one slice per rank
+    views[1].set_epoch(5)
+    images, labels = next(iter(views[1]))
+    assert images.shape == (2, 3, 16, 16) and len(views[1]) == len(loader) == 3
+    assert (loader.rank, loader.world, views[1].rank, views[1].world) == (0, 1, 1, 2)
+    with pytest.raises(ValueError, match="data.batch_size: got 4, allowed: a multiple of the 3 processes"):
+        loader.shard(0, 3)
+
+
 def test_imagefolder_errors_name_the_folder(tmp_path):
     write_folder(tmp_path)
     (tmp_path / "train" / "dog").mkdir()

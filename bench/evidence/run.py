@@ -68,14 +68,31 @@ DEFAULT_ARMS = ("menas", "menas-no-tickets", "evolution", "random-mt", "random-w
 SCALES: dict[str, dict[str, Any]] = {
     "default": {},
     # every step in a few minutes on 2 CPU cores: 1% of Fashion-MNIST, one epoch, a handful of trials per arm
-    "smoke": {"data.search_train_fraction": 0.02, "data.search_val_fraction": 0.01, "train.epochs": 1,
-              "lottery.proposals": 4, "lottery.score_images": 128, "lottery.rescore_top": 2,
-              "compute.images": "12K", "executor.kind": "local", "train.threads": 2},
+    "smoke": {
+        "data.search_train_fraction": 0.02,
+        "data.search_val_fraction": 0.01,
+        "train.epochs": 1,
+        "lottery.proposals": 4,
+        "lottery.score_images": 128,
+        "lottery.rescore_top": 2,
+        "compute.images": "12K",
+        "executor.kind": "local",
+        "train.threads": 2,
+    },
     # the paper's population, generations and epochs (section 3): GPUs
-    "paper": {"strategy.population": 60, "strategy.generations": 4, "strategy.parents": 10, "train.epochs": 5,
-              "finetune_epochs": 3, "lottery.proposals": 50, "data.search_train_fraction": 0.5,
-              "data.search_val_fraction": 0.1, "compute.images": "200M", "executor.workers": None,
-              "device": "auto"},
+    "paper": {
+        "strategy.population": 60,
+        "strategy.generations": 4,
+        "strategy.parents": 10,
+        "train.epochs": 5,
+        "finetune_epochs": 3,
+        "lottery.proposals": 50,
+        "data.search_train_fraction": 0.5,
+        "data.search_val_fraction": 0.1,
+        "compute.images": "200M",
+        "executor.workers": None,
+        "device": "auto",
+    },
 }
 RETRAIN_EPOCHS = {"default": 5, "smoke": 1, "paper": 30}
 #: Where each scale retrains the winner: "retrain" = the training set minus a held-out 2% (`menas.data`); the smoke
@@ -173,6 +190,7 @@ def write_table(results: dict[str, list[dict[str, Any]]], out: Path, header: str
     for arm, rows in results.items():
         if not rows:
             continue
+
         def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
             return statistics.fmean(r[key] for r in rows)
 

@@ -669,6 +669,30 @@ class _FileDataset(torch.utils.data.Dataset):
         return self.transform(default_loader(path)), label
 
 
+class _GlobalBatches(torch.utils.data.Sampler):
+    """Sample indices of a folder loader's batches: global batches of `batch_size` (a permutation drawn from
+    `generator` for training, dropping the last partial batch; the dataset's order for evaluation), of which rank
+    `rank` of `world` takes its equal slice (`FolderLoader.shard`)."""
+
+    def __init__(self, num_samples: int, batch_size: int, train: bool, generator: torch.Generator) -> None:
+        self.num_samples, self.batch_size, self.train, self.generator = num_samples, batch_size, train, generator
+        self.rank, self.world = 0, 1
+
+    def __len__(self) -> int:
+        if self.train:
+            return max(1, self.num_samples // self.batch_size)
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.num_samples, generator=self.generator) if self.train else None
+        size = min(self.batch_size, self.num_samples) if self.train else self.batch_size
+        local = size // self.world
+        for i in range(len(self)):
+            start = i * size + self.rank * local
+            stop = start + local if self.world > 1 else min(start + size, self.num_samples)
+            yield (order[start:stop] if order is not None else torch.arange(start, stop)).tolist()
+
+
 class FolderLoader:
     """Batches from image files via a torchvision DataLoader (workers, pinned memory), normalised on the device.
 
@@ -676,6 +700,8 @@ class FolderLoader:
     resize + centre crop for evaluation) producing uint8 tensors, so only uint8 crosses process boundaries and
     the host-to-device copy. Shuffling and the workers' seeds come from a generator reseeded in `set_epoch`, so
     an epoch is reproducible when `workers > 0` (with `workers == 0`, augmentation uses torch's global RNG).
+    Under torchrun a training loader is sharded like `DeviceLoader` (`shard`): the same global batches, each
+    rank reading only its slice's files.
     """
 
     def __init__(
@@ -701,16 +727,44 @@ class FolderLoader:
         self.normalize = _Normalize(mean, std, device, channels_last)
         self.generator = torch.Generator()
         self.epoch = 0
-        self.loader = torch.utils.data.DataLoader(
-            _FileDataset(samples, transform),
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and len(samples) >= batch_size,
-            num_workers=workers,
-            pin_memory=device.type == "cuda",
+        self.batches = _GlobalBatches(len(samples), batch_size, train, self.generator)
+        self._dataset, self._workers = _FileDataset(samples, transform), workers
+        self.loader = self._data_loader()
+
+    def _data_loader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            self._dataset,
+            batch_sampler=self.batches,
+            num_workers=self._workers,
+            pin_memory=self.device.type == "cuda",
             generator=self.generator,
             persistent_workers=False,  # fresh workers per epoch get seeds from the reseeded generator
         )
+
+    @property
+    def rank(self) -> int:
+        return self.batches.rank
+
+    @property
+    def world(self) -> int:
+        return self.batches.world
+
+    def shard(self, rank: int, world: int) -> FolderLoader:
+        """This loader for rank `rank` of `world` processes (see `DeviceLoader.shard`): every rank draws the same
+        global batches (the same seeded permutation) and reads only its slice's files; `batch_size` stays the
+        global batch. Augmentation draws come from each rank's own workers, so augmented images differ from a
+        one-process run's (the samples per global batch do not)."""
+        if not self.train:
+            raise UserError("shard: only a training loader is sharded (evaluation runs whole on every rank)")
+        if self.batch_size % world or min(self.batch_size, self.num_samples) % world:
+            raise UserError(f"data.batch_size: got {self.batch_size}, allowed: a multiple of the {world} processes "
+                            "(each takes an equal slice of every training batch)")  # fmt: skip
+        view = copy.copy(self)
+        view.generator = torch.Generator()
+        view.batches = copy.copy(self.batches)
+        view.batches.generator, view.batches.rank, view.batches.world = view.generator, rank, world
+        view.loader = view._data_loader()
+        return view
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -62,7 +62,7 @@ def shard(loader: Any) -> Any:
     if not active():
         return loader
     if not hasattr(loader, "shard"):
-        raise UserError(f"several processes: {type(loader).__name__} cannot be sharded yet (in-memory datasets only)")
+        raise UserError(f"several processes: {type(loader).__name__} cannot be sharded")
     return loader.shard(rank(), world_size())
 
 
