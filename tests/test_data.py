@@ -314,7 +314,7 @@ def test_imagefolder_training_loader_shards_global_batches_across_ranks(tmp_path
     assert len(whole) == 3 and [len(b) for b in whole] == [4, 4, 4]  # 12 images, batch 4
     assert [a + b for a, b in zip(*slices, strict=True)] == whole  # the same global batches, one slice per rank
     views[1].set_epoch(5)
-    images, labels = next(iter(views[1]))
+    images, _ = next(iter(views[1]))
     assert images.shape == (2, 3, 16, 16) and len(views[1]) == len(loader) == 3
     assert (loader.rank, loader.world, views[1].rank, views[1].world) == (0, 1, 1, 2)
     with pytest.raises(ValueError, match="data.batch_size: got 4, allowed: a multiple of the 3 processes"):

@@ -1,10 +1,9 @@
-"""Several processes (`torchrun ... menas retrain`): 2 CPU ranks on gloo, spawned with torch.multiprocessing.
-
-What must hold and is checked: the ranks hold identical weights (BatchNorm buffers included) after training; rank 0
-alone writes the retrain's files; and a network without BatchNorm trained on 2 ranks equals the single-process
-run on the same global batch within float tolerance, from in-memory data and from an image folder (no augmentation). What does not hold on CPU and is not claimed: torch 2.14's DDP
-refuses SyncBatchNorm on CPU, so a BatchNorm network normalises each rank's half-batch with its own statistics and
-differs from the single-process run (see `menas.distributed`).
+"""Several processes (`torchrun ... menas retrain`): 2 CPU ranks on gloo, spawned with torch.multiprocessing. What must
+hold and is checked: the ranks hold identical weights (BatchNorm buffers included) after training; rank 0 alone
+writes the retrain's files; and a network without BatchNorm trained on 2 ranks equals the single-process run on the
+same global batch within float tolerance, from in-memory data and from an image folder (no augmentation). What does
+not hold on CPU and is not claimed: torch 2.14's DDP refuses SyncBatchNorm on CPU, so a BatchNorm network normalises
+each rank's half-batch with its own statistics and differs from the single-process run (see `menas.distributed`).
 """
 
 from __future__ import annotations
@@ -38,8 +37,9 @@ NO_BN_CFG = TrainConfig.preset("short", epochs=2, threads=1, lr=0.02)  # the raw
 def _no_bn_net(in_chans: int = 1) -> nn.Module:
     """A small CNN without BatchNorm or dropout: its DDP step must equal the single-process step."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))  # fmt: skip
+    return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(16, 10))  # fmt: skip
 
 
 def _worker(rank: int, world: int, port: int, folder: str) -> None:
