@@ -9,6 +9,8 @@ Arms (each `--seeds` seeds, each seed a run folder under `--out`/runs/ARM-sSEED)
 * `menas-tolerance` (optional, `--arms`): MENAS with the tolerance gate instead (which policy should be the default).
 * `menas-inherit` (optional, `--arms`): MENAS with individual weight sharing (issue 12): bred children start from
   their parents' trained weights and train 1 epoch instead of `train.epochs`.
+* `menas-keep-largest` (optional, `--arms`): MENAS with a quarter of the parent pool taken as the largest models
+  (`strategy.keep_largest: 0.25`; the default is 0), to set that default by measurement.
 
 Every arm is `base.yaml` with its strategy and space, and stops at the same search compute (`compute.images`,
 enforced by the engine). Then each arm's winner (its best trial by `menas.ranking`) is retrained once with the same
@@ -61,6 +63,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "menas-tolerance": {"strategy.name": "menas", "space": "mobilenet3-mt", "lottery.policy": "tolerance"},
     # children start from their parents' weights and train 1 epoch instead of train.epochs (issue 12)
     "menas-inherit": {"strategy.name": "menas-inherit", "space": "mobilenet3-mt", "inherit.epochs": 1},
+    # a quarter of the parent pool taken as the largest models (the later paper's guard against collapse; issue 12)
+    "menas-keep-largest": {"strategy.name": "menas", "space": "mobilenet3-mt", "strategy.keep_largest": 0.25},
 }
 DEFAULT_ARMS = ("menas", "menas-no-tickets", "evolution", "random-mt", "random-ws")
 
