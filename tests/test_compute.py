@@ -175,7 +175,15 @@ def test_evidence_arms_differ_only_in_how_they_search() -> None:
             differs |= {f"strategy.{k}" for k in base["strategy"] if base["strategy"][k] != other["strategy"][k]}
             differs |= {f"lottery.{k}" for k in base["lottery"] if base["lottery"][k] != other["lottery"][k]}
             differs |= {f"inherit.{k}" for k in base["inherit"] if base["inherit"][k] != other["inherit"][k]}
-            allowed = {"strategy", "strategy.name", "strategy.keep_largest", "space", "lottery", "lottery.policy",
-                       "inherit", "inherit.epochs"}
+            allowed = {
+                "strategy",
+                "strategy.name",
+                "strategy.keep_largest",
+                "space",
+                "lottery",
+                "lottery.policy",
+                "inherit",
+                "inherit.epochs",
+            }
             assert differs <= allowed, (arm, differs)
             assert cfg.seed == 1

@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -446,12 +447,7 @@ def test_a_version_2_store_migrates_to_per_phase_columns(tmp_path: Path) -> None
     with new_store(tmp_path) as store:
         store.add_trials([spec(0), spec(1)])
         store.finish_trial(0, score=70.0, macs=1000, params=10, epoch_times=[2.0], images=100)
-    conn = sqlite3.connect(tmp_path / "run" / "menas.sqlite")
-    for column in _PHASE_COLUMNS + _INHERIT_COLUMNS:
-        conn.execute(f"ALTER TABLE trials DROP COLUMN {column.split()[0]}")
-    conn.execute("PRAGMA user_version = 2")
-    conn.commit()
-    conn.close()
+    _downgrade(tmp_path / "run", _PHASE_COLUMNS + _INHERIT_COLUMNS, 2)
     with Store.open(tmp_path / "run", readonly=True) as store:
         old = store.trial(0)
         assert old.train_epoch_s == () and old.finetuned_score is None and old.final_score == 70.0
@@ -468,6 +464,16 @@ def test_a_version_2_store_migrates_to_per_phase_columns(tmp_path: Path) -> None
         store.finish_trial(2, score=1.0, macs=1, params=1, bogus=3)
 
 
+def _downgrade(run_dir: Path, columns: Sequence[str], version: int) -> None:
+    """Makes a store look like one of schema `version`: drops the newer `columns`, sets the version."""
+    conn = sqlite3.connect(run_dir / "menas.sqlite")
+    for column in columns:
+        conn.execute(f"ALTER TABLE trials DROP COLUMN {column.split()[0]}")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+
+
 def test_a_version_3_store_migrates_to_origin_and_inherited_columns(tmp_path: Path) -> None:
     """A store of schema version 3 (no `origin`/`inherited`) reads read-only with None there; opened for writing
     it gains both columns, keeps its trials, and stores a bred child's origin and what its trial inherited."""
@@ -475,12 +481,7 @@ def test_a_version_3_store_migrates_to_origin_and_inherited_columns(tmp_path: Pa
     with new_store(tmp_path) as store:
         store.add_trials([spec(0)])
         store.finish_trial(0, score=70.0, macs=1000, params=10, images=100)
-    conn = sqlite3.connect(tmp_path / "run" / "menas.sqlite")
-    for column in _INHERIT_COLUMNS:
-        conn.execute(f"ALTER TABLE trials DROP COLUMN {column.split()[0]}")
-    conn.execute("PRAGMA user_version = 3")
-    conn.commit()
-    conn.close()
+    _downgrade(tmp_path / "run", _INHERIT_COLUMNS, 3)
     with Store.open(tmp_path / "run", readonly=True) as store:
         old = store.trial(0)
         assert old.origin is None and old.inherited is None and old.score == 70.0

@@ -541,6 +541,15 @@ def _part(tensor: torch.Tensor | None, part: slice) -> torch.Tensor | None:
     return None if tensor is None else tensor[part]
 
 
+def _check_shardable(train: bool, batch_size: int, num_samples: int, world: int) -> None:
+    """A loader shards only for training, and only when each of `world` ranks gets an equal slice of a batch."""
+    if not train:
+        raise UserError("shard: only a training loader is sharded (evaluation runs whole on every rank)")
+    if batch_size % world or min(batch_size, num_samples) % world:
+        raise UserError(f"data.batch_size: got {batch_size}, allowed: a multiple of the {world} processes "
+                        "(each takes an equal slice of every training batch)")  # fmt: skip
+
+
 class DeviceLoader:
     """Batches from a small dataset held as one uint8 tensor on the training device.
 
@@ -595,11 +604,7 @@ class DeviceLoader:
         seed-derived order, each global batch of `batch_size` cut into `world` equal slices of which this view
         yields slice `rank` (training loaders; `batch_size` stays the global batch, for the lr and EMA scaling).
         The images are shared, not copied."""
-        if not self.train:
-            raise UserError("shard: only a training loader is sharded (evaluation runs whole on every rank)")
-        if self.batch_size % world or min(self.batch_size, self.num_samples) % world:
-            raise UserError(f"data.batch_size: got {self.batch_size}, allowed: a multiple of the {world} processes "
-                            "(each takes an equal slice of every training batch)")  # fmt: skip
+        _check_shardable(self.train, self.batch_size, self.num_samples, world)
         view = copy.copy(self)
         view.rank, view.world = rank, world
         return view
@@ -754,11 +759,7 @@ class FolderLoader:
         global batches (the same seeded permutation) and reads only its slice's files; `batch_size` stays the
         global batch. Augmentation draws come from each rank's own workers, so augmented images differ from a
         one-process run's (the samples per global batch do not)."""
-        if not self.train:
-            raise UserError("shard: only a training loader is sharded (evaluation runs whole on every rank)")
-        if self.batch_size % world or min(self.batch_size, self.num_samples) % world:
-            raise UserError(f"data.batch_size: got {self.batch_size}, allowed: a multiple of the {world} processes "
-                            "(each takes an equal slice of every training batch)")  # fmt: skip
+        _check_shardable(self.train, self.batch_size, self.num_samples, world)
         view = copy.copy(self)
         view.generator = torch.Generator()
         view.batches = copy.copy(self.batches)
