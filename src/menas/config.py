@@ -233,7 +233,9 @@ class ComputeConfig:
     starts (trials already running finish and count). Derived from the store, so a resumed run keeps its count.
     null means unbounded."""
 
-    # images passed through networks: training, fine-tuning, BN calibration and scoring (K/M/G suffixes allowed)
+    # training-image equivalents (K/M/G suffixes allowed): each image trained or fine-tuned on counts 1, each image
+    # calibrated with or scored 1/3 (a forward pass costs about a third of forward + backward; see
+    # `store.FORWARD_IMAGES_PER_TRAINING_IMAGE`)
     images: float | str | None = None
     # trial seconds: the sum of the trials' wall seconds (a pool of W workers spends about trial_s / W of wall time)
     trial_s: float | None = None

@@ -451,5 +451,6 @@ def describe(summary: SearchSummary) -> list[str]:
         f"lottery {summary.lottery_s:.1f} s; {where})"
     )
     if summary.budget_used:
-        lines.append(f"stopped at the compute budget: {format_count(summary.compute_images)} images used")
+        lines.append(f"stopped at the compute budget: {format_count(summary.compute_images)} training-image "
+                     "equivalents used")
     return lines
