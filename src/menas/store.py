@@ -9,7 +9,7 @@ This module owns the schema and every read and write of that file:
   it ("host:pid"), timestamps, seconds spent training / searching tickets / evaluating, images trained and epochs;
   from schema version 3 each phase on its own (`_PHASE_COLUMNS`: the fine-tuned candidate's score, fine-tune
   seconds, training-pass seconds per epoch of training and fine-tuning, calibration and scoring images, and
-  `compute_images`, what a `compute` budget counts: `compute_used`);
+  `compute_images`; a `compute` budget counts training-image equivalents of these: `compute_used`);
 - `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
   returning a result: its trial id and error);
 - `retrains`: one row per `menas retrain` of a network of the run (schema version 2): genome, recipe, epochs, test
@@ -136,7 +136,7 @@ _RETRAINS_TABLE = """CREATE TABLE retrains (
 #: Per-phase measurements of a trial (schema version 3), added to `trials` by ALTER TABLE in new and old stores
 #: alike: the candidate's fine-tuned score when no ticket was kept, seconds and training-pass seconds per epoch of
 #: training and of fine-tuning, images per epoch, fine-tune epochs, calibration and scoring images, and every
-#: image the trial passed through a network (`compute_images`: what `compute.images` counts).
+#: image the trial passed through a network (`compute_images`; `compute_used` weights it for `compute.images`).
 _PHASE_COLUMNS = (
     "finetuned_score REAL",
     "finetune_s REAL",
