@@ -10,9 +10,14 @@ against generation 0's best, the trial seconds used and the wall time.
 `--avx2` runs the searches as a 2-core AVX2-only CPU would (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`:
 torch's AVX2 kernels on an AVX-512 machine), the CPU the demo is sized for.
 
+`--noise RUN` measures the proxy's noise instead: generation 0's best and median genomes of the run folder RUN,
+trained again as trials of that run (same data split, training, lottery and fine-tuning) with the trial seeds
+`--seeds`, so the spread of one genome's final score can be set beside the differences the search selects on.
+
 Usage:
     python bench/bench_policy.py --out /tmp/L --seeds 0 1 2 --variants tolerance always --avx2
     python bench/bench_policy.py --out /tmp/L --collect-only       # the tables of every run folder in --out
+    python bench/bench_policy.py --out /tmp/L --noise /tmp/L/tolerance-s0 --seeds 100 101 102
 """
 
 from __future__ import annotations
@@ -142,6 +147,40 @@ def print_tables(results: list[dict[str, Any]]) -> None:
               f"| {_fmt(res['wall_s'], '.0f')} |")  # fmt: skip
 
 
+def _listed(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def noise(folder: Path, seeds: list[int], out: Path) -> None:
+    """Trains generation 0's best and median genomes of the run in `folder` again with each trial seed in `seeds`
+    (as the search runs a trial: `menas.trial.run_trial`) and prints each final score beside the recorded one."""
+    import dataclasses
+
+    from menas.config import SearchConfig, from_dict
+    from menas.trial import TrialJob, run_trial
+
+    with Store.open(folder, readonly=True) as store:
+        cfg = from_dict(SearchConfig, store.config(), "run config")
+        gen0 = sorted(store.trials("done", generation=0), key=lambda r: -r.final_score)
+    picks = {"best": gen0[0], "median": gen0[len(gen0) // 2]}
+    print(f"\n{folder.name}: generation 0's best and median genome, trained again with trial seeds {seeds}")
+    print("| genome | recorded final | final per seed | mean | stdev | candidate (2 ep) per seed |")
+    print("|---|---|---|---|---|---|")
+    for name, record in picks.items():
+        finals, candidates = [], []
+        for seed in seeds:
+            job = TrialJob(trial_id=record.trial_id, genome=record.genome, data=cfg.data,
+                           train=dataclasses.replace(cfg.train, seed=seed), lottery=cfg.lottery,
+                           finetune_epochs=cfg.finetune_epochs, workdir=str(out / f"noise-{name}-{seed}"), seed=seed,
+                           device=cfg.device)  # fmt: skip
+            result = run_trial(job)
+            finals.append(result.final_score)
+            candidates.append(result.score)
+        cells = [f"{name} (trial {record.trial_id})", f"{record.final_score:.2f}", _listed(finals),
+                 f"{statistics.fmean(finals):.2f}", f"{statistics.stdev(finals):.2f}", _listed(candidates)]  # fmt: skip
+        print("| " + " | ".join(cells) + " |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder of the run folders (VARIANT-sSEED)")
@@ -152,8 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="suffix of the run folders' variant name, e.g. -ft2")
     parser.add_argument("--avx2", action="store_true", help="torch's AVX2 kernels (a 2-core AVX2-only CPU)")
     parser.add_argument("--collect-only", action="store_true", help="only print the tables of the run folders")
+    parser.add_argument("--noise", type=Path, default=None, metavar="RUN", help="measure the proxy's noise (above)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.noise is not None:
+        noise(args.noise, args.seeds, args.out)
+        return 0
     if not args.collect_only:
         for seed in args.seeds:
             for variant in args.variants:
