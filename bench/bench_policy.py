@@ -113,6 +113,9 @@ def collect(folder: Path) -> dict[str, Any]:
         best = store.best()
     rows = generation_rows(records)
     wall = json.loads((folder / WALL_FILE).read_text())["wall_s"] if (folder / WALL_FILE).exists() else None
+    timed = [r for r in records if r.started_at and r.finished_at]
+    if wall is None and timed:  # searched outside this script: the first trial's start to the last one's end
+        wall = max(r.finished_at for r in timed) - min(r.started_at for r in timed)
     first, last = rows[0]["best"], rows[-1]["best"]
     gain = None if first is None or last is None else last - first
     return {"run": folder.name, "status": status, "rows": rows, "gain": gain, "trial_s": used.trial_s,
