@@ -18,6 +18,7 @@ Usage:
     python bench/bench_policy.py --out /tmp/L --seeds 0 1 2 --variants tolerance always --avx2
     python bench/bench_policy.py --out /tmp/L --collect-only       # the tables of every run folder in --out
     python bench/bench_policy.py --out /tmp/L --noise /tmp/L/tolerance-s0 --seeds 100 101 102
+    python bench/bench_policy.py --out /tmp/L --pair /tmp/L/tolerance-s0 /tmp/L/always-s0   # same candidates
 """
 
 from __future__ import annotations
@@ -150,6 +151,25 @@ def print_tables(results: list[dict[str, Any]]) -> None:
               f"| {_fmt(res['wall_s'], '.0f')} |")  # fmt: skip
 
 
+def paired_candidates(first: Path, second: Path) -> list[tuple[int, float, float]]:
+    """(trial id, score in `first`, score in `second`) of the candidates both runs trained with the same genome and
+    trial id (so the same trial seed and data): generation 0 of two runs with one seed. The candidate's score after
+    its training epochs comes before any lottery policy acts, so what differs is only how the runs computed (threads,
+    kernels): a measure of how far the proxy moves on rounding alone."""
+    runs = []
+    for folder in (first, second):
+        with Store.open(folder, readonly=True) as store:
+            runs.append({(r.trial_id, r.genome): r.score for r in store.trials("done")})
+    return [(key[0], runs[0][key], runs[1][key]) for key in sorted(runs[0].keys() & runs[1].keys())]
+
+
+def print_pairs(first: Path, second: Path) -> None:
+    diffs = [b - a for _, a, b in paired_candidates(first, second)]
+    print(f"{first.name} vs {second.name}: {len(diffs)} candidates in both; score differences {_listed(diffs)}")
+    if len(diffs) > 1:
+        print(f"mean |difference| {statistics.fmean(abs(d) for d in diffs):.2f}, stdev {statistics.stdev(diffs):.2f}")
+
+
 def _listed(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
 
@@ -194,9 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="suffix of the run folders' variant name, e.g. -ft2")
     parser.add_argument("--avx2", action="store_true", help="torch's AVX2 kernels (a 2-core AVX2-only CPU)")
     parser.add_argument("--collect-only", action="store_true", help="only print the tables of the run folders")
+    parser.add_argument("--pair", type=Path, nargs=2, default=None, metavar=("RUN", "RUN"),
+                        help="the same candidates' scores in two runs (`paired_candidates`)")  # fmt: skip
     parser.add_argument("--noise", type=Path, default=None, metavar="RUN", help="measure the proxy's noise (above)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.pair is not None:
+        print_pairs(*args.pair)
+        return 0
     if args.noise is not None:
         noise(args.noise, args.seeds, args.out)
         return 0
