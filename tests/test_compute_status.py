@@ -95,3 +95,38 @@ def test_train_refuses_another_seed_before_writing(tmp_path: Path, capsys: pytes
     assert main(["train", genome, *data, "--seed", "1", "--epochs", "1", "--out", str(out)]) == 2  # a UserError
     assert "train.seed was 0, now 1" in capsys.readouterr().err
     assert (out / "run.json").read_bytes() == before + b" "
+
+
+def _bench_policy():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_policy.py"
+    spec = importlib.util.spec_from_file_location("bench_policy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _policy_run(folder: Path, scores: dict[int, tuple[int, float, bool]]) -> None:
+    """A finished-looking run: trial id -> (generation, final score, ticket kept), 1000 MACs (ticket 600)."""
+    with Store.create(folder, {"space": "mobilenet3-mt"}) as store:
+        store.add_trials([TrialSpec(i, f"g{i}", gen, "sample", (), True) for i, (gen, _, _) in scores.items()])
+        for i, (_, score, ticket) in scores.items():
+            extra = {"ticket": f"t{i}", "ticket_score": score, "ticket_macs": 600, "ticket_params": 6} if ticket else {}
+            store.finish_trial(i, score=score - 1.0 if ticket else score, macs=1000, params=10, train_epoch_s=[2.0],
+                               **extra)  # fmt: skip
+
+
+def test_bench_policy_collects_generations_and_pairs(tmp_path: Path) -> None:
+    """bench/bench_policy.py: per generation the final MACs, share replaced, best and median final score; the gain
+    of the last generation's best over generation 0's; and the same candidates' scores paired across two runs."""
+    bench = _bench_policy()
+    _policy_run(tmp_path / "a", {0: (0, 50.0, False), 1: (0, 60.0, True), 2: (1, 55.0, True), 3: (1, 70.0, True)})
+    _policy_run(tmp_path / "b", {0: (0, 52.0, False), 1: (0, 58.0, False)})
+    result = bench.collect(tmp_path / "a")
+    first, last = result["rows"]
+    assert (first["macs"], first["replaced"], first["best"], first["median"]) == (800.0, 0.5, 60.0, 55.0)
+    assert (last["macs"], last["replaced"], last["best"], last["epoch_s"]) == (600.0, 1.0, 70.0, 2.0)
+    assert result["gain"] == 10.0 and result["best"] == 70.0
+    # candidate scores (before any ticket): trial 1 scored 59 in a (its ticket 60), 58 in b
+    assert bench.paired_candidates(tmp_path / "a", tmp_path / "b") == [(0, 50.0, 52.0), (1, 59.0, 58.0)]
