@@ -194,8 +194,8 @@ def noise(folder: Path, seeds: list[int], out: Path) -> None:
         for seed in seeds:
             job = TrialJob(trial_id=record.trial_id, genome=record.genome, data=cfg.data,
                            train=dataclasses.replace(cfg.train, seed=seed), lottery=cfg.lottery,
-                           finetune_epochs=cfg.finetune_epochs, workdir=str(out / f"noise-{name}-{seed}"), seed=seed,
-                           device=cfg.device)  # fmt: skip
+                           finetune_epochs=cfg.finetune_epochs, workdir=str(out / f"{folder.name}-{name}-{seed}"),
+                           seed=seed, device=cfg.device)  # fmt: skip
             result = run_trial(job)
             finals.append(result.final_score)
             candidates.append(result.score)
