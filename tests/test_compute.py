@@ -14,7 +14,7 @@ from menas.cli import main
 from menas.config import ComputeConfig, StrategyConfig, from_dict
 from menas.errors import UserError
 from menas.search import Search
-from menas.store import Store
+from menas.store import FORWARD_IMAGES_PER_TRAINING_IMAGE, Store
 from menas.trial import LOTTERY_FILE, TrialResult
 from test_search import tiny_config
 
@@ -44,7 +44,8 @@ def test_per_phase_fields_are_written_and_read_back(reference_run: Path) -> None
         assert (record["ticket"] is None) == (t.ticket is None)
     with Store.open(reference_run, readonly=True) as store:
         used = store.compute_used()
-    assert used.images == sum(t.compute_images for t in trials) and used.trials == len(trials)
+    weighted = sum(t.images + (t.calib_images + t.eval_images) / FORWARD_IMAGES_PER_TRAINING_IMAGE for t in trials)
+    assert used.images == round(weighted) < sum(t.compute_images for t in trials) and used.trials == len(trials)
 
 
 def test_ablation_fine_tunes_as_menas_does(reference_run: Path, tmp_path: Path) -> None:
@@ -76,10 +77,11 @@ IMAGES_PER_TRIAL = 1000
 
 
 def _fake_run_trial(job, on_epoch=None) -> TrialResult:
-    """A done trial that 'passed' IMAGES_PER_TRIAL images, with a score that depends only on the genome."""
+    """A done trial that used IMAGES_PER_TRIAL training-image equivalents (700 trained + 900 forward-only / 3),
+    with a score that depends only on the genome."""
     score = 10.0 + zlib.crc32(job.genome.encode()) % 1000 / 10.0
-    return TrialResult(job.trial_id, job.genome, "done", 1000, 100, score=score, images=600, calib_images=100,
-                       eval_images=300, train_epoch_s=[0.1], worker="fake:1")  # fmt: skip
+    return TrialResult(job.trial_id, job.genome, "done", 1000, 100, score=score, images=700, calib_images=300,
+                       eval_images=600, train_epoch_s=[0.1], worker="fake:1")  # fmt: skip
 
 
 STRATEGIES = {
@@ -154,7 +156,8 @@ def test_status_shows_the_compute_used(tmp_path: Path, monkeypatch: pytest.Monke
     capsys.readouterr()
     assert main(["status", str(run_dir)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "compute used by 3 finished trials: 3K images of 2.5K (120%)" in out and "budget used" in out
+    assert "compute used by 3 finished trials: 3K training-image equivalents of 2.5K (120%)" in out
+    assert "budget used" in out
 
 
 def test_evidence_arms_differ_only_in_how_they_search() -> None:

@@ -260,7 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from menas.checkpoint import WEIGHTS_FILE, save_weights
     from menas.config import TrainConfig, to_dict
     from menas.data import build_loaders, preprocessing, resolve_device
-    from menas.train import check_checkpoint_owner, seed_trial, train
+    from menas.train import check_checkpoint_owner, check_resumable, seed_trial, train
 
     genome = parse_genome_arg(args.genome)
     data_cfg = _data_config(args)
@@ -270,9 +270,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.restart:  # before anything is written: --out may hold another network's checkpoint
         check_checkpoint_owner(out / "train.ckpt", {"genome": genome.to_str()})
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     data = build_loaders(data_cfg, device)
+    if not args.restart:  # nor resume it with another recipe or seed: refused before run.json is rewritten
+        check_resumable(out / "train.ckpt", train_cfg, data.train)
+    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "run.json", {"genome": genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
                                    "device": str(device), "split_digest": data.split_digest,
                                    "preprocessing": preprocessing(data)})  # fmt: skip
@@ -739,11 +741,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"elapsed: {(last - started) / 60:.1f} min from the first trial to the latest event")
     _print_retrains(run, console)
     _print_inheritance(trials, console)
-    estimate = estimate_time_left(trials, total)
+    estimate = estimate_time_left(trials, total, used, compute_limits(cfg))
     if estimate is not None:
-        how = "one at a time" if estimate.parallel < 1.05 else f"{estimate.parallel:.1f} at a time so far"
-        console.print(f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min "
-                      f"left for {estimate.trials_left} of {total} trials ({how})")  # fmt: skip
+        console.print(_time_left_line(estimate, total))
     return 0
 
 
@@ -760,10 +760,22 @@ def _print_inheritance(trials: Any, console: Any) -> None:
                       f"{format_count(sum(g.images_saved for g in rows))} training images")  # fmt: skip
 
 
+def _time_left_line(estimate: Any, total: int) -> str:
+    """`menas status`'s estimate (`store.TimeLeft`), saying when the `compute` budget ends the run before the
+    strategy's trials are all done."""
+    how = "one at a time" if estimate.parallel < 1.05 else f"{estimate.parallel:.1f} at a time so far"
+    line = (f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min left for "
+            f"{estimate.trials_left} ")  # fmt: skip
+    if estimate.bound == "trials":
+        return line + f"of {total} trials ({how})"
+    budget = "compute.images" if estimate.bound == "images" else "compute.trial_s"
+    return line + f"more trials ({how}): the compute budget ({budget}) stops the run before all {total} trials"
+
+
 def _compute_line(used: Any, limits: tuple[float, float]) -> str:
     """The search compute used so far (`store.ComputeUsed`) against the config's `compute` budget."""
     images, trial_s = limits
-    parts = [f"{format_count(used.images)} images" + ("" if images == float("inf") else
+    parts = [f"{format_count(used.images)} training-image equivalents" + ("" if images == float("inf") else
              f" of {format_count(images)} ({100 * used.images / images:.0f}%)"),
              f"{used.trial_s / 60:.1f} trial-min" + ("" if trial_s == float("inf") else
              f" of {trial_s / 60:.1f} ({100 * used.trial_s / trial_s:.0f}%)")]  # fmt: skip

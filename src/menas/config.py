@@ -180,8 +180,10 @@ class LotteryConfig:
     tolerance: float = 1.0  # percentage points: a ticket must score >= parent's recalibrated top-1 - tolerance
     # which proposal replaces the candidate: "tolerance" = the best one within `tolerance` of the parent (else
     # the candidate stays); "always" = the paper's reading, the best proposal smaller than the parent replaces
-    # it whatever its score (pair it with `macs_keep` so every proposal is really smaller). The default stays
-    # "tolerance" until the evidence benchmark (bench/evidence) decides.
+    # it whatever its score (pair it with `macs_keep` so every proposal is really smaller). Default "tolerance",
+    # by measurement (BENCHMARKS.md, "Lottery policy"; bench/bench_policy.py): on the demo's short proxy (2 epochs,
+    # 1 fine-tune epoch) "always" with macs_keep (0.5, 0.9) shrank networks but cost ~9 points of search-val top-1
+    # (3 seeds); with macs_keep (0.7, 0.95) 1.9 points at 20% fewer MACs (5 seeds).
     policy: str = "tolerance"
     amp: str = "auto"  # "auto": bf16 scoring on CUDA and on CPUs with native bf16; "bf16"; "off"
     divisor: int = 8  # pruned channel counts are multiples of this
@@ -235,7 +237,9 @@ class ComputeConfig:
     starts (trials already running finish and count). Derived from the store, so a resumed run keeps its count.
     null means unbounded."""
 
-    # images passed through networks: training, fine-tuning, BN calibration and scoring (K/M/G suffixes allowed)
+    # training-image equivalents (K/M/G suffixes allowed): each image trained or fine-tuned on counts 1, each image
+    # calibrated with or scored 1/3 (a forward pass costs about a third of forward + backward; see
+    # `store.FORWARD_IMAGES_PER_TRAINING_IMAGE`)
     images: float | str | None = None
     # trial seconds: the sum of the trials' wall seconds (a pool of W workers spends about trial_s / W of wall time)
     trial_s: float | None = None

@@ -76,7 +76,7 @@ class SearchSummary:
     wall_s: float
     train_s: float
     lottery_s: float  # ticket search (fine-tuning is counted in train_s)
-    compute_images: int = 0  # every image trained on, calibrated with or scored (what `compute.images` counts)
+    compute_images: int = 0  # what `compute.images` counts: training-image equivalents (`Store.compute_used`)
     budget_used: bool = False  # the search stopped at its `compute` budget
 
     @property
@@ -488,5 +488,7 @@ def describe(summary: SearchSummary) -> list[str]:
         f"lottery {summary.lottery_s:.1f} s; {where})"
     )
     if summary.budget_used:
-        lines.append(f"stopped at the compute budget: {format_count(summary.compute_images)} images used")
+        lines.append(
+            f"stopped at the compute budget: {format_count(summary.compute_images)} training-image equivalents used"
+        )
     return lines

@@ -9,8 +9,9 @@ This module owns the schema and every read and write of that file:
   it ("host:pid"), timestamps, seconds spent training / searching tickets / evaluating, images trained and epochs;
   from schema version 3 each phase on its own (`_PHASE_COLUMNS`: the fine-tuned candidate's score, fine-tune
   seconds, training-pass seconds per epoch of training and fine-tuning, calibration and scoring images, and
-  `compute_images`, what a `compute` budget counts: `compute_used`); from schema version 4 a bred child's gene
-  `origin` and what its trial `inherited` from its parents' weights (JSON, `_INHERIT_COLUMNS`);
+  `compute_images`; a `compute` budget counts training-image equivalents of these: `compute_used`); from schema
+  version 4 a bred child's gene `origin` and what its trial `inherited` from its parents' weights (JSON,
+  `_INHERIT_COLUMNS`);
 - `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
   returning a result: its trial id and error) and "inherit_fallback" (a child that could not inherit its parents'
   weights and trained from scratch: trial id and reason);
@@ -35,6 +36,7 @@ the trials it reports pending (`requeue` them here first). This module never imp
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import statistics
@@ -137,7 +139,7 @@ _RETRAINS_TABLE = """CREATE TABLE retrains (
 #: Per-phase measurements of a trial (schema version 3), added to `trials` by ALTER TABLE in new and old stores
 #: alike: the candidate's fine-tuned score when no ticket was kept, seconds and training-pass seconds per epoch of
 #: training and of fine-tuning, images per epoch, fine-tune epochs, calibration and scoring images, and every
-#: image the trial passed through a network (`compute_images`: what `compute.images` counts).
+#: image the trial passed through a network (`compute_images`; `compute_used` weights it for `compute.images`).
 _PHASE_COLUMNS = (
     "finetuned_score REAL",
     "finetune_s REAL",
@@ -357,11 +359,17 @@ class GenerationPhases:
     compute_images: int
 
 
+#: Forward-only images (BN calibration, scoring) that cost about as much as one training image: a training step
+#: runs the forward pass and a backward pass of about twice its cost (gradients of activations and of weights), so
+#: `compute.images` counts a calibrated or scored image as 1/3 of a trained one (training-image equivalents).
+FORWARD_IMAGES_PER_TRAINING_IMAGE = 3
+
+
 @dataclass(frozen=True)
 class ComputeUsed:
     """The search compute its finished (done and failed) trials used, as `compute` budgets count it."""
 
-    images: int  # every image trained on, calibrated with or scored
+    images: int  # training-image equivalents: trained and fine-tuned images, + calibrated and scored ones / 3
     trial_s: float  # the sum of the trials' wall seconds (started to finished)
     trials: int
 
@@ -379,10 +387,19 @@ class TimeLeft:
     parallel: float  # trials run side by side so far (trial seconds per wall second, >= 1)
     trials_left: int
     seconds: float
+    bound: str = "trials"  # what ends the run first: "trials" (all done), "images" or "trial_s" (`compute` budget)
 
 
-def estimate_time_left(trials: Iterable[TrialRecord], total: int) -> TimeLeft | None:
-    """The time left for `total` trials at the pace of the finished ones (None before the first finishes)."""
+def estimate_time_left(
+    trials: Iterable[TrialRecord],
+    total: int,
+    used: ComputeUsed | None = None,
+    limits: tuple[float, float] = (math.inf, math.inf),
+) -> TimeLeft | None:
+    """The time left for `total` trials at the pace of the finished ones (None before the first finishes), or
+    less when the `compute` budget (`limits`: images, trial seconds; `used`: what the finished trials used) stops
+    the run first: at the finished trials' mean cost, the budget left lasts ceil(left / mean) more trials (the
+    one that crosses it still runs), and never fewer than those running now."""
     trials = list(trials)
     finished = [t for t in trials if t.finished_at and t.started_at]
     if not finished:
@@ -392,7 +409,17 @@ def estimate_time_left(trials: Iterable[TrialRecord], total: int) -> TimeLeft | 
     wall = max(t.finished_at for t in finished) - min(t.started_at for t in finished)
     parallel = max(1.0, busy / wall) if wall > 0 else 1.0
     left = max(0, total - sum(1 for t in trials if t.status in ("done", "failed")))
-    return TimeLeft(per_trial, parallel, left, left * per_trial / parallel)
+    bound = "trials"
+    if used is not None and used.trials > 0:
+        running = sum(1 for t in trials if t.status == "running")
+        for name, limit, spent in (("images", limits[0], used.images), ("trial_s", limits[1], used.trial_s)):
+            if math.isinf(limit):
+                continue
+            per = spent / used.trials
+            more = math.ceil((limit - spent) / per) if spent < limit and per > 0 else 0
+            if max(running, more) < left:
+                left, bound = max(running, more), name
+    return TimeLeft(per_trial, parallel, left, left * per_trial / parallel, bound)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -916,14 +943,18 @@ class Store:
         return out
 
     def compute_used(self) -> ComputeUsed:
-        """The compute of every finished trial so far (what `compute` budgets count; a resumed run keeps it)."""
+        """The compute of every finished trial so far (what `compute` budgets count; a resumed run keeps it):
+        training-image equivalents (`FORWARD_IMAGES_PER_TRAINING_IMAGE`) and trial seconds."""
         query = ("SELECT COALESCE(SUM({}), 0), COALESCE(SUM(finished_at - started_at), 0.0), COUNT(*) "
                  "FROM trials WHERE status IN ('done', 'failed')")  # fmt: skip
+        # weighted here from the stored raw counts (not stored weighted), so every store and resume counts alike
+        weighted = ("COALESCE(images, 0) + (COALESCE(calib_images, 0) + COALESCE(eval_images, 0)) / "
+                    f"{float(FORWARD_IMAGES_PER_TRAINING_IMAGE)}")  # fmt: skip
         try:
-            row = self._conn.execute(query.format("compute_images")).fetchone()
+            row = self._conn.execute(query.format(weighted)).fetchone()
         except sqlite3.OperationalError:  # schema version 2 opened read-only: training images only
             row = self._conn.execute(query.format("images")).fetchone()
-        return ComputeUsed(int(row[0]), float(row[1]), int(row[2]))
+        return ComputeUsed(round(row[0]), float(row[1]), int(row[2]))
 
     def events(self, kind: str | None = None, after: int = 0) -> list[Event]:
         """Events with id > `after` (for tailing), optionally of one kind, oldest first."""

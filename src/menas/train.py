@@ -393,6 +393,18 @@ def check_checkpoint_owner(path: str | Path, identity: dict[str, Any], payload: 
         )
 
 
+def check_resumable(path: str | Path, cfg: TrainConfig, loader: _Loader) -> None:
+    """Refuses, before a caller writes anything, what `train(..., resume=True)` would refuse only once it starts:
+    resuming the checkpoint at `path` with another recipe (seed included) or data order. Nothing to check when
+    `path` does not exist.
+
+    Raises:
+        UserError: one line naming the setting, its checkpointed value and the new one.
+    """
+    if Path(path).is_file():
+        _check_resumable(load_checkpoint(path), cfg, loader, path)
+
+
 def _checkpoint_payload(
     model: nn.Module,
     parts: _Parts,

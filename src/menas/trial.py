@@ -106,7 +106,7 @@ class TrialResult(FinalMetrics):
 
     @property
     def compute_images(self) -> int:
-        """Every image passed through a network by this trial: what `compute.images` counts."""
+        """Every image passed through a network by this trial (`compute.images` counts the forward-only ones 1/3)."""
         return self.images + self.calib_images + self.eval_images
 
 
