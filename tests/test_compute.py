@@ -158,6 +158,9 @@ def test_status_shows_the_compute_used(tmp_path: Path, monkeypatch: pytest.Monke
     out = " ".join(capsys.readouterr().out.split())
     assert "compute used by 3 finished trials: 3K training-image equivalents of 2.5K (120%)" in out
     assert "budget used" in out
+    # the time left names the budget that ended the run, not the 17 trials the strategy still had
+    assert "left for 0 more trials" in out
+    assert "the compute budget (compute.images) stops the run before all 20 trials" in out
 
 
 def test_evidence_arms_differ_only_in_how_they_search() -> None:

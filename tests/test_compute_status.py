@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from menas import search as search_module
 from menas.cli import main
-from menas.config import ComputeConfig
-from menas.search import Search
 from menas.store import FORWARD_IMAGES_PER_TRAINING_IMAGE, ComputeUsed, Store, estimate_time_left
 from menas.strategy import TrialSpec
-from test_compute import STRATEGIES, _fake_run_trial
-from test_search import tiny_config
 
 INF = math.inf
 
@@ -68,19 +63,6 @@ def test_time_left_honours_the_compute_budget(limits: tuple, running: int, left:
     estimate = estimate_time_left(records, 10, ComputeUsed(2000, 20.0, 2), limits)
     assert (estimate.trials_left, estimate.bound) == (left, bound)
     assert estimate.seconds == pytest.approx(left * 10.0)
-
-
-def test_status_says_the_budget_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    """A search the image budget stopped after 3 of 20 trials: status names the budget, not 17 trials left."""
-    monkeypatch.setattr(search_module, "run_trial", _fake_run_trial)
-    run_dir = tmp_path / "run"
-    Search(tiny_config(strategy=STRATEGIES["random"], compute=ComputeConfig(images="2500")), run_dir).run()
-    capsys.readouterr()
-    assert main(["status", str(run_dir)]) == 0
-    out = " ".join(capsys.readouterr().out.split())
-    assert "left for 0 more trials" in out
-    assert "the compute budget (compute.images) stops the run before all 20 trials" in out
 
 
 def test_train_refuses_another_seed_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
