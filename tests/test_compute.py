@@ -193,3 +193,26 @@ def test_evidence_arms_differ_only_in_how_they_search() -> None:
             }
             assert differs <= allowed, (arm, differs)
             assert cfg.seed == 1
+
+
+def test_evidence_generation_table_reports_the_change_from_first_to_last_generation() -> None:
+    """bench/evidence: the Fig. 4a/4b rows average the seeds' generation means, and the last row gives each seed's
+    change of params and training epoch time from generation 0 to the last generation all seeds reached."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "evidence" / "run.py"
+    spec = importlib.util.spec_from_file_location("evidence_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def phase(g: int, params: float, epoch_s: float | None) -> dict:
+        return {"generation": g, "params": params, "train_epoch_s": epoch_s, "replaced": 1.0, "best": 60.0 + g}
+
+    seeds = [{"phases": [phase(0, 2e6, 4.0), phase(1, 1.5e6, 3.0), phase(2, 1e6, 2.0)]},
+             {"phases": [phase(0, 1e6, 2.0), phase(1, 1e6, None)]}]  # fmt: skip
+    lines = module.generation_lines({"menas": seeds, "random-mt": [{"phases": [phase(0, 1e6, 1.0)]}]})
+    rows = [line for line in lines if line.startswith("| menas |")]
+    assert rows[0] == "| menas | 0 | 2 | 1.5M | 3.00 | 100% | 60.00 |"
+    assert rows[1] == "| menas | 1 | 2 | 1.25M | 3.00 | 100% | 61.00 |"  # the seed without an epoch time is left out
+    assert rows[2] == "| menas | 0 → 1 | change per seed | -25%, +0% | -25%, - | | |"
+    assert not any(line.startswith("| random-mt |") for line in lines)  # not a generational arm

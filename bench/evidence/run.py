@@ -128,39 +128,61 @@ def run_search(cfg: SearchConfig, run_dir: Path) -> float:
 
 
 def retrain_winner(run_dir: Path, cfg: SearchConfig, epochs: int, mode: str = "retrain") -> dict[str, Any]:
-    """Retrains the run's best network with one fixed schedule (the search's recipe for `epochs` epochs on the
-    training set minus a held-out 2%) and scores it once on the test split; kept in `run_dir/winner.json`.
-
-    The hook for `menas retrain` (issue 9): replace the body below `best = ...` by a call of
-    `menas.retrain` with one named recipe for every arm, and keep the returned keys."""
+    """Retrains the run's best network (`menas.ranking`: the ticket when one replaced it) from scratch with one
+    named recipe for every arm (`menas retrain --recipe short`, `epochs` epochs; issue 9) and scores it once on the
+    test split (the kept weights: raw or EMA, whichever scored better on the held-out 2%); kept in
+    `run_dir/winner.json`, the retrain's own files in `run_dir/retrain` (a cut retrain resumes from its epoch).
+    `mode` "search" (the smoke setting) trains on the search-train split only, with the search's recipe."""
     path = run_dir / "winner.json"
     if path.exists():
         return json.loads(path.read_text())
     import torch
 
+    from menas.config import RetrainConfig
+    from menas.data import resolve_device
+    from menas.retrain import resolve_source, retrain
+
+    source = resolve_source(str(run_dir))
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(max(1, cfg.train.threads or 1) * max(1, cfg.executor.workers or 1))
+    if mode == "search":
+        return _retrain_on_search_split(run_dir, source, cfg, epochs, device)
+    recipe = RetrainConfig.preset("short", data=cfg.data, epochs=epochs)
+    recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=cfg.seed, threads=None))
+    record = retrain(source, recipe, run_dir / "retrain", device=device)
+    kept = record["kept"]
+    winner = {"trial_id": source.trial_id, "genome": record["genome"], "search_val_top1": _search_score(run_dir),
+              "macs": record["macs"], "params": record["params"], "retrain_epochs": epochs,
+              "retrain_recipe": "short", "holdout_top1": record["holdout"][kept]["top1"], "kept": kept,
+              "test_top1": record["test"][kept]["top1"], "test_top1_raw": record["test"]["raw"]["top1"],
+              "retrain_s": record["wall_seconds"], "retrain_split": mode}  # fmt: skip
+    path.write_text(json.dumps(winner, indent=1))
+    return winner
+
+
+def _search_score(run_dir: Path) -> float:
+    with Store.open(run_dir, readonly=True) as store:
+        return store.best().final_score
+
+
+def _retrain_on_search_split(run_dir: Path, source: Any, cfg: SearchConfig, epochs: int, device: Any) -> dict:
+    """The smoke setting's retrain: the search's recipe on the search-train split (a check that it runs)."""
     from menas.builder import build_model
-    from menas.data import build_loaders, resolve_device
-    from menas.space import Genome
+    from menas.data import build_loaders
     from menas.train import evaluate, seed_trial, train
 
-    with Store.open(run_dir, readonly=True) as store:
-        best = store.best()
-    genome = Genome.from_str(best.ticket or best.genome)
-    device = resolve_device(cfg.device)
-    data = build_loaders(cfg.data, device, mode=mode)
+    data = build_loaders(cfg.data, device, mode="search")
     seed_trial(cfg.seed)
-    model = build_model(genome, data.num_classes, data.in_chans).to(device)
-    recipe = dataclasses.replace(cfg.train, epochs=epochs, seed=cfg.seed)
-    torch.set_num_threads(max(1, cfg.train.threads or 1) * max(1, cfg.executor.workers or 1))
+    model = build_model(source.genome, data.num_classes, data.in_chans).to(device)
     tic = time.perf_counter()
-    history = train(model, data.train, data.val, recipe, checkpoint_path=run_dir / "winner.ckpt")
-    test = evaluate(model, data.test)
-    cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
-    record = {"trial_id": best.trial_id, "genome": genome.to_str(), "search_val_top1": best.final_score,
-              "macs": cost.macs, "params": cost.params, "retrain_epochs": epochs, "holdout_top1": history.val_top1,
-              "test_top1": test["top1"], "retrain_s": time.perf_counter() - tic, "retrain_split": mode}  # fmt: skip
-    path.write_text(json.dumps(record, indent=1))
-    return record
+    history = train(model, data.train, data.val, dataclasses.replace(cfg.train, epochs=epochs, seed=cfg.seed))
+    cost = count_cost(source.genome, data.input_size, data.in_chans, data.num_classes)
+    winner = {"trial_id": source.trial_id, "genome": source.genome.to_str(), "search_val_top1": _search_score(run_dir),
+              "macs": cost.macs, "params": cost.params, "retrain_epochs": epochs, "retrain_recipe": "search",
+              "holdout_top1": history.val_top1, "test_top1": evaluate(model, data.test)["top1"],
+              "retrain_s": time.perf_counter() - tic, "retrain_split": "search"}  # fmt: skip
+    (run_dir / "winner.json").write_text(json.dumps(winner, indent=1))
+    return winner
 
 
 def run_stats(run_dir: Path) -> dict[str, Any]:
@@ -168,6 +190,10 @@ def run_stats(run_dir: Path) -> dict[str, Any]:
     with Store.open(run_dir, readonly=True) as store:
         used = store.compute_used()
         finished = sorted(store.finished(), key=lambda t: t.finished_at or 0.0)
+        phases = [{"generation": p.generation, "done": p.done, "params": _mean(p.params), "macs": _mean(p.macs),
+                   "train_epoch_s": _mean(p.train_epoch_s), "ticket_params": _mean(p.ticket_params),
+                   "replaced": p.replaced_share, "best": p.final_score_best}
+                  for p in store.generation_phases()]  # fmt: skip
     curve, images, best = [], 0, None
     for t in finished:
         images += t.compute_images or 0
@@ -177,7 +203,11 @@ def run_stats(run_dir: Path) -> dict[str, Any]:
             curve.append((images, best))
     span = (max(t.finished_at for t in finished) - min(t.started_at for t in finished)) if finished else 0.0
     return {"trials": used.trials, "compute_images": used.images, "trial_s": used.trial_s, "span_s": span,
-            "curve": curve}  # fmt: skip
+            "curve": curve, "phases": phases}  # fmt: skip
+
+
+def _mean(spread: tuple[float, float] | None) -> float | None:
+    return None if spread is None else spread[0]
 
 
 def _mean_std(values: list[float]) -> str:
@@ -203,9 +233,53 @@ def write_table(results: dict[str, list[dict[str, Any]]], out: Path, header: str
                      f"{format_count(mean('macs'))} | {_mean_std([r['search_val_top1'] for r in rows])} | "
                      f"{_mean_std([r['test_top1'] for r in rows])} | {format_count(mean('compute_images'))} | "
                      f"{mean('trial_s') / 60:.1f} |")  # fmt: skip
+    lines += generation_lines(results)
     path = out / "table3.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+#: Arms whose strategy breeds in generations (the Fig. 4a/4b analogue is per generation).
+GENERATIONAL = ("menas", "menas-no-tickets", "menas-tolerance", "menas-inherit", "menas-keep-largest")
+
+
+def generation_lines(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The Fig. 4a/4b analogue of the generational arms: per generation, means over seeds of the candidates' mean
+    params and training epoch seconds, the share replaced by tickets and the best final search-val top-1; then the
+    change of the mean epoch time and params from the first to the last generation every seed reached."""
+    lines = ["", "Per generation (generational arms; each cell the mean over seeds of the generation's mean):", "",
+             "| arm | generation | seeds | candidate params | training epoch (s) | replaced by tickets | best top-1 |",
+             "|---" * 7 + "|"]  # fmt: skip
+    for arm, rows in results.items():
+        if arm not in GENERATIONAL or not rows:
+            continue
+        common = min(len(r["phases"]) for r in rows)
+        for g in range(common):
+            cells = [[r["phases"][g][key] for r in rows if r["phases"][g][key] is not None]
+                     for key in ("params", "train_epoch_s", "replaced", "best")]  # fmt: skip
+            params, epoch_s, replaced, best = (statistics.fmean(c) if c else None for c in cells)
+            lines.append(f"| {arm} | {g} | {len(rows)} | {_fmt(params, format_count)} | {_fmt(epoch_s, '{:.2f}')} | "
+                         f"{_fmt(replaced, '{:.0%}')} | {_fmt(best, '{:.2f}')} |")  # fmt: skip
+        if common >= 2:
+            change = [_change(r["phases"][0], r["phases"][common - 1], key) for r in rows
+                      for key in ("train_epoch_s", "params")]  # fmt: skip
+            epoch_change, params_change = change[0::2], change[1::2]
+            lines.append(f"| {arm} | 0 → {common - 1} | change per seed | "
+                         f"{', '.join(_fmt(c, '{:+.0%}') for c in params_change)} | "
+                         f"{', '.join(_fmt(c, '{:+.0%}') for c in epoch_change)} | | |")  # fmt: skip
+    return lines
+
+
+def _change(first: dict[str, Any], last: dict[str, Any], key: str) -> float | None:
+    if first[key] is None or last[key] is None or first[key] == 0:
+        return None
+    return last[key] / first[key] - 1.0
+
+
+def _fmt(value: float | None, how: Any) -> str:
+    if value is None:
+        return "-"
+    return how(value) if callable(how) else how.format(value)
 
 
 def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> Path:
@@ -254,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(DEFAULT_ARMS))
     parser.add_argument("--retrain-epochs", type=int, default=None, help="default: 5 (smoke 1, paper 30)")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/evidence/results[/smoke]")
+    parser.add_argument("--collect-only", action="store_true",
+                        help="run nothing: tabulate the finished and retrained runs in --out")  # fmt: skip
     args = parser.parse_args(argv)
     scale = "smoke" if args.smoke else args.scale
     out = args.out or (HERE / "results" / ("smoke" if scale == "smoke" else scale if scale != "default" else ""))
@@ -265,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         for arm in args.arms:
             cfg = arm_config(arm, seed, scale)
             run_dir = out / "runs" / f"{arm}-s{seed}"
+            if args.collect_only:
+                if (run_dir / "winner.json").exists():
+                    results[arm].append({**json.loads((run_dir / "winner.json").read_text()), **run_stats(run_dir),
+                                         "seed": seed})  # fmt: skip
+                continue
             print(f"[{time.strftime('%H:%M:%S')}] {arm} seed {seed}: search", flush=True)
             run_search(cfg, run_dir)
             write_report(run_dir)
