@@ -13,6 +13,8 @@ as their scores after full training from scratch do? (BENCHMARKS.md "Weight shar
 
 Run: .venv/bin/python bench/bench_inherit.py [--parents 8] [--children 30] [--epochs 3] [--inherit-epochs 1]
      .venv/bin/python bench/bench_inherit.py --smoke   (synthetic data at 16 px: a check that it runs, not evidence)
+     --ceiling trains each reference a second time with another seed: Spearman between the two is the most any
+     proxy can reach against one reference (its noise ceiling); the summary also gives Spearman within each role.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from menas.space import PRESETS
 from menas.train import seed_trial, train
 
 ARMS = ("inherit+0", "inherit+e", "scratch+e", "scratch+E")
+#: The reference trained again with another seed: the noise ceiling of any Spearman against it (`--ceiling`).
+CEILING = "scratch+E'"
 
 
 def _args() -> argparse.Namespace:
@@ -54,6 +58,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--perturb", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ceiling", action="store_true",
+                        help="train each reference twice (another seed): what a perfect proxy could reach")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="synthetic data at 16 px, 3 parents, 4 children, E=2, e=1")
     args = parser.parse_args()
     if args.smoke:
@@ -110,7 +116,8 @@ def main() -> None:
         print(f"parent {k}: {history.val_top1:.1f}% after {args.epochs} epochs  {genome}")
     calib = merge_batches(calibration_batches(data.train, 4, epoch=args.epochs))
     children = _breed(parents, args.children, budget, rng)
-    scores: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    scores: dict[str, list[float]] = {arm: [] for arm in (*ARMS, CEILING)}
+    roles: list[str] = []
     total = InheritCounts()
     for c, (genome, origin, picks) in enumerate(children):
         seed = args.seed * 1000 + 500 + c
@@ -121,26 +128,48 @@ def main() -> None:
             setattr(total, name, getattr(total, name) + getattr(counts, name))
         scores["inherit+0"].append(top1(model, data.val))
         scores["inherit+e"].append(train(model, data.train, data.val, short).val_top1)
-        for arm, cfg in (("scratch+e", short), ("scratch+E", full)):
-            seed_trial(seed)
+        scratch_arms = [("scratch+e", short, seed), ("scratch+E", full, seed)]
+        other = seed + 7919  # the ceiling: another initialisation and another training seed
+        scratch_arms += [(CEILING, dataclasses.replace(full, seed=other), other)] if args.ceiling else []
+        for arm, cfg, arm_seed in scratch_arms:
+            seed_trial(arm_seed)
             scratch = build_model(genome, data.num_classes, data.in_chans)
             scores[arm].append(train(scratch, data.train, data.val, cfg).val_top1)
+        roles.append("crossover" if len(picks) == 2 else "mutation")
         print(f"child {c} ({'x'.join(map(str, picks))}, {origin.new_layers} new layers, {counts.to_dict()}): "
               + "  ".join(f"{arm} {scores[arm][-1]:.1f}%" for arm in ARMS))  # fmt: skip
-    _summary(args, scores, total, data.train.num_samples, time.perf_counter() - start)
+    _summary(args, scores, roles, total, data.train.num_samples, time.perf_counter() - start)
 
 
-def _summary(args: argparse.Namespace, scores: dict, total: InheritCounts, images: int, seconds: float) -> None:
+def _summary(args: argparse.Namespace, scores: dict, roles: list[str], total: InheritCounts, images: int,
+             seconds: float) -> None:  # fmt: skip
     reference = scores["scratch+E"]
     print(f"\n{len(reference)} children, {args.parents} parents, E={args.epochs}, e={args.inherit_epochs}, "
           f"{images} search-train images, shrink {args.shrink}, perturb {args.perturb}, {seconds:.0f} s")  # fmt: skip
     for arm in ARMS:
         rho = correlations(scores[arm], reference).spearman if arm != "scratch+E" else 1.0
-        print(f"  {arm:10s} mean {statistics.mean(scores[arm]):5.1f}%  Spearman vs scratch+E {rho:.3f}")
+        within = "  ".join(f"{role} {_spearman_within(scores[arm], reference, roles, role):.3f}"
+                           for role in ("mutation", "crossover"))  # fmt: skip
+        print(f"  {arm:10s} mean {statistics.mean(scores[arm]):5.1f}%  Spearman vs scratch+E {rho:.3f}  "
+              f"(within a role: {within})")  # fmt: skip
+    if scores[CEILING]:
+        ceiling = correlations(scores[CEILING], reference).spearman
+        mean_ref = [(a + b) / 2 for a, b in zip(reference, scores[CEILING], strict=True)]
+        print(
+            f"  noise ceiling: Spearman(scratch+E, {CEILING}) {ceiling:.3f}; against the mean of both: "
+            + ", ".join(f"{arm} {correlations(scores[arm], mean_ref).spearman:.3f}" for arm in ARMS[:3])
+        )
     share = total.inherited / max(1, total.inherited + total.fresh)
     print(f"  tensors: {total.to_dict()} (inherited share {share:.2f})")
     print(f"  training images per child: inherit+e {args.inherit_epochs * images}, scratch+E {args.epochs * images} "
           f"({args.inherit_epochs / args.epochs:.2f}x)")  # fmt: skip
+
+
+def _spearman_within(scores: list[float], reference: list[float], roles: list[str], role: str) -> float:
+    picked = [(a, b) for a, b, r in zip(scores, reference, roles, strict=True) if r == role]
+    if len(picked) < 3:
+        return float("nan")
+    return correlations([a for a, _ in picked], [b for _, b in picked]).spearman
 
 
 if __name__ == "__main__":
