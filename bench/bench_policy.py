@@ -10,6 +10,8 @@ against generation 0's best, the trial seconds used and the wall time.
 `--avx2` runs the searches as a 2-core AVX2-only CPU would (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`:
 torch's AVX2 kernels on an AVX-512 machine), the CPU the demo is sized for.
 
+After the tables, per run and breeding role: how well children inherit their parents' scores (`heritability`).
+
 `--noise RUN` measures the proxy's noise instead: generation 0's best and median genomes of the run folder RUN,
 trained again as trials of that run (same data split, training, lottery and fine-tuning) with the trial seeds
 `--seeds`, so the spread of one genome's final score can be set beside the differences the search selects on.
@@ -151,6 +153,35 @@ def print_tables(results: list[dict[str, Any]]) -> None:
               f"| {_fmt(res['wall_s'], '.0f')} |")  # fmt: skip
 
 
+def heritability(records: list[TrialRecord]) -> dict[str, tuple[int, float, float, float]]:
+    """Per breeding role: (children, mean parent final score, mean child final score, Spearman between the two),
+    over bred children whose parents are done trials of the run (a parent is matched by its final genome: the
+    ticket when one replaced it). A search can only climb when children inherit their parents' scores."""
+    from menas.diagnose import correlations
+
+    final = {(r.ticket or r.genome): r.final_score for r in records if r.status == "done"}
+    out = {}
+    for role in ("mutation", "crossover"):
+        bred = [r for r in records if r.role == role and r.status == "done" and r.parents]
+        pairs = [(statistics.fmean(final[p] for p in r.parents), r.final_score) for r in bred
+                 if all(p in final for p in r.parents)]  # fmt: skip
+        if len(pairs) >= 3:
+            parents, children = [a for a, _ in pairs], [b for _, b in pairs]
+            rho = correlations(parents, children).spearman
+            out[role] = (len(pairs), statistics.fmean(parents), statistics.fmean(children), rho)
+    return out
+
+
+def print_heritability(folders: list[Path]) -> None:
+    print("\n| run | role | children | mean parent final | mean child final | Spearman parent vs child |")
+    print("|---|---|---|---|---|---|")
+    for folder in folders:
+        with Store.open(folder, readonly=True) as store:
+            records = store.trials()
+        for role, (n, parent, child, rho) in heritability(records).items():
+            print(f"| {folder.name} | {role} | {n} | {parent:.2f} | {child:.2f} | {rho:.2f} |")
+
+
 def paired_candidates(first: Path, second: Path) -> list[tuple[int, float, float]]:
     """(trial id, score in `first`, score in `second`) of the candidates both runs trained with the same genome and
     trial id (so the same trial seed and data): generation 0 of two runs with one seed. The candidate's score after
@@ -231,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 search(run_dir(args.out, variant + args.tag, seed), variant, seed, args.avx2, tuple(args.set))
     folders = sorted(p for p in args.out.iterdir() if (p / "menas.sqlite").exists())
     print_tables([collect(folder) for folder in folders])
+    print_heritability(folders)
     return 0
 
 
