@@ -146,16 +146,18 @@ def retrain_winner(run_dir: Path, cfg: SearchConfig, epochs: int, mode: str = "r
     device = resolve_device(cfg.device)
     torch.set_num_threads(max(1, cfg.train.threads or 1) * max(1, cfg.executor.workers or 1))
     if mode == "search":
-        return _retrain_on_search_split(run_dir, source, cfg, epochs, device)
-    recipe = RetrainConfig.preset("short", data=cfg.data, epochs=epochs)
-    recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=cfg.seed, threads=None))
-    record = retrain(source, recipe, run_dir / "retrain", device=device)
-    kept = record["kept"]
-    winner = {"trial_id": source.trial_id, "genome": record["genome"], "search_val_top1": _search_score(run_dir),
-              "macs": record["macs"], "params": record["params"], "retrain_epochs": epochs,
-              "retrain_recipe": "short", "holdout_top1": record["holdout"][kept]["top1"], "kept": kept,
-              "test_top1": record["test"][kept]["top1"], "test_top1_raw": record["test"]["raw"]["top1"],
-              "retrain_s": record["wall_seconds"], "retrain_split": mode}  # fmt: skip
+        winner = _retrain_on_search_split(source, cfg, epochs, device)
+    else:
+        recipe = RetrainConfig.preset("short", data=cfg.data, epochs=epochs)
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=cfg.seed, threads=None))
+        record = retrain(source, recipe, run_dir / "retrain", device=device)
+        kept = record["kept"]
+        winner = {"genome": record["genome"], "macs": record["macs"], "params": record["params"],
+                  "retrain_recipe": "short", "holdout_top1": record["holdout"][kept]["top1"], "kept": kept,
+                  "test_top1": record["test"][kept]["top1"], "test_top1_raw": record["test"]["raw"]["top1"],
+                  "retrain_s": record["wall_seconds"]}  # fmt: skip
+    winner = {"trial_id": source.trial_id, "search_val_top1": _search_score(run_dir), "retrain_epochs": epochs,
+              "retrain_split": mode, **winner}  # fmt: skip
     path.write_text(json.dumps(winner, indent=1))
     return winner
 
@@ -165,7 +167,7 @@ def _search_score(run_dir: Path) -> float:
         return store.best().final_score
 
 
-def _retrain_on_search_split(run_dir: Path, source: Any, cfg: SearchConfig, epochs: int, device: Any) -> dict:
+def _retrain_on_search_split(source: Any, cfg: SearchConfig, epochs: int, device: Any) -> dict[str, Any]:
     """The smoke setting's retrain: the search's recipe on the search-train split (a check that it runs)."""
     from menas.builder import build_model
     from menas.data import build_loaders
@@ -177,12 +179,9 @@ def _retrain_on_search_split(run_dir: Path, source: Any, cfg: SearchConfig, epoc
     tic = time.perf_counter()
     history = train(model, data.train, data.val, dataclasses.replace(cfg.train, epochs=epochs, seed=cfg.seed))
     cost = count_cost(source.genome, data.input_size, data.in_chans, data.num_classes)
-    winner = {"trial_id": source.trial_id, "genome": source.genome.to_str(), "search_val_top1": _search_score(run_dir),
-              "macs": cost.macs, "params": cost.params, "retrain_epochs": epochs, "retrain_recipe": "search",
-              "holdout_top1": history.val_top1, "test_top1": evaluate(model, data.test)["top1"],
-              "retrain_s": time.perf_counter() - tic, "retrain_split": "search"}  # fmt: skip
-    (run_dir / "winner.json").write_text(json.dumps(winner, indent=1))
-    return winner
+    return {"genome": source.genome.to_str(), "macs": cost.macs, "params": cost.params, "retrain_recipe": "search",
+            "holdout_top1": history.val_top1, "test_top1": evaluate(model, data.test)["top1"],
+            "retrain_s": time.perf_counter() - tic}  # fmt: skip
 
 
 def run_stats(run_dir: Path) -> dict[str, Any]:

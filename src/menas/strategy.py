@@ -45,7 +45,6 @@ from menas.operators import (
     crossover_traced,
     mutate,
     mutate_traced,
-    repair,
     repair_traced,
     sample,
 )
@@ -470,12 +469,6 @@ class Strategy:
         self._queue.append(TrialSpec(trial_id, genome, generation, role, parents, self.use_tickets, recorded))
         self._seen.add(genome)
 
-    def _fit(self, genome: Genome) -> Genome | None:
-        """The genome repaired into the budget (unchanged when it already fits), or None."""
-        if self.budget is None or self.budget.contains(genome):
-            return genome
-        return repair(genome, self.space, self._rng, self.budget)
-
     def _fresh(self, count: int, taboo: set[str]) -> list[str]:
         """`count` new budgeted samples, not in `taboo` or already proposed; bounded tries.
 
@@ -664,7 +657,8 @@ class MENAS(Strategy):
     def _fit_traced(
         self, genome: Genome, origin: Origin, parents: tuple[Genome, Genome]
     ) -> tuple[Genome, Origin] | None:
-        """`_fit` (same draws, same genome) keeping the child's origin through the repair."""
+        """The crossover child repaired into the budget (unchanged when it already fits), with its origin kept
+        through the repair; None when it cannot be repaired."""
         if self.budget is None or self.budget.contains(genome):
             return genome, origin
         return repair_traced(genome, origin, parents, self.space, self._rng, self.budget)
