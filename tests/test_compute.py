@@ -193,6 +193,10 @@ def test_evidence_arms_differ_only_in_how_they_search() -> None:
             }
             assert differs <= allowed, (arm, differs)
             assert cfg.seed == 1
+    # --set overrides come last, over every arm (e.g. another machine's data folder and device)
+    moved = module.arm_config("random-ws", 2, "default", ("device=cpu", "data.root=/elsewhere", "executor.threads=1"))
+    assert (moved.device, moved.data.root, moved.executor.threads, moved.seed) == ("cpu", "/elsewhere", 1, 2)
+    assert moved.space == "mobilenet3-ws"
 
 
 def test_evidence_generation_table_reports_the_change_from_first_to_last_generation() -> None:

@@ -31,6 +31,29 @@ def test_pool_shape_never_oversubscribes() -> None:
     assert pool_shape(ExecutorConfig(kind="pool", workers=4), gpus=0, cores=2) == (4, 1)  # at least one thread
 
 
+@pytest.mark.parametrize(("executor_threads", "train_threads", "expected"), [(None, 1, 1), (3, None, 3), (2, 2, 2)])
+def test_pool_takes_train_threads_when_executor_threads_unset(
+    executor_threads: int | None, train_threads: int | None, expected: int
+) -> None:
+    """A config that says `train.threads: 1` with a pool gets 1 thread per trial, not cores // workers (on a
+    16-core host, 2 workers got 8 threads each and searches side by side oversubscribed the cores)."""
+    pool = make_executor(ExecutorConfig(kind="pool", workers=2, threads=executor_threads), "cpu",
+                         lambda spec, job: None, train_threads)  # fmt: skip
+    try:
+        assert isinstance(pool, PoolExecutor)
+        assert (pool.workers, pool.threads) == (2, expected)
+    finally:
+        pool.close()
+
+
+def test_conflicting_thread_counts_are_a_clear_error() -> None:
+    raw = {"executor": {"kind": "pool", "threads": 4}, "train": {"threads": 1}}
+    with pytest.raises(ValueError, match="train.threads: got 1 with executor.threads 4, allowed: the same value"):
+        from_dict(SearchConfig, raw, "config")
+    local = from_dict(SearchConfig, {"executor": {"kind": "local", "threads": 4}, "train": {"threads": 1}}, "config")
+    assert local.train.threads == 1  # the local executor runs trials with train.threads
+
+
 def test_executor_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="executor.kind: got 'slurm', allowed: 'local', 'pool', 'ray'"):
         from_dict(SearchConfig, {"executor": {"kind": "slurm"}})

@@ -104,11 +104,13 @@ RETRAIN_EPOCHS = {"default": 5, "smoke": 1, "paper": 30}
 RETRAIN_MODE = {"default": "retrain", "smoke": "search", "paper": "retrain"}
 
 
-def arm_config(arm: str, seed: int, scale: str) -> SearchConfig:
-    """base.yaml, then the scale's keys, then the arm's, then the seed."""
+def arm_config(arm: str, seed: int, scale: str, overrides: tuple[str, ...] = ()) -> SearchConfig:
+    """base.yaml, then the scale's keys, then the arm's, then the seed, then `overrides` ("KEY=VALUE", `--set`)."""
     cfg = from_dict(SearchConfig, yaml.safe_load((HERE / "base.yaml").read_text()), "base.yaml")
     for key, value in {**SCALES[scale], **ARMS[arm], "seed": seed}.items():
         cfg = apply_override(cfg, f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}", "bench")
+    for override in overrides:
+        cfg = apply_override(cfg, override, "--set")
     return cfg
 
 
@@ -322,6 +324,10 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
+    parser.add_argument("--from-seed", type=int, default=0,
+                        help="run seeds FROM..SEEDS-1 only (spread the seeds over machines; default 0)")  # fmt: skip
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config key over every arm's, e.g. device=cpu, data.root=DIR (repeatable)")  # fmt: skip
     parser.add_argument("--scale", choices=sorted(SCALES), default="default")
     parser.add_argument("--smoke", action="store_true", help="same as --scale smoke, results in results/smoke")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(DEFAULT_ARMS))
@@ -336,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "python bench/evidence/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
-    for seed in range(args.seeds):  # seeds outermost: an interrupted benchmark has every arm at equal seeds
+    for seed in range(args.from_seed, args.seeds):  # seeds outermost: an interrupted run has arms at equal seeds
         for arm in args.arms:
-            cfg = arm_config(arm, seed, scale)
+            cfg = arm_config(arm, seed, scale, tuple(args.overrides))
             run_dir = out / "runs" / f"{arm}-s{seed}"
             if args.collect_only:
                 if (run_dir / "winner.json").exists():

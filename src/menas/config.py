@@ -337,6 +337,12 @@ class SearchConfig:
         epochs = self.inherit.epochs
         if epochs is not None and epochs > self.train.epochs:
             raise UserError(f"inherit.epochs: got {epochs!r}, allowed: null or 0..train.epochs ({self.train.epochs})")
+        ex_threads, train_threads = self.executor.threads, self.train.threads
+        if self.executor.kind != "local" and None not in (ex_threads, train_threads) and ex_threads != train_threads:
+            raise UserError(
+                f"train.threads: got {train_threads} with executor.threads {ex_threads}, allowed: the same value or "
+                "one of them unset (a pool or Ray worker runs each trial with executor.threads threads)"
+            )
         if self.inherit.enabled and self.strategy.name not in INHERITING_STRATEGIES:
             raise UserError(
                 f"inherit.enabled: got True with strategy.name {self.strategy.name!r}, allowed: true only with "

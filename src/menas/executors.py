@@ -208,11 +208,16 @@ class RayExecutor(_Workers):
 
 
 def make_executor(
-    cfg: ExecutorConfig, device: str, run: Callable[[Any, Any], Any]
+    cfg: ExecutorConfig, device: str, run: Callable[[Any, Any], Any], train_threads: int | None = None
 ) -> LocalExecutor | PoolExecutor | RayExecutor:
-    """The executor a search config asks for (`run` is used by the local one only)."""
+    """The executor a search config asks for (`run` is used by the local one only). A pool or Ray worker runs each
+    trial with `executor.threads` threads, or `train.threads` (`train_threads`) when only that is set: without it, a
+    pool of 2 workers on a 16-core machine gave each trial 8 threads, and several searches side by side there ran
+    ~20x slower, oversubscribed (BENCHMARKS.md, "GPU checks")."""
     if cfg.kind == "local":
         return LocalExecutor(run)
+    if cfg.threads is None and train_threads is not None:
+        cfg = dataclasses.replace(cfg, threads=train_threads)
     if device.startswith("cuda:"):
         raise UserError(f"device: got {device!r} with executor.kind {cfg.kind}, allowed: auto, cuda or cpu "
                          "(each worker gets its own GPU)")  # fmt: skip

@@ -306,7 +306,7 @@ class Search:
             return run_trial(job, epoch_cb)
 
         try:
-            executor = make_executor(self.cfg.executor, self.cfg.device, run_here)
+            executor = make_executor(self.cfg.executor, self.cfg.device, run_here, self.cfg.train.threads)
             try:
                 summary = self._loop(executor, on_result)
             except BaseException:
