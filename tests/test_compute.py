@@ -210,13 +210,14 @@ def test_evidence_generation_table_reports_the_change_from_first_to_last_generat
     spec.loader.exec_module(module)
 
     def phase(g: int, params: float, epoch_s: float | None) -> dict:
-        return {"generation": g, "params": params, "train_epoch_s": epoch_s, "replaced": 1.0, "best": 60.0 + g}
+        return {"generation": g, "params": params, "macs": 2 * params, "train_epoch_s": epoch_s, "replaced": 1.0,
+                "best": 60.0 + g}  # fmt: skip
 
     seeds = [{"phases": [phase(0, 2e6, 4.0), phase(1, 1.5e6, 3.0), phase(2, 1e6, 2.0)]},
              {"phases": [phase(0, 1e6, 2.0), phase(1, 1e6, None)]}]  # fmt: skip
     lines = module.generation_lines({"menas": seeds, "random-mt": [{"phases": [phase(0, 1e6, 1.0)]}]})
     rows = [line for line in lines if line.startswith("| menas |")]
-    assert rows[0] == "| menas | 0 | 2 | 1.5M | 3.00 | 100% | 60.00 |"
-    assert rows[1] == "| menas | 1 | 2 | 1.25M | 3.00 | 100% | 61.00 |"  # the seed without an epoch time is left out
-    assert rows[2] == "| menas | 0 → 1 | change per seed | -25%, +0% | -25%, - | | |"
+    assert rows[0] == "| menas | 0 | 2 | 1.5M | 3M | 3.00 | 100% | 60.00 |"
+    assert rows[1] == "| menas | 1 | 2 | 1.25M | 2.5M | 3.00 | 100% | 61.00 |"  # the seed without a time is left out
+    assert rows[2] == "| menas | 0 → 1 | change per seed | -25%, +0% | -25%, +0% | -25%, - | | |"
     assert not any(line.startswith("| random-mt |") for line in lines)  # not a generational arm

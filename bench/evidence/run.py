@@ -246,33 +246,31 @@ GENERATIONAL = ("menas", "menas-no-tickets", "menas-tolerance", "menas-inherit",
 
 def generation_lines(results: dict[str, list[dict[str, Any]]]) -> list[str]:
     """The Fig. 4a/4b analogue of the generational arms: per generation, means over seeds of the candidates' mean
-    params and training epoch seconds, the share replaced by tickets and the best final search-val top-1; then the
-    change of the mean epoch time and params from the first to the last generation every seed reached."""
+    params, MACs (training cost that machine load does not move) and training epoch seconds, the share replaced by
+    tickets and the best final search-val top-1; then each seed's change of params, MACs and epoch time from the
+    first to the last generation every seed reached."""
+    keys = ("params", "macs", "train_epoch_s", "replaced", "best")
     lines = ["", "Per generation (generational arms; each cell the mean over seeds of the generation's mean):", "",
-             "| arm | generation | seeds | candidate params | training epoch (s) | replaced by tickets | best top-1 |",
-             "|---" * 7 + "|"]  # fmt: skip
+             "| arm | generation | seeds | candidate params | candidate MACs | training epoch (s) "
+             "| replaced by tickets | best top-1 |", "|---" * 8 + "|"]  # fmt: skip
     for arm, rows in results.items():
         if arm not in GENERATIONAL or not rows:
             continue
         common = min(len(r["phases"]) for r in rows)
         for g in range(common):
-            cells = [[r["phases"][g][key] for r in rows if r["phases"][g][key] is not None]
-                     for key in ("params", "train_epoch_s", "replaced", "best")]  # fmt: skip
-            params, epoch_s, replaced, best = (statistics.fmean(c) if c else None for c in cells)
-            lines.append(f"| {arm} | {g} | {len(rows)} | {_fmt(params, format_count)} | {_fmt(epoch_s, '{:.2f}')} | "
-                         f"{_fmt(replaced, '{:.0%}')} | {_fmt(best, '{:.2f}')} |")  # fmt: skip
+            cells = [[r["phases"][g].get(key) for r in rows if r["phases"][g].get(key) is not None] for key in keys]
+            params, macs, epoch_s, replaced, best = (statistics.fmean(c) if c else None for c in cells)
+            cost = f"{_fmt(params, format_count)} | {_fmt(macs, format_count)} | {_fmt(epoch_s, '{:.2f}')}"
+            lines.append(f"| {arm} | {g} | {len(rows)} | {cost} | {_fmt(replaced, '{:.0%}')} | {_fmt(best, '{:.2f}')} |")
         if common >= 2:
-            change = [_change(r["phases"][0], r["phases"][common - 1], key) for r in rows
-                      for key in ("train_epoch_s", "params")]  # fmt: skip
-            epoch_change, params_change = change[0::2], change[1::2]
-            lines.append(f"| {arm} | 0 → {common - 1} | change per seed | "
-                         f"{', '.join(_fmt(c, '{:+.0%}') for c in params_change)} | "
-                         f"{', '.join(_fmt(c, '{:+.0%}') for c in epoch_change)} | | |")  # fmt: skip
+            changes = [", ".join(_fmt(_change(r["phases"][0], r["phases"][common - 1], key), "{:+.0%}") for r in rows)
+                       for key in ("params", "macs", "train_epoch_s")]  # fmt: skip
+            lines.append(f"| {arm} | 0 → {common - 1} | change per seed | {' | '.join(changes)} | | |")
     return lines
 
 
 def _change(first: dict[str, Any], last: dict[str, Any], key: str) -> float | None:
-    if first[key] is None or last[key] is None or first[key] == 0:
+    if first.get(key) is None or last.get(key) is None or first[key] == 0:
         return None
     return last[key] / first[key] - 1.0
 
