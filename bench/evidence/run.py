@@ -261,7 +261,8 @@ def generation_lines(results: dict[str, list[dict[str, Any]]]) -> list[str]:
             cells = [[r["phases"][g].get(key) for r in rows if r["phases"][g].get(key) is not None] for key in keys]
             params, macs, epoch_s, replaced, best = (statistics.fmean(c) if c else None for c in cells)
             cost = f"{_fmt(params, format_count)} | {_fmt(macs, format_count)} | {_fmt(epoch_s, '{:.2f}')}"
-            lines.append(f"| {arm} | {g} | {len(rows)} | {cost} | {_fmt(replaced, '{:.0%}')} | {_fmt(best, '{:.2f}')} |")
+            picked = f"{_fmt(replaced, '{:.0%}')} | {_fmt(best, '{:.2f}')}"
+            lines.append(f"| {arm} | {g} | {len(rows)} | {cost} | {picked} |")
         if common >= 2:
             changes = [", ".join(_fmt(_change(r["phases"][0], r["phases"][common - 1], key), "{:+.0%}") for r in rows)
                        for key in ("params", "macs", "train_epoch_s")]  # fmt: skip
