@@ -10,7 +10,9 @@ against generation 0's best, the trial seconds used and the wall time.
 `--avx2` runs the searches as a 2-core AVX2-only CPU would (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`:
 torch's AVX2 kernels on an AVX-512 machine), the CPU the demo is sized for.
 
-After the tables, per run and breeding role: how well children inherit their parents' scores (`heritability`).
+After the tables, per run and breeding role: how well children inherit their parents' scores (`heritability`);
+then per run why its networks grow or shrink over generations (`size_drift`: tickets, selection, breeding). Any
+folder of run folders works with `--collect-only`, e.g. the evidence benchmark's `runs/evidence/runs`.
 
 `--noise RUN` measures the proxy's noise instead: generation 0's best and median genomes of the run folder RUN,
 trained again as trials of that run (same data split, training, lottery and fine-tuning) with the trial seeds
@@ -182,6 +184,42 @@ def print_heritability(folders: list[Path]) -> None:
             print(f"| {folder.name} | {role} | {n} | {parent:.2f} | {child:.2f} | {rho:.2f} |")
 
 
+def size_drift(records: list[TrialRecord]) -> dict[str, float] | None:
+    """Why the candidates' MACs fall or not from one generation to the next, as the three factors whose product is
+    that change: `tickets` (a trial's final MACs / its candidate's), `selection` (the final MACs of the parents a
+    child was bred from / the mean final MACs of every done trial of the earlier generations, the pool they were
+    chosen from) and `breeding` (a child's candidate MACs / its parents' mean final MACs); each a mean ratio. Plus
+    `size_rank`: Spearman between final MACs and final score over the done trials (selection by score picks larger
+    networks when it is positive). None without bred children whose parents are done trials."""
+    from menas.diagnose import correlations
+
+    done = [r for r in records if r.status == "done"]
+    final_macs = {(r.ticket or r.genome): r.final_macs for r in done}
+    selection, breeding = [], []
+    for child in (r for r in done if r.parents and all(p in final_macs for p in r.parents)):
+        pool = [r.final_macs for r in done if r.generation < child.generation]
+        parents = statistics.fmean(final_macs[p] for p in child.parents)
+        selection.append(parents / statistics.fmean(pool))
+        breeding.append(child.macs / parents)
+    if not breeding:
+        return None
+    rho = correlations([r.final_macs for r in done], [r.final_score for r in done]).spearman
+    return {"tickets": statistics.fmean(r.final_macs / r.macs for r in done), "selection": statistics.fmean(selection),
+            "breeding": statistics.fmean(breeding), "size_rank": rho, "children": len(breeding)}  # fmt: skip
+
+
+def print_size_drift(folders: list[Path]) -> None:
+    print("\n| run | final / candidate MACs (tickets) | parents / pool MACs (selection) | child / parents MACs "
+          "(breeding) | children | Spearman final MACs vs score |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for folder in folders:
+        with Store.open(folder, readonly=True) as store:
+            drift = size_drift(store.trials())
+        if drift is not None:
+            print(f"| {folder.name} | {drift['tickets']:.2f} | {drift['selection']:.2f} | {drift['breeding']:.2f} "
+                  f"| {drift['children']} | {drift['size_rank']:.2f} |")  # fmt: skip
+
+
 def paired_candidates(first: Path, second: Path) -> list[tuple[int, float, float]]:
     """(trial id, score in `first`, score in `second`) of the candidates both runs trained with the same genome and
     trial id (so the same trial seed and data): generation 0 of two runs with one seed. The candidate's score after
@@ -263,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     folders = sorted(p for p in args.out.iterdir() if (p / "menas.sqlite").exists())
     print_tables([collect(folder) for folder in folders])
     print_heritability(folders)
+    print_size_drift(folders)
     return 0
 
 

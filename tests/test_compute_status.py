@@ -112,3 +112,26 @@ def test_bench_policy_collects_generations_and_pairs(tmp_path: Path) -> None:
     assert result["gain"] == 10.0 and result["best"] == 70.0
     # candidate scores (before any ticket): trial 1 scored 59 in a (its ticket 60), 58 in b
     assert bench.paired_candidates(tmp_path / "a", tmp_path / "b") == [(0, 50.0, 52.0), (1, 59.0, 58.0)]
+
+
+def test_bench_policy_size_drift_splits_the_change_into_tickets_selection_and_breeding(tmp_path: Path) -> None:
+    """Generation 0: g0 (1000 MACs) replaced by its ticket t0 (800), g1 (1000) kept; the pool's mean final MACs is
+    900. Generation 1: g2 (880 MACs) bred from t0 alone: selection 800 / 900, breeding 880 / 800."""
+    bench = _bench_policy()
+    with Store.create(tmp_path / "run", {"space": "mobilenet3-mt"}) as store:
+        store.add_trials([TrialSpec(0, "g0", 0, "sample", (), True), TrialSpec(1, "g1", 0, "sample", (), True),
+                          TrialSpec(2, "g2", 1, "mutation", ("t0",), True)])  # fmt: skip
+        store.finish_trial(0, score=58.0, macs=1000, params=10, ticket="t0", ticket_score=60.0, ticket_macs=800,
+                           ticket_params=8)  # fmt: skip
+        store.finish_trial(1, score=50.0, macs=1000, params=10)
+        store.finish_trial(2, score=65.0, macs=880, params=9)
+        drift = bench.size_drift(store.trials())
+    assert drift["children"] == 1
+    assert drift["tickets"] == pytest.approx((0.8 + 1.0 + 1.0) / 3)
+    assert drift["selection"] == pytest.approx(800 / 900)
+    assert drift["breeding"] == pytest.approx(880 / 800)
+    assert drift["size_rank"] == pytest.approx(-0.5)  # final MACs 800, 1000, 880 against scores 60, 50, 65
+    with Store.create(tmp_path / "unbred", {"space": "mobilenet3-mt"}) as store:
+        store.add_trials([TrialSpec(0, "g0", 0, "sample", (), True)])
+        store.finish_trial(0, score=58.0, macs=1000, params=10)
+        assert bench.size_drift(store.trials()) is None  # no bred children: nothing to split
