@@ -14,6 +14,6 @@ for arm in ${ARMS:-menas menas-no-tickets random-mt evolution random-ws menas-in
     > "$RUNS/$arm.log" 2>&1 &
 done
 wait
-pkill -9 -f "bench/evidence/run.py" || true
+pkill -9 -f "bench/evidence/run.py" || true; pkill -9 -f "multiprocessing.spawn" || true  # cut pool workers too
 tail -n 2 "$RUNS"/*.log
 if [ -n "${OUT:-}" ]; then tar czf "$OUT/runs.tgz" "$RUNS"; fi
