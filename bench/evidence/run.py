@@ -102,6 +102,8 @@ RETRAIN_EPOCHS = {"default": 5, "smoke": 1, "paper": 30}
 #: Where each scale retrains the winner: "retrain" = the training set minus a held-out 2% (`menas.data`); the smoke
 #: setting trains on the search-train split only (a few minutes in all). Every scale scores the official test split.
 RETRAIN_MODE = {"default": "retrain", "smoke": "search", "paper": "retrain"}
+RETRAIN_WHAT = {"retrain": "{epochs} epochs of `menas retrain`'s short recipe on the training set minus 2%",
+                "search": "{epochs} epochs of the search recipe on the search-train split"}  # fmt: skip
 
 
 def arm_config(arm: str, seed: int, scale: str, overrides: tuple[str, ...] = ()) -> SearchConfig:
@@ -357,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             winner = retrain_winner(run_dir, cfg, epochs, RETRAIN_MODE[scale])
             results[arm].append({**winner, **run_stats(run_dir), "seed": seed})
     header = (f"# Evidence benchmark ({scale})\n\n{time.strftime('%Y-%m-%d %H:%M %Z')}, {machine()}.\n"
-              f"Command: `{command}`; retrain: {epochs} epochs of the search recipe, then the test split "
-              "once.")  # fmt: skip
+              f"Command: `{command}`; retrain: {RETRAIN_WHAT[RETRAIN_MODE[scale]].format(epochs=epochs)}, then "
+              "the test split once.")  # fmt: skip
     (out / "results.json").write_text(json.dumps({"command": command, "machine": machine(), "scale": scale,
                                                   "retrain_epochs": epochs, "results": results}, indent=1))  # fmt: skip
     table = write_table(results, out, header)
