@@ -26,6 +26,7 @@ def test_forward_only_images_count_a_third(tmp_path: Path) -> None:
         store.finish_trial(1, score=1.0, macs=1, params=1, images=300)  # no forward-only images recorded
         store.fail_trial(2, "boom", images=30, calib_images=30)
         assert store.trial(0).compute_images == 450
+        assert [store.trial(i).budget_images for i in range(3)] == [300 + 50, 300, 30 + 10]  # what the sum counts
         assert store.compute_used().images == (300 + 50) + 300 + (30 + 10)
 
 

@@ -163,14 +163,14 @@ def test_generation_figures_and_tables_from_a_synthetic_store(tmp_path: Path) ->
     assert phases[0].params == (2.5e6, 0.5e6) and phases[0].macs == (7e6, 1e6)
     assert phases[0].train_epoch_s == (5.0, 1.0) and phases[1].train_epoch_s == (2.5, 0.5)  # not the 9 s epochs
     assert phases[0].ticket_macs == (4e6, 0.0) and phases[0].replaced_share == 0.5
-    assert phases[1].compute_images == 2 * 3500 and phases[1].final_score_best == 73.0
+    assert phases[1].compute_images == 2 * 2500 and phases[1].final_score_best == 73.0  # 2000 + (500 + 1000) / 3
     assert [r.trial_id for r, _ in lottery_records(run, records)] == [1]
     paths = write_report(run)
     assert [p.name for p in paths] == [*FIGURES, *TABLES, LOTTERY_FIGURE]
     for name in (*FIGURES, LOTTERY_FIGURE):
         assert (run / "report" / name).read_bytes()[:8] == PNG_MAGIC
     text = (run / "report" / "report.md").read_text()
-    assert "| 0 | 2 | 2.5M ± 500K | 7M ± 1M | 5.00 ± 1.00 | 1.5M ± 0 | 4M ± 0 | 50% | 7K |" in text
+    assert "| 0 | 2 | 2.5M ± 500K | 7M ± 1M | 5.00 ± 1.00 | 1.5M ± 0 | 4M ± 0 | 50% | 5K |" in text
     rows = list(csv.DictReader((run / "report" / "trials.csv").open()))
     assert rows[0]["finetuned_score"] == "66.0" and rows[0]["final_score"] == "66.0" and rows[0]["score"] == "65.0"
     assert rows[0]["train_epoch_s_mean"] == "4.0" and rows[0]["compute_images"] == "3500"

@@ -199,7 +199,7 @@ def run_stats(run_dir: Path) -> dict[str, Any]:
                   for p in store.generation_phases()]  # fmt: skip
     curve, images, best = [], 0, None
     for t in finished:
-        images += t.compute_images or 0
+        images += t.budget_images or 0  # as the budget counts: forward-only images 1/3
         if t.status == "done":
             best = t.final_score if best is None else max(best, t.final_score)
         if best is not None:

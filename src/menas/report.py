@@ -439,7 +439,7 @@ def _phase_lines(phases) -> list[str]:
         return []
     lines = ["", "## Per generation (mean ± std over done trials)", "",
              "| generation | done | candidate params | candidate MACs | training epoch (s) | ticket params | "
-             "ticket MACs | replaced | compute (images) |", "|---" * 9 + "|"]  # fmt: skip
+             "ticket MACs | replaced | compute (training-image equivalents) |", "|---" * 9 + "|"]  # fmt: skip
     for p in phases:
         share = "-" if p.replaced_share is None else f"{100 * p.replaced_share:.0f}%"
         lines.append(f"| {p.generation} | {p.done} | {_spread(p.params)} | {_spread(p.macs)} | "

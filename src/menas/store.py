@@ -249,6 +249,16 @@ class TrialRecord(FinalMetrics):
     def in_flight(self) -> bool:
         return self.status in IN_FLIGHT
 
+    @property
+    def budget_images(self) -> float | None:
+        """The trial's compute as `compute.images` counts it (training-image equivalents: trained and fine-tuned
+        images, + calibrated and scored ones / `FORWARD_IMAGES_PER_TRAINING_IMAGE`; `compute_used` sums the same in
+        SQL). None when the trial recorded no image counts."""
+        if self.compute_images is None:
+            return None
+        forward = (self.calib_images or 0) + (self.eval_images or 0)
+        return (self.images or 0) + forward / FORWARD_IMAGES_PER_TRAINING_IMAGE
+
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> TrialRecord:
         data = dict(row)
@@ -345,7 +355,8 @@ class GenerationPhases:
     """Per generation, over done trials: mean and spread (population standard deviation; 0 for one trial) of the
     candidates' params, MACs and training epoch time (each trial's mean training-pass seconds per epoch, scoring
     excluded), the kept tickets' params and MACs, the share of candidates a ticket replaced, and the compute the
-    generation's finished trials used (images). None where there is nothing to average."""
+    generation's finished trials used (training-image equivalents, as `compute.images` counts). None where there is
+    nothing to average."""
 
     generation: int
     done: int
@@ -938,7 +949,7 @@ class Store:
                 ticket_macs=_spread([r.ticket_macs for r in tickets]),
                 replaced_share=len(tickets) / len(done) if done else None,
                 final_score_best=max((r.final_score for r in done), default=None),
-                compute_images=sum(r.compute_images or 0 for r in records if not r.in_flight),
+                compute_images=round(sum(r.budget_images or 0 for r in records if not r.in_flight)),
             ))  # fmt: skip
         return out
 
