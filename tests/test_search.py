@@ -242,3 +242,17 @@ def test_every_trial_records_its_worker_and_evaluation_time(reference_run: Path)
         trials = store.finished()
     assert {t.worker for t in trials} == {f"{socket.gethostname()}:{os.getpid()}"}  # in-process: this process
     assert all(0 < t.eval_s < t.train_s for t in trials)
+
+
+def test_done_trials_keep_their_weights_but_not_their_epoch_checkpoints(reference_run: Path) -> None:
+    """Epoch checkpoints only resume an interrupted trial: once the store records a trial done they are deleted
+    (they were most of the disk a search used); the weights and run.json stay for export, evaluate and retrain."""
+    from menas.trial import EPOCH_CHECKPOINTS
+
+    with Store.open(reference_run, readonly=True) as store:
+        done = store.trials("done")
+    assert done and any(t.replaced for t in done)  # the fine-tune checkpoint was written too
+    for trial in done:
+        folder = reference_run / "trials" / f"{trial.trial_id:05d}"
+        assert (folder / "model.safetensors").is_file() and (folder / "run.json").is_file()
+        assert not any((folder / name).exists() for name in EPOCH_CHECKPOINTS), folder

@@ -48,7 +48,7 @@ from menas.operators import check_feasible
 from menas.space import load_space
 from menas.store import FILENAME, Store, store_path
 from menas.strategy import TrialOutcome, TrialSpec, compute_budget_used, compute_limits, make_strategy
-from menas.trial import TrialJob, TrialResult, run_trial
+from menas.trial import TrialJob, TrialResult, drop_epoch_checkpoints, run_trial
 
 CONFIG_FILE = "config.yaml"
 #: The run folder's lock file (holder's pid, host, command and start time inside).
@@ -256,7 +256,7 @@ class Search:
             lottery=cfg.lottery if spec.use_tickets else None,
             # MENAS' ablation fine-tunes its unpruned candidates as MENAS does, so tickets are the only difference
             finetune_epochs=cfg.finetune_epochs if spec.use_tickets or self.strategy.finetunes else 0,
-            workdir=str(self.run_dir / "trials" / f"{spec.trial_id:05d}"),
+            workdir=str(self.trial_dir(spec.trial_id)),
             seed=cfg.seed + spec.trial_id,
             device=cfg.device,
             finetune_lr_scale=cfg.lottery.finetune_lr_scale if self.strategy.finetunes else None,
@@ -284,7 +284,7 @@ class Search:
         assert finals, f"parent {genome} is no done trial's final genome"
         for record in finals:  # the recorded file name, in this run folder (the folder may have moved since)
             if record.checkpoint:
-                path = self.run_dir / "trials" / f"{record.trial_id:05d}" / Path(record.checkpoint).name
+                path = self.trial_dir(record.trial_id) / Path(record.checkpoint).name
                 if path.is_file():
                     return str(path)
         return ""
@@ -381,11 +381,18 @@ class Search:
                              traceback=format_traceback(result))  # fmt: skip
         return TrialResult(spec.trial_id, spec.genome, "failed", 0, 0, error=error)
 
+    def trial_dir(self, trial_id: int) -> Path:
+        """A trial's folder: its weights (model.safetensors), run.json, lottery.json and, while it runs, its epoch
+        checkpoints."""
+        return self.run_dir / "trials" / f"{trial_id:05d}"
+
     def _record(
         self, spec: TrialSpec, result: TrialResult, on_result: Callable[[TrialSpec, TrialResult], None] | None
     ) -> None:
         outcome = TrialOutcome.from_record(result)  # a TrialResult has the outcome's attribute names
         self.store.record_outcome(outcome, error=result.error, **_details(result))
+        if result.status == "done":  # recorded: an interrupted search no longer resumes this trial
+            drop_epoch_checkpoints(self.trial_dir(spec.trial_id))
         if result.inherited is not None and result.inherited.get("fallback"):
             logger.warning("trial %d trained from scratch: %s", spec.trial_id, result.inherited["fallback"])
             self.store.log_event("inherit_fallback", trial_id=spec.trial_id, reason=result.inherited["fallback"])
