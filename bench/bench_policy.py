@@ -195,11 +195,13 @@ def size_drift(records: list[TrialRecord]) -> dict[str, float] | None:
 
     done = [r for r in records if r.status == "done"]
     final_macs = {(r.ticket or r.genome): r.final_macs for r in done}
+    children = [r for r in done if r.parents and all(p in final_macs for p in r.parents)]
+    pool_mean = {g: statistics.fmean(r.final_macs for r in done if r.generation < g)
+                 for g in {c.generation for c in children}}  # fmt: skip
     selection, breeding = [], []
-    for child in (r for r in done if r.parents and all(p in final_macs for p in r.parents)):
-        pool = [r.final_macs for r in done if r.generation < child.generation]
+    for child in children:
         parents = statistics.fmean(final_macs[p] for p in child.parents)
-        selection.append(parents / statistics.fmean(pool))
+        selection.append(parents / pool_mean[child.generation])
         breeding.append(child.macs / parents)
     if not breeding:
         return None

@@ -212,8 +212,8 @@ def make_executor(
 ) -> LocalExecutor | PoolExecutor | RayExecutor:
     """The executor a search config asks for (`run` is used by the local one only). A pool or Ray worker runs each
     trial with `executor.threads` threads, or `train.threads` (`train_threads`) when only that is set: without it, a
-    pool of 2 workers on a 16-core machine gave each trial 8 threads, and several searches side by side there ran
-    ~20x slower, oversubscribed (BENCHMARKS.md, "GPU checks")."""
+    pool of 2 workers on a 16-core machine gave each trial 8 threads, and with seven searches side by side there no
+    trial finished in 8 minutes (BENCHMARKS.md, "GPU checks", second loan)."""
     if cfg.kind == "local":
         return LocalExecutor(run)
     if cfg.threads is None and train_threads is not None:

@@ -117,8 +117,9 @@ INHERIT_FILE = "inherit.json"
 
 _DATA_CACHE: dict[str, SearchData] = {}
 
-#: A trial's epoch checkpoints: they let an interrupted trial resume, nothing more.
-EPOCH_CHECKPOINTS = ("train.ckpt", "finetune.ckpt")
+#: A trial's epoch checkpoints (training, fine-tuning): they let an interrupted trial resume, nothing more.
+TRAIN_CHECKPOINT, FINETUNE_CHECKPOINT = "train.ckpt", "finetune.ckpt"
+EPOCH_CHECKPOINTS = (TRAIN_CHECKPOINT, FINETUNE_CHECKPOINT)
 
 
 def drop_epoch_checkpoints(workdir: str | Path) -> None:
@@ -190,7 +191,7 @@ def _run(
         if scale is None:
             scale = job.lottery.finetune_lr_scale if job.lottery is not None else 1.0
         ft_cfg = job.train.finetune(job.finetune_epochs, data.train.batch_size, scale)
-        ft_history = train(final_model, data.train, data.val, ft_cfg, checkpoint_path=workdir / EPOCH_CHECKPOINTS[1],
+        ft_history = train(final_model, data.train, data.val, ft_cfg, checkpoint_path=workdir / FINETUNE_CHECKPOINT,
                            progress=progress("finetune"), owner=owner)  # fmt: skip
         result.finetune_s = time.perf_counter() - tic
         _account(result, ft_history, data)
@@ -255,7 +256,7 @@ def _train_candidate(
         result.eval_images += data.val.num_samples
         result.train_s = time.perf_counter() - tic
         return
-    history = train(model, data.train, data.val, train_cfg, checkpoint_path=workdir / EPOCH_CHECKPOINTS[0],
+    history = train(model, data.train, data.val, train_cfg, checkpoint_path=workdir / TRAIN_CHECKPOINT,
                     progress=progress, owner=owner)  # fmt: skip
     result.train_s = time.perf_counter() - tic
     _account(result, history, data)
@@ -270,7 +271,7 @@ def _inherit(job: TrialJob, genome: Genome, data: SearchData, workdir: Path) -> 
     if job.inherit is None or job.origin is None:
         return None
     record_path = workdir / INHERIT_FILE
-    if (workdir / EPOCH_CHECKPOINTS[0]).is_file() and record_path.is_file():  # resumed: it holds the weights
+    if (workdir / TRAIN_CHECKPOINT).is_file() and record_path.is_file():  # resumed: it holds the weights
         return json.loads(record_path.read_text())
     tic = time.perf_counter()
     full = job.train.epochs
