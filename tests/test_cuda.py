@@ -85,3 +85,22 @@ def test_retrain_with_the_paper_data_path_distils_evaluates_and_exports_on_cuda(
     on_gpu = load_weights(student / "model.safetensors").cuda().eval()
     with torch.inference_mode():
         torch.testing.assert_close(on_gpu(x.cuda()).cpu(), model(x), atol=1e-3, rtol=1e-3)
+
+
+def test_an_inheriting_pool_search_maps_gpu_trained_weights_into_children_on_cuda(tmp_path: Path) -> None:
+    """Individual weight sharing (issue 12) on the GPU: parents' weights saved from CUDA are read back in the pool
+    worker that owns the GPU, mapped into every bred child (no fallback), recalibrated and trained fewer epochs."""
+    from test_search_inherit import FULL_EPOCHS, INHERIT_EPOCHS, inherit_config
+
+    cfg = inherit_config(device="cuda", executor=ExecutorConfig(kind="pool"))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=None))
+    assert Search(cfg, tmp_path / "run").run().trials_done == 6
+    with Store.open(tmp_path / "run", readonly=True) as store:
+        trials = store.history()
+        assert store.events("inherit_fallback") == []
+    bred = [t for t in trials if t.role in ("crossover", "mutation")]
+    assert bred and all(t.status == "done" for t in trials)
+    for t in bred:
+        counts = t.inherited["counts"]
+        assert t.inherited["fallback"] is None and counts["copied"] + counts["sliced"] + counts["padded"] > 0
+        assert t.inherited["epochs_saved"] == FULL_EPOCHS - INHERIT_EPOCHS and t.epochs == INHERIT_EPOCHS + 1

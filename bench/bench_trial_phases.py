@@ -1,0 +1,108 @@
+"""Where a search trial's wall time goes on a device: the evidence benchmark's trials (bench/evidence/base.yaml:
+Fashion-MNIST at 32 px, 2 training epochs, 16 lottery proposals, 1 fine-tune epoch), run one after another in one
+process as a pool worker runs them.
+
+Prints, per trial: training, lottery and fine-tuning seconds and each training epoch's seconds and images/s; then,
+on the first genome, the seconds of one optimizer step (synchronised, after warm-up) and the profiler's top
+operations of a few steps. On a GPU this tells launch-bound steps (many small kernels: CPU time per step close to
+the wall) from slow kernels or a slow data path.
+
+Usage:
+    python bench/bench_trial_phases.py --device cuda --trials 4 --root .data/fashion-mnist
+    python bench/bench_trial_phases.py --device cpu --trials 2 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE / "evidence"))
+
+import torch  # noqa: E402
+
+from menas.builder import build_model  # noqa: E402
+from menas.data import resolve_device  # noqa: E402
+from menas.operators import sample  # noqa: E402
+from menas.search import make_budget  # noqa: E402
+from menas.space import load_space  # noqa: E402
+from menas.train import _build_parts, _Criterion, _train_step  # noqa: E402
+from menas.trial import TrialJob, load_data, run_trial  # noqa: E402
+
+
+def evidence_config(root: str | None, threads: int | None):
+    from run import arm_config  # bench/evidence/run.py
+
+    overrides = (f"data.root={root}",) if root else ()
+    cfg = arm_config("menas", 0, "default", overrides)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+
+
+def step_seconds(genome, cfg, device, steps: int = 20) -> float:
+    """Seconds of one training step (forward, backward, optimizer) on a fixed batch, after 5 warm-up steps."""
+    data = load_data(cfg.data, device)
+    model = build_model(genome, data.num_classes, data.in_chans).to(device, memory_format=torch.channels_last)
+    parts, criterion = _build_parts(model, cfg.train, data.train), _Criterion(cfg.train, None)
+    images, labels = next(iter(data.train))
+    model.train()
+    for _ in range(5):
+        _train_step(model, parts, criterion, images, labels)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    tic = time.perf_counter()
+    for _ in range(steps):
+        _train_step(model, parts, criterion, images, labels)
+    sync()
+    per_step = (time.perf_counter() - tic) / steps
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(5):
+            _train_step(model, parts, criterion, images, labels)
+        sync()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=12), flush=True)
+    return per_step
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: base.yaml's 1)")
+    parser.add_argument("--root", default=None, help="the Fashion-MNIST folder (default: the config's)")
+    args = parser.parse_args()
+    cfg = evidence_config(args.root, args.threads if args.threads is not None else 1)
+    device = resolve_device(args.device)
+    space = load_space(cfg.space)
+    tic = time.perf_counter()
+    data = load_data(cfg.data, device)
+    budget = make_budget(cfg, (data.input_size, data.in_chans, data.num_classes))
+    rng = random.Random(0)
+    genomes = [sample(space, rng, budget) for _ in range(args.trials)]
+    print(f"device {device}, threads {cfg.train.threads}; data loaded in {time.perf_counter() - tic:.1f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, genome in enumerate(genomes):
+            job = TrialJob(k, genome.to_str(), cfg.data, cfg.train, cfg.lottery, cfg.finetune_epochs,
+                           f"{tmp}/{k:05d}", seed=k, device=str(device))  # fmt: skip
+            tic = time.perf_counter()
+            r = run_trial(job)
+            wall = time.perf_counter() - tic
+            epochs = ", ".join(f"{s:.2f} s ({r.images_per_epoch / s:,.0f} img/s)" for s in r.train_epoch_s)
+            print(f"trial {k} {r.status} MACs {r.macs / 1e6:.2f}M: wall {wall:.1f} s = train {r.train_s:.1f} + "
+                  f"lottery {r.lottery_s or 0:.1f} + fine-tune {r.finetune_s or 0:.1f} (+ rest); "
+                  f"training epochs {epochs}; scoring {r.eval_s:.1f} s", flush=True)  # fmt: skip
+    print(f"one training step of batch {cfg.data.batch_size}: {step_seconds(genomes[0], cfg, device) * 1e3:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
