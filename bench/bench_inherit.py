@@ -15,15 +15,22 @@ Run: .venv/bin/python bench/bench_inherit.py [--parents 8] [--children 30] [--ep
      .venv/bin/python bench/bench_inherit.py --smoke   (synthetic data at 16 px: a check that it runs, not evidence)
      --ceiling trains each reference a second time with another seed: Spearman between the two is the most any
      proxy can reach against one reference (its noise ceiling); the summary also gives Spearman within each role.
+     --cache DIR (default runs/bench_inherit-cache; --no-cache: none) keeps the trained parents and every
+     from-scratch score, keyed by what determines them (data, recipe, genome, seed): a variant (another e, shrink,
+     perturb) retrains only what it changes, and a stopped run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import random
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -61,12 +68,52 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--ceiling", action="store_true",
                         help="train each reference twice (another seed): what a perfect proxy could reach")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="synthetic data at 16 px, 3 parents, 4 children, E=2, e=1")
+    parser.add_argument("--cache", type=Path, default=Path("runs/bench_inherit-cache"))
+    parser.add_argument("--no-cache", dest="cache", action="store_const", const=None)
     args = parser.parse_args()
     if args.smoke:
         args.parents, args.children, args.epochs, args.inherit_epochs = 3, 4, 2, 1
         args.dataset, args.input_size, args.macs_max = "synthetic", 16, 1e6
         args.train_fraction, args.val_fraction = 0.3, 0.1
     return args
+
+
+class Cache:
+    """Trained parents' weights and from-scratch scores on disk, keyed by a hash of everything that determines
+    them; `root` None keeps nothing."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self.scores: dict[str, float] = {}
+        if root is not None:
+            (root / "parents").mkdir(parents=True, exist_ok=True)
+            if (root / "scores.json").is_file():
+                self.scores = json.loads((root / "scores.json").read_text())
+
+    @staticmethod
+    def key(**parts: object) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    def score(self, key: str, compute: Callable[[], float]) -> float:
+        if key not in self.scores:
+            self.scores[key] = compute()
+            if self.root is not None:  # written whole after every score: a stop loses at most one
+                tmp = self.root / "scores.json.tmp"
+                tmp.write_text(json.dumps(self.scores, indent=0))
+                tmp.replace(self.root / "scores.json")
+        return self.scores[key]
+
+    def state(self, key: str, compute: Callable[[], tuple[dict, float]]) -> tuple[dict, float]:
+        """(state_dict, score) of a trained network."""
+        path = None if self.root is None else self.root / "parents" / f"{key}.pt"
+        if path is not None and path.is_file():
+            payload = torch.load(path, map_location="cpu")
+            return payload["state"], payload["score"]
+        state, score = compute()
+        if path is not None:
+            torch.save({"state": state, "score": score}, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+        return state, score
 
 
 def _breed(parents: list, n: int, budget: Budget, rng: random.Random) -> list[tuple]:
@@ -106,14 +153,30 @@ def main() -> None:
                     in_chans=data.in_chans, num_classes=data.num_classes)  # fmt: skip
     rng = random.Random(args.seed)
     start = time.perf_counter()
+    cache = Cache(args.cache)
+    same_data = {k: getattr(args, k) for k in ("dataset", "input_size", "train_fraction", "val_fraction")}
+
+    def trained(genome, cfg: TrainConfig, seed: int) -> Callable[[], tuple[dict, float]]:
+        def compute() -> tuple[dict, float]:
+            seed_trial(seed)
+            model = build_model(genome, data.num_classes, data.in_chans)
+            return model.state_dict(), train(model, data.train, data.val, cfg).val_top1
+
+        return compute
+
+    def recipe_key(cfg: TrainConfig) -> dict:
+        return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "threads"}
+
     parents = []
     for k in range(args.parents):
         genome = sample(PRESETS["mobilenet3-mt"], rng, budget)
-        seed_trial(args.seed * 1000 + k)
+        key = cache.key(what="parent", genome=genome.to_str(), seed=args.seed * 1000 + k, recipe=recipe_key(full),
+                        **same_data)  # fmt: skip
+        state, score = cache.state(key, trained(genome, full, args.seed * 1000 + k))
         model = build_model(genome, data.num_classes, data.in_chans)
-        history = train(model, data.train, data.val, full)
+        model.load_state_dict(state)
         parents.append((genome, model.eval()))
-        print(f"parent {k}: {history.val_top1:.1f}% after {args.epochs} epochs  {genome}")
+        print(f"parent {k}: {score:.1f}% after {args.epochs} epochs  {genome}")
     calib = merge_batches(calibration_batches(data.train, 4, epoch=args.epochs))
     children = _breed(parents, args.children, budget, rng)
     scores: dict[str, list[float]] = {arm: [] for arm in (*ARMS, CEILING)}
@@ -132,9 +195,9 @@ def main() -> None:
         other = seed + 7919  # the ceiling: another initialisation and another training seed
         scratch_arms += [(CEILING, dataclasses.replace(full, seed=other), other)] if args.ceiling else []
         for arm, cfg, arm_seed in scratch_arms:
-            seed_trial(arm_seed)
-            scratch = build_model(genome, data.num_classes, data.in_chans)
-            scores[arm].append(train(scratch, data.train, data.val, cfg).val_top1)
+            key = cache.key(what="scratch", genome=genome.to_str(), seed=arm_seed, recipe=recipe_key(cfg),
+                            **same_data)  # fmt: skip
+            scores[arm].append(cache.score(key, lambda g=genome, c=cfg, s=arm_seed: trained(g, c, s)()[1]))
         roles.append("crossover" if len(picks) == 2 else "mutation")
         print(f"child {c} ({'x'.join(map(str, picks))}, {origin.new_layers} new layers, {counts.to_dict()}): "
               + "  ".join(f"{arm} {scores[arm][-1]:.1f}%" for arm in ARMS))  # fmt: skip

@@ -221,3 +221,24 @@ def test_evidence_generation_table_reports_the_change_from_first_to_last_generat
     assert rows[1] == "| menas | 1 | 2 | 1.25M | 2.5M | 3.00 | 100% | 61.00 |"  # the seed without a time is left out
     assert rows[2] == "| menas | 0 → 1 | change per seed | -25%, +0% | -25%, +0% | -25%, - | | |"
     assert not any(line.startswith("| random-mt |") for line in lines)  # not a generational arm
+
+
+def test_evidence_reach_table_compares_the_compute_to_reach_the_references_final_best() -> None:
+    """bench/evidence: per seed, the images an arm needs to reach menas' final best search-val top-1 over the
+    images menas needed; a seed that never reaches it shows "-" and stays out of the mean."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "evidence" / "run.py"
+    spec = importlib.util.spec_from_file_location("evidence_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.images_to_reach([(10, 50.0), (20, 60.0), (40, 70.0)], 60.0) == 20
+    assert module.images_to_reach([(10, 50.0)], 60.0) is None
+    menas = [{"seed": 0, "curve": [(100, 60.0), (200, 70.0), (300, 70.0)]},
+             {"seed": 1, "curve": [(100, 65.0), (400, 72.0)]}]  # fmt: skip
+    inherit = [{"seed": 0, "curve": [(50, 66.0), (100, 71.0)]}, {"seed": 1, "curve": [(300, 71.0)]},
+               {"seed": 2, "curve": [(10, 99.0)]}]  # fmt: skip
+    lines = module.reach_lines({"menas": menas, "menas-inherit": inherit, "random-mt": []})
+    assert lines[-1] == "| menas-inherit | 0.50x, - | 0.50x (1 of 2 reached) |"  # seed 2: menas has no seed 2
+    assert not any(line.startswith("| random-mt |") for line in lines)
+    assert module.reach_lines({"random-mt": inherit}) == []  # no reference arm: no table

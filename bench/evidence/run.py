@@ -237,6 +237,7 @@ def write_table(results: dict[str, list[dict[str, Any]]], out: Path, header: str
                      f"{_mean_std([r['test_top1'] for r in rows])} | {format_count(mean('compute_images'))} | "
                      f"{mean('trial_s') / 60:.1f} |")  # fmt: skip
     lines += generation_lines(results)
+    lines += reach_lines(results)
     path = out / "table3.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -269,6 +270,42 @@ def generation_lines(results: dict[str, list[dict[str, Any]]]) -> list[str]:
             changes = [", ".join(_fmt(_change(r["phases"][0], r["phases"][common - 1], key), "{:+.0%}") for r in rows)
                        for key in ("params", "macs", "train_epoch_s")]  # fmt: skip
             lines.append(f"| {arm} | 0 → {common - 1} | change per seed | {' | '.join(changes)} | | |")
+    return lines
+
+
+def images_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    """The search compute (training-image equivalents) at which a best-so-far curve first reaches `target`; None
+    when it never does."""
+    return next((images for images, best in curve if best >= target), None)
+
+
+def reach_lines(results: dict[str, list[dict[str, Any]]], reference: str = "menas") -> list[str]:
+    """Issue 12's compute goal: per seed, the compute each arm needs to reach the best search-val top-1 that
+    `reference` ended with, as a share of the compute `reference` needed for it (lower: cheaper). Arms without the
+    seed in `reference` are left out. An inheriting child's search-val score includes training its parents had,
+    so for that arm this is the search's own measure of progress, not the architectures' quality (the retrained
+    test top-1 above is)."""
+    by_seed = {r["seed"]: r for r in results.get(reference, []) if r["curve"]}
+    if not by_seed:
+        return []
+    lines = ["", f"Compute to reach the {reference} arm's final best search-val top-1, as a share of the compute it "
+             "needed (per seed; -: never reached):", "", "| arm | per seed | mean |", "|---|---|---|"]  # fmt: skip
+    for arm, rows in results.items():
+        if arm == reference:
+            continue
+        shares = []
+        for r in rows:
+            ref = by_seed.get(r["seed"])
+            if ref is None:
+                continue
+            target = ref["curve"][-1][1]
+            mine, theirs = images_to_reach(r["curve"], target), images_to_reach(ref["curve"], target)
+            shares.append(None if mine is None else mine / theirs)
+        if shares:
+            cells = ", ".join(_fmt(v, "{:.2f}x") for v in shares)
+            reached = [v for v in shares if v is not None]
+            mean = f"{statistics.fmean(reached):.2f}x ({len(reached)} of {len(shares)} reached)" if reached else "-"
+            lines.append(f"| {arm} | {cells} | {mean} |")
     return lines
 
 
