@@ -253,20 +253,18 @@ def inherit_from_files(
     num_classes: int,
     in_chans: int,
     seed: int,
-    importance: str = "l1",
-    shrink: float = 1.0,
-    perturb: float = 0.0,
-    calib_batches: Sequence[torch.Tensor] | None = None,
-    channels_last: bool = False,
+    **options: Any,
 ) -> Inheritance:
     """`inherit` from the parents' weights files (`paths[k]` for parent k); an `Inheritance` with no model and
-    the reason when a file cannot be used."""
+    the reason when a file cannot be used. `options` are `inherit`'s keywords (importance, shrink, perturb,
+    calib_batches, channels_last); the parents move to the calibration batches' device."""
     parents, reason = load_parents(paths, parent_genomes, num_classes, in_chans)
     if parents is None:
         return Inheritance(None, InheritCounts(), reason)
+    calib_batches = options.get("calib_batches")
     if calib_batches:
         parents = [p.to(calib_batches[0].device) for p in parents]
-    model, counts = inherit(child, origin, parents, seed, importance, shrink, perturb, calib_batches, channels_last)
+    model, counts = inherit(child, origin, parents, seed, **options)
     return Inheritance(model, counts)
 
 

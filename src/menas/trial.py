@@ -285,7 +285,8 @@ def _inherit(job: TrialJob, genome: Genome, data: SearchData, workdir: Path) -> 
         found = inherit_from_files(
             genome, Origin.from_dict(job.origin), job.parent_weights,
             [Genome.from_str(g) for g in job.parent_genomes], data.num_classes, data.in_chans, job.seed,
-            job.inherit.importance, job.inherit.shrink, job.inherit.perturb, calib, job.train.channels_last,
+            importance=job.inherit.importance, shrink=job.inherit.shrink, perturb=job.inherit.perturb,
+            calib_batches=calib, channels_last=job.train.channels_last,
         )  # fmt: skip
         reason = found.fallback
     inherited = found is not None and found.model is not None
