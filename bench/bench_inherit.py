@@ -160,7 +160,8 @@ def main() -> None:
         def compute() -> tuple[dict, float]:
             seed_trial(seed)
             model = build_model(genome, data.num_classes, data.in_chans)
-            return model.state_dict(), train(model, data.train, data.val, cfg).val_top1
+            score = train(model, data.train, data.val, cfg).val_top1
+            return model.state_dict(), score  # after training: it moves the weights to new (channels_last) tensors
 
         return compute
 
@@ -175,7 +176,10 @@ def main() -> None:
         state, score = cache.state(key, trained(genome, full, args.seed * 1000 + k))
         model = build_model(genome, data.num_classes, data.in_chans)
         model.load_state_dict(state)
-        parents.append((genome, model.eval()))
+        again = top1(model.eval(), data.val)
+        if abs(again - score) > 0.5:  # the weights kept are not the ones scored (a stale or broken cache)
+            raise SystemExit(f"parent {k}: the cached weights score {again:.1f}%, trained they scored {score:.1f}%")
+        parents.append((genome, model))
         print(f"parent {k}: {score:.1f}% after {args.epochs} epochs  {genome}")
     calib = merge_batches(calibration_batches(data.train, 4, epoch=args.epochs))
     children = _breed(parents, args.children, budget, rng)
