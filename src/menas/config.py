@@ -258,7 +258,7 @@ class StrategyConfig:
     population: int = 60  # MENAS/evolution population; random search: trials per reporting generation
     generations: int = 5  # MENAS generations (the paper: 5)
     parents: int = 20  # MENAS: top-K tickets that breed the next generation
-    keep_largest: float = 0.0  # MENAS: share of parents taken as the largest models (0.25 gained nothing measured)
+    keep_largest: float = 0.0  # MENAS: share of parents taken as the largest models (against collapse; 0.25: no gain)
     mutation_prob: float = 0.08  # per gene (the paper: 0.08)
     crossover_share: float = 0.5  # MENAS: share of offspring made by crossover, the rest by mutation
     trials: int = 200  # random search: number of trials
