@@ -156,14 +156,12 @@ def main() -> None:
     cache = Cache(args.cache)
     same_data = {k: getattr(args, k) for k in ("dataset", "input_size", "train_fraction", "val_fraction")}
 
-    def trained(genome, cfg: TrainConfig, seed: int) -> Callable[[], tuple[dict, float]]:
-        def compute() -> tuple[dict, float]:
-            seed_trial(seed)
-            model = build_model(genome, data.num_classes, data.in_chans)
-            score = train(model, data.train, data.val, cfg).val_top1
-            return model.state_dict(), score  # after training: it moves the weights to new (channels_last) tensors
-
-        return compute
+    def from_scratch(genome, cfg: TrainConfig, seed: int) -> tuple[dict, float]:
+        """(trained weights, search-val top-1) of the genome trained from scratch under `seed`."""
+        seed_trial(seed)
+        model = build_model(genome, data.num_classes, data.in_chans)
+        score = train(model, data.train, data.val, cfg).val_top1
+        return model.state_dict(), score  # after training: it moves the weights to new (channels_last) tensors
 
     def recipe_key(cfg: TrainConfig) -> dict:
         return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "threads"}
@@ -173,7 +171,7 @@ def main() -> None:
         genome = sample(PRESETS["mobilenet3-mt"], rng, budget)
         key = cache.key(what="parent", genome=genome.to_str(), seed=args.seed * 1000 + k, recipe=recipe_key(full),
                         **same_data)  # fmt: skip
-        state, score = cache.state(key, trained(genome, full, args.seed * 1000 + k))
+        state, score = cache.state(key, lambda g=genome, s=args.seed * 1000 + k: from_scratch(g, full, s))
         model = build_model(genome, data.num_classes, data.in_chans)
         model.load_state_dict(state)
         again = top1(model.eval(), data.val)
@@ -201,7 +199,7 @@ def main() -> None:
         for arm, cfg, arm_seed in scratch_arms:
             key = cache.key(what="scratch", genome=genome.to_str(), seed=arm_seed, recipe=recipe_key(cfg),
                             **same_data)  # fmt: skip
-            scores[arm].append(cache.score(key, lambda g=genome, c=cfg, s=arm_seed: trained(g, c, s)()[1]))
+            scores[arm].append(cache.score(key, lambda g=genome, c=cfg, s=arm_seed: from_scratch(g, c, s)[1]))
         roles.append("crossover" if len(picks) == 2 else "mutation")
         print(f"child {c} ({'x'.join(map(str, picks))}, {origin.new_layers} new layers, {counts.to_dict()}): "
               + "  ".join(f"{arm} {scores[arm][-1]:.1f}%" for arm in ARMS))  # fmt: skip

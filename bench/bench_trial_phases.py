@@ -7,9 +7,14 @@ on the first genome, the seconds of one optimizer step (synchronised, after warm
 operations of a few steps. On a GPU this tells launch-bound steps (many small kernels: CPU time per step close to
 the wall) from slow kernels or a slow data path.
 
+With `--run RUN_DIR` it runs nothing and reads a finished search's store instead: per kind of trial (generation
+0, bred and inherited, bred from scratch) the mean epochs and seconds of training, lottery, fine-tuning and the
+whole trial, which is what an inherited child saves (issue 12).
+
 Usage:
     python bench/bench_trial_phases.py --device cuda --trials 4 --root .data/fashion-mnist
     python bench/bench_trial_phases.py --device cpu --trials 2 --threads 2
+    python bench/bench_trial_phases.py --run runs/evidence/runs/menas-inherit-s0
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -37,7 +43,7 @@ from menas.train import _build_parts, _Criterion, _train_step  # noqa: E402
 from menas.trial import TrialJob, load_data, run_trial  # noqa: E402
 
 
-def evidence_config(root: str | None, threads: int | None):
+def evidence_config(root: str | None, threads: int):
     from run import arm_config  # bench/evidence/run.py
 
     overrides = (f"data.root={root}",) if root else ()
@@ -73,14 +79,43 @@ def step_seconds(genome, cfg, device, steps: int = 20) -> float:
     return per_step
 
 
+def trial_kinds(run_dir: str) -> None:
+    """Prints a finished search's done trials grouped by kind: mean epochs, training, lottery, fine-tuning and
+    wall seconds, and MACs."""
+    from menas.store import Store
+
+    with Store.open(run_dir, readonly=True) as store:
+        trials = store.trials("done")
+    kinds: dict[str, list] = {}
+    for t in trials:
+        inherited = t.inherited is not None and not t.inherited.get("fallback")
+        kind = "generation 0" if t.generation == 0 else "inherited" if inherited else "bred, scratch"
+        kinds.setdefault(kind, []).append(t)
+    print(f"{len(trials)} trials done")
+    for kind, group in kinds.items():
+
+        def mean(value, group=group) -> float:
+            return statistics.fmean(value(t) or 0.0 for t in group)
+
+        print(f"{kind:14s} n={len(group):2d} epochs {mean(lambda t: t.epochs):.1f} "
+              f"train {mean(lambda t: t.train_s):6.2f} s lottery {mean(lambda t: t.lottery_s):6.2f} s "
+              f"fine-tune {mean(lambda t: t.finetune_s):6.2f} s "
+              f"wall {mean(lambda t: t.finished_at - t.started_at):6.2f} s "
+              f"MACs {mean(lambda t: t.macs) / 1e6:.2f}M")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: base.yaml's 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: base.yaml's 1)")
     parser.add_argument("--root", default=None, help="the Fashion-MNIST folder (default: the config's)")
+    parser.add_argument("--run", default=None, help="only summarise this finished search's trials by kind")
     args = parser.parse_args()
-    cfg = evidence_config(args.root, args.threads if args.threads is not None else 1)
+    if args.run:
+        trial_kinds(args.run)
+        return 0
+    cfg = evidence_config(args.root, args.threads)
     device = resolve_device(args.device)
     space = load_space(cfg.space)
     tic = time.perf_counter()

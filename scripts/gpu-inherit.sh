@@ -17,20 +17,5 @@ for arm in menas menas-inherit; do
   timeout -s INT -k 10 "${ARM_S:-150}" python3 bench/evidence/run.py --seeds 1 --arms "$arm" --out "$OUT/evidence" \
     --set device=cuda --set executor.workers=1 --set "data.root=${DATA:-.data/fashion-mnist}" > "$OUT/$arm.log" 2>&1
   pkill -9 -f multiprocessing.spawn || true
-  python3 - "$OUT/evidence/runs/$arm-s0" <<'PY'
-import statistics as st, sys
-from menas.store import Store
-with Store.open(sys.argv[1], readonly=True) as store:
-    trials = [t for t in store.history() if t.status == "done"]
-print(f"{len(trials)} trials done")
-groups = {}
-for t in trials:
-    kind = "generation 0" if t.generation == 0 else ("inherited" if t.inherited and not t.inherited.get("fallback") else "bred, scratch")
-    groups.setdefault(kind, []).append(t)
-for kind, ts in groups.items():
-    m = lambda f: st.fmean(f(t) or 0.0 for t in ts)
-    print(f"{kind:14s} n={len(ts):2d} epochs {m(lambda t: t.epochs):.1f} train {m(lambda t: t.train_s):6.2f} s "
-          f"lottery {m(lambda t: t.lottery_s):6.2f} s fine-tune {m(lambda t: t.finetune_s):6.2f} s "
-          f"wall {m(lambda t: t.finished_at - t.started_at):6.2f} s  MACs {m(lambda t: t.macs) / 1e6:.2f}M")
-PY
+  python3 bench/bench_trial_phases.py --run "$OUT/evidence/runs/$arm-s0"
 done

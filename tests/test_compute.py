@@ -163,14 +163,20 @@ def test_status_shows_the_compute_used(tmp_path: Path, monkeypatch: pytest.Monke
     assert "the compute budget (compute.images) stops the run before all 20 trials" in out
 
 
-def test_evidence_arms_differ_only_in_how_they_search() -> None:
-    """bench/evidence: every arm is base.yaml with its strategy and space (and policy), at the same compute."""
+def _evidence_module():
+    """bench/evidence/run.py, loaded as a module (it is a script, not part of the package)."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "bench" / "evidence" / "run.py"
     spec = importlib.util.spec_from_file_location("evidence_run", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_evidence_arms_differ_only_in_how_they_search() -> None:
+    """bench/evidence: every arm is base.yaml with its strategy and space (and policy), at the same compute."""
+    module = _evidence_module()
     for scale in module.SCALES:
         configs = {arm: module.arm_config(arm, 1, scale) for arm in module.ARMS}
         assert len({c.compute.images for c in configs.values()}) == 1 and configs["menas"].compute.images
@@ -202,12 +208,7 @@ def test_evidence_arms_differ_only_in_how_they_search() -> None:
 def test_evidence_generation_table_reports_the_change_from_first_to_last_generation() -> None:
     """bench/evidence: the Fig. 4a/4b rows average the seeds' generation means, and the last row gives each seed's
     change of params and training epoch time from generation 0 to the last generation all seeds reached."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "evidence" / "run.py"
-    spec = importlib.util.spec_from_file_location("evidence_run", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _evidence_module()
 
     def phase(g: int, params: float, epoch_s: float | None) -> dict:
         return {"generation": g, "params": params, "macs": 2 * params, "train_epoch_s": epoch_s, "replaced": 1.0,
@@ -226,12 +227,7 @@ def test_evidence_generation_table_reports_the_change_from_first_to_last_generat
 def test_evidence_reach_table_compares_the_compute_to_reach_the_references_final_best() -> None:
     """bench/evidence: per seed, the images an arm needs to reach menas' final best search-val top-1 over the
     images menas needed; a seed that never reaches it shows "-" and stays out of the mean."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "evidence" / "run.py"
-    spec = importlib.util.spec_from_file_location("evidence_run", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _evidence_module()
     assert module.images_to_reach([(10, 50.0), (20, 60.0), (40, 70.0)], 60.0) == 20
     assert module.images_to_reach([(10, 50.0)], 60.0) is None
     menas = [{"seed": 0, "curve": [(100, 60.0), (200, 70.0), (300, 70.0)]},
