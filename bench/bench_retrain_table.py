@@ -5,7 +5,8 @@ Retrains, from scratch with the same recipe, epochs, batch and input size, on th
 * ``winner``: the demo search's best network (a run folder, a genome string or a file holding one);
 * ``mobilenetv3_small_100`` and ``mobilenetv3_large_100``: timm's hand-designed networks, built from their genomes
   (`menas.space.REFERENCE_GENOMES`, the same builder as every searched network);
-* ``winner-kd``: the winner again, distilled from the best of the two hand-designed networks by test top-1.
+* ``winner-kd``: the winner again, distilled from the better of the two hand-designed networks on held-out data
+  (`pick_teacher`: the held-out top-1 of each retrain's kept weights; the test split decides nothing).
 
 Every arm is one `menas retrain` command in its own folder under ``--out``: an arm whose ``retrain.json`` exists is
 read, not run again, and an interrupted arm resumes from its epoch checkpoint (run the same command again). The
@@ -13,7 +14,7 @@ hand-designed arms may run side by side (``--parallel``) on one GPU, whose small
 kernel launches, not by the GPU; each arm's wall time is then measured while sharing it (the table says so).
 
 Prints the table (markdown) and writes ``table.md`` and ``results.json`` (without the per-epoch histories, which
-stay in each arm's ``retrain.json``) to ``--out``.
+stay in each arm's ``retrain.json``; with the held-out scores the teacher was chosen by) to ``--out``.
 
 Usage:
     python bench/bench_retrain_table.py --winner runs/demo --epochs 30 --out runs/retrain-table
@@ -28,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,27 @@ def run_arm(args: argparse.Namespace, name: str, genome: str, teacher: Path | No
             raise SystemExit(f"{name}: menas retrain exited with {code}; see {out.parent / (name + '.log')}")
         print(f"[{time.strftime('%H:%M:%S')}] {name}: done", flush=True)
     return json.loads(result.read_text())
+
+
+def held_out_top1(name: str, record: Mapping[str, Any]) -> float:
+    """The held-out top-1 of the weights a retrain kept (the weights a teacher loads from its folder): the
+    ``holdout`` part of its retrain.json, scored on the share of the training split that the retrain held out.
+    Never a test score. A record without one is an error: there is no fallback to another split."""
+    kept = record.get("kept")
+    score = (record.get("holdout") or {}).get(kept) or {}
+    if score.get("top1") is None:
+        raise ValueError(f"{name}: its retrain.json has no held-out top-1 of its kept ({kept}) weights; "
+                         "the teacher is chosen on held-out data only")  # fmt: skip
+    return float(score["top1"])
+
+
+def pick_teacher(records: Mapping[str, Mapping[str, Any]]) -> str:
+    """The distillation teacher among the trained candidates (name -> retrain.json record): the one whose kept
+    weights score the highest held-out top-1 (`held_out_top1`); a tie goes to the candidate listed first. Test
+    scores are not read: the test split decides nothing, not a teacher."""
+    if not records:
+        raise ValueError("no candidate teachers")
+    return max(records, key=lambda name: held_out_top1(name, records[name]))
 
 
 def summary(name: str, record: dict[str, Any], shared: int) -> dict[str, Any]:
@@ -138,15 +161,20 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=shared) as pool:
         records = dict(zip(arms, pool.map(lambda item: run_arm(args, *item), arms.items()), strict=True))
     rows = [summary(name, record, shared) for name, record in records.items()]
+    teacher_choice = None
     if not args.no_kd:
-        best = max(REFERENCES, key=lambda name: records[name]["test"][records[name]["kept"]]["top1"])
+        candidates = {name: records[name] for name in REFERENCES}
+        best = pick_teacher(candidates)
+        teacher_choice = {"rule": "highest held-out top-1 of the kept weights (never the test split)",
+                          "held_out_top1": {name: held_out_top1(name, r) for name, r in candidates.items()},
+                          "teacher": best}  # fmt: skip
         record = run_arm(args, "winner-kd", arms["winner"], teacher=Path(args.out) / best)
         rows.append(summary(f"winner-kd (teacher: {best})", record, 1))
     text = table(rows)
     print(text)
     Path(args.out, "table.md").write_text(text + "\n")
     results = {"command": " ".join(sys.argv), "epochs": args.epochs, "recipe": args.recipe, "batch": args.batch,
-               "overrides": args.set or [], "rows": rows}  # fmt: skip
+               "overrides": args.set or [], "teacher_choice": teacher_choice, "rows": rows}  # fmt: skip
     Path(args.out, "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
