@@ -10,9 +10,9 @@ import os
 import random
 import time
 
-from menas.cost import count_cost, count_with_hooks
-from menas.operators import sample
-from menas.space import PRESETS
+from menas.space.cost import count_cost, count_with_hooks
+from menas.space.operators import sample
+from menas.space.spaces import PRESETS
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
               f"(best of {args.repeat}, {len(genomes)} genomes, mean depth {depth:.1f})")  # fmt: skip
         import torch
 
-        from menas.builder import build_model
+        from menas.nn.builder import build_model
 
         torch.set_num_threads(1)
         start = time.perf_counter()

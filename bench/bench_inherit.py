@@ -34,16 +34,16 @@ from pathlib import Path
 
 import torch
 
-from menas.builder import build_model
 from menas.config import DataConfig, TrainConfig
-from menas.cost import Budget
-from menas.data import build_loaders
-from menas.diagnose import correlations
-from menas.inherit import InheritCounts, inherit
-from menas.lottery import calibration_batches, merge_batches, top1
-from menas.operators import crossover_traced, mutate_traced, repair_traced, sample
-from menas.space import PRESETS
-from menas.train import seed_trial, train
+from menas.data.datasets import build_loaders
+from menas.nn.builder import build_model
+from menas.prune.diagnose import correlations
+from menas.prune.lottery import calibration_batches, merge_batches, top1
+from menas.search.inherit import InheritCounts, inherit
+from menas.space.cost import Budget
+from menas.space.operators import crossover_traced, mutate_traced, repair_traced, sample
+from menas.space.spaces import PRESETS
+from menas.train.loop import seed_trial, train
 
 ARMS = ("inherit+0", "inherit+e", "scratch+e", "scratch+E")
 #: The reference trained again with another seed: the noise ceiling of any Spearman against it (`--ceiling`).

@@ -21,12 +21,11 @@ import time
 
 import torch
 
-from menas.builder import build_model
 from menas.config import DataConfig, LotteryConfig, TrainConfig
-from menas.cost import Budget
-from menas.data import build_loaders
-from menas.diagnose import diagnose
-from menas.lottery import (
+from menas.data.datasets import build_loaders
+from menas.nn.builder import build_model
+from menas.prune.diagnose import diagnose
+from menas.prune.lottery import (
     calibration_batches,
     inherit_weights,
     merge_batches,
@@ -37,9 +36,11 @@ from menas.lottery import (
     top1,
     use_bf16,
 )
-from menas.operators import sample
-from menas.space import MOBILENETV3_LARGE, PRESETS, Genome
-from menas.train import seed_trial, train
+from menas.space.cost import Budget
+from menas.space.genome import MOBILENETV3_LARGE, Genome
+from menas.space.operators import sample
+from menas.space.spaces import PRESETS
+from menas.train.loop import seed_trial, train
 
 
 def main() -> None:

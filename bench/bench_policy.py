@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 
-from menas.store import Store, TrialRecord  # noqa: E402
+from menas.search.store import Store, TrialRecord  # noqa: E402
 
 DEMO = ROOT / "configs" / "demo.yaml"
 #: Each variant: `--set` overrides on top of configs/demo.yaml.
@@ -159,7 +159,7 @@ def heritability(records: list[TrialRecord]) -> dict[str, tuple[int, float, floa
     """Per breeding role: (children, mean parent final score, mean child final score, Spearman between the two),
     over bred children whose parents are done trials of the run (a parent is matched by its final genome: the
     ticket when one replaced it). A search can only climb when children inherit their parents' scores."""
-    from menas.diagnose import correlations
+    from menas.prune.diagnose import correlations
 
     final = {(r.ticket or r.genome): r.final_score for r in records if r.status == "done"}
     out = {}
@@ -191,7 +191,7 @@ def size_drift(records: list[TrialRecord]) -> dict[str, float] | None:
     chosen from) and `breeding` (a child's candidate MACs / its parents' mean final MACs); each a mean ratio. Plus
     `size_rank`: Spearman between final MACs and final score over the done trials (selection by score picks larger
     networks when it is positive). None without bred children whose parents are done trials."""
-    from menas.diagnose import correlations
+    from menas.prune.diagnose import correlations
 
     done = [r for r in records if r.status == "done"]
     final_macs = {(r.ticket or r.genome): r.final_macs for r in done}
@@ -247,11 +247,11 @@ def _listed(values: list[float]) -> str:
 
 def noise(folder: Path, seeds: list[int], out: Path) -> None:
     """Trains generation 0's best and median genomes of the run in `folder` again with each trial seed in `seeds`
-    (as the search runs a trial: `menas.trial.run_trial`) and prints each final score beside the recorded one."""
+    (as the search runs a trial: `menas.search.trial.run_trial`) and prints each final score beside the recorded one."""
     import dataclasses
 
     from menas.config import SearchConfig, from_dict
-    from menas.trial import TrialJob, run_trial
+    from menas.search.trial import TrialJob, run_trial
 
     with Store.open(folder, readonly=True) as store:
         cfg = from_dict(SearchConfig, store.config(), "run config")

@@ -4,7 +4,7 @@ The demo's goal (issue 10: the last generation's best beats generation 0's in 4 
 ranking of genomes is repeatable: last session one genome trained with 1 vs 2 threads differed by 3.3 points, as
 much as two generations gain. This script measures, per variant of the proxy recipe:
 
-* test-retest: G seeded genomes of the demo's budget, each trained as a demo trial (`menas.trial.run_trial`: the
+* test-retest: G seeded genomes of the demo's budget, each trained as a demo trial (`menas.search.trial.run_trial`: the
   candidate's epochs, the lottery, the fine-tune) with two trial seeds; Spearman between the two replicates'
   final scores (and the candidates' scores before the lottery), and the mean |difference|;
 * validity (`--reference`): Spearman between a variant's mean final score and a longer reference training of the
@@ -69,10 +69,10 @@ def variant_config(overrides: tuple[str, ...]) -> SearchConfig:
 
 def genomes(count: int, seed: int) -> list[str]:
     """`count` distinct seeded genomes of the demo's space within its budget (as generation 0 samples them)."""
-    from menas.data import dataset_shape
-    from menas.operators import sample
-    from menas.search import make_budget
-    from menas.space import PRESETS
+    from menas.data.datasets import dataset_shape
+    from menas.search.engine import make_budget
+    from menas.space.operators import sample
+    from menas.space.spaces import PRESETS
 
     cfg = variant_config(())
     budget = make_budget(cfg, dataset_shape(cfg.data))
@@ -89,7 +89,7 @@ def genomes(count: int, seed: int) -> list[str]:
 
 def run_one(variant: str, index: int, genome: str, seed: int, workdir: str) -> dict[str, Any]:
     """One trial of `genome` under the variant's recipe (or the reference's) with trial seed `seed`."""
-    from menas.trial import TrialJob, run_trial
+    from menas.search.trial import TrialJob, run_trial
 
     reference = variant == "reference"
     cfg = variant_config(REFERENCE if reference else VARIANTS[variant])
@@ -111,7 +111,7 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    from menas.diagnose import correlations
+    from menas.prune.diagnose import correlations
 
     return correlations(a, b).spearman
 

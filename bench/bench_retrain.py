@@ -1,7 +1,8 @@
 """Retraining throughput with and without the retrain recipe's augmentation (issue 9: RandAugment must not make
 the CPU the bottleneck; goal: with >= 0.8x the img/s without).
 
-Measures `menas.train.train` fed by `menas.data.DeviceLoader` on Fashion-MNIST at 32x32 (retrain split: the
+Measures `menas.train.loop.train` fed by `menas.data.datasets.DeviceLoader` on Fashion-MNIST at 32x32 (retrain split:
+the
 training set minus a 2% held-out part), batch 128, on a demo-sized network (a seeded MobileNet3-MT sample in the
 demo's budget, 5.58M MACs, 1.89M params; the demo's winner had 5.77M MACs, 1.94M params), three variants:
 
@@ -31,11 +32,11 @@ import time
 
 import torch
 
-from menas.builder import build_model
 from menas.config import DataConfig, RetrainConfig
-from menas.data import DeviceLoader, build_loaders, resolve_device
-from menas.space import Genome
-from menas.train import seed_trial, train
+from menas.data.datasets import DeviceLoader, build_loaders, resolve_device
+from menas.nn.builder import build_model
+from menas.space.genome import Genome
+from menas.train.loop import seed_trial, train
 
 GENOME = Genome.from_str(
     "stem_c16_hs-ds_k3_c16_re|ir_k5_s2_m64_c16_re-ir_k3_m96_c16_re-ir_k3_m96_c16_re-ir_k5_m80_c16_re|"

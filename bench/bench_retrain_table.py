@@ -4,7 +4,7 @@ Retrains, from scratch with the same recipe, epochs, batch and input size, on th
 
 * ``winner``: the demo search's best network (a run folder, a genome string or a file holding one);
 * ``mobilenetv3_small_100`` and ``mobilenetv3_large_100``: timm's hand-designed networks, built from their genomes
-  (`menas.space.REFERENCE_GENOMES`, the same builder as every searched network);
+  (`menas.space.genome.REFERENCE_GENOMES`, the same builder as every searched network);
 * ``winner-kd``: the winner again, distilled from the better of the two hand-designed networks on held-out data
   (`pick_teacher`: the held-out top-1 of each retrain's kept weights; the test split decides nothing).
 
@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from menas.space import REFERENCE_GENOMES, Genome, parse_genome_arg
+from menas.space.genome import REFERENCE_GENOMES, Genome, parse_genome_arg
 
 REFERENCES = ("mobilenetv3_small_100", "mobilenetv3_large_100")
 RETRAIN_FILE = "retrain.json"
@@ -45,7 +45,7 @@ def winner_genome(spec: str) -> str:
     file holding one."""
     path = Path(spec)
     if path.is_dir():
-        from menas.api import find_network
+        from menas.winner.load import find_network
 
         return find_network(path, need_weights=False).genome.to_str()
     return parse_genome_arg(spec).to_str()

@@ -2,8 +2,8 @@
 
 Measures, on Fashion-MNIST at 32x32 (the search split: 10% per class of the 60,000 training images, batch 128):
 
-* ours: `menas.train.train` fed by `menas.data`'s device-resident loader (with its random crop + flip), on
-  MobileNetV3-Large built by `menas.builder` (timm's `mobilenetv3_large_100` if the builder is missing);
+* ours: `menas.train.loop.train` fed by `menas.data.datasets`'s device-resident loader (with its random crop + flip), on
+  MobileNetV3-Large built by `menas.nn.builder` (timm's `mobilenetv3_large_100` if the builder is missing);
 * (a) a plain channels_last loop on timm's `mobilenetv3_large_100` over pre-normalised, pre-batched tensors
   (no augmentation, no scheduler; same optimizer, loss and dropout): the ceiling of a hand-written loop;
 * (b) the same plain loop fed by a torchvision DataLoader (PIL images, Resize, RandomCrop(32, padding=4), flip,
@@ -12,7 +12,7 @@ Measures, on Fashion-MNIST at 32x32 (the search split: 10% per class of the 60,0
 The same variants also run on timm's `mobilenetv3_small_050` (a model ~30x cheaper, where the data path weighs
 more), and each data path is timed alone, without a model.
 
-Our trainer raises glibc's malloc thresholds (`menas.train.tune_cpu_allocator`), which is process-wide, so ours
+Our trainer raises glibc's malloc thresholds (`menas.train.loop.tune_cpu_allocator`), which is process-wide, so ours
 and the plain loops live in two separate worker processes; the parent interleaves their measurements (ours, a,
 b, ours, ...) so a slow spell of the shared machine hits every variant. For transparency the ours-process also
 times loop (a) after the tuning ("a_plain_tensors_tuned_malloc"): the gap between that and ours is what our
@@ -46,8 +46,8 @@ import torch
 from torch import nn
 
 from menas.config import DataConfig, TrainConfig
-from menas.data import FASHION_MNIST_ROOT, SearchData, build_loaders, load_fashion_mnist
-from menas.train import evaluate, seed_trial, train
+from menas.data.datasets import FASHION_MNIST_ROOT, SearchData, build_loaders, load_fashion_mnist
+from menas.train.loop import evaluate, seed_trial, train
 
 BATCH = 128
 SIZE = 32
@@ -59,17 +59,17 @@ SIZE = 32
 def menas_model(num_classes: int = 10, in_chans: int = 1) -> tuple[nn.Module, str]:
     """MobileNetV3-Large from the menas builder, or timm's if the builder is not there yet."""
     try:
-        from menas.builder import build_model
-        from menas.space import MOBILENETV3_LARGE, Genome
+        from menas.nn.builder import build_model
+        from menas.space.genome import MOBILENETV3_LARGE, Genome
     except ImportError:
         return timm_model("mobilenetv3_large_100"), "timm mobilenetv3_large_100"
-    return build_model(Genome.from_str(MOBILENETV3_LARGE), num_classes, in_chans), "menas.builder MobileNetV3-Large"
+    return build_model(Genome.from_str(MOBILENETV3_LARGE), num_classes, in_chans), "menas.nn.builder MobileNetV3-Large"
 
 
 def timm_model(name: str) -> nn.Module:
     import timm
 
-    # dropout 0.2 before the classifier, as in menas.builder's default (timm's default is 0)
+    # dropout 0.2 before the classifier, as in menas.nn.builder's default (timm's default is 0)
     model = timm.create_model(name, num_classes=10, in_chans=1, drop_rate=0.2)
     return model.to(memory_format=torch.channels_last)
 
@@ -195,7 +195,7 @@ def plain_loop(model: nn.Module, batches: Callable, steps: int) -> float:
 
 
 def ours(model: nn.Module, data: SearchData) -> float:
-    """Images per second of `menas.train.train` over one epoch of search-train (training pass only)."""
+    """Images per second of `menas.train.loop.train` over one epoch of search-train (training pass only)."""
     history = train(model, data.train, None, TrainConfig(epochs=1, warmup_epochs=0.0))
     return history.epochs[0].images_per_s
 

@@ -34,13 +34,13 @@ sys.path.insert(0, str(HERE / "evidence"))
 
 import torch  # noqa: E402
 
-from menas.builder import build_model  # noqa: E402
-from menas.data import resolve_device  # noqa: E402
-from menas.operators import sample  # noqa: E402
-from menas.search import make_budget  # noqa: E402
-from menas.space import load_space  # noqa: E402
-from menas.train import _build_parts, _Criterion, _train_step  # noqa: E402
-from menas.trial import TrialJob, load_data, run_trial  # noqa: E402
+from menas.data.datasets import resolve_device  # noqa: E402
+from menas.nn.builder import build_model  # noqa: E402
+from menas.search.engine import make_budget  # noqa: E402
+from menas.search.trial import TrialJob, load_data, run_trial  # noqa: E402
+from menas.space.operators import sample  # noqa: E402
+from menas.space.spaces import load_space  # noqa: E402
+from menas.train.loop import _build_parts, _Criterion, _train_step  # noqa: E402
 
 
 def evidence_config(root: str | None, threads: int):
@@ -82,7 +82,7 @@ def step_seconds(genome, cfg, device, steps: int = 20) -> float:
 def trial_kinds(run_dir: str) -> None:
     """Prints a finished search's done trials grouped by kind: mean epochs, training, lottery, fine-tuning and
     wall seconds, and MACs."""
-    from menas.store import Store
+    from menas.search.store import Store
 
     with Store.open(run_dir, readonly=True) as store:
         trials = store.trials("done")

@@ -57,7 +57,7 @@ def tiny_cnn():
 def synthetic_data():
     """Search loaders over the synthetic dataset at 16 px on the CPU (2,500 train / 1,000 val images)."""
     from menas.config import DataConfig
-    from menas.data import build_loaders
+    from menas.data.datasets import build_loaders
 
     cfg = DataConfig(
         dataset="synthetic", input_size=16, search_train_fraction=0.5, search_val_fraction=0.2, batch_size=64
@@ -72,7 +72,7 @@ def synthetic_data():
 def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted in-process search of `test_search.tiny_config()`, run once per session: what resumed,
     pooled and Ray searches are compared with. Read it, never write to it."""
-    from menas.search import Search
+    from menas.search.engine import Search
     from test_search import tiny_config
 
     run_dir = tmp_path_factory.mktemp("reference") / "run"

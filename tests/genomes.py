@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
-from menas.cost import Budget
-from menas.operators import sample
-from menas.space import PRESETS, Genome
+from menas.space.cost import Budget
+from menas.space.genome import Genome
+from menas.space.operators import sample
+from menas.space.spaces import PRESETS
 
 MT = PRESETS["mobilenet3-mt"]
 WS = PRESETS["mobilenet3-ws"]

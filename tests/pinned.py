@@ -63,9 +63,9 @@ def run_all(root: Path) -> dict[str, list[dict]]:
     """The four pinned searches, run under `root`."""
     import os
 
-    import menas.trial as trial_module
+    import menas.search.trial as trial_module
     from menas.config import ExecutorConfig
-    from menas.search import Search, load_run_config
+    from menas.search.engine import Search, load_run_config
     from test_search import tiny_config
     from test_search_inherit import inherit_config
 

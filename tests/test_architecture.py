@@ -11,7 +11,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "menas"
-ROW = re.compile(r"\| (\d+) \| `(\w+)\.py` \|")
+ROW = re.compile(r"\| (\d+) \| `([\w/]+)\.py` \|")
+
+
+def module_path(module: str) -> Path:
+    """The file of a menas module named as the table names it ("search.store" -> src/menas/search/store.py)."""
+    return PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def package_modules() -> set[str]:
+    """Every module of the package as the table names it, packages' `__init__` and `__main__` left out."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).with_suffix("")
+        if relative.name not in ("__init__", "__main__"):
+            found.add(".".join(relative.parts))
+    return found
 
 
 def _table() -> dict[str, tuple[int, dict[str, bool], bool]]:
@@ -21,7 +36,7 @@ def _table() -> dict[str, tuple[int, dict[str, bool], bool]]:
         if not ROW.match(line):
             continue
         layer, name, _owns, imports, torch = (cell.strip() for cell in line.strip().strip("|").split("|"))
-        module = name.strip("`").removesuffix(".py")
+        module = name.strip("`").removesuffix(".py").replace("/", ".")
         assert module not in rows, f"{module} is listed twice"
         deps = {}
         for item in (i.strip() for i in imports.split(",")):
@@ -37,12 +52,16 @@ def _imports(path: Path) -> dict[str, bool]:
 
     def visit(node: ast.AST, in_function: bool) -> None:
         names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module == "menas":
-            names = [a.name for a in node.names if (PACKAGE / f"{a.name}.py").is_file()]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("menas."):
-            names = [node.module.split(".")[1]]
+        if isinstance(node, ast.ImportFrom) and node.module and (node.module + ".").startswith("menas."):
+            base = node.module.removeprefix("menas").lstrip(".")
+            for alias in node.names:
+                full = f"{base}.{alias.name}".lstrip(".")
+                if module_path(full).is_file():  # `from menas.search import store`
+                    names.append(full)
+                elif base:  # `from menas.search.store import Store`
+                    names.append(base)
         elif isinstance(node, ast.Import):
-            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("menas.")]
+            names = [a.name.removeprefix("menas.") for a in node.names if a.name.startswith("menas.")]
         for name in names:
             found[name] = found.get(name, True) and in_function
         inner = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
@@ -50,16 +69,16 @@ def _imports(path: Path) -> dict[str, bool]:
             visit(child, inner)
 
     visit(ast.parse(path.read_text()), False)
-    found.pop(path.stem, None)
+    found.pop(".".join(path.relative_to(PACKAGE).with_suffix("").parts), None)
     return found
 
 
 def test_every_module_is_in_the_table_with_its_real_imports() -> None:
     table = _table()
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    modules = package_modules()
     assert set(table) == modules, f"missing: {sorted(modules - set(table))}, stale: {sorted(set(table) - modules)}"
     for module, (_, deps, _) in table.items():
-        assert _imports(PACKAGE / f"{module}.py") == deps, f"{module}.py: the table's imports differ from the code"
+        assert _imports(module_path(module)) == deps, f"{module}: the table's imports differ from the code"
 
 
 def test_imports_point_only_to_lower_layers() -> None:
@@ -75,4 +94,4 @@ def test_modules_marked_torch_free_import_no_torch() -> None:
             "    if 'torch' in sys.modules:\n        sys.exit(f'menas.{m} imports torch')")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code, *free], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert {"strategy", "store", "report", "ranking", "cli"} <= set(free)
+    assert {"search.strategies", "search.store", "report.build", "search.ranking", "cli.main"} <= set(free)

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from menas.cli import main
-from menas.cost import count_cost, parse_range
-from menas.space import MOBILENETV3_LARGE, PRESETS, Genome
+from menas.cli.main import main
+from menas.space.cost import count_cost, parse_range
+from menas.space.genome import MOBILENETV3_LARGE, Genome
+from menas.space.spaces import PRESETS
 
 
 def test_sample_prints_genome_then_cost(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from menas import search as search_module
-from menas.cli import main
+from menas.cli.main import main
 from menas.config import ComputeConfig, StrategyConfig, from_dict
 from menas.errors import UserError
-from menas.search import Search
-from menas.store import FORWARD_IMAGES_PER_TRAINING_IMAGE, Store
-from menas.trial import LOTTERY_FILE, TrialResult
+from menas.search import engine as search_module
+from menas.search.engine import Search
+from menas.search.store import FORWARD_IMAGES_PER_TRAINING_IMAGE, Store
+from menas.search.trial import LOTTERY_FILE, TrialResult
 from test_search import tiny_config
 
 

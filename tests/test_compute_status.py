@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from menas.cli import main
-from menas.store import FORWARD_IMAGES_PER_TRAINING_IMAGE, ComputeUsed, Store, estimate_time_left
-from menas.strategy import TrialSpec
+from menas.cli.main import main
+from menas.search.store import FORWARD_IMAGES_PER_TRAINING_IMAGE, ComputeUsed, Store, estimate_time_left
+from menas.search.strategies import TrialSpec
 
 INF = math.inf
 

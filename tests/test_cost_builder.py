@@ -6,8 +6,8 @@ import pytest
 import timm
 import torch
 
-from menas.builder import build_model
-from menas.cost import (
+from menas.nn.builder import build_model
+from menas.space.cost import (
     Budget,
     count_cost,
     count_macs,
@@ -18,7 +18,8 @@ from menas.cost import (
     parse_count,
     parse_range,
 )
-from menas.space import MOBILENETV3_LARGE, PRESETS, REFERENCE_GENOMES, Genome
+from menas.space.genome import MOBILENETV3_LARGE, REFERENCE_GENOMES, Genome
+from menas.space.spaces import PRESETS
 
 from genomes import seeded_genomes
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import menas
-from menas.checkpoint import load_weights
-from menas.cli import main
+from menas.cli.main import main
 from menas.config import DataConfig, ExecutorConfig, LotteryConfig, TrainConfig
-from menas.search import Search
-from menas.store import Store
-from menas.trial import TrialJob, run_trial
+from menas.search.engine import Search
+from menas.search.store import Store
+from menas.search.trial import TrialJob, run_trial
+from menas.train.checkpoint import load_weights
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from menas.config import DataConfig, from_dict
-from menas.data import (
+from menas.data.datasets import (
     FASHION_MNIST_ROOT,
     DeviceLoader,
     build_loaders,

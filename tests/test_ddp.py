@@ -3,7 +3,7 @@ hold and is checked: the ranks hold identical weights (BatchNorm buffers include
 writes the retrain's files; and a network without BatchNorm trained on 2 ranks equals the single-process run on the
 same global batch within float tolerance, from in-memory data and from an image folder (no augmentation). What does
 not hold on CPU and is not claimed: torch 2.14's DDP refuses SyncBatchNorm on CPU, so a BatchNorm network normalises
-each rank's half-batch with its own statistics and differs from the single-process run (see `menas.distributed`).
+each rank's half-batch with its own statistics and differs from the single-process run (see `menas.train.distributed`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from menas import distributed
-from menas.builder import build_model
 from menas.config import DataConfig, RetrainConfig, TrainConfig, apply_override
-from menas.data import build_loaders
-from menas.retrain import genome_source, retrain
-from menas.space import Genome
-from menas.train import train
+from menas.data.datasets import build_loaders
+from menas.nn.builder import build_model
+from menas.space.genome import Genome
+from menas.train import distributed
+from menas.train.loop import train
+from menas.winner.retrain import genome_source, retrain
 
 TINY = Genome.from_str(
     "stem_c8_hs-ds_k3_c8_re|ir_k3_s2_m16_c16_re|ir_k3_s2_m32_c24_re-ir_k3_m48_c24_re|head_c64_f128_hs"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from menas.cli import main
-from menas.diagnose import correlations
-from menas.space import Genome
+from menas.cli.main import main
+from menas.prune.diagnose import correlations
+from menas.space.genome import Genome
 
 GENOME = (
     "stem_c16_hs-ds_k3_c16_re|ir_k3_s2_m32_c16_re|ir_k3_s2_m48_c24_re-ir_k5_m72_c24_se_re|ir_k3_s2_m96_c40_hs"
@@ -81,7 +81,7 @@ def test_lottery_out_writes_a_loadable_ticket(
     assert f"fine-tuned the ticket for 1 epoch(s): {ticket['score_before_ft']:.2f}% -> " in text
     run = json.loads((out / "run.json").read_text())
     assert run["genome"] == ticket["genome"] and run["pruned_from"] == record["parent"]["genome"]
-    from menas.checkpoint import load_weights
+    from menas.train.checkpoint import load_weights
 
     model = load_weights(out / "model.safetensors", num_classes=10, in_chans=1)
     assert model.genome.to_str() == ticket["genome"]
@@ -93,10 +93,10 @@ def test_lottery_out_writes_a_loadable_ticket(
 
 def _search_val_top1(folder: Path) -> float:
     """Search-val top-1 of the weights in a checkpoint folder, recomputed on the data its run.json records."""
-    from menas.checkpoint import load_weights
     from menas.config import DataConfig, from_dict
-    from menas.data import build_loaders
-    from menas.train import evaluate
+    from menas.data.datasets import build_loaders
+    from menas.train.checkpoint import load_weights
+    from menas.train.loop import evaluate
 
     data = build_loaders(from_dict(DataConfig, json.loads((folder / "run.json").read_text())["data"]), "cpu")
     model = load_weights(folder / "model.safetensors", data.num_classes, data.in_chans)

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from menas.config import ExecutorConfig, SearchConfig, StrategyConfig, from_dict
-from menas.executors import PoolExecutor, WorkerLost, make_executor, pool_shape
-from menas.search import Search, SearchStopped
-from menas.store import Store
+from menas.search.engine import Search, SearchStopped
+from menas.search.executors import PoolExecutor, WorkerLost, make_executor, pool_shape
+from menas.search.store import Store
 from test_search import results, tiny_config
 
 
 def test_importing_executors_does_not_import_torch() -> None:
-    code = "import sys, menas.executors; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, menas.search.executors; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 

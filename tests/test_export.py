@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import menas.export as export_module
-from menas.builder import build_model
-from menas.checkpoint import load_weights, save_weights
-from menas.cli import main
-from menas.export import ExportError, export_model, parse_formats
-from menas.space import Genome
-from menas.store import Store
-from menas.strategy import TrialSpec
+import menas.winner.export as export_module
+from menas.cli.main import main
+from menas.nn.builder import build_model
+from menas.search.store import Store
+from menas.search.strategies import TrialSpec
+from menas.space.genome import Genome
+from menas.train.checkpoint import load_weights, save_weights
+from menas.winner.export import ExportError, export_model, parse_formats
 
 GENOME = Genome.from_str(
     "stem_c16_hs-ds_k3_c16_re|ir_k3_s2_m32_c16_re|ir_k3_s2_m48_c24_re-ir_k5_m72_c24_se_re|ir_k3_s2_m96_c40_hs"

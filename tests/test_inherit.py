@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from menas.builder import build_model
-from menas.checkpoint import save_weights
-from menas.cost import Budget
-from menas.inherit import inherit, inherit_from_files
-from menas.lottery import apply_rates, inherit_weights, recalibrate_bn, top1
-from menas.operators import crossover_traced, identity_origin, mutate_traced, repair_traced
-from menas.space import Genome, StageGene
+from menas.nn.builder import build_model
+from menas.prune.lottery import apply_rates, inherit_weights, recalibrate_bn, top1
+from menas.search.inherit import inherit, inherit_from_files
+from menas.space.cost import Budget
+from menas.space.genome import Genome, StageGene
+from menas.space.operators import crossover_traced, identity_origin, mutate_traced, repair_traced
+from menas.train.checkpoint import save_weights
 
 from genomes import MT, seeded_genomes
 

@@ -12,18 +12,18 @@ import pytest
 import torch
 
 import menas
-from menas.builder import build_model
-from menas.checkpoint import load_checkpoint, load_weights, save_weights
-from menas.cli import main
+from menas.cli.main import main
 from menas.config import DataConfig, TrainConfig, from_dict
-from menas.data import build_loaders, channel_stats
+from menas.data.datasets import build_loaders, channel_stats
 from menas.errors import UserError
-from menas.evaluate import evaluate_network
-from menas.space import Genome
-from menas.store import Store
-from menas.strategy import TrialSpec
-from menas.train import evaluate
-from menas.trial import TrialJob, run_trial
+from menas.nn.builder import build_model
+from menas.search.store import Store
+from menas.search.strategies import TrialSpec
+from menas.search.trial import TrialJob, run_trial
+from menas.space.genome import Genome
+from menas.train.checkpoint import load_checkpoint, load_weights, save_weights
+from menas.train.loop import evaluate
+from menas.winner.evaluate import evaluate_network
 
 GENOME = (
     "stem_c16_hs-ds_k3_c16_re|ir_k3_s2_m32_c16_re|ir_k3_s2_m48_c24_re-ir_k5_m72_c24_se_re|ir_k3_s2_m96_c40_hs"
@@ -254,7 +254,7 @@ def test_lottery_out_records_the_preprocessing_like_train(trained: Path, tmp_pat
 
 
 def test_find_network_picks_a_runs_trial_or_rank(trained: Path, tmp_path: Path) -> None:
-    from menas.api import find_network
+    from menas.winner.load import find_network
 
     run = _source("run folder", trained, tmp_path)  # trial 1 (50%) has the weights, trial 0 (10%) lost them
     best = find_network(run)

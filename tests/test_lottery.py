@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from menas.builder import build_model
-from menas.cost import Budget, count_cost, count_with_hooks
-from menas.lottery import (
+from menas.nn.builder import build_model
+from menas.prune.lottery import (
     LotteryConfig,
     ScoredProposal,
     apply_rates,
@@ -29,7 +28,8 @@ from menas.lottery import (
     take_images,
     top1,
 )
-from menas.space import MOBILENETV3_LARGE, Genome
+from menas.space.cost import Budget, count_cost, count_with_hooks
+from menas.space.genome import MOBILENETV3_LARGE, Genome
 
 from genomes import seeded_genomes
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from menas.cost import Budget
 from menas.errors import BudgetError
-from menas.operators import (
+from menas.space.cost import Budget
+from menas.space.genome import MOBILENETV3_LARGE, Genome
+from menas.space.operators import (
     LAYER_GENES,
     Origin,
     check_feasible,
@@ -27,7 +28,7 @@ from menas.operators import (
     repair_traced,
     sample,
 )
-from menas.space import MOBILENETV3_LARGE, PRESETS, Genome
+from menas.space.spaces import PRESETS
 
 from genomes import MT, WS, seeded_genomes
 

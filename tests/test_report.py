@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from menas import ranking
-from menas.cli import main
-from menas.report import (
+from menas.cli.main import main
+from menas.report.build import (
     FIGURES,
     LOTTERY_FIGURE,
     LOTTERY_RECORD,
@@ -25,8 +24,9 @@ from menas.report import (
     points,
     write_report,
 )
-from menas.store import Store
-from menas.strategy import RandomSearch, TrialOutcome, TrialSpec
+from menas.search import ranking
+from menas.search.store import Store
+from menas.search.strategies import RandomSearch, TrialOutcome, TrialSpec
 
 from genomes import MT, seeded_genomes
 
@@ -34,7 +34,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_importing_report_imports_neither_torch_nor_matplotlib() -> None:
-    code = "import sys, menas.report; assert not {'torch', 'matplotlib'} & set(sys.modules), 'imported'"
+    code = "import sys, menas.report.build; assert not {'torch', 'matplotlib'} & set(sys.modules), 'imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
@@ -220,7 +220,7 @@ def test_status_counts_trials_with_the_strategy_and_imports_no_torch(tmp_path: P
         for i in range(2):
             store.mark_running(i)
             store.finish_trial(i, score=70.0 + i, macs=5_000_000, params=2_000_000)
-    code = ("import sys; from menas.cli import main; code = main(['status', sys.argv[1]]); "
+    code = ("import sys; from menas.cli.main import main; code = main(['status', sys.argv[1]]); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -234,7 +234,7 @@ def test_status_counts_trials_with_the_strategy_and_imports_no_torch(tmp_path: P
 def test_inheritance_table_csv_and_status_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Generation 1 of a hand-recorded inheriting run: two children inherited (1 of 3 epochs each), one fell back
     to scratch; the report totals tensors and the training saved, the CSV has per-trial cells, status one line."""
-    from menas.report import inheritance
+    from menas.report.build import inheritance
 
     def got(copied: int, sliced: int, padded: int, fresh: int, fallback: str | None = None) -> dict:
         return {"counts": {"copied": copied, "sliced": sliced, "padded": padded, "fresh": fresh},

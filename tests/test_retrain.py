@@ -13,17 +13,17 @@ import torch
 import yaml
 from torch import nn
 
-from menas.builder import build_model
-from menas.checkpoint import load_weights, save_weights
-from menas.cli import main
+from menas.cli.main import main
 from menas.config import DataConfig, RetrainConfig, SearchConfig, TrainConfig, apply_override, from_dict
-from menas.data import FASHION_MNIST_ROOT, BatchRandAugment, RandAugmentSpec, build_loaders, random_erasing
+from menas.data.datasets import FASHION_MNIST_ROOT, BatchRandAugment, RandAugmentSpec, build_loaders, random_erasing
 from menas.errors import TrialFailed, UserError
-from menas.retrain import resolve_source, retrain
-from menas.space import Genome
-from menas.store import _INHERIT_COLUMNS, _PHASE_COLUMNS, SCHEMA_VERSION, Store
-from menas.strategy import TrialSpec
-from menas.train import EpochStats, History, check_explosion, evaluate, kd_loss, seed_trial, train
+from menas.nn.builder import build_model
+from menas.search.store import _INHERIT_COLUMNS, _PHASE_COLUMNS, SCHEMA_VERSION, Store
+from menas.search.strategies import TrialSpec
+from menas.space.genome import Genome
+from menas.train.checkpoint import load_weights, save_weights
+from menas.train.loop import EpochStats, History, check_explosion, evaluate, kd_loss, seed_trial, train
+from menas.winner.retrain import resolve_source, retrain
 
 TINY = Genome.from_str(
     "stem_c8_hs-ds_k3_c8_re|ir_k3_s2_m16_c16_re|ir_k3_s2_m32_c24_re-ir_k3_m48_c24_re|head_c64_f128_hs"
@@ -227,7 +227,7 @@ def test_retrain_distils_from_a_menas_teacher(retrained, tmp_path):
 
 
 def test_train_takes_a_recipe(tmp_path):
-    from menas.cli import build_parser
+    from menas.cli.main import build_parser
 
     assert build_parser().parse_args(["train", "g", "--data", "digits", "--out", "o"]).recipe == "short"
     out = tmp_path / "paper"

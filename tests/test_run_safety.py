@@ -18,20 +18,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from menas import data as data_module
-from menas import store as store_module
-from menas import trial as trial_module
-from menas.builder import build_model
-from menas.cli import main
+from menas.cli.main import main
 from menas.config import DataConfig, StrategyConfig, TrainConfig, to_dict
-from menas.data import build_loaders, dataset_shape
+from menas.data import datasets as data_module
+from menas.data.datasets import build_loaders, dataset_shape
 from menas.errors import TrialFailed, UserError
 from menas.files import FolderLock, FolderLocked
-from menas.search import Search, SearchStopped, format_traceback, load_run_config
-from menas.space import Genome
-from menas.store import Store
-from menas.strategy import SearchExhausted
-from menas.train import train
+from menas.nn.builder import build_model
+from menas.search import store as store_module
+from menas.search import trial as trial_module
+from menas.search.engine import Search, SearchStopped, format_traceback, load_run_config
+from menas.search.store import Store
+from menas.search.strategies import SearchExhausted
+from menas.space.genome import Genome
+from menas.train.loop import train
 from test_data import write_cifar, write_fashion, write_folder
 from test_diagnose_cli import DATA, GENOME
 from test_search import tiny_config

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from menas import search as search_module
-from menas import trial as trial_module
-from menas.cli import main
+from menas.cli.main import main
 from menas.config import (
     BudgetConfig,
     DataConfig,
@@ -27,8 +25,10 @@ from menas.config import (
     to_dict,
 )
 from menas.errors import TrialFailed
-from menas.search import Search, SearchStopped, load_run_config
-from menas.store import Store
+from menas.search import engine as search_module
+from menas.search import trial as trial_module
+from menas.search.engine import Search, SearchStopped, load_run_config
+from menas.search.store import Store
 
 
 def tiny_config(**changes: object) -> SearchConfig:
@@ -247,7 +247,7 @@ def test_every_trial_records_its_worker_and_evaluation_time(reference_run: Path)
 def test_done_trials_keep_their_weights_but_not_their_epoch_checkpoints(reference_run: Path) -> None:
     """Epoch checkpoints only resume an interrupted trial: once the store records a trial done they are deleted
     (they were most of the disk a search used); the weights and run.json stay for export, evaluate and retrain."""
-    from menas.trial import EPOCH_CHECKPOINTS
+    from menas.search.trial import EPOCH_CHECKPOINTS
 
     with Store.open(reference_run, readonly=True) as store:
         done = store.trials("done")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from menas import trial as trial_module
 from menas.config import ExecutorConfig, InheritConfig, SearchConfig, StrategyConfig, TrainConfig, from_dict
 from menas.errors import UserError
-from menas.search import Search, load_run_config
-from menas.store import Store
+from menas.search import trial as trial_module
+from menas.search.engine import Search, load_run_config
+from menas.search.store import Store
 from test_search import Crash, results, tiny_config
 
 FULL_EPOCHS = 2  # training epochs of a trial from scratch; an inheriting child trains INHERIT_EPOCHS
@@ -226,12 +226,12 @@ def test_an_identical_child_with_zero_epochs_is_its_parent_recalibrated(inherit_
     and its network and score are the parent's after BN recalibration on the same training batches."""
     import torch
 
-    from menas.checkpoint import load_weights
-    from menas.lottery import calibration_batches, recalibrate_bn
-    from menas.operators import identity_origin
-    from menas.space import Genome
-    from menas.train import evaluate
-    from menas.trial import TrialJob, load_data, run_trial
+    from menas.prune.lottery import calibration_batches, recalibrate_bn
+    from menas.search.trial import TrialJob, load_data, run_trial
+    from menas.space.genome import Genome
+    from menas.space.operators import identity_origin
+    from menas.train.checkpoint import load_weights
+    from menas.train.loop import evaluate
 
     cfg = inherit_config()
     with Store.open(inherit_run, readonly=True) as store:

@@ -9,18 +9,16 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from menas.space import (
+from menas.space.genome import (
     MOBILENETV3_LARGE,
     MOBILENETV3_SMALL,
-    PRESETS,
     Genome,
     LayerGene,
-    SearchSpace,
     StageGene,
-    load_space,
     make_divisible,
     parse_genome_arg,
 )
+from menas.space.spaces import PRESETS, SearchSpace, load_space
 
 from genomes import MT, WS, seeded_genomes
 

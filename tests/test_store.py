@@ -22,11 +22,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from menas import __version__
-from menas.cost import Budget
 from menas.errors import UserError
-from menas.space import Genome
-from menas.store import _INHERIT_COLUMNS, _PHASE_COLUMNS, FILENAME, SCHEMA_VERSION, Store, TrialRecord, store_path
-from menas.strategy import MENAS, TrialOutcome, TrialSpec
+from menas.search.store import (
+    _INHERIT_COLUMNS,
+    _PHASE_COLUMNS,
+    FILENAME,
+    SCHEMA_VERSION,
+    Store,
+    TrialRecord,
+    store_path,
+)
+from menas.search.strategies import MENAS, TrialOutcome, TrialSpec
+from menas.space.cost import Budget
+from menas.space.genome import Genome
 
 from genomes import MT
 
@@ -50,7 +58,7 @@ def new_store(tmp_path: Path, **config: object) -> Store:
 
 
 def test_importing_store_does_not_import_torch() -> None:
-    code = "import sys, menas.store; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, menas.search.store; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
@@ -311,8 +319,8 @@ def test_concurrent_reader_sees_consistent_snapshots(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys
-    from menas.store import Store
-    from menas.strategy import TrialSpec
+    from menas.search.store import Store
+    from menas.search.strategies import TrialSpec
     store = Store.create(sys.argv[1], {"seed": 0})
     for i in range(100000):
         store.add_trial(TrialSpec(i, f"genome-{i}", i // 10, "sample"))

@@ -17,11 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from menas.config import SearchConfig, StrategyConfig, StrategyName
-from menas.cost import Budget
 from menas.errors import BudgetError, UserError
-from menas.operators import sample
-from menas.space import Genome, SearchSpace, StageSpace
-from menas.strategy import (
+from menas.search.strategies import (
     MENAS,
     ROLE_CROSSOVER,
     ROLE_MUTATION,
@@ -35,6 +32,10 @@ from menas.strategy import (
     TrialSpec,
     make_strategy,
 )
+from menas.space.cost import Budget
+from menas.space.genome import Genome
+from menas.space.operators import sample
+from menas.space.spaces import SearchSpace, StageSpace
 
 from genomes import MT, WS
 
@@ -124,7 +125,7 @@ FACTORIES: dict[str, Callable[[int], Strategy]] = {
 
 
 def test_importing_strategy_does_not_import_torch() -> None:
-    code = "import sys, menas.strategy; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, menas.search.strategies; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
@@ -540,7 +541,7 @@ def test_recording_origins_changes_no_bred_genome(key: str) -> None:
 
 
 def test_bred_specs_carry_their_origin_and_samples_none() -> None:
-    from menas.operators import Origin
+    from menas.space.operators import Origin
 
     strategy = drive(FACTORIES["menas"](2), workers=3, fail=True)
     bred = [s for s, _ in strategy.history() if s.role in (ROLE_CROSSOVER, ROLE_MUTATION)]

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from menas.checkpoint import load_checkpoint, save_checkpoint
 from menas.config import DataConfig, TrainConfig, apply_override, dump_yaml, from_dict, to_dict
-from menas.data import FASHION_MNIST_ROOT, build_loaders
+from menas.data.datasets import FASHION_MNIST_ROOT, build_loaders
 from menas.errors import TrialFailed
-from menas.train import (
+from menas.train.checkpoint import load_checkpoint, save_checkpoint
+from menas.train.loop import (
     _build_optimizer,
     _build_scheduler,
     amp_dtype,
@@ -66,7 +66,7 @@ def test_lr_and_ema_decay_scale_with_batch_size():
 
 
 def test_cpu_allocator_tuning_is_idempotent():
-    from menas.train import tune_cpu_allocator
+    from menas.train.loop import tune_cpu_allocator
 
     first = tune_cpu_allocator()
     assert tune_cpu_allocator() is first  # a second call changes nothing and reports the same
@@ -196,8 +196,8 @@ def test_two_epochs_on_a_fashion_mnist_subset_learn(tiny_cnn):
 
 
 def test_a_menas_mobilenetv3_large_trains_one_epoch():
-    from menas.builder import build_model
-    from menas.space import MOBILENETV3_LARGE, Genome
+    from menas.nn.builder import build_model
+    from menas.space.genome import MOBILENETV3_LARGE, Genome
 
     data = build_loaders(
         DataConfig(dataset="synthetic", input_size=32, search_train_fraction=0.02, search_val_fraction=0.02)

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from menas.api import find_network
-from menas.builder import build_model
-from menas.checkpoint import load_weights, save_weights
-from menas.cli import main
+from menas.cli.main import main
 from menas.config import DataConfig, RetrainConfig, apply_override
-from menas.data import make_synthetic
-from menas.space import Genome
-from menas.transfer import adapt_network, transfer
+from menas.data.datasets import make_synthetic
+from menas.nn.builder import build_model
+from menas.space.genome import Genome
+from menas.train.checkpoint import load_weights, save_weights
+from menas.winner.load import find_network
+from menas.winner.transfer import adapt_network, transfer
 
 TINY = Genome.from_str(
     "stem_c8_hs-ds_k3_c8_re|ir_k3_s2_m16_c16_re|ir_k3_s2_m32_c24_re-ir_k3_m48_c24_re|head_c64_f128_hs"

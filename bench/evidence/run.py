@@ -13,7 +13,8 @@ Arms (each `--seeds` seeds, each seed a run folder under `--out`/runs/ARM-sSEED)
   (`strategy.keep_largest: 0.25`; the default is 0), to set that default by measurement.
 
 Every arm is `base.yaml` with its strategy and space, and stops at the same search compute (`compute.images`,
-enforced by the engine). Then each arm's winner (its best trial by `menas.ranking`) is retrained once with the same
+enforced by the engine). Then each arm's winner (its best trial by `menas.search.ranking`) is retrained once with the
+same
 fixed schedule for every arm (`retrain_winner`: the training set minus a held-out 2%, `--retrain-epochs` epochs of
 the search's recipe) and scored once on the untouched test split. Results: `results.json`, `table3.md` (arm,
 space, trials, winner params and MACs, search-val top-1, test top-1 mean ± std over seeds, search compute, trial
@@ -49,9 +50,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "src"))  # run from a checkout without installing
 
 from menas.config import SearchConfig, apply_override, from_dict  # noqa: E402
-from menas.cost import count_cost, format_count  # noqa: E402
-from menas.report import write_report  # noqa: E402
-from menas.store import Store  # noqa: E402
+from menas.report.build import write_report  # noqa: E402
+from menas.search.store import Store  # noqa: E402
+from menas.space.cost import count_cost, format_count  # noqa: E402
 
 #: Each arm: the config keys it sets on top of base.yaml.
 ARMS: dict[str, dict[str, Any]] = {
@@ -99,8 +100,9 @@ SCALES: dict[str, dict[str, Any]] = {
     },
 }
 RETRAIN_EPOCHS = {"default": 5, "smoke": 1, "paper": 30}
-#: Where each scale retrains the winner: "retrain" = the training set minus a held-out 2% (`menas.data`); the smoke
-#: setting trains on the search-train split only (a few minutes in all). Every scale scores the official test split.
+#: Where each scale retrains the winner: "retrain" = the training set minus a held-out 2% (`menas.data.datasets`);
+#: the smoke setting trains on the search-train split only (a few minutes in all). Every scale scores the official
+#: test split.
 RETRAIN_MODE = {"default": "retrain", "smoke": "search", "paper": "retrain"}
 RETRAIN_WHAT = {"retrain": "{epochs} epochs of `menas retrain`'s short recipe on the training set minus 2%",
                 "search": "{epochs} epochs of the search recipe on the search-train split"}  # fmt: skip
@@ -118,7 +120,7 @@ def arm_config(arm: str, seed: int, scale: str, overrides: tuple[str, ...] = ())
 
 def run_search(cfg: SearchConfig, run_dir: Path) -> float:
     """Runs, resumes or skips (finished) the search in `run_dir`; returns the wall seconds spent here."""
-    from menas.search import Search
+    from menas.search.engine import Search
 
     tic = time.perf_counter()
     if (run_dir / "menas.sqlite").exists():
@@ -132,7 +134,7 @@ def run_search(cfg: SearchConfig, run_dir: Path) -> float:
 
 
 def retrain_winner(run_dir: Path, cfg: SearchConfig, epochs: int, mode: str = "retrain") -> dict[str, Any]:
-    """Retrains the run's best network (`menas.ranking`: the ticket when one replaced it) from scratch with one
+    """Retrains the run's best network (`menas.search.ranking`: the ticket when one replaced it) from scratch with one
     named recipe for every arm (`menas retrain --recipe short`, `epochs` epochs; issue 9) and scores it once on the
     test split (the kept weights: raw or EMA, whichever scored better on the held-out 2%); kept in
     `run_dir/winner.json`, the retrain's own files in `run_dir/retrain` (a cut retrain resumes from its epoch).
@@ -143,8 +145,8 @@ def retrain_winner(run_dir: Path, cfg: SearchConfig, epochs: int, mode: str = "r
     import torch
 
     from menas.config import RetrainConfig
-    from menas.data import resolve_device
-    from menas.retrain import resolve_source, retrain
+    from menas.data.datasets import resolve_device
+    from menas.winner.retrain import resolve_source, retrain
 
     source = resolve_source(str(run_dir))
     device = resolve_device(cfg.device)
@@ -173,9 +175,9 @@ def _search_score(run_dir: Path) -> float:
 
 def _retrain_on_search_split(source: Any, cfg: SearchConfig, epochs: int, device: Any) -> dict[str, Any]:
     """The smoke setting's retrain: the search's recipe on the search-train split (a check that it runs)."""
-    from menas.builder import build_model
-    from menas.data import build_loaders
-    from menas.train import evaluate, seed_trial, train
+    from menas.data.datasets import build_loaders
+    from menas.nn.builder import build_model
+    from menas.train.loop import evaluate, seed_trial, train
 
     data = build_loaders(cfg.data, device, mode="search")
     seed_trial(cfg.seed)

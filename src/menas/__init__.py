@@ -14,7 +14,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: Top-level name -> the module that defines it (imported on first access).
-_LAZY = {"load": "menas.api", "Genome": "menas.space", "build_model": "menas.builder", "count_cost": "menas.cost"}
+_LAZY = {
+    "load": "menas.winner.load",
+    "Genome": "menas.space.genome",
+    "build_model": "menas.nn.builder",
+    "count_cost": "menas.space.cost",
+}
 
 __all__ = ["Genome", "__version__", "build_model", "count_cost", "load"]
 

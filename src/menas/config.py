@@ -160,7 +160,7 @@ TRAIN_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-#: `lottery.policy` values: how a ticket is chosen among the proposals (see `menas.lottery.choose_ticket`).
+#: `lottery.policy` values: how a ticket is chosen among the proposals (see `menas.prune.lottery.choose_ticket`).
 LOTTERY_POLICIES = ("tolerance", "always")
 
 
@@ -276,7 +276,7 @@ class StrategyConfig:
 
 @dataclasses.dataclass
 class InheritConfig:
-    """Individual weight sharing (issue 12; `menas.inherit`): a bred child starts from its parents' final weights
+    """Individual weight sharing (issue 12; `menas.search.inherit`): a bred child starts from its parents' final weights
     (the ticket's when a ticket replaced the parent), mapped tensor by tensor along its gene origin, BN
     recalibrated, then trains `epochs` instead of `train.epochs`. A parent whose weights file is missing or
     unusable makes the child train from scratch (an `inherit_fallback` event), never a failed trial. Off by default

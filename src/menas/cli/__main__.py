@@ -1,0 +1,5 @@
+"""`python -m menas.cli`: the `menas` command."""
+
+from menas.cli.main import main
+
+raise SystemExit(main())

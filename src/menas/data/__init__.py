@@ -1,0 +1,1 @@
+"""Datasets, search splits and loaders."""

@@ -1,0 +1,1 @@
+"""Networks built from genomes: the blocks and the builder."""

@@ -1,0 +1,1 @@
+"""Figures and tables of a run, read from its store. No torch."""

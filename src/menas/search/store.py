@@ -1,0 +1,1088 @@
+"""The run store: one SQLite file per run directory (`runs/NAME/menas.sqlite`), the source of truth of a search.
+
+This module owns the schema and every read and write of that file:
+
+- `run`: one row with the resolved config (JSON text), creation time, seed, menas version and run status;
+- `trials`: one row per trial keyed by the strategy's trial_id: genome, generation, role, parents, status
+  (queued -> running -> done | failed), the candidate's MACs/params/score, per-epoch times, the lottery ticket
+  (genome, score after and before fine-tuning, MACs, params), checkpoint path, error text, the worker that ran
+  it ("host:pid"), timestamps, seconds spent training / searching tickets / evaluating, images trained and epochs;
+  from schema version 3 each phase on its own (`_PHASE_COLUMNS`: the fine-tuned candidate's score, fine-tune
+  seconds, training-pass seconds per epoch of training and fine-tuning, calibration and scoring images, and
+  `compute_images`; a `compute` budget counts training-image equivalents of these: `compute_used`); from schema
+  version 4 a bred child's gene `origin` and what its trial `inherited` from its parents' weights (JSON,
+  `_INHERIT_COLUMNS`);
+- `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
+  returning a result: its trial id and error) and "inherit_fallback" (a child that could not inherit its parents'
+  weights and trained from scratch: trial id and reason);
+- `retrains`: one row per `menas retrain` of a network of the run (schema version 2): genome, recipe, epochs, test
+  top-1/top-5/loss of the raw and the EMA weights, which of them was kept, cost, wall time, img/s, device, folder.
+
+Older stores are migrated when opened for writing (`_MIGRATIONS`); read-only opens of an older version work and
+show no retrains.
+
+Crash safety: the file is created under a temporary name and linked into place when complete (a second creator
+fails instead of replacing it); it runs in WAL mode with `synchronous=FULL`; every write is one transaction
+(`BEGIN IMMEDIATE` ... `COMMIT`), so a crash loses at most the write in progress and never leaves a half-written
+trial. Readers (other connections, threads or processes, e.g. `menas status` or `menas report` during a search)
+see consistent snapshots while a writer writes and wait on a busy timeout instead of failing with "database is
+locked". A `Store` object is one connection: use it from one thread; open another `Store` per thread or process.
+One search writes a run at a time: `menas.search.engine` holds the run folder's lock (`menas.files.FolderLock`).
+
+Resume (see `history` and `in_flight`): replay the history into a fresh strategy in trial_id order, then re-run
+the trials it reports pending (`requeue` them here first). This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import statistics
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from menas import __version__
+from menas.errors import UserError, check, is_int, is_real
+from menas.search import ranking
+from menas.search.ranking import FinalMetrics
+
+#: File name of the store inside a run directory.
+FILENAME = "menas.sqlite"
+#: Schema version, kept in SQLite's `user_version`; `Store.open` migrates older versions and refuses others.
+SCHEMA_VERSION = 4
+#: Seconds a connection waits for a lock before "database is locked" is raised.
+BUSY_TIMEOUT_S = 30.0
+
+TRIAL_STATUSES = ("queued", "running", "done", "failed")
+IN_FLIGHT = ("queued", "running")
+RUN_STATUSES = ("created", "running", "finished", "failed", "interrupted")
+
+_SCHEMA = (
+    """CREATE TABLE run (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        config TEXT NOT NULL,
+        created REAL NOT NULL,
+        seed INTEGER,
+        version TEXT NOT NULL,
+        status TEXT NOT NULL,
+        updated REAL NOT NULL
+    )""",
+    """CREATE TABLE trials (
+        trial_id INTEGER PRIMARY KEY,
+        genome TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        parents TEXT NOT NULL,
+        use_tickets INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        macs INTEGER,
+        params INTEGER,
+        score REAL,
+        epoch_times TEXT NOT NULL DEFAULT '[]',
+        ticket TEXT,
+        ticket_score REAL,
+        ticket_macs INTEGER,
+        ticket_params INTEGER,
+        ticket_score_before_ft REAL,
+        checkpoint TEXT,
+        error TEXT,
+        queued_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        train_s REAL,
+        lottery_s REAL,
+        eval_s REAL,
+        images INTEGER,
+        epochs INTEGER
+    )""",
+    "CREATE INDEX trials_by_status ON trials (status)",
+    "CREATE INDEX trials_by_generation ON trials (generation)",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL
+    )""",
+)
+
+_RETRAINS_TABLE = """CREATE TABLE retrains (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        trial_id INTEGER,
+        genome TEXT NOT NULL,
+        recipe TEXT NOT NULL,
+        config TEXT NOT NULL,
+        epochs INTEGER NOT NULL,
+        test_top1 REAL,
+        test_top5 REAL,
+        test_loss REAL,
+        ema_top1 REAL,
+        ema_top5 REAL,
+        ema_loss REAL,
+        kept TEXT NOT NULL,
+        macs INTEGER,
+        params INTEGER,
+        wall_s REAL,
+        images_per_s REAL,
+        device TEXT,
+        teacher TEXT,
+        out TEXT NOT NULL
+    )"""
+#: Per-phase measurements of a trial (schema version 3), added to `trials` by ALTER TABLE in new and old stores
+#: alike: the candidate's fine-tuned score when no ticket was kept, seconds and training-pass seconds per epoch of
+#: training and of fine-tuning, images per epoch, fine-tune epochs, calibration and scoring images, and every
+#: image the trial passed through a network (`compute_images`; `compute_used` weights it for `compute.images`).
+_PHASE_COLUMNS = (
+    "finetuned_score REAL",
+    "finetune_s REAL",
+    "train_epoch_s TEXT NOT NULL DEFAULT '[]'",
+    "finetune_epoch_s TEXT NOT NULL DEFAULT '[]'",
+    "images_per_epoch INTEGER",
+    "finetune_epochs INTEGER",
+    "calib_images INTEGER",
+    "eval_images INTEGER",
+    "compute_images INTEGER",
+)
+_PHASE_ALTERS = tuple(f"ALTER TABLE trials ADD COLUMN {column}" for column in _PHASE_COLUMNS)
+#: Individual weight sharing (schema version 4), JSON text: a bred child's gene `origin` (`Origin.to_dict()`, from
+#: the strategy's spec) and what its trial `inherited` (tensor counts, fallback reason, epochs trained and saved).
+_INHERIT_COLUMNS = ("origin TEXT", "inherited TEXT")
+_INHERIT_ALTERS = tuple(f"ALTER TABLE trials ADD COLUMN {column}" for column in _INHERIT_COLUMNS)
+_SCHEMA = (*_SCHEMA, _RETRAINS_TABLE, *_PHASE_ALTERS, *_INHERIT_ALTERS)
+#: Statements that take a store from version N to N + 1.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_RETRAINS_TABLE,), 2: _PHASE_ALTERS, 3: _INHERIT_ALTERS}
+
+
+def _opt_int(where: str, value: Any) -> int | None:
+    check(value is None or (is_int(value) and value >= 0), where, value, "None or integers >= 0")
+    return value
+
+
+def _opt_real(where: str, value: Any, nonneg: bool = False) -> float | None:
+    if value is None:
+        return None
+    allowed = "None or finite numbers" + (" >= 0" if nonneg else "")
+    check(is_real(value) and (not nonneg or value >= 0), where, value, allowed)
+    return float(value)
+
+
+def store_path(path: str | os.PathLike[str]) -> Path:
+    """The store file for `path`: the path itself when it ends in `.sqlite`, else `path / menas.sqlite`."""
+    path = Path(path)
+    return path if path.suffix == ".sqlite" else path / FILENAME
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+class SpecLike(Protocol):
+    """What `add_trial` reads from a spec (the strategy's `TrialSpec`; the store does not import strategies)."""
+
+    trial_id: int
+    genome: str
+    generation: int
+    role: str
+    parents: tuple[str, ...]
+    use_tickets: bool
+
+
+@dataclass(frozen=True)
+class TrialRecord(FinalMetrics):
+    """One row of `trials`. Attribute names match the strategy's `TrialSpec` and `TrialOutcome`, so
+    `strategy.replay(store.history())` reads records directly. Times are Unix seconds; durations seconds;
+    `final_score`/`final_macs`/`final_params` are the ticket's when one was kept, else the candidate's."""
+
+    trial_id: int
+    genome: str
+    generation: int
+    role: str
+    parents: tuple[str, ...]
+    use_tickets: bool
+    status: str
+    attempts: int
+    worker: str | None
+    macs: int | None
+    params: int | None
+    score: float | None
+    epoch_times: tuple[float, ...]
+    ticket: str | None
+    ticket_score: float | None
+    ticket_macs: int | None
+    ticket_params: int | None
+    ticket_score_before_ft: float | None
+    checkpoint: str | None
+    error: str | None
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    train_s: float | None
+    lottery_s: float | None
+    eval_s: float | None
+    images: int | None
+    epochs: int | None
+    finetuned_score: float | None = None  # the candidate after fine-tuning when no ticket was kept
+    finetune_s: float | None = None  # fine-tune epochs (train_s: the candidate's training epochs only)
+    train_epoch_s: tuple[float, ...] = ()  # training-pass seconds of the candidate's epochs (no scoring)
+    finetune_epoch_s: tuple[float, ...] = ()  # training-pass seconds of the fine-tune epochs
+    images_per_epoch: int | None = None
+    finetune_epochs: int | None = None
+    calib_images: int | None = None
+    eval_images: int | None = None
+    compute_images: int | None = None  # training, fine-tuning, calibration and scoring images
+    origin: dict[str, Any] | None = None  # a bred child's gene origin (`menas.space.operators.Origin.to_dict()`)
+    inherited: dict[str, Any] | None = None  # weight inheritance: counts, fallback, epochs, epochs_saved
+
+    @property
+    def replaced(self) -> bool:
+        """Whether a lottery ticket replaced the candidate."""
+        return self.ticket is not None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in IN_FLIGHT
+
+    @property
+    def budget_images(self) -> float | None:
+        """The trial's compute as `compute.images` counts it (training-image equivalents: trained and fine-tuned
+        images, + calibrated and scored ones / `FORWARD_IMAGES_PER_TRAINING_IMAGE`; `compute_used` sums the same in
+        SQL). None when the trial recorded no image counts."""
+        if self.compute_images is None:
+            return None
+        forward = (self.calib_images or 0) + (self.eval_images or 0)
+        return (self.images or 0) + forward / FORWARD_IMAGES_PER_TRAINING_IMAGE
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> TrialRecord:
+        data = dict(row)
+        data["parents"] = tuple(json.loads(data["parents"]))
+        for name in ("epoch_times", "train_epoch_s", "finetune_epoch_s"):
+            if name in data:  # a store of schema version 2 opened read-only has no per-phase columns
+                data[name] = tuple(json.loads(data[name]))
+        for name in ("origin", "inherited"):
+            if data.get(name) is not None:  # absent in a store of schema version 3 opened read-only
+                data[name] = json.loads(data[name])
+        data["use_tickets"] = bool(data["use_tickets"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of `events`."""
+
+    id: int
+    time: float
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RetrainRecord:
+    """One row of `retrains`: a network of the run retrained by `menas retrain`. Accuracies in percent on the test
+    split; `ema_*` are None without EMA; `kept` says which weights the retrain folder's model.safetensors holds."""
+
+    id: int
+    time: float
+    trial_id: int | None
+    genome: str
+    recipe: str
+    config: dict[str, Any]
+    epochs: int
+    test_top1: float | None
+    test_top5: float | None
+    test_loss: float | None
+    ema_top1: float | None
+    ema_top5: float | None
+    ema_loss: float | None
+    kept: str
+    macs: int | None
+    params: int | None
+    wall_s: float | None
+    images_per_s: float | None
+    device: str | None
+    teacher: str | None
+    out: str
+
+    @property
+    def kept_top1(self) -> float | None:
+        """Test top-1 of the kept weights."""
+        return self.ema_top1 if self.kept == "ema" else self.test_top1
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The `run` row without the config (see `Store.config`)."""
+
+    created: float
+    updated: float
+    seed: int | None
+    version: str
+    status: str
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    """Statistics of one generation. Scores, MACs and params are over done trials (None when there are none);
+    `ticket_*` are the final (ticket, else candidate) values; `epoch_s_mean` averages the candidates' training
+    epoch times (training passes, `train_epoch_s`; every recorded epoch time of trials from before schema 3)."""
+
+    generation: int
+    trials: int
+    done: int
+    failed: int
+    in_flight: int
+    score_mean: float | None
+    score_median: float | None
+    score_best: float | None
+    ticket_score_mean: float | None
+    ticket_score_best: float | None
+    macs_mean: float | None
+    params_mean: float | None
+    ticket_macs_mean: float | None
+    ticket_params_mean: float | None
+    epoch_s_mean: float | None
+
+
+@dataclass(frozen=True)
+class GenerationPhases:
+    """Per generation, over done trials: mean and spread (population standard deviation; 0 for one trial) of the
+    candidates' params, MACs and training epoch time (each trial's mean training-pass seconds per epoch, scoring
+    excluded), the kept tickets' params and MACs, the share of candidates a ticket replaced, and the compute the
+    generation's finished trials used (training-image equivalents, as `compute.images` counts). None where there is
+    nothing to average."""
+
+    generation: int
+    done: int
+    params: tuple[float, float] | None
+    macs: tuple[float, float] | None
+    train_epoch_s: tuple[float, float] | None
+    ticket_params: tuple[float, float] | None
+    ticket_macs: tuple[float, float] | None
+    replaced_share: float | None
+    final_score_best: float | None
+    compute_images: int
+
+
+#: Forward-only images (BN calibration, scoring) that cost about as much as one training image: a training step
+#: runs the forward pass and a backward pass of about twice its cost (gradients of activations and of weights), so
+#: `compute.images` counts a calibrated or scored image as 1/3 of a trained one (training-image equivalents).
+FORWARD_IMAGES_PER_TRAINING_IMAGE = 3
+
+
+@dataclass(frozen=True)
+class ComputeUsed:
+    """The search compute its finished (done and failed) trials used, as `compute` budgets count it."""
+
+    images: int  # training-image equivalents: trained and fine-tuned images, + calibrated and scored ones / 3
+    trial_s: float  # the sum of the trials' wall seconds (started to finished)
+    trials: int
+
+
+def _spread(values: list[float]) -> tuple[float, float] | None:
+    """(mean, population standard deviation) of `values`; None when empty."""
+    return (statistics.fmean(values), statistics.pstdev(values)) if values else None
+
+
+@dataclass(frozen=True)
+class TimeLeft:
+    """How long the rest of a search should take, from the trials finished so far."""
+
+    per_trial_s: float  # mean wall seconds of a finished trial
+    parallel: float  # trials run side by side so far (trial seconds per wall second, >= 1)
+    trials_left: int
+    seconds: float
+    bound: str = "trials"  # what ends the run first: "trials" (all done), "images" or "trial_s" (`compute` budget)
+
+
+def estimate_time_left(
+    trials: Iterable[TrialRecord],
+    total: int,
+    used: ComputeUsed | None = None,
+    limits: tuple[float, float] = (math.inf, math.inf),
+) -> TimeLeft | None:
+    """The time left for `total` trials at the pace of the finished ones (None before the first finishes), or
+    less when the `compute` budget (`limits`: images, trial seconds; `used`: what the finished trials used) stops
+    the run first: at the finished trials' mean cost, the budget left lasts ceil(left / mean) more trials (the
+    one that crosses it still runs), and never fewer than those running now."""
+    trials = list(trials)
+    finished = [t for t in trials if t.finished_at and t.started_at]
+    if not finished:
+        return None
+    busy = sum(t.finished_at - t.started_at for t in finished)
+    per_trial = busy / len(finished)
+    wall = max(t.finished_at for t in finished) - min(t.started_at for t in finished)
+    parallel = max(1.0, busy / wall) if wall > 0 else 1.0
+    left = max(0, total - sum(1 for t in trials if t.status in ("done", "failed")))
+    bound = "trials"
+    if used is not None and used.trials > 0:
+        running = sum(1 for t in trials if t.status == "running")
+        for name, limit, spent in (("images", limits[0], used.images), ("trial_s", limits[1], used.trial_s)):
+            if math.isinf(limit):
+                continue
+            per = spent / used.trials
+            more = math.ceil((limit - spent) / per) if spent < limit and per > 0 else 0
+            if max(running, more) < left:
+                left, bound = max(running, more), name
+    return TimeLeft(per_trial, parallel, left, left * per_trial / parallel, bound)
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+# --------------------------------------------------------------------------------------------- store
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Puts the complete new store file `tmp` at `target` unless something is there already: a hard link fails
+    when `target` exists (atomically, unlike `os.replace`, which would swap the file under another creator's open
+    connection). Filesystems without hard links fall back to an exists check and a rename."""
+    try:
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise FileExistsError(f"{target} already exists (created by another process just now): resume that run "
+                                  "or choose another run name") from None  # fmt: skip
+        except OSError:  # no hard links here (some network and FUSE filesystems)
+            if target.exists():
+                raise FileExistsError(f"{target} already exists: resume that run or choose another run name") from None
+            os.rename(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _connect(path: Path, mode: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), rows by name, busy timeout set."""
+    conn = sqlite3.connect(
+        f"file:{quote(str(path))}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    if mode != "ro":
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class Store:
+    """A run's SQLite record. Build it with `Store.create` (new run) or `Store.open` (resume, status, report)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
+        """Use `Store.create` or `Store.open`."""
+        self._conn = conn
+        self.path = path
+        self.readonly = readonly
+
+    # -- life cycle -----------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], config: dict[str, Any], seed: int | None = None) -> Store:
+        """Creates the store of a new run and opens it for writing.
+
+        Args:
+            path: the run directory (created if missing) or the `.sqlite` file itself.
+            config: the resolved run config; stored as JSON, so it must be JSON-serialisable.
+            seed: the run's seed; defaults to `config["seed"]` when present.
+
+        Raises:
+            FileExistsError: the store already exists (resume it instead of overwriting a run), also when another
+                process created it while this one was building its file: the first creator wins and its open
+                connections keep working (the complete file is hard-linked into place, never renamed over one).
+            ValueError: a config that is not a JSON-serialisable mapping, or a bad seed.
+        """
+        check(isinstance(config, dict), "config", type(config).__name__, "a mapping")
+        try:
+            config_text = json.dumps(config, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"config: not JSON-serialisable ({exc})") from None
+        if seed is None and isinstance(config.get("seed"), int):
+            seed = config["seed"]
+        check(seed is None or is_int(seed), "seed", seed, "None or integers")
+        target = store_path(path)
+        if target.exists():
+            raise FileExistsError(f"{target} already exists: resume that run or choose another run name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+        conn = _connect(tmp, "rwc")
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO run (id, config, created, seed, version, status, updated) VALUES (1, ?, ?, ?, ?, ?, ?)",
+                (config_text, now, seed, __version__, "created", now),
+            )
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # the last connection checkpoints the WAL into the file and removes it
+        _publish(tmp, target)
+        return cls.open(target)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], readonly: bool = False) -> Store:
+        """Opens an existing store (run directory or `.sqlite` file); `readonly` for status and reports.
+
+        Raises:
+            UserError: no store at `path`.
+            UserError: the file is not a menas store of this schema version.
+        """
+        target = store_path(path)
+        if not target.is_file():
+            raise UserError(f"{target}: no menas store there (start a search first)")
+        try:
+            conn = _connect(target, "ro" if readonly else "rw")
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{target}: not a menas store ({exc})") from None
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise UserError(f"{target}: not a menas store ({exc})") from None
+        if not {"run", "trials", "events"} <= tables or not 1 <= version <= SCHEMA_VERSION:
+            conn.close()
+            raise UserError(
+                f"{target}: not a menas store of schema version {SCHEMA_VERSION} (found version {version}, "
+                f"tables {sorted(tables)})"
+            )
+        if not readonly and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        if not readonly and version < SCHEMA_VERSION:
+            _migrate(conn, version)
+        return cls(conn, target, readonly)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back on any error. Takes the write lock up front (IMMEDIATE), so
+        concurrent writers wait on the busy timeout instead of failing on a lock upgrade."""
+        if self.readonly:
+            raise UserError(f"{self.path}: opened read-only, cannot write")
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same snapshot."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self._conn
+        finally:
+            self._conn.execute("COMMIT")
+
+    # -- run ------------------------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """The run's resolved config as stored at creation."""
+        return json.loads(self._conn.execute("SELECT config FROM run WHERE id = 1").fetchone()[0])
+
+    def set_config(self, config: dict[str, Any]) -> None:
+        """Replaces the stored config (`menas resume --accept-config-change`; log the change as an event)."""
+        try:
+            text = json.dumps(config, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"config: not JSON-serialisable ({exc})") from None
+        with self._write() as conn:
+            conn.execute("UPDATE run SET config = ?, updated = ? WHERE id = 1", (text, time.time()))
+
+    def run_info(self) -> RunInfo:
+        row = self._conn.execute("SELECT created, updated, seed, version, status FROM run WHERE id = 1").fetchone()
+        return RunInfo(**dict(row))
+
+    def set_status(self, status: str) -> None:
+        """Sets the run status (created, running, finished, failed, interrupted)."""
+        check(status in RUN_STATUSES, "run status", status, ", ".join(RUN_STATUSES))
+        with self._write() as conn:
+            conn.execute("UPDATE run SET status = ?, updated = ? WHERE id = 1", (status, time.time()))
+
+    # -- trial writes ---------------------------------------------------------------------------------
+
+    def add_trial(self, spec: SpecLike) -> None:
+        """Records a proposed trial as queued (call before submitting it, so the store knows every trial)."""
+        self.add_trials([spec])
+
+    def add_trials(self, specs: Iterable[SpecLike]) -> None:
+        """Records several proposed trials in one transaction.
+
+        Raises:
+            ValueError: a trial id already recorded, or a spec field of the wrong type.
+        """
+        rows = []
+        now = time.time()
+        for spec in specs:
+            check(isinstance(spec.trial_id, int) and spec.trial_id >= 0, "spec.trial_id", spec.trial_id,
+                  "integers >= 0")  # fmt: skip
+            check(isinstance(spec.genome, str) and spec.genome != "", "spec.genome", spec.genome, "genome strings")
+            check(isinstance(spec.generation, int) and spec.generation >= 0, "spec.generation", spec.generation,
+                  "integers >= 0")  # fmt: skip
+            check(isinstance(spec.role, str), "spec.role", spec.role, "strings")
+            parents = list(spec.parents)
+            check(all(isinstance(p, str) for p in parents), "spec.parents", spec.parents, "genome strings")
+            origin = getattr(spec, "origin", None)
+            check(origin is None or isinstance(origin, dict), "spec.origin", origin, "None or a mapping")
+            rows.append((spec.trial_id, spec.genome, spec.generation, spec.role, json.dumps(parents),
+                         int(bool(spec.use_tickets)), "queued", now,
+                         None if origin is None else json.dumps(origin, sort_keys=True)))  # fmt: skip
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    "INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at, "
+                    "origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.IntegrityError:
+            ids = [r[0] for r in rows]
+            raise ValueError(f"add_trial: trial id(s) {ids} collide with recorded trials or repeat") from None
+
+    def mark_running(self, trial_id: int, worker: str | None = None) -> None:
+        """A queued trial starts (on `worker`, free text, when the caller knows it); counts the attempt. The trial's
+        own "host:pid" replaces the label when it finishes."""
+        self._update(trial_id, ("queued",), "mark_running",
+                     "status = 'running', started_at = ?, worker = ?, attempts = attempts + 1",
+                     (time.time(), worker))  # fmt: skip
+
+    def finish_trial(
+        self,
+        trial_id: int,
+        *,
+        score: float,
+        macs: int,
+        params: int,
+        epoch_times: Iterable[float] = (),
+        ticket: str | None = None,
+        ticket_score: float | None = None,
+        ticket_macs: int | None = None,
+        ticket_params: int | None = None,
+        ticket_score_before_ft: float | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        train_s: float | None = None,
+        lottery_s: float | None = None,
+        eval_s: float | None = None,
+        images: int | None = None,
+        epochs: int | None = None,
+        worker: str | None = None,
+        finetuned_score: float | None = None,
+        **phases: Any,
+    ) -> None:
+        """Records a queued or running trial as done with its results, in one transaction.
+
+        Args:
+            trial_id: the trial.
+            score: the candidate's search-val top-1.
+            macs: the candidate's multiply-accumulates.
+            params: the candidate's parameter count.
+            epoch_times: seconds per epoch (training and fine-tuning, scoring included).
+            ticket: the lottery ticket's genome (None: no ticket searched).
+            ticket_score: the ticket's search-val top-1 after fine-tuning (required with a ticket).
+            ticket_macs: the ticket's multiply-accumulates (required with a ticket).
+            ticket_params: the ticket's parameter count (required with a ticket).
+            ticket_score_before_ft: the ticket's search-val top-1 right after BN recalibration.
+            checkpoint: path of the trial's saved weights.
+            train_s: seconds spent training the candidate (its training epochs).
+            lottery_s: seconds spent searching the ticket (proposals, calibration, scoring).
+            eval_s: seconds spent scoring search-val inside training and fine-tuning epochs (part of train_s).
+            images: images trained on (all epochs, fine-tuning included).
+            epochs: epochs trained (early stopping may end before the configured count).
+            worker: the process that ran the trial, as "host:pid" (None: keep what `mark_running` recorded).
+            finetuned_score: the unpruned candidate's search-val top-1 after fine-tuning (no ticket kept).
+            phases: per-phase measurements (`PHASE_FIELDS`): finetune_s, train_epoch_s, finetune_epoch_s,
+                images_per_epoch, finetune_epochs, calib_images, eval_images, inherited (a mapping: what weight
+                inheritance did, see `menas.search.trial.TrialResult.inherited`); `compute_images` is derived.
+
+        Raises:
+            ValueError: an unknown trial, one already finished or failed, or a field of the wrong type.
+        """
+        score = _opt_real("finish_trial score", score)
+        check(score is not None, "finish_trial score", score, "finite numbers")
+        for name, value in (("macs", macs), ("params", params)):
+            check(value is not None, f"finish_trial {name}", value, "integers >= 0")
+            _opt_int(f"finish_trial {name}", value)
+        if ticket is not None:
+            check(isinstance(ticket, str) and ticket != "", "finish_trial ticket", ticket, "genome strings or None")
+            complete = None not in (ticket_score, ticket_macs, ticket_params)
+            check(complete, "finish_trial ticket", ticket, "None, or a genome with ticket_score/_macs/_params")
+        values = {
+            "score": score,
+            "macs": macs,
+            "params": params,
+            "ticket": ticket,
+            "ticket_score": _opt_real("finish_trial ticket_score", ticket_score),
+            "ticket_macs": _opt_int("finish_trial ticket_macs", ticket_macs),
+            "ticket_params": _opt_int("finish_trial ticket_params", ticket_params),
+            "ticket_score_before_ft": _opt_real("finish_trial ticket_score_before_ft", ticket_score_before_ft),
+            "finetuned_score": _opt_real("finish_trial finetuned_score", finetuned_score),
+            **self._measured(epoch_times, checkpoint, train_s, lottery_s, eval_s, images, epochs, worker),
+            **_phases("finish_trial", images, phases),
+        }
+        self._finish(trial_id, "done", values, "finish_trial")
+
+    def fail_trial(
+        self,
+        trial_id: int,
+        error: str,
+        *,
+        macs: int | None = None,
+        params: int | None = None,
+        epoch_times: Iterable[float] = (),
+        checkpoint: str | os.PathLike[str] | None = None,
+        train_s: float | None = None,
+        lottery_s: float | None = None,
+        eval_s: float | None = None,
+        images: int | None = None,
+        epochs: int | None = None,
+        worker: str | None = None,
+        **phases: Any,
+    ) -> None:
+        """Records a queued or running trial as failed with its error text and whatever was measured (the
+        arguments are those of `finish_trial`)."""
+        check(isinstance(error, str), "fail_trial error", error, "strings")
+        values = {
+            "error": error,
+            "macs": _opt_int("fail_trial macs", macs),
+            "params": _opt_int("fail_trial params", params),
+            **self._measured(epoch_times, checkpoint, train_s, lottery_s, eval_s, images, epochs, worker),
+            **_phases("fail_trial", images, phases),
+        }
+        self._finish(trial_id, "failed", values, "fail_trial")
+
+    def record_outcome(self, outcome: Any, error: str = "", **details: Any) -> None:
+        """`finish_trial` or `fail_trial` from a strategy's `TrialOutcome` plus the trial's other measurements
+        (`details`: epoch_times, ticket_score_before_ft, checkpoint, train_s, ...)."""
+        if outcome.status == "failed":
+            self.fail_trial(outcome.trial_id, error, **details)
+            return
+        check(outcome.status == "done", "outcome.status", outcome.status, "done or failed")
+        ticket = None if outcome.ticket in (None, outcome.genome) else outcome.ticket
+        self.finish_trial(
+            outcome.trial_id,
+            score=outcome.score,
+            macs=outcome.macs,
+            params=outcome.params,
+            ticket=ticket,
+            ticket_score=outcome.ticket_score if ticket else None,
+            ticket_macs=outcome.ticket_macs if ticket else None,
+            ticket_params=outcome.ticket_params if ticket else None,
+            finetuned_score=None if ticket else outcome.finetuned_score,
+            **details,
+        )
+
+    def requeue(self, trial_ids: Iterable[int] | None = None) -> list[int]:
+        """Puts running trials (all in flight when `trial_ids` is None) back to queued, e.g. on resume after a
+        crash; returns the ids now queued."""
+        with self._write() as conn:
+            if trial_ids is None:
+                ids = [r[0] for r in conn.execute("SELECT trial_id FROM trials WHERE status IN ('queued', 'running')")]
+            else:
+                ids = list(trial_ids)
+            for tid in ids:
+                row = conn.execute("SELECT status FROM trials WHERE trial_id = ?", (tid,)).fetchone()
+                if row is None or row[0] not in IN_FLIGHT:
+                    found = "unknown" if row is None else row[0]
+                    raise ValueError(f"requeue: trial {tid} is {found}, allowed: queued or running trials")
+                conn.execute("UPDATE trials SET status = 'queued', started_at = NULL, worker = NULL "
+                             "WHERE trial_id = ?", (tid,))  # fmt: skip
+        return sorted(ids)
+
+    def add_retrain(self, **fields: Any) -> int:
+        """Records a finished retrain (the fields of `RetrainRecord` but `id` and `time`; `config` a mapping);
+        returns its id."""
+        names = [f for f in RetrainRecord.__dataclass_fields__ if f not in ("id", "time")]
+        unknown = sorted(set(fields) - set(names))
+        check(not unknown, "add_retrain", unknown, ", ".join(names))
+        check(isinstance(fields.get("genome"), str) and fields["genome"] != "", "add_retrain genome",
+               fields.get("genome"), "genome strings")  # fmt: skip
+        check(fields.get("kept") in ("raw", "ema"), "add_retrain kept", fields.get("kept"), "raw, ema")
+        check(isinstance(fields.get("config"), dict), "add_retrain config", fields.get("config"), "a mapping")
+        for name in ("test_top1", "test_top5", "test_loss", "ema_top1", "ema_top5", "ema_loss", "wall_s",
+                     "images_per_s"):  # fmt: skip
+            fields[name] = _opt_real(f"add_retrain {name}", fields.get(name))
+        for name in ("trial_id", "epochs", "macs", "params"):
+            _opt_int(f"add_retrain {name}", fields.get(name))
+        row = {name: fields.get(name) for name in names}
+        row["config"] = json.dumps(row["config"], sort_keys=True)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"INSERT INTO retrains (time, {', '.join(names)}) VALUES (?, {', '.join('?' * len(names))})",
+                (time.time(), *row.values()),
+            )
+            return int(cursor.lastrowid)
+
+    def retrains(self) -> list[RetrainRecord]:
+        """Every recorded retrain, oldest first (none in a store of schema version 1 opened read-only)."""
+        try:
+            rows = self._conn.execute("SELECT * FROM retrains ORDER BY id").fetchall()
+        except sqlite3.OperationalError:  # version 1 store opened read-only: no retrains table yet
+            return []
+        return [RetrainRecord(**{**dict(r), "config": json.loads(r["config"])}) for r in rows]
+
+    def log_event(self, kind: str, **payload: Any) -> int:
+        """Appends an event of any kind (see the module docstring for those the search logs); returns its id. The
+        payload is stored as JSON; values JSON cannot hold (paths, ...) are stored as their `str`."""
+        check(isinstance(kind, str) and kind != "", "event kind", kind, "non-empty strings")
+        text = json.dumps(payload, sort_keys=True, default=str)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO events (time, kind, payload) VALUES (?, ?, ?)", (time.time(), kind, text)
+            )
+            return int(cursor.lastrowid)
+
+    # -- queries --------------------------------------------------------------------------------------
+
+    def trial(self, trial_id: int) -> TrialRecord:
+        """One trial; KeyError when unknown."""
+        row = self._conn.execute("SELECT * FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"trial {trial_id} is not in {self.path}")
+        return TrialRecord._from_row(row)
+
+    def trials(self, status: str | Iterable[str] | None = None, generation: int | None = None) -> list[TrialRecord]:
+        """Trials in trial_id order, optionally of some statuses and one generation."""
+        statuses = (status,) if isinstance(status, str) else tuple(status) if status is not None else TRIAL_STATUSES
+        for s in statuses:
+            check(s in TRIAL_STATUSES, "trial status", s, ", ".join(TRIAL_STATUSES))
+        query = f"SELECT * FROM trials WHERE status IN ({', '.join('?' * len(statuses))})"
+        args: list[Any] = list(statuses)
+        if generation is not None:
+            query += " AND generation = ?"
+            args.append(generation)
+        return [TrialRecord._from_row(r) for r in self._conn.execute(query + " ORDER BY trial_id", args)]
+
+    def history(self) -> list[TrialRecord]:
+        """Every trial in trial_id order (in-flight ones included): what `Strategy.replay` takes."""
+        return self.trials()
+
+    def finished(self) -> list[TrialRecord]:
+        """Done and failed trials, in trial_id order."""
+        return self.trials(("done", "failed"))
+
+    def in_flight(self) -> list[TrialRecord]:
+        """Queued and running trials, in trial_id order (after a crash: the ones to run again)."""
+        return self.trials(IN_FLIGHT)
+
+    def count(self) -> dict[str, int]:
+        """Number of trials per status."""
+        counts = dict.fromkeys(TRIAL_STATUSES, 0)
+        counts.update(dict(self._conn.execute("SELECT status, COUNT(*) FROM trials GROUP BY status").fetchall()))
+        return counts
+
+    def best(self) -> TrialRecord | None:
+        """The best done trial by `menas.search.ranking.rank_key` (final score, then fewer final MACs, then the earlier
+        trial); None before any trial is done."""
+        return ranking.best(self.trials("done"))
+
+    def ranked(self, limit: int | None = None) -> list[TrialRecord]:
+        """Done trials, best first, by `menas.search.ranking.rank_key` (at most `limit`)."""
+        ordered = sorted(self.trials("done"), key=ranking.rank_key)
+        return ordered if limit is None else ordered[:limit]
+
+    def _by_generation(self) -> list[tuple[int, list[TrialRecord]]]:
+        """Every trial grouped by generation, ascending."""
+        by_gen: dict[int, list[TrialRecord]] = {}
+        for record in self.trials():
+            by_gen.setdefault(record.generation, []).append(record)
+        return sorted(by_gen.items())
+
+    def generation_summary(self) -> list[GenerationSummary]:
+        """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""
+        out = []
+        for gen, records in self._by_generation():
+            done = [r for r in records if r.status == "done"]
+            scores = [r.score for r in done]
+            finals = [r.final_score for r in done]
+            out.append(
+                GenerationSummary(
+                    generation=gen,
+                    trials=len(records),
+                    done=len(done),
+                    failed=sum(r.status == "failed" for r in records),
+                    in_flight=sum(r.in_flight for r in records),
+                    score_mean=_mean(scores),
+                    score_median=statistics.median(scores) if scores else None,
+                    score_best=max(scores, default=None),
+                    ticket_score_mean=_mean(finals),
+                    ticket_score_best=max(finals, default=None),
+                    macs_mean=_mean([r.macs for r in done]),
+                    params_mean=_mean([r.params for r in done]),
+                    ticket_macs_mean=_mean([r.final_macs for r in done]),
+                    ticket_params_mean=_mean([r.final_params for r in done]),
+                    epoch_s_mean=_mean([t for r in done for t in (r.train_epoch_s or r.epoch_times)]),
+                )
+            )
+        return out
+
+    def generation_phases(self) -> list[GenerationPhases]:
+        """Per generation, ascending: what the paper's Fig. 4a/4b show (cost and training epoch time of the
+        candidates, cost of their tickets, the share replaced), from the per-phase columns."""
+        out = []
+        for gen, records in self._by_generation():
+            done = [r for r in records if r.status == "done"]
+            tickets = [r for r in done if r.replaced]
+            epoch_s = [statistics.fmean(r.train_epoch_s) for r in done if r.train_epoch_s]
+            out.append(GenerationPhases(
+                generation=gen, done=len(done), params=_spread([r.params for r in done]),
+                macs=_spread([r.macs for r in done]), train_epoch_s=_spread(epoch_s),
+                ticket_params=_spread([r.ticket_params for r in tickets]),
+                ticket_macs=_spread([r.ticket_macs for r in tickets]),
+                replaced_share=len(tickets) / len(done) if done else None,
+                final_score_best=max((r.final_score for r in done), default=None),
+                compute_images=round(sum(r.budget_images or 0 for r in records if not r.in_flight)),
+            ))  # fmt: skip
+        return out
+
+    def compute_used(self) -> ComputeUsed:
+        """The compute of every finished trial so far (what `compute` budgets count; a resumed run keeps it):
+        training-image equivalents (`FORWARD_IMAGES_PER_TRAINING_IMAGE`) and trial seconds."""
+        query = ("SELECT COALESCE(SUM({}), 0), COALESCE(SUM(finished_at - started_at), 0.0), COUNT(*) "
+                 "FROM trials WHERE status IN ('done', 'failed')")  # fmt: skip
+        # weighted here from the stored raw counts (not stored weighted), so every store and resume counts alike
+        weighted = ("COALESCE(images, 0) + (COALESCE(calib_images, 0) + COALESCE(eval_images, 0)) / "
+                    f"{float(FORWARD_IMAGES_PER_TRAINING_IMAGE)}")  # fmt: skip
+        try:
+            row = self._conn.execute(query.format(weighted)).fetchone()
+        except sqlite3.OperationalError:  # schema version 2 opened read-only: training images only
+            row = self._conn.execute(query.format("images")).fetchone()
+        return ComputeUsed(round(row[0]), float(row[1]), int(row[2]))
+
+    def events(self, kind: str | None = None, after: int = 0) -> list[Event]:
+        """Events with id > `after` (for tailing), optionally of one kind, oldest first."""
+        query, args = "SELECT * FROM events WHERE id > ?", [after]
+        if kind is not None:
+            query += " AND kind = ?"
+            args.append(kind)
+        rows = self._conn.execute(query + " ORDER BY id", args).fetchall()
+        return [Event(r["id"], r["time"], r["kind"], json.loads(r["payload"])) for r in rows]
+
+    def snapshot(self) -> tuple[RunInfo, list[TrialRecord]]:
+        """Run info and every trial from one consistent snapshot (for status displays)."""
+        with self._read():
+            return self.run_info(), self.trials()
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _measured(
+        epoch_times: Iterable[float],
+        checkpoint: Any,
+        train_s: Any,
+        lottery_s: Any,
+        eval_s: Any,
+        images: Any,
+        epochs: Any,
+        worker: Any,
+    ) -> dict[str, Any]:
+        """The column updates of what a done or failed trial measured (see `finish_trial`), checked. A worker
+        that is not given leaves the column alone (so `mark_running`'s label stays)."""
+        times = [_opt_real("epoch_times item", v, nonneg=True) for v in epoch_times]
+        check(None not in times, "epoch_times", epoch_times, "finite numbers >= 0")
+        check(worker is None or (isinstance(worker, str) and worker != ""), "worker", worker,
+              "None or a non-empty string such as 'host:pid'")  # fmt: skip
+        return {
+            "epoch_times": json.dumps(times),
+            "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
+            "train_s": _opt_real("train_s", train_s, nonneg=True),
+            "lottery_s": _opt_real("lottery_s", lottery_s, nonneg=True),
+            "eval_s": _opt_real("eval_s", eval_s, nonneg=True),
+            "images": _opt_int("images", images),
+            "epochs": _opt_int("epochs", epochs),
+            **({} if worker is None else {"worker": worker}),
+        }
+
+    def _finish(self, trial_id: int, status: str, values: dict[str, Any], op: str) -> None:
+        columns = ", ".join(f"{name} = ?" for name in values)
+        self._update(trial_id, IN_FLIGHT, op, f"status = '{status}', finished_at = ?, {columns}",
+                     (time.time(), *values.values()))  # fmt: skip
+
+    def _update(self, trial_id: int, allowed: tuple[str, ...], op: str, assignments: str, args: tuple) -> None:
+        """Updates one trial whose status is in `allowed`, checking it in the same transaction."""
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"{op}: trial {trial_id} is not in the store (add_trial first)")
+            if row[0] not in allowed:
+                raise ValueError(f"{op}: trial {trial_id} is {row[0]}, allowed: {' or '.join(allowed)} trials")
+            conn.execute(f"UPDATE trials SET {assignments} WHERE trial_id = ?", (*args, trial_id))
+
+
+#: The per-phase measurements `finish_trial` and `fail_trial` take (the columns of `_PHASE_COLUMNS` but the
+#: fine-tuned score, given on its own, and `compute_images`, derived).
+PHASE_FIELDS = ("finetune_s", "train_epoch_s", "finetune_epoch_s", "images_per_epoch", "finetune_epochs",
+                "calib_images", "eval_images", "inherited")  # fmt: skip
+
+
+def _phases(op: str, images: Any, phases: dict[str, Any]) -> dict[str, Any]:
+    """The checked column values of a trial's per-phase measurements, with `compute_images` (every image
+    trained on, calibrated with or scored; None when nothing was counted)."""
+    unknown = sorted(set(phases) - set(PHASE_FIELDS))
+    check(not unknown, op, unknown, ", ".join(PHASE_FIELDS))
+    values: dict[str, Any] = {"finetune_s": _opt_real(f"{op} finetune_s", phases.get("finetune_s"), nonneg=True)}
+    for name in ("train_epoch_s", "finetune_epoch_s"):
+        times = [_opt_real(f"{op} {name} item", v, nonneg=True) for v in phases.get(name, ())]
+        check(None not in times, f"{op} {name}", phases.get(name), "finite numbers >= 0")
+        values[name] = json.dumps(times)
+    for name in ("images_per_epoch", "finetune_epochs", "calib_images", "eval_images"):
+        values[name] = _opt_int(f"{op} {name}", phases.get(name))
+    inherited = phases.get("inherited")
+    check(inherited is None or isinstance(inherited, dict), f"{op} inherited", inherited, "None or a mapping")
+    values["inherited"] = None if inherited is None else json.dumps(inherited, sort_keys=True)
+    counted = [v for v in (images, values["calib_images"], values["eval_images"]) if v is not None]
+    values["compute_images"] = sum(counted) if counted else None
+    return values
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Brings a store of an older schema version up to `SCHEMA_VERSION`, one version per transaction."""
+    for start in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == start:  # another process may have migrated
+                for statement in _MIGRATIONS[start]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {start + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+__all__ = [
+    "FILENAME",
+    "IN_FLIGHT",
+    "PHASE_FIELDS",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "TRIAL_STATUSES",
+    "ComputeUsed",
+    "Event",
+    "GenerationPhases",
+    "GenerationSummary",
+    "RetrainRecord",
+    "RunInfo",
+    "Store",
+    "TrialRecord",
+    "store_path",
+]

@@ -1,0 +1,1 @@
+"""What happens to the chosen network: retrain, transfer, evaluate, export and load."""
