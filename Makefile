@@ -10,7 +10,7 @@ BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST := $(BIN)/python -m pytest -q --durations=15
 
-.PHONY: demo test test-all test-slow lint format bench dataset constraints clean
+.PHONY: demo test test-all test-slow lint format bench dataset constraints clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: $(DEV_STAMP) dataset
 	$(BIN)/python bench/bench_cost.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_lottery.py
+
+# the configuration reference, generated from the config dataclasses (tests/test_docs.py checks it is current)
+docs: $(BASE_STAMP)
+	$(BIN)/python -m menas.config_doc > docs/configuration-reference.md.tmp
+	mv docs/configuration-reference.md.tmp docs/configuration-reference.md
 
 constraints: $(DEV_STAMP)
 	@echo "# Versions the tests ran with (pip freeze of the dev install, menas excluded): make constraints" > constraints.txt
