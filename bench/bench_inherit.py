@@ -35,10 +35,11 @@ from pathlib import Path
 import torch
 
 from menas.config import DataConfig, TrainConfig
-from menas.data.datasets import build_loaders
+from menas.data.splits import build_loaders
 from menas.nn.builder import build_model
 from menas.prune.diagnose import correlations
-from menas.prune.lottery import calibration_batches, merge_batches, top1
+from menas.prune.recalibrate import calibration_batches, merge_batches
+from menas.prune.tickets import top1
 from menas.search.inherit import InheritCounts, inherit
 from menas.space.cost import Budget
 from menas.space.operators import crossover_traced, mutate_traced, repair_traced, sample

@@ -22,20 +22,12 @@ import time
 import torch
 
 from menas.config import DataConfig, LotteryConfig, TrainConfig
-from menas.data.datasets import build_loaders
+from menas.data.splits import build_loaders
 from menas.nn.builder import build_model
 from menas.prune.diagnose import diagnose
-from menas.prune.lottery import (
-    calibration_batches,
-    inherit_weights,
-    merge_batches,
-    propose,
-    recalibrate_bn,
-    search_ticket,
-    take_images,
-    top1,
-    use_bf16,
-)
+from menas.prune.recalibrate import calibration_batches, merge_batches, recalibrate_bn
+from menas.prune.surgery import inherit_weights, propose
+from menas.prune.tickets import search_ticket, take_images, top1, use_bf16
 from menas.space.cost import Budget
 from menas.space.genome import MOBILENETV3_LARGE, Genome
 from menas.space.operators import sample

@@ -161,7 +161,7 @@ def heritability(records: list[TrialRecord]) -> dict[str, tuple[int, float, floa
     ticket when one replaced it). A search can only climb when children inherit their parents' scores."""
     from menas.prune.diagnose import correlations
 
-    final = {(r.ticket or r.genome): r.final_score for r in records if r.status == "done"}
+    final = {r.final_genome: r.final_score for r in records if r.status == "done"}
     out = {}
     for role in ("mutation", "crossover"):
         bred = [r for r in records if r.role == role and r.status == "done" and r.parents]
@@ -194,7 +194,7 @@ def size_drift(records: list[TrialRecord]) -> dict[str, float] | None:
     from menas.prune.diagnose import correlations
 
     done = [r for r in records if r.status == "done"]
-    final_macs = {(r.ticket or r.genome): r.final_macs for r in done}
+    final_macs = {r.final_genome: r.final_macs for r in done}
     children = [r for r in done if r.parents and all(p in final_macs for p in r.parents)]
     pool_mean = {g: statistics.fmean(r.final_macs for r in done if r.generation < g)
                  for g in {c.generation for c in children}}  # fmt: skip
@@ -230,7 +230,7 @@ def paired_candidates(first: Path, second: Path) -> list[tuple[int, float, float
     runs = []
     for folder in (first, second):
         with Store.open(folder, readonly=True) as store:
-            runs.append({(r.trial_id, r.genome): r.score for r in store.trials("done")})
+            runs.append({(r.trial_id, r.genome): r.trained_score for r in store.trials("done")})
     return [(key[0], runs[0][key], runs[1][key]) for key in sorted(runs[0].keys() & runs[1].keys())]
 
 
@@ -269,7 +269,7 @@ def noise(folder: Path, seeds: list[int], out: Path) -> None:
                            seed=seed, device=cfg.device)  # fmt: skip
             result = run_trial(job)
             finals.append(result.final_score)
-            candidates.append(result.score)
+            candidates.append(result.trained_score)
         cells = [f"{name} (trial {record.trial_id})", f"{record.final_score:.2f}", _listed(finals),
                  f"{statistics.fmean(finals):.2f}", f"{statistics.stdev(finals):.2f}", _listed(candidates)]  # fmt: skip
         print("| " + " | ".join(cells) + " |", flush=True)

@@ -99,9 +99,9 @@ def run_one(variant: str, index: int, genome: str, seed: int, workdir: str) -> d
                    finetune_lr_scale=cfg.lottery.finetune_lr_scale)  # fmt: skip
     tic = time.perf_counter()
     result = run_trial(job)
-    return {"variant": variant, "genome": index, "seed": seed, "score": result.score,
+    return {"variant": variant, "genome": index, "seed": seed, "score": result.trained_score,
             "final": result.final_score, "ticket": result.ticket is not None,
-            "images": result.compute_images, "seconds": time.perf_counter() - tic, "error": result.error}  # fmt: skip
+            "images": result.raw_images, "seconds": time.perf_counter() - tic, "error": result.error}  # fmt: skip
 
 
 def load(path: Path) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Retraining throughput with and without the retrain recipe's augmentation (issue 9: RandAugment must not make
 the CPU the bottleneck; goal: with >= 0.8x the img/s without).
 
-Measures `menas.train.loop.train` fed by `menas.data.datasets.DeviceLoader` on Fashion-MNIST at 32x32 (retrain split:
+Measures `menas.train.loop.train` fed by `menas.data.loaders.DeviceLoader` on Fashion-MNIST at 32x32 (retrain split:
 the
 training set minus a 2% held-out part), batch 128, on a demo-sized network (a seeded MobileNet3-MT sample in the
 demo's budget, 5.58M MACs, 1.89M params; the demo's winner had 5.77M MACs, 1.94M params), three variants:
@@ -33,7 +33,9 @@ import time
 import torch
 
 from menas.config import DataConfig, RetrainConfig
-from menas.data.datasets import DeviceLoader, build_loaders, resolve_device
+from menas.data.device import resolve_device
+from menas.data.loaders import DeviceLoader
+from menas.data.splits import build_loaders
 from menas.nn.builder import build_model
 from menas.space.genome import Genome
 from menas.train.loop import seed_trial, train

@@ -46,7 +46,8 @@ import torch
 from torch import nn
 
 from menas.config import DataConfig, TrainConfig
-from menas.data.datasets import FASHION_MNIST_ROOT, SearchData, build_loaders, load_fashion_mnist
+from menas.data.datasets import FASHION_MNIST_ROOT, load_fashion_mnist
+from menas.data.splits import SearchData, build_loaders
 from menas.train.loop import evaluate, seed_trial, train
 
 BATCH = 128

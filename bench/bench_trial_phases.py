@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE / "evidence"))
 
 import torch  # noqa: E402
 
-from menas.data.datasets import resolve_device  # noqa: E402
+from menas.data.device import resolve_device  # noqa: E402
 from menas.nn.builder import build_model  # noqa: E402
 from menas.search.engine import make_budget  # noqa: E402
 from menas.search.trial import TrialJob, load_data, run_trial  # noqa: E402

@@ -57,7 +57,7 @@ def tiny_cnn():
 def synthetic_data():
     """Search loaders over the synthetic dataset at 16 px on the CPU (2,500 train / 1,000 val images)."""
     from menas.config import DataConfig
-    from menas.data.datasets import build_loaders
+    from menas.data.splits import build_loaders
 
     cfg = DataConfig(
         dataset="synthetic", input_size=16, search_train_fraction=0.5, search_val_fraction=0.2, batch_size=64

@@ -18,7 +18,7 @@ GOLDEN = Path(__file__).parent / "data" / "pinned_search.json"
 
 #: Columns whose values differ between identical runs: clocks, durations, the worker's host:pid, absolute paths.
 VOLATILE = {
-    "queued_at", "started_at", "finished_at", "train_s", "lottery_s", "eval_s", "finetune_s", "epoch_times",
+    "queued_at", "started_at", "finished_at", "train_s", "lottery_s", "eval_s", "finetune_s", "epoch_s",
     "train_epoch_s", "finetune_epoch_s", "worker", "checkpoint", "weights", "attempts", "error",
 }  # fmt: skip
 

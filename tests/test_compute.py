@@ -12,10 +12,11 @@ import pytest
 from menas.cli.main import main
 from menas.config import ComputeConfig, StrategyConfig, from_dict
 from menas.errors import UserError
+from menas.folders import LOTTERY_FILE
 from menas.search import engine as search_module
 from menas.search.engine import Search
+from menas.search.record import TrialRecord
 from menas.search.store import FORWARD_IMAGES_PER_TRAINING_IMAGE, Store
-from menas.search.trial import LOTTERY_FILE, TrialResult
 from test_search import tiny_config
 
 
@@ -29,14 +30,14 @@ def test_per_phase_fields_are_written_and_read_back(reference_run: Path) -> None
     for t in trials:
         assert len(t.train_epoch_s) == cfg.train.epochs and len(t.finetune_epoch_s) == cfg.finetune_epochs
         assert t.finetune_epochs == cfg.finetune_epochs and t.epochs == cfg.train.epochs + cfg.finetune_epochs
-        assert t.images_per_epoch > 0 and t.images == t.epochs * t.images_per_epoch
+        assert t.images_per_epoch > 0 and t.train_images == t.epochs * t.images_per_epoch
         assert t.calib_images > 0 and t.eval_images > 0
-        assert t.compute_images == t.images + t.calib_images + t.eval_images
-        assert 0 < t.train_epoch_s[0] <= t.epoch_times[0] and t.finetune_s > 0 and t.train_s > 0
-        assert t.score is not None  # the candidate after its training epochs
+        assert t.raw_images == t.train_images + t.calib_images + t.eval_images
+        assert 0 < t.train_epoch_s[0] <= t.epoch_s[0] and t.finetune_s > 0 and t.train_s > 0
+        assert t.trained_score is not None  # the candidate after its training epochs
         if t.ticket is not None:
-            assert t.finetuned_score is None and t.final_score == t.ticket_score
-            assert t.ticket_score_before_ft is not None
+            assert t.finetuned_score is None and t.final_score == t.ticket_finetuned_score
+            assert t.ticket_recalibrated_score is not None
         else:
             assert t.final_score == t.finetuned_score is not None
         record = json.loads((reference_run / "trials" / f"{t.trial_id:05d}" / LOTTERY_FILE).read_text())
@@ -44,8 +45,9 @@ def test_per_phase_fields_are_written_and_read_back(reference_run: Path) -> None
         assert (record["ticket"] is None) == (t.ticket is None)
     with Store.open(reference_run, readonly=True) as store:
         used = store.compute_used()
-    weighted = sum(t.images + (t.calib_images + t.eval_images) / FORWARD_IMAGES_PER_TRAINING_IMAGE for t in trials)
-    assert used.images == round(weighted) < sum(t.compute_images for t in trials) and used.trials == len(trials)
+    forward = FORWARD_IMAGES_PER_TRAINING_IMAGE
+    weighted = sum(t.train_images + (t.calib_images + t.eval_images) / forward for t in trials)
+    assert used.images == round(weighted) < sum(t.raw_images for t in trials) and used.trials == len(trials)
 
 
 def test_ablation_fine_tunes_as_menas_does(reference_run: Path, tmp_path: Path) -> None:
@@ -76,12 +78,13 @@ def test_ablation_fine_tunes_as_menas_does(reference_run: Path, tmp_path: Path) 
 IMAGES_PER_TRIAL = 1000
 
 
-def _fake_run_trial(job, on_epoch=None) -> TrialResult:
+def _fake_run_trial(job, on_epoch=None) -> TrialRecord:
     """A done trial that used IMAGES_PER_TRIAL training-image equivalents (700 trained + 900 forward-only / 3),
     with a score that depends only on the genome."""
     score = 10.0 + zlib.crc32(job.genome.encode()) % 1000 / 10.0
-    return TrialResult(job.trial_id, job.genome, "done", 1000, 100, score=score, images=700, calib_images=300,
-                       eval_images=600, train_epoch_s=[0.1], worker="fake:1")  # fmt: skip
+    return TrialRecord(trial_id=job.trial_id, genome=job.genome, status="done", macs=1000, params=100,
+                       trained_score=score, train_images=700, calib_images=300, eval_images=600, train_epoch_s=[0.1],
+                       worker="fake:1")  # fmt: skip
 
 
 STRATEGIES = {

@@ -22,10 +22,10 @@ def test_forward_only_images_count_a_third(tmp_path: Path) -> None:
     assert FORWARD_IMAGES_PER_TRAINING_IMAGE == 3
     with Store.create(tmp_path / "run", {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(i, "g", 0, "sample", (), True) for i in range(3)])
-        store.finish_trial(0, score=1.0, macs=1, params=1, images=300, calib_images=60, eval_images=90)
-        store.finish_trial(1, score=1.0, macs=1, params=1, images=300)  # no forward-only images recorded
-        store.fail_trial(2, "boom", images=30, calib_images=30)
-        assert store.trial(0).compute_images == 450
+        store.finish_trial(0, trained_score=1.0, macs=1, params=1, train_images=300, calib_images=60, eval_images=90)
+        store.finish_trial(1, trained_score=1.0, macs=1, params=1, train_images=300)  # no forward-only images recorded
+        store.fail_trial(2, "boom", train_images=30, calib_images=30)
+        assert store.trial(0).raw_images == 450
         assert [store.trial(i).budget_images for i in range(3)] == [300 + 50, 300, 30 + 10]  # what the sum counts
         assert store.compute_used().images == (300 + 50) + 300 + (30 + 10)
 
@@ -35,7 +35,7 @@ def _records(tmp_path: Path, finished: int, running: int, total: int) -> list:
     with Store.create(tmp_path / "run", {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(i, "g", 0, "sample", (), True) for i in range(total)])
         for i in range(finished):
-            store.finish_trial(i, score=1.0, macs=1, params=1, images=1000)
+            store.finish_trial(i, trained_score=1.0, macs=1, params=1, train_images=1000)
         for i in range(finished, finished + running):
             store.mark_running(i)
         records = store.trials()
@@ -95,9 +95,14 @@ def _policy_run(folder: Path, scores: dict[int, tuple[int, float, bool]]) -> Non
     with Store.create(folder, {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(i, f"g{i}", gen, "sample", (), True) for i, (gen, _, _) in scores.items()])
         for i, (_, score, ticket) in scores.items():
-            extra = {"ticket": f"t{i}", "ticket_score": score, "ticket_macs": 600, "ticket_params": 6} if ticket else {}
-            store.finish_trial(i, score=score - 1.0 if ticket else score, macs=1000, params=10, train_epoch_s=[2.0],
-                               **extra)  # fmt: skip
+            extra = (
+                {"ticket": f"t{i}", "ticket_finetuned_score": score, "ticket_macs": 600, "ticket_params": 6}
+                if ticket
+                else {}
+            )
+            store.finish_trial(
+                i, trained_score=score - 1.0 if ticket else score, macs=1000, params=10, train_epoch_s=[2.0], **extra
+            )
 
 
 def test_bench_policy_collects_generations_and_pairs(tmp_path: Path) -> None:
@@ -122,10 +127,18 @@ def test_bench_policy_size_drift_splits_the_change_into_tickets_selection_and_br
     with Store.create(tmp_path / "run", {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(0, "g0", 0, "sample", (), True), TrialSpec(1, "g1", 0, "sample", (), True),
                           TrialSpec(2, "g2", 1, "mutation", ("t0",), True)])  # fmt: skip
-        store.finish_trial(0, score=58.0, macs=1000, params=10, ticket="t0", ticket_score=60.0, ticket_macs=800,
-                           ticket_params=8)  # fmt: skip
-        store.finish_trial(1, score=50.0, macs=1000, params=10)
-        store.finish_trial(2, score=65.0, macs=880, params=9)
+        store.finish_trial(
+            0,
+            trained_score=58.0,
+            macs=1000,
+            params=10,
+            ticket="t0",
+            ticket_finetuned_score=60.0,
+            ticket_macs=800,
+            ticket_params=8,
+        )
+        store.finish_trial(1, trained_score=50.0, macs=1000, params=10)
+        store.finish_trial(2, trained_score=65.0, macs=880, params=9)
         drift = bench.size_drift(store.trials())
     assert drift["children"] == 1
     assert drift["tickets"] == pytest.approx((0.8 + 1.0 + 1.0) / 3)
@@ -134,5 +147,5 @@ def test_bench_policy_size_drift_splits_the_change_into_tickets_selection_and_br
     assert drift["size_rank"] == pytest.approx(-0.5)  # final MACs 800, 1000, 880 against scores 60, 50, 65
     with Store.create(tmp_path / "unbred", {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(0, "g0", 0, "sample", (), True)])
-        store.finish_trial(0, score=58.0, macs=1000, params=10)
+        store.finish_trial(0, trained_score=58.0, macs=1000, params=10)
         assert bench.size_drift(store.trials()) is None  # no bred children: nothing to split

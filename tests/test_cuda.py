@@ -35,7 +35,8 @@ def test_a_trial_trains_finds_a_ticket_and_fine_tunes_on_cuda(tmp_path: Path) ->
     result = run_trial(job)
     assert result.status == "done", result.error
     assert result.ticket is not None and result.ticket_macs < result.macs  # tolerance 100: a smaller ticket is kept
-    assert result.score > 20.0 and result.final_score > 20.0  # synthetic classes are separable: above 10% chance
+    # synthetic classes are separable: above 10% chance
+    assert result.trained_score > 20.0 and result.final_score > 20.0
     model = menas.load(tmp_path / "t")  # weights saved from the GPU load on the CPU
     assert next(model.parameters()).device.type == "cpu" and model.genome.to_str() == result.ticket
     # `evaluate --split val` on the GPU reproduces the recorded final score (same data, same weights)

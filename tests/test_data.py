@@ -13,18 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from menas.config import DataConfig, from_dict
-from menas.data.datasets import (
-    FASHION_MNIST_ROOT,
-    DeviceLoader,
-    build_loaders,
-    class_balanced_split,
-    epoch_seed,
-    load_digits,
-    make_synthetic,
-    random_crop_flip,
-    read_idx,
-    resize_uint8,
-)
+from menas.data.datasets import FASHION_MNIST_ROOT, class_balanced_split, load_digits, make_synthetic, read_idx
+from menas.data.loaders import DeviceLoader, epoch_seed, random_crop_flip, resize_uint8
+from menas.data.splits import build_loaders
 
 # --------------------------------------------------------------------------------------------- fixture writers
 

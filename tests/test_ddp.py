@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from menas.config import DataConfig, RetrainConfig, TrainConfig, apply_override
-from menas.data.datasets import build_loaders
+from menas.data.splits import build_loaders
 from menas.nn.builder import build_model
 from menas.space.genome import Genome
 from menas.train import distributed

@@ -94,7 +94,7 @@ def test_lottery_out_writes_a_loadable_ticket(
 def _search_val_top1(folder: Path) -> float:
     """Search-val top-1 of the weights in a checkpoint folder, recomputed on the data its run.json records."""
     from menas.config import DataConfig, from_dict
-    from menas.data.datasets import build_loaders
+    from menas.data.splits import build_loaders
     from menas.train.checkpoint import load_weights
     from menas.train.loop import evaluate
 

@@ -184,8 +184,8 @@ def test_export_cli_sources_and_errors(
     run = tmp_path / "run"
     with Store.create(run, {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(i, f"g{i}", 0, "sample", (), True) for i in range(2)])
-        store.finish_trial(0, score=60.0, macs=1, params=1, checkpoint=str(tmp_path / "missing.safetensors"))
-        store.finish_trial(1, score=70.0, macs=1, params=1, checkpoint=str(weights))
+        store.finish_trial(0, trained_score=60.0, macs=1, params=1, weights=str(tmp_path / "missing.safetensors"))
+        store.finish_trial(1, trained_score=70.0, macs=1, params=1, weights=str(weights))
     (run / "config.yaml").write_text("data:\n  dataset: digits\n  input_size: 32\n")
     assert main(["export", str(run), "--out", str(tmp_path / "b"), "--format", "safetensors"]) == 0
     record = json.loads((tmp_path / "b" / "genome.json").read_text())

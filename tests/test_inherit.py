@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from menas.nn.builder import build_model
-from menas.prune.lottery import apply_rates, inherit_weights, recalibrate_bn, top1
+from menas.prune.recalibrate import recalibrate_bn
+from menas.prune.surgery import apply_rates, inherit_weights
+from menas.prune.tickets import top1
 from menas.search.inherit import inherit, inherit_from_files
 from menas.space.cost import Budget
 from menas.space.genome import Genome, StageGene

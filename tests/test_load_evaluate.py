@@ -14,7 +14,8 @@ import torch
 import menas
 from menas.cli.main import main
 from menas.config import DataConfig, TrainConfig, from_dict
-from menas.data.datasets import build_loaders, channel_stats
+from menas.data.loaders import channel_stats
+from menas.data.splits import build_loaders
 from menas.errors import UserError
 from menas.nn.builder import build_model
 from menas.search.store import Store
@@ -58,8 +59,8 @@ def _source(kind: str, trained: Path, tmp_path: Path) -> Path:
     run = tmp_path / "run"  # a run folder whose best trial is the trained network
     with Store.create(run, {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(i, GENOME, 0, "sample", (), True) for i in range(2)])
-        store.finish_trial(0, score=10.0, macs=1, params=1, checkpoint=str(tmp_path / "missing.safetensors"))
-        store.finish_trial(1, score=50.0, macs=1, params=1, checkpoint=str(trained / "model.safetensors"))
+        store.finish_trial(0, trained_score=10.0, macs=1, params=1, weights=str(tmp_path / "missing.safetensors"))
+        store.finish_trial(1, trained_score=50.0, macs=1, params=1, weights=str(trained / "model.safetensors"))
     (run / "config.yaml").write_text("data:\n  dataset: synthetic\n  input_size: 16\n  seed: 1\n")
     return run
 
@@ -98,10 +99,16 @@ def test_load_bad_paths_are_one_line(trained: Path, tmp_path: Path) -> None:
     lost = tmp_path / "lost"
     with Store.create(lost, {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(0, GENOME, 0, "sample", (), True)])
-        store.finish_trial(0, score=50.0, macs=1, params=1, checkpoint=str(tmp_path / "gone" / "model.safetensors"))
-    cases = {tmp_path / "nothing": "not found", tmp_path / "empty": "no model.safetensors",
-             tmp_path / "junk.safetensors": "not a safetensors file", run: "no finished trial",
-             lost: "the best trial's weights .*gone.* are missing"}  # fmt: skip
+        store.finish_trial(
+            0, trained_score=50.0, macs=1, params=1, weights=str(tmp_path / "gone" / "model.safetensors")
+        )
+    cases = {
+        tmp_path / "nothing": "not found",
+        tmp_path / "empty": "no model.safetensors",
+        tmp_path / "junk.safetensors": "not a safetensors file",
+        run: "no finished trial",
+        lost: "the best trial's weights .*gone.* are missing",
+    }
     for path, message in cases.items():
         with pytest.raises(UserError, match=message) as info:
             menas.load(path)
@@ -140,7 +147,7 @@ def test_a_trial_folder_records_its_data_and_preprocessing(tmp_path: Path) -> No
     mean, std = channel_stats(data.train.images)
     assert record["preprocessing"]["mean"] == pytest.approx(mean.tolist(), abs=1e-6)
     assert record["preprocessing"]["std"] == pytest.approx(std.tolist(), abs=1e-6)
-    assert torch.equal(menas.load(tmp_path / "t").classifier.weight, load_weights(result.checkpoint).classifier.weight)
+    assert torch.equal(menas.load(tmp_path / "t").classifier.weight, load_weights(result.weights).classifier.weight)
     # `evaluate --split val` reproduces the score the search recorded for the trial
     assert main(["evaluate", str(tmp_path / "t"), "--split", "val", "--threads", "1"]) == 0
     assert json.loads((tmp_path / "t" / "evaluate-val.json").read_text())["top1"] == result.final_score

@@ -11,23 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from menas.config import LotteryConfig
 from menas.nn.builder import build_model
-from menas.prune.lottery import (
-    LotteryConfig,
-    ScoredProposal,
-    apply_rates,
-    choose_ticket,
-    inherit_weights,
-    keep_plan,
-    merge_batches,
-    propose,
-    recalibrate_bn,
-    residual_groups,
-    search_ticket,
-    skip_images,
-    take_images,
-    top1,
-)
+from menas.prune.importance import residual_groups
+from menas.prune.recalibrate import merge_batches, recalibrate_bn
+from menas.prune.surgery import apply_rates, inherit_weights, keep_plan, propose
+from menas.prune.tickets import ScoredProposal, choose_ticket, search_ticket, skip_images, take_images, top1
 from menas.space.cost import Budget, count_cost, count_with_hooks
 from menas.space.genome import MOBILENETV3_LARGE, Genome
 

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from menas.cli.main import main
+from menas.folders import LOTTERY_FILE
 from menas.report.build import (
     FIGURES,
     LOTTERY_FIGURE,
-    LOTTERY_RECORD,
     TABLES,
     best_point,
     lottery_records,
@@ -70,13 +70,22 @@ def _run_with_trials(tmp_path: Path) -> Path:
     config = {"space": "mobilenet3-mt", "strategy": {"name": "menas"}}
     with Store.create(run, config, seed=0) as store:
         store.add_trials([TrialSpec(i, f"genome-{i}", i // 3, "sample", (), True) for i in range(6)])
-        store.finish_trial(0, score=70.0, macs=5_000_000, params=2_000_000, epoch_times=[4.0, 4.2])
-        store.finish_trial(1, score=72.0, macs=7_000_000, params=2_500_000, epoch_times=[5.0, 5.2],
-                           ticket="ticket-1", ticket_score=71.5, ticket_macs=4_000_000, ticket_params=1_500_000,
-                           ticket_score_before_ft=69.0)  # fmt: skip
+        store.finish_trial(0, trained_score=70.0, macs=5_000_000, params=2_000_000, epoch_s=[4.0, 4.2])
+        store.finish_trial(
+            1,
+            trained_score=72.0,
+            macs=7_000_000,
+            params=2_500_000,
+            epoch_s=[5.0, 5.2],
+            ticket="ticket-1",
+            ticket_finetuned_score=71.5,
+            ticket_macs=4_000_000,
+            ticket_params=1_500_000,
+            ticket_recalibrated_score=69.0,
+        )
         store.fail_trial(2, "TrialFailed: non-finite loss")
-        store.finish_trial(3, score=68.0, macs=3_000_000, params=1_000_000, epoch_times=[3.0])
-        store.finish_trial(4, score=74.0, macs=8_000_000, params=3_000_000, epoch_times=[6.0])
+        store.finish_trial(3, trained_score=68.0, macs=3_000_000, params=1_000_000, epoch_s=[3.0])
+        store.finish_trial(4, trained_score=74.0, macs=8_000_000, params=3_000_000, epoch_s=[6.0])
     return run
 
 
@@ -131,12 +140,25 @@ def _run_with_phases(tmp_path: Path) -> Path:
         store.add_trials([TrialSpec(i, f"genome-{i}", i // 2, "sample", (), True) for i in range(4)])
         for i, (params, macs, epoch_s) in enumerate([(2e6, 6e6, 4.0), (3e6, 8e6, 6.0), (1e6, 4e6, 2.0),
                                                      (1e6, 2e6, 3.0)]):  # fmt: skip
-            ticket = {"ticket": f"ticket-{i}", "ticket_score": 70.0 + i, "ticket_macs": int(macs / 2),
-                      "ticket_params": int(params / 2), "ticket_score_before_ft": 60.0} if i % 2 else {}  # fmt: skip
-            store.finish_trial(i, score=65.0 + i, macs=int(macs), params=int(params), epoch_times=[epoch_s + 1, 9.0],
-                               train_epoch_s=[epoch_s], finetune_epoch_s=[1.0], images=2000, calib_images=500,
-                               eval_images=1000, finetune_epochs=1, images_per_epoch=1000, finetune_s=1.5,
-                               finetuned_score=None if ticket else 66.0 + i, **ticket)  # fmt: skip
+            ticket = {"ticket": f"ticket-{i}", "ticket_finetuned_score": 70.0 + i, "ticket_macs": int(macs / 2),
+                      "ticket_params": int(params / 2), "ticket_recalibrated_score": 60.0} if i % 2 else {}  # fmt: skip
+            store.finish_trial(
+                i,
+                trained_score=65.0 + i,
+                macs=int(macs),
+                params=int(params),
+                epoch_s=[epoch_s + 1, 9.0],
+                train_epoch_s=[epoch_s],
+                finetune_epoch_s=[1.0],
+                train_images=2000,
+                calib_images=500,
+                eval_images=1000,
+                finetune_epochs=1,
+                images_per_epoch=1000,
+                finetune_s=1.5,
+                finetuned_score=None if ticket else 66.0 + i,
+                **ticket,
+            )
     folder = run / "trials" / "00001"
     folder.mkdir(parents=True)
     proposals = [{"index": k, "genome": f"p{k}", "mean_mid_rate": 0.3, "macs": 3_000_000 + k * 500_000,
@@ -146,7 +168,7 @@ def _run_with_phases(tmp_path: Path) -> Path:
               "ticket": {"proposal": 1, "genome": "ticket-1", "score_before_ft": 60.0, "score_after_ft": 71.0,
                          "finetune_epochs": 1, "macs": 4_000_000, "params": 1_500_000},
               "proposals": proposals, "seconds": 1.0, "timings": {}, "policy": "always"}  # fmt: skip
-    (folder / LOTTERY_RECORD).write_text(json.dumps(record))
+    (folder / LOTTERY_FILE).write_text(json.dumps(record))
     return run
 
 
@@ -172,8 +194,8 @@ def test_generation_figures_and_tables_from_a_synthetic_store(tmp_path: Path) ->
     text = (run / "report" / "report.md").read_text()
     assert "| 0 | 2 | 2.5M ± 500K | 7M ± 1M | 5.00 ± 1.00 | 1.5M ± 0 | 4M ± 0 | 50% | 5K |" in text
     rows = list(csv.DictReader((run / "report" / "trials.csv").open()))
-    assert rows[0]["finetuned_score"] == "66.0" and rows[0]["final_score"] == "66.0" and rows[0]["score"] == "65.0"
-    assert rows[0]["train_epoch_s_mean"] == "4.0" and rows[0]["compute_images"] == "3500"
+    assert (rows[0]["finetuned_score"], rows[0]["final_score"], rows[0]["trained_score"]) == ("66.0", "66.0", "65.0")
+    assert rows[0]["train_epoch_s_mean"] == "4.0" and rows[0]["raw_images"] == "3500"
 
 
 # ------------------------------------------------------------------------------------------ one "best" definition
@@ -187,23 +209,27 @@ def test_store_strategy_and_report_agree_on_the_best_with_ties(tmp_path: Path) -
     strategy = RandomSearch(MT, None, 0, trials=6, use_tickets=True)
     specs = strategy.ask()
     tickets = [g.to_str() for g in seeded_genomes("mobilenet3-mt", 2, seed=7)]
-    outcomes = [
-        TrialOutcome(0, specs[0].genome, "done", 70.0, 5_000_000, 100),
-        TrialOutcome(1, specs[1].genome, "done", 72.0, 6_000_000, 100, tickets[0], 74.0, 4_000_000, 90),
-        TrialOutcome(2, specs[2].genome, "done", 74.0, 3_000_000, 100),
-        TrialOutcome(3, specs[3].genome, "done", 74.0, 3_000_000, 100),
-        TrialOutcome(4, specs[4].genome, "done", 80.0, 2_000_000, 100, tickets[1], 73.0, 1_000_000, 90),
-        TrialOutcome(5, specs[5].genome, "failed"),
-    ]
-    strategy.tell(outcomes)
+    measured = {
+        0: {"trained_score": 70.0, "macs": 5_000_000, "params": 100},
+        1: {"trained_score": 72.0, "macs": 6_000_000, "params": 100, "ticket": tickets[0],
+            "ticket_finetuned_score": 74.0, "ticket_macs": 4_000_000, "ticket_params": 90},
+        2: {"trained_score": 74.0, "macs": 3_000_000, "params": 100},
+        3: {"trained_score": 74.0, "macs": 3_000_000, "params": 100},
+        4: {"trained_score": 80.0, "macs": 2_000_000, "params": 100, "ticket": tickets[1],
+            "ticket_finetuned_score": 73.0, "ticket_macs": 1_000_000, "ticket_params": 90},
+    }  # fmt: skip
     run = tmp_path / "run"
     with Store.create(run, {"space": "mobilenet3-mt", "strategy": {"name": "random"}}) as store:
         store.add_trials(specs)
-        for outcome in outcomes:
-            store.record_outcome(outcome, error="TrialFailed: crafted" if not outcome.ok else "")
+        for trial_id, values in measured.items():
+            store.finish_trial(trial_id, **values)
+        store.fail_trial(5, "TrialFailed: crafted")
         records = store.trials()
         assert store.best().trial_id == 2
-    assert strategy.best().trial_id == 2 and strategy.best().macs == 3_000_000
+    outcomes = [TrialOutcome.from_record(r) for r in records]  # what the search tells the strategy
+    strategy.tell(outcomes)
+    told = ranking.best(o for _, o in strategy.history() if o is not None and o.ok)
+    assert told.trial_id == 2 and told.macs == 3_000_000
     assert best_point(records).trial_id == 2
     assert ranking.best(r for r in records if r.status == "done").trial_id == 2
     # the same order everywhere: the strategy's outcomes and the store's records sort alike
@@ -219,7 +245,7 @@ def test_status_counts_trials_with_the_strategy_and_imports_no_torch(tmp_path: P
         store.add_trials([TrialSpec(i, f"genome-{i}", 0, "sample", (), False) for i in range(3)])
         for i in range(2):
             store.mark_running(i)
-            store.finish_trial(i, score=70.0 + i, macs=5_000_000, params=2_000_000)
+            store.finish_trial(i, trained_score=70.0 + i, macs=5_000_000, params=2_000_000)
     code = ("import sys; from menas.cli.main import main; code = main(['status', sys.argv[1]]); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=60)
@@ -229,6 +255,19 @@ def test_status_counts_trials_with_the_strategy_and_imports_no_torch(tmp_path: P
 
 
 # ------------------------------------------------------------------------------------------ weight inheritance
+
+
+def _inherit_cells(cell: str) -> tuple[str, str, str]:
+    """(tensors inherited, fallback reason, epochs saved) from a trials.csv `inherited` cell (JSON)."""
+    if not cell:
+        return ("", "", "")
+    got = json.loads(cell)
+    counts = got["counts"]
+    return (
+        str(counts["copied"] + counts["sliced"] + counts["padded"]),
+        got["fallback"] or "",
+        str(got["epochs_saved"]),
+    )
 
 
 def test_inheritance_table_csv_and_status_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -248,8 +287,15 @@ def test_inheritance_table_csv_and_status_line(tmp_path: Path, capsys: pytest.Ca
                                     () if i < 2 else ("genome-0",), False) for i in range(5)])  # fmt: skip
         for i, inherited in enumerate(records):
             epochs = 3 if inherited is None or inherited["fallback"] else 1
-            store.finish_trial(i, score=60.0 + i, macs=1000, params=100, images=epochs * 1000, images_per_epoch=1000,
-                               inherited=inherited)  # fmt: skip
+            store.finish_trial(
+                i,
+                trained_score=60.0 + i,
+                macs=1000,
+                params=100,
+                train_images=epochs * 1000,
+                images_per_epoch=1000,
+                inherited=inherited,
+            )
         rows = inheritance(store.trials())
     summary = [(g.generation, g.done, g.tried, g.inherited, g.fallbacks) for g in rows]
     assert summary == [(0, 2, 0, 0, 0), (1, 3, 3, 2, 1)]
@@ -260,7 +306,7 @@ def test_inheritance_table_csv_and_status_line(tmp_path: Path, capsys: pytest.Ca
     text = (run / "report" / "report.md").read_text()
     assert "| 1 | 3 | 2 (67%) | 1 | 18 | 2 | 5 | 3 | 4 | 4K (44%) |" in text
     rows_csv = list(csv.DictReader((run / "report" / "trials.csv").open()))
-    cells = [(r["inherited_tensors"], r["inherit_fallback"], r["epochs_saved"]) for r in rows_csv]
+    cells = [_inherit_cells(r["inherited"]) for r in rows_csv]
     fallback = ("0", "parent weights 'x': missing", "0")
     assert cells == [("", "", ""), ("", "", ""), ("13", "", "2"), ("12", "", "2"), fallback]
     assert main(["status", str(run)]) == 0

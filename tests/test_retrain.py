@@ -15,15 +15,18 @@ from torch import nn
 
 from menas.cli.main import main
 from menas.config import DataConfig, RetrainConfig, SearchConfig, TrainConfig, apply_override, from_dict
-from menas.data.datasets import FASHION_MNIST_ROOT, BatchRandAugment, RandAugmentSpec, build_loaders, random_erasing
+from menas.data.augment import BatchRandAugment, RandAugmentSpec, random_erasing
+from menas.data.datasets import FASHION_MNIST_ROOT
+from menas.data.splits import build_loaders
 from menas.errors import TrialFailed, UserError
 from menas.nn.builder import build_model
-from menas.search.store import _INHERIT_COLUMNS, _PHASE_COLUMNS, SCHEMA_VERSION, Store
+from menas.search.store import SCHEMA_VERSION, Store
 from menas.search.strategies import TrialSpec
 from menas.space.genome import Genome
 from menas.train.checkpoint import load_weights, save_weights
 from menas.train.loop import EpochStats, History, check_explosion, evaluate, kd_loss, seed_trial, train
 from menas.winner.retrain import resolve_source, retrain
+from old_stores import make_old_store
 
 TINY = Genome.from_str(
     "stem_c8_hs-ds_k3_c8_re|ir_k3_s2_m16_c16_re|ir_k3_s2_m32_c24_re-ir_k3_m48_c24_re|head_c64_f128_hs"
@@ -286,8 +289,8 @@ def _run(tmp_path: Path, done: bool = True) -> Path:
     with Store.create(run, {"space": "mobilenet3-mt"}) as store:
         store.add_trials([TrialSpec(i, TINY.to_str(), 0, "sample", (), False) for i in range(3)])
         if done:
-            store.finish_trial(0, score=60.0, macs=1, params=1, checkpoint=str(weights))
-            store.finish_trial(1, score=70.0, macs=1, params=1, checkpoint=str(weights))
+            store.finish_trial(0, trained_score=60.0, macs=1, params=1, weights=str(weights))
+            store.finish_trial(1, trained_score=70.0, macs=1, params=1, weights=str(weights))
         store.fail_trial(2, "boom")
     (run / "config.yaml").write_text("data:\n  dataset: synthetic\n  input_size: 16\n")
     return run
@@ -320,15 +323,9 @@ def test_retrain_of_a_run_is_recorded_in_its_store_status_and_report(tmp_path, c
 
 def test_a_version_1_store_opens_and_migrates(tmp_path):
     run = _run(tmp_path)
-    conn = sqlite3.connect(run / "menas.sqlite")
-    conn.execute("DROP TABLE retrains")
-    for column in _PHASE_COLUMNS + _INHERIT_COLUMNS:  # added by schema versions 3 and 4
-        conn.execute(f"ALTER TABLE trials DROP COLUMN {column.split()[0]}")
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
+    make_old_store(run, 1)
     with Store.open(run, readonly=True) as store:
-        assert store.retrains() == [] and store.best().trial_id == 1
+        assert store.retrains() == [] and store.best().trial_id == 0
     with Store.open(run) as store:
         store.add_retrain(genome=TINY.to_str(), recipe="short", config={}, epochs=1, kept="raw", out="x")
         assert len(store.retrains()) == 1

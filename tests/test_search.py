@@ -51,7 +51,8 @@ def tiny_config(**changes: object) -> SearchConfig:
 
 def results(run_dir: Path) -> list[tuple]:
     with Store.open(run_dir, readonly=True) as store:
-        return [(t.trial_id, t.genome, t.status, t.score, t.ticket, t.ticket_score) for t in store.history()]
+        return [(t.trial_id, t.genome, t.status, t.trained_score, t.ticket, t.ticket_finetuned_score)
+                for t in store.history()]  # fmt: skip
 
 
 def test_search_runs_end_to_end(reference_run: Path) -> None:
@@ -247,7 +248,7 @@ def test_every_trial_records_its_worker_and_evaluation_time(reference_run: Path)
 def test_done_trials_keep_their_weights_but_not_their_epoch_checkpoints(reference_run: Path) -> None:
     """Epoch checkpoints only resume an interrupted trial: once the store records a trial done they are deleted
     (they were most of the disk a search used); the weights and run.json stay for export, evaluate and retrain."""
-    from menas.search.trial import EPOCH_CHECKPOINTS
+    from menas.folders import EPOCH_CHECKPOINTS
 
     with Store.open(reference_run, readonly=True) as store:
         done = store.trials("done")

@@ -101,7 +101,7 @@ def test_a_job_gets_the_weights_of_the_trials_whose_final_genomes_are_its_parent
     shutil.copytree(inherit_run, run_dir)
     with Store.open(run_dir, readonly=True) as store:
         trials = store.history()
-    finals = {(t.ticket or t.genome): t.trial_id for t in trials}
+    finals = {t.final_genome: t.trial_id for t in trials}
     search = Search(None, run_dir, resume=True)  # a finished run (a copy): only to build jobs
     try:
         for t in trials[3:]:
@@ -110,7 +110,7 @@ def test_a_job_gets_the_weights_of_the_trials_whose_final_genomes_are_its_parent
                 assert job.inherit is None and job.parent_weights == ()
                 continue
             assert job.inherit == InheritConfig(epochs=INHERIT_EPOCHS) and job.origin == t.origin
-            assert job.parent_genomes == t.parents
+            assert job.parent_genomes == t.parents and t.parent_ids == tuple(finals[p] for p in t.parents)
             expected = tuple(str(run_dir / "trials" / f"{finals[p]:05d}" / "model.safetensors") for p in t.parents)
             assert job.parent_weights == expected and all(Path(p).is_file() for p in expected)
     finally:
@@ -226,7 +226,7 @@ def test_an_identical_child_with_zero_epochs_is_its_parent_recalibrated(inherit_
     and its network and score are the parent's after BN recalibration on the same training batches."""
     import torch
 
-    from menas.prune.lottery import calibration_batches, recalibrate_bn
+    from menas.prune.recalibrate import calibration_batches, recalibrate_bn
     from menas.search.trial import TrialJob, load_data, run_trial
     from menas.space.genome import Genome
     from menas.space.operators import identity_origin
@@ -246,11 +246,11 @@ def test_an_identical_child_with_zero_epochs_is_its_parent_recalibrated(inherit_
     data = load_data(cfg.data, torch.device("cpu"))
     model = load_weights(weights, data.num_classes, data.in_chans)
     recalibrate_bn(model, calibration_batches(data.train, 3, epoch=0))
-    assert result.status == "done" and result.epochs == 0 and result.train_epoch_s == []
-    assert result.score == evaluate(model, data.val, channels_last=cfg.train.channels_last)["top1"]
+    assert result.status == "done" and result.epochs == 0 and result.train_epoch_s == ()
+    assert result.trained_score == evaluate(model, data.val, channels_last=cfg.train.channels_last)["top1"]
     counts = result.inherited["counts"]
     assert counts["copied"] > 0 and counts["sliced"] == counts["padded"] == counts["fresh"] == 0
     assert result.inherited["epochs"] == 0 and result.inherited["epochs_saved"] == FULL_EPOCHS
-    child = load_weights(result.checkpoint, data.num_classes, data.in_chans).state_dict()
+    child = load_weights(result.weights, data.num_classes, data.in_chans).state_dict()
     assert all(torch.equal(child[k], v) for k, v in model.state_dict().items())
     assert result.calib_images == 3 * data.train.batch_size

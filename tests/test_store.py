@@ -14,7 +14,6 @@ import textwrap
 import threading
 import time
 import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,8 @@ from hypothesis import strategies as st
 
 from menas import __version__
 from menas.errors import UserError
+from menas.search.record import FIELDS, MEASURED, PART, TYPES
 from menas.search.store import (
-    _INHERIT_COLUMNS,
-    _PHASE_COLUMNS,
     FILENAME,
     SCHEMA_VERSION,
     Store,
@@ -35,6 +33,7 @@ from menas.search.store import (
 from menas.search.strategies import MENAS, TrialOutcome, TrialSpec
 from menas.space.cost import Budget
 from menas.space.genome import Genome
+from old_stores import make_old_store
 
 from genomes import MT
 
@@ -102,105 +101,86 @@ nonneg = st.floats(min_value=0, max_value=1e9, allow_nan=False)
 count = st.integers(min_value=0, max_value=2**62)
 
 
+def _values(kind: type, name: str) -> st.SearchStrategy:
+    """Hypothesis values of one record field, from its type."""
+    if name == "parent_ids":
+        return st.lists(st.integers(0, 99), max_size=3)
+    if name == "parents":
+        return st.lists(st.text(min_size=1, max_size=20), max_size=3)
+    return {
+        int: count,
+        float: finite if name.endswith("score") else nonneg,
+        str: st.text(min_size=1, max_size=30),
+        bool: st.booleans(),
+        tuple: st.lists(nonneg, max_size=6),
+        dict: st.dictionaries(st.text(max_size=5), st.integers(0, 9), max_size=3),
+    }[kind]
+
+
+#: Every measured field of the record, drawn from its type (the ticket's fields travel with `ticket`).
+_MEASURED = {name: _values(TYPES[name], name) for name, part in PART.items() if part == MEASURED}
+
+
 @settings(max_examples=25, deadline=None)
-@given(
-    score=finite,
-    macs=count,
-    params=count,
-    epoch_times=st.lists(nonneg, max_size=6),
-    ticket=st.one_of(st.none(), st.text(min_size=1, max_size=30)),
-    ticket_score=finite,
-    ticket_macs=count,
-    ticket_params=count,
-    before_ft=st.one_of(st.none(), finite),
-    times=st.tuples(nonneg, nonneg, nonneg),
-    images=st.one_of(st.none(), count),
-    epochs=st.one_of(st.none(), st.integers(0, 1000)),
-    parents=st.lists(st.text(min_size=1, max_size=20), max_size=3),
-    role=st.text(max_size=12),
-)
-def test_every_field_round_trips(
-    score: float,
-    macs: int,
-    params: int,
-    epoch_times: list[float],
-    ticket: str | None,
-    ticket_score: float,
-    ticket_macs: int,
-    ticket_params: int,
-    before_ft: float | None,
-    times: tuple[float, float, float],
-    images: int | None,
-    epochs: int | None,
-    parents: list[str],
-    role: str,
-) -> None:
+@given(measured=st.fixed_dictionaries({}, optional=_MEASURED), spec_values=st.fixed_dictionaries(
+    {"role": st.text(min_size=1, max_size=12), "parents": _values(tuple, "parents"), "use_tickets": st.booleans(),
+     "origin": st.one_of(st.none(), _values(dict, "origin"))}))  # fmt: skip
+def test_every_field_round_trips(measured: dict, spec_values: dict) -> None:
+    """Whatever a trial measured comes back from the store as it was recorded, field by field (enumerated from
+    `TrialRecord`, so a new field is covered without a new line here)."""
+    measured.update(macs=measured.get("macs", 1), params=measured.get("params", 2), trained_score=measured.get(
+        "trained_score", 0.5))  # fmt: skip
+    if measured.get("ticket") is None:
+        for name in ("ticket", "ticket_macs", "ticket_params", "ticket_recalibrated_score", "ticket_finetuned_score"):
+            measured.pop(name, None)
+    else:
+        measured.pop("finetuned_score", None)
+        measured.update({n: measured.get(n, 1) for n in ("ticket_macs", "ticket_params", "ticket_finetuned_score")})
+    spec_values["parent_ids"] = tuple(range(len(spec_values["parents"])))
     with tempfile.TemporaryDirectory() as tmp, Store.create(tmp, {}) as store:
-        s = TrialSpec(0, "genome-0", 2, role or "x", tuple(parents), True)
-        store.add_trial(s)
+        s = TrialSpec(0, "genome-0", 2, **spec_values)
+        store.add_trials([s])
         store.mark_running(0, worker="gpu3")
-        store.finish_trial(
-            0,
-            score=score,
-            macs=macs,
-            params=params,
-            epoch_times=epoch_times,
-            ticket=ticket,
-            ticket_score=ticket_score if ticket else None,
-            ticket_macs=ticket_macs if ticket else None,
-            ticket_params=ticket_params if ticket else None,
-            ticket_score_before_ft=before_ft,
-            checkpoint=Path(tmp) / "ckpt.safetensors",
-            train_s=times[0],
-            lottery_s=times[1],
-            eval_s=times[2],
-            images=images,
-            epochs=epochs,
-        )
+        store.finish_trial(0, **measured)
         store.close()
         with Store.open(tmp, readonly=True) as reader:
             r = reader.trial(0)
     assert TrialSpec.from_record(r) == s
-    assert (r.status, r.attempts, r.worker, r.score, r.macs, r.params) == ("done", 1, "gpu3", score, macs, params)
-    assert r.epoch_times == tuple(epoch_times)
-    assert (r.ticket, r.ticket_score, r.ticket_macs, r.ticket_params) == (
-        (ticket, ticket_score, ticket_macs, ticket_params) if ticket else (None, None, None, None)
-    )
-    assert r.ticket_score_before_ft == before_ft
-    assert r.checkpoint == str(Path(tmp) / "ckpt.safetensors")
-    assert (r.train_s, r.lottery_s, r.eval_s, r.images, r.epochs) == (*times, images, epochs)
-    assert r.queued_at <= r.started_at <= r.finished_at and r.error is None
+    assert (r.status, r.attempts, r.worker, r.error) == ("done", 1, "gpu3", None)
+    expected = TrialRecord(trial_id=0, genome="genome-0", status="done", **measured)
+    assert r.values(MEASURED) == expected.values(MEASURED)
+    assert r.queued_at <= r.started_at <= r.finished_at
     outcome = TrialOutcome.from_record(r)
-    assert outcome is not None and outcome.ticket == (ticket or "genome-0")
+    assert (outcome.ticket, outcome.score, outcome.macs) == (r.ticket, r.final_score, r.final_macs)
 
 
 def test_failed_trial_round_trip_and_status_rules(tmp_path: Path) -> None:
     with new_store(tmp_path) as store:
         store.add_trials([spec(0), spec(1), spec(2)])
         with pytest.raises(ValueError, match=r"trial id\(s\) \[2\] collide"):
-            store.add_trial(spec(2))
+            store.add_trials([spec(2)])
         store.mark_running(1)
-        store.fail_trial(1, "RuntimeError: CUDA out of memory", macs=5, params=6, epoch_times=[1.5], train_s=2.0)
+        store.fail_trial(1, "RuntimeError: CUDA out of memory", macs=5, params=6, epoch_s=[1.5], train_s=2.0)
         r = store.trial(1)
-        assert (r.status, r.error, r.macs, r.params, r.epoch_times, r.train_s) == (
+        assert (r.status, r.error, r.macs, r.params, r.epoch_s, r.train_s) == (
             "failed", "RuntimeError: CUDA out of memory", 5, 6, (1.5,), 2.0
         )  # fmt: skip
         assert TrialOutcome.from_record(r) == TrialOutcome(1, r.genome, "failed")
         assert TrialOutcome.from_record(store.trial(0)) is None  # queued: in flight
-        with pytest.raises(ValueError, match="finish_trial: trial 1 is failed, allowed: queued or running"):
-            store.finish_trial(1, score=1.0, macs=1, params=1)
+        with pytest.raises(ValueError, match="record_result: trial 1 is failed, allowed: queued or running"):
+            store.finish_trial(1, trained_score=1.0, macs=1, params=1)
         with pytest.raises(ValueError, match="mark_running: trial 1 is failed, allowed: queued"):
             store.mark_running(1)
         with pytest.raises(ValueError, match="trial 7 is not in the store"):
             store.fail_trial(7, "x")
-        with pytest.raises(ValueError, match="finish_trial score: got nan"):
-            store.finish_trial(0, score=math.nan, macs=1, params=1)
-        with pytest.raises(ValueError, match="finish_trial macs: got -3"):
-            store.finish_trial(0, score=1.0, macs=-3, params=1)
-        with pytest.raises(ValueError, match="ticket_score/_macs/_params"):
-            store.finish_trial(0, score=1.0, macs=1, params=1, ticket="t", ticket_score=1.0)
-        with pytest.raises(ValueError, match="epoch_times item: got -1"):
-            store.finish_trial(0, score=1.0, macs=1, params=1, epoch_times=[1, -1])
+        with pytest.raises(ValueError, match="TrialRecord.trained_score: got nan"):
+            store.finish_trial(0, trained_score=math.nan, macs=1, params=1)
+        with pytest.raises(ValueError, match="TrialRecord.macs: got -3"):
+            store.finish_trial(0, trained_score=1.0, macs=-3, params=1)
+        with pytest.raises(ValueError, match="a genome with ticket_macs, ticket_params"):
+            store.finish_trial(0, trained_score=1.0, macs=1, params=1, ticket="t", ticket_finetuned_score=1.0)
+        with pytest.raises(ValueError, match=r"TrialRecord.epoch_s: got \[1, -1\]"):
+            store.finish_trial(0, trained_score=1.0, macs=1, params=1, epoch_s=[1, -1])
         with pytest.raises(KeyError, match="trial 9"):
             store.trial(9)
         assert store.trial(0).status == "queued"  # rejected writes changed nothing
@@ -211,17 +191,18 @@ def test_resume_queries_after_a_crash(tmp_path: Path) -> None:
     store.add_trials([spec(i, generation=i // 3) for i in range(6)])
     for i in (0, 1, 2, 4):
         store.mark_running(i, worker=f"w{i}")
-    store.finish_trial(0, score=0.5, macs=10, params=3)
+    store.finish_trial(0, trained_score=0.5, macs=10, params=3)
     store.fail_trial(2, "diverged")
     del store  # a crash: no close, trials 1 and 4 running, 3 and 5 queued
 
     reopened = Store.open(tmp_path / "run")
-    assert [r.trial_id for r in reopened.in_flight()] == [1, 3, 4, 5]
+    assert [r.trial_id for r in reopened.trials(("queued", "running"))] == [1, 3, 4, 5]
     assert [(r.trial_id, r.status) for r in reopened.finished()] == [(0, "done"), (2, "failed")]
     assert [r.trial_id for r in reopened.history()] == list(range(6))
-    assert reopened.count() == {"queued": 2, "running": 2, "done": 1, "failed": 1}
+    assert [r.status for r in reopened.history()] == ["done", "running", "failed", "queued", "running", "queued"]
     assert reopened.requeue() == [1, 3, 4, 5]
-    assert {r.status for r in reopened.in_flight()} == {"queued"} and reopened.trial(1).worker is None
+    assert {r.status for r in reopened.trials(("queued", "running"))} == {"queued"}
+    assert reopened.trial(1).worker is None
     with pytest.raises(ValueError, match="requeue: trial 0 is done"):
         reopened.requeue([0])
     reopened.mark_running(1)
@@ -235,12 +216,12 @@ def test_resume_queries_after_a_crash(tmp_path: Path) -> None:
 def test_best_and_generation_summary(tmp_path: Path) -> None:
     with new_store(tmp_path) as store:
         store.add_trials([spec(i, generation=i // 3) for i in range(7)])
-        store.finish_trial(0, score=0.70, macs=300, params=30, epoch_times=[2.0, 4.0])
-        store.finish_trial(1, score=0.60, macs=200, params=20, epoch_times=[3.0], ticket="t1", ticket_score=0.75,
-                           ticket_macs=150, ticket_params=15)  # fmt: skip
+        store.finish_trial(0, trained_score=0.70, macs=300, params=30, epoch_s=[2.0, 4.0])
+        store.finish_trial(1, trained_score=0.60, macs=200, params=20, epoch_s=[3.0], ticket="t1",
+                           ticket_finetuned_score=0.75, ticket_macs=150, ticket_params=15)  # fmt: skip
         store.fail_trial(2, "nan loss")
-        store.finish_trial(3, score=0.75, macs=100, params=10, epoch_times=[1.0])  # ties with t1, fewer MACs
-        store.finish_trial(4, score=0.50, macs=400, params=40)
+        store.finish_trial(3, trained_score=0.75, macs=100, params=10, epoch_s=[1.0])  # ties with t1, fewer MACs
+        store.finish_trial(4, trained_score=0.50, macs=400, params=40)
         store.mark_running(5)
         best = store.best()
         assert best is not None and best.trial_id == 3 and best.final_score == 0.75
@@ -290,8 +271,8 @@ def test_concurrent_reader_sees_consistent_snapshots(tmp_path: Path) -> None:
                     assert [r.trial_id for r in trials] == list(range(len(trials)))
                     for r in trials:
                         if r.status == "done":
-                            assert r.score == r.trial_id / 1000 and r.finished_at is not None
-                            assert r.epoch_times == (1.0, 2.0)
+                            assert r.trained_score == r.trial_id / 1000 and r.finished_at is not None
+                            assert r.epoch_s == (1.0, 2.0)
                     summary = reader.generation_summary()
                     assert sum(g.trials for g in summary) <= len(reader.history())
                     reads += 1
@@ -304,9 +285,9 @@ def test_concurrent_reader_sees_consistent_snapshots(tmp_path: Path) -> None:
     assert started.wait(timeout=20), errors
     try:
         for i in range(150):
-            writer.add_trial(spec(i, generation=i // 30))
+            writer.add_trials([spec(i, generation=i // 30)])
             writer.mark_running(i)
-            writer.finish_trial(i, score=i / 1000, macs=i, params=i, epoch_times=[1.0, 2.0])
+            writer.finish_trial(i, trained_score=i / 1000, macs=i, params=i, epoch_s=[1.0, 2.0])
             writer.log_event("trial", trial_id=i)
     finally:
         stop.set()
@@ -323,10 +304,10 @@ WRITER = textwrap.dedent(
     from menas.search.strategies import TrialSpec
     store = Store.create(sys.argv[1], {"seed": 0})
     for i in range(100000):
-        store.add_trial(TrialSpec(i, f"genome-{i}", i // 10, "sample"))
+        store.add_trials([TrialSpec(i, f"genome-{i}", i // 10, "sample")])
         store.mark_running(i)
-        store.finish_trial(i, score=0.5, macs=i, params=i, epoch_times=[0.1] * 3, ticket=f"ticket-{i}",
-                           ticket_score=0.4, ticket_macs=i // 2, ticket_params=i // 2, train_s=1.0)
+        store.finish_trial(i, trained_score=0.5, macs=i, params=i, epoch_s=[0.1] * 3, ticket=f"ticket-{i}",
+                           ticket_finetuned_score=0.4, ticket_macs=i // 2, ticket_params=i // 2, train_s=1.0)
         store.log_event("trial", trial_id=i, payload="x" * 200)
     """
 )
@@ -343,7 +324,7 @@ def test_a_killed_writer_leaves_a_consistent_store(tmp_path: Path) -> None:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             if store_path(run_dir).exists():
                 with Store.open(run_dir, readonly=True) as reader:
-                    done = reader.count()["done"]
+                    done = len(reader.trials("done"))
         assert done >= 40, "the writer should have finished trials by now"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
@@ -356,14 +337,14 @@ def test_a_killed_writer_leaves_a_consistent_store(tmp_path: Path) -> None:
     assert len(history) >= 40 and [r.trial_id for r in history] == list(range(len(history)))
     for r in history:
         if r.status == "done":  # a done row is complete: it was written in one transaction
-            assert (r.score, r.ticket, r.ticket_macs, r.epoch_times, r.train_s) == (
+            assert (r.trained_score, r.ticket, r.ticket_macs, r.epoch_s, r.train_s) == (
                 0.5, f"ticket-{r.trial_id}", r.trial_id // 2, (0.1, 0.1, 0.1), 1.0
             )  # fmt: skip
     assert all(r.status == "done" for r in history[:-1])  # only the last trial can be caught in flight
     assert len(store.events("trial")) in (len(history) - 1, len(history))
     nxt = len(history)
-    store.add_trial(spec(nxt))  # and the run goes on
-    store.finish_trial(nxt, score=1.0, macs=1, params=1)
+    store.add_trials([spec(nxt)])  # and the run goes on
+    store.finish_trial(nxt, trained_score=1.0, macs=1, params=1)
     assert store.best() is not None and store.best().trial_id == nxt
     store.close()
 
@@ -385,13 +366,18 @@ def test_strategy_resumes_exactly_from_the_store(tmp_path: Path) -> None:
             current = in_flight.pop(len(in_flight) // 2)  # some completion order other than ask order
             store.mark_running(current.trial_id)
             outcome = evaluate(current)
-            store.record_outcome(outcome, epoch_times=[0.5], train_s=1.0)
-            strategy.tell([outcome])
+            if outcome.ok:
+                store.finish_trial(current.trial_id, trained_score=outcome.score, macs=outcome.macs,
+                                   params=outcome.params, epoch_s=[0.5], train_s=1.0)  # fmt: skip
+            else:
+                store.fail_trial(current.trial_id, "failed", epoch_s=[0.5], train_s=1.0)
+            strategy.tell([TrialOutcome.from_record(store.trial(current.trial_id))])
 
     reference = make()
     with Store.create(tmp_path / "ref", {"seed": 4}) as ref_store:
         loop(reference, ref_store, [], None)
-        assert reference.finished and ref_store.count()["done"] + ref_store.count()["failed"] == 24
+        assert reference.finished and len(ref_store.finished()) == 24
+        ref_store_best = ref_store.best()
 
     crashed = make()
     store = Store.create(tmp_path / "run", {"seed": 4})
@@ -399,16 +385,15 @@ def test_strategy_resumes_exactly_from_the_store(tmp_path: Path) -> None:
     del store, crashed
 
     store = Store.open(tmp_path / "run")
-    in_flight = store.in_flight()
-    resumed = MENAS.from_history(store.history(), space=MT, budget=BUDGET, seed=4, population=8, generations=3,
-                                 parents=3)  # fmt: skip
+    in_flight = store.trials(("queued", "running"))
+    resumed = make()
+    resumed.replay(store.history())
     assert [s.trial_id for s in resumed.pending] == [r.trial_id for r in in_flight] and in_flight
     store.requeue()
     loop(resumed, store, resumed.pending, None)
     assert resumed.history() == reference.history()
-    best = store.best()
-    assert best is not None and resumed.best() is not None
-    assert (best.trial_id, best.final_score) == (resumed.best().trial_id, resumed.best().score)
+    best, ref_best = store.best(), ref_store_best
+    assert best is not None and (best.trial_id, best.final_score) == (ref_best.trial_id, ref_best.final_score)
     assert all(isinstance(r, TrialRecord) and not r.in_flight for r in store.history())
     store.close()
 
@@ -440,68 +425,55 @@ def test_worker_and_eval_seconds_are_written(tmp_path: Path) -> None:
     with new_store(tmp_path) as store:
         store.add_trials([TrialSpec(i, f"g{i}", 0, "sample") for i in range(3)])
         store.mark_running(0, worker="slot-1")
-        store.finish_trial(0, score=1.0, macs=1, params=1, eval_s=0.25, worker="node7:4242")
+        store.finish_trial(0, trained_score=1.0, macs=1, params=1, eval_s=0.25, worker="node7:4242")
         store.mark_running(1, worker="slot-2")
         store.fail_trial(1, "TrialFailed: x", eval_s=0.5)  # no worker known: the slot label stays
         store.mark_running(2)
         with pytest.raises(UserError, match="worker: got ''"):
-            store.finish_trial(2, score=1.0, macs=1, params=1, worker="")
+            store.finish_trial(2, trained_score=1.0, macs=1, params=1, worker="")
         assert [(t.worker, t.eval_s) for t in store.trials()] == [("node7:4242", 0.25), ("slot-2", 0.5), (None, None)]
 
 
-def test_a_version_2_store_migrates_to_per_phase_columns(tmp_path: Path) -> None:
-    """A store without the per-phase columns (schema version 2) reads read-only with their defaults, and opened
-    for writing gains them (ALTER TABLE), keeps its trials and records the new fields."""
-    with new_store(tmp_path) as store:
-        store.add_trials([spec(0), spec(1)])
-        store.finish_trial(0, score=70.0, macs=1000, params=10, epoch_times=[2.0], images=100)
-    _downgrade(tmp_path / "run", _PHASE_COLUMNS + _INHERIT_COLUMNS, 2)
+@pytest.mark.parametrize("version", [2, 3, 4])
+def test_an_older_store_reads_under_the_record_names_and_migrates(tmp_path: Path, version: int) -> None:
+    """A store of schema 2-4 reads read-only under the record's names (defaults for columns it lacks), and opened
+    for writing is migrated: the old columns renamed, the new ones added, its trials kept, new results recorded."""
+    new_store(tmp_path).close()
+    make_old_store(tmp_path / "run", version)
     with Store.open(tmp_path / "run", readonly=True) as store:
         old = store.trial(0)
-        assert old.train_epoch_s == () and old.finetuned_score is None and old.final_score == 70.0
-        assert store.compute_used().images == 100  # training images only before schema 3
+        assert (old.trained_score, old.final_score, old.epoch_s, old.train_images) == (70.0, 70.0, (2.0,), 100)
+        assert old.weights == "/gone/trials/00000/model.safetensors" and old.parent_ids == () and old.origin is None
+        assert store.compute_used().images == 100
     with Store.open(tmp_path / "run") as store:
-        store.finish_trial(1, score=60.0, macs=1000, params=10, finetuned_score=65.0, train_epoch_s=[1.5],
-                           images=100, calib_images=20, eval_images=30, finetune_epochs=1)  # fmt: skip
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        columns = {row[1] for row in store._conn.execute("PRAGMA table_info(trials)")}
+        assert {f.name for f in FIELDS} <= columns <= {f.name for f in FIELDS} | {"compute_images"}
+        store.mark_running(1)
+        store.finish_trial(1, trained_score=60.0, macs=1000, params=10, finetuned_score=65.0, train_epoch_s=[1.5],
+                           train_images=100, calib_images=20, eval_images=30, finetune_epochs=1)  # fmt: skip
         new = store.trial(1)
-        assert new.final_score == 65.0 and new.train_epoch_s == (1.5,) and new.compute_images == 150
-        assert store.trial(0).score == 70.0
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert new.final_score == 65.0 and new.train_epoch_s == (1.5,) and new.raw_images == 150
+        assert store.trial(0) == old
     with pytest.raises(ValueError, match="bogus"), Store.open(tmp_path / "run") as store:
         store.add_trials([spec(2)])
-        store.finish_trial(2, score=1.0, macs=1, params=1, bogus=3)
+        store.finish_trial(2, trained_score=1.0, macs=1, params=1, bogus=3)
 
 
-def _downgrade(run_dir: Path, columns: Sequence[str], version: int) -> None:
-    """Makes a store look like one of schema `version`: drops the newer `columns`, sets the version."""
-    conn = sqlite3.connect(run_dir / "menas.sqlite")
-    for column in columns:
-        conn.execute(f"ALTER TABLE trials DROP COLUMN {column.split()[0]}")
-    conn.execute(f"PRAGMA user_version = {version}")
-    conn.commit()
-    conn.close()
-
-
-def test_a_version_3_store_migrates_to_origin_and_inherited_columns(tmp_path: Path) -> None:
-    """A store of schema version 3 (no `origin`/`inherited`) reads read-only with None there; opened for writing
-    it gains both columns, keeps its trials, and stores a bred child's origin and what its trial inherited."""
+def test_a_bred_childs_origin_and_inheritance_round_trip(tmp_path: Path) -> None:
+    """A bred child's origin, its parents' trial ids and what its trial inherited are stored and read back."""
     origin = {"parents": 1, "backbone": 0, "stages": [{"depth": 0, "out": 0, "stride": 0, "layers": []}]}
-    with new_store(tmp_path) as store:
-        store.add_trials([spec(0)])
-        store.finish_trial(0, score=70.0, macs=1000, params=10, images=100)
-    _downgrade(tmp_path / "run", _INHERIT_COLUMNS, 3)
-    with Store.open(tmp_path / "run", readonly=True) as store:
-        old = store.trial(0)
-        assert old.origin is None and old.inherited is None and old.score == 70.0
     inherited = {"counts": {"copied": 5, "sliced": 1, "padded": 0, "fresh": 2}, "fallback": None, "epochs": 1,
                  "epochs_saved": 2}  # fmt: skip
-    with Store.open(tmp_path / "run") as store:
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
-        store.add_trials([TrialSpec(1, "g1", 1, "mutation", ("genome-0",), False, origin)])
-        store.finish_trial(1, score=60.0, macs=1000, params=10, images=50, inherited=inherited)
+    with new_store(tmp_path) as store:
+        store.add_trials([spec(0)])
+        store.finish_trial(0, trained_score=70.0, macs=1000, params=10, train_images=100)
+        store.add_trials([TrialSpec(1, "g1", 1, "mutation", ("genome-0",), False, origin, (0,))])
+        store.finish_trial(1, trained_score=60.0, macs=1000, params=10, train_images=50, inherited=inherited)
         new = store.trial(1)
-        assert new.origin == origin and new.inherited == inherited and TrialSpec.from_record(new).origin == origin
-        assert store.trial(0).origin is None and store.trial(0).score == 70.0
+        assert new.origin == origin and new.inherited == inherited and new.parent_ids == (0,)
+        assert TrialSpec.from_record(new) == TrialSpec(1, "g1", 1, "mutation", ("genome-0",), False, origin, (0,))
+        assert store.trial(0).origin is None and store.trial(0).trained_score == 70.0
         with pytest.raises(UserError, match="inherited: got 3"):
             store.add_trials([spec(2)])
-            store.finish_trial(2, score=1.0, macs=1, params=1, inherited=3)
+            store.finish_trial(2, trained_score=1.0, macs=1, params=1, inherited=3)

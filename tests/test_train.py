@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from menas.config import DataConfig, TrainConfig, apply_override, dump_yaml, from_dict, to_dict
-from menas.data.datasets import FASHION_MNIST_ROOT, build_loaders
+from menas.data.datasets import FASHION_MNIST_ROOT
+from menas.data.splits import build_loaders
 from menas.errors import TrialFailed
 from menas.train.checkpoint import load_checkpoint, save_checkpoint
 from menas.train.loop import (

@@ -100,7 +100,7 @@ SCALES: dict[str, dict[str, Any]] = {
     },
 }
 RETRAIN_EPOCHS = {"default": 5, "smoke": 1, "paper": 30}
-#: Where each scale retrains the winner: "retrain" = the training set minus a held-out 2% (`menas.data.datasets`);
+#: Where each scale retrains the winner: "retrain" = the training set minus a held-out 2% (`menas.data.splits`);
 #: the smoke setting trains on the search-train split only (a few minutes in all). Every scale scores the official
 #: test split.
 RETRAIN_MODE = {"default": "retrain", "smoke": "search", "paper": "retrain"}
@@ -145,7 +145,7 @@ def retrain_winner(run_dir: Path, cfg: SearchConfig, epochs: int, mode: str = "r
     import torch
 
     from menas.config import RetrainConfig
-    from menas.data.datasets import resolve_device
+    from menas.data.device import resolve_device
     from menas.winner.retrain import resolve_source, retrain
 
     source = resolve_source(str(run_dir))
@@ -175,7 +175,7 @@ def _search_score(run_dir: Path) -> float:
 
 def _retrain_on_search_split(source: Any, cfg: SearchConfig, epochs: int, device: Any) -> dict[str, Any]:
     """The smoke setting's retrain: the search's recipe on the search-train split (a check that it runs)."""
-    from menas.data.datasets import build_loaders
+    from menas.data.splits import build_loaders
     from menas.nn.builder import build_model
     from menas.train.loop import evaluate, seed_trial, train
 

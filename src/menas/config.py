@@ -160,7 +160,7 @@ TRAIN_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-#: `lottery.policy` values: how a ticket is chosen among the proposals (see `menas.prune.lottery.choose_ticket`).
+#: `lottery.policy` values: how a ticket is chosen among the proposals (see `menas.prune.tickets.choose_ticket`).
 LOTTERY_POLICIES = ("tolerance", "always")
 
 
@@ -239,7 +239,7 @@ class ComputeConfig:
 
     # training-image equivalents (K/M/G suffixes allowed): each image trained or fine-tuned on counts 1, each image
     # calibrated with or scored 1/3 (a forward pass costs about a third of forward + backward; see
-    # `store.FORWARD_IMAGES_PER_TRAINING_IMAGE`)
+    # `record.FORWARD_IMAGES_PER_TRAINING_IMAGE`)
     images: float | str | None = None
     # trial seconds: the sum of the trials' wall seconds (a pool of W workers spends about trial_s / W of wall time)
     trial_s: float | None = None

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from scipy import stats
 
 from menas.config import LotteryConfig, TrainConfig
-from menas.data.datasets import SearchData
+from menas.data.splits import SearchData
 from menas.nn.builder import MenasNet
-from menas.prune.lottery import inherit_weights, merge_batches, propose, recalibrate_bn, take_images, top1, use_bf16
+from menas.prune.recalibrate import merge_batches, recalibrate_bn
+from menas.prune.surgery import inherit_weights, propose
+from menas.prune.tickets import take_images, top1, use_bf16
 from menas.space.cost import count_cost
 from menas.train.loop import seed_trial, train
 
@@ -79,7 +81,7 @@ def diagnose(
     progress: Callable[[int], None] | None = None,
 ) -> Diagnosis:
     """Scores `proposals` proposals of `model` three ways (see the module docstring)."""
-    from menas.prune.lottery import calibration_batches
+    from menas.prune.recalibrate import calibration_batches
 
     rng = random.Random(seed)
     cfg = dataclasses.replace(lottery, proposals=proposals)

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from menas.errors import UserError
 from menas.files import write_atomically
+from menas.folders import RunFolder
 from menas.search import ranking
-from menas.search.store import RetrainRecord, Store, TrialRecord
+from menas.search.record import DERIVED, FIELDS, TrialRecord
+from menas.search.store import RetrainRecord, Store
 from menas.space.cost import format_count
 
 #: Files `write_report` creates in the report folder.
@@ -33,7 +35,6 @@ TABLES = ("trials.csv", "report.md")
 #: Written after the tables when some trial folder holds a ticket search record (`trials/NNNNN/lottery.json`).
 LOTTERY_FIGURE = "lottery.png"
 #: The ticket search record's name in a trial folder (written by `menas.search.trial`; the report stays torch-free).
-LOTTERY_RECORD = "lottery.json"
 #: Trials drawn in the Fig. 4c analogue: the best ones with a ticket search record.
 LOTTERY_PANELS = 4
 
@@ -59,11 +60,11 @@ class Point:
         return cls(
             trial_id=record.trial_id,
             generation=record.generation,
-            genome=record.ticket or record.genome,
+            genome=record.final_genome,
             score=record.final_score,
             macs=record.final_macs,
             params=record.final_params,
-            candidate_score=record.score,
+            candidate_score=record.trained_score,
             candidate_macs=record.macs,
             ticket=record.ticket is not None,
             epoch_s=_epoch_s(record),
@@ -73,7 +74,7 @@ class Point:
 def _epoch_s(record: TrialRecord) -> float | None:
     """The trial's mean training epoch time: its candidate's training passes, else (stores before schema 3) the
     mean of every recorded epoch."""
-    times = record.train_epoch_s or record.epoch_times
+    times = record.train_epoch_s or record.epoch_s
     return statistics.fmean(times) if times else None
 
 
@@ -146,7 +147,7 @@ def inheritance(records: Sequence[TrialRecord]) -> list[GenerationInheritance]:
         counts = {k: sum(r.inherited["counts"][k] for r in ok) for k in ("copied", "sliced", "padded", "fresh")}
         saved = [(r.inherited.get("epochs_saved", 0), r.images_per_epoch or 0) for r in tried]
         images_saved = sum(epochs * per_epoch for epochs, per_epoch in saved)
-        scratch = sum(r.images or 0 for r in done) + images_saved
+        scratch = sum(r.train_images or 0 for r in done) + images_saved
         out.append(GenerationInheritance(
             generation=gen, done=len(done), tried=len(tried), inherited=len(ok), fallbacks=len(tried) - len(ok),
             **counts, epochs_saved=sum(epochs for epochs, _ in saved), images_saved=images_saved,
@@ -167,7 +168,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     pts = points(records)
     if not pts:
         raise UserError(f"run {os.fspath(run_dir)!r}: no finished trial yet, nothing to report")
-    folder = Path(out) if out is not None else Path(run_dir) / "report"
+    folder = Path(out) if out is not None else RunFolder(run_dir).report
     folder.mkdir(parents=True, exist_ok=True)
     paths = [
         _plot_accuracy_vs_macs(pts, folder / FIGURES[0]),
@@ -197,7 +198,7 @@ def lottery_records(run_dir: str | os.PathLike[str], records: Sequence[TrialReco
     """The best done trials (by `menas.search.ranking.rank_key`) whose folder holds a ticket search record, with it."""
     found = []
     for record in sorted((r for r in records if r.status == "done"), key=ranking.rank_key):
-        path = Path(run_dir) / "trials" / f"{record.trial_id:05d}" / LOTTERY_RECORD
+        path = RunFolder(run_dir).trial(record.trial_id).lottery
         if path.is_file():
             found.append((record, json.loads(path.read_text())))
         if len(found) == limit:
@@ -323,7 +324,7 @@ def _plot_lottery(searches: Sequence[tuple[TrialRecord, dict]], path: Path) -> P
         scores = [p["full_score"] if p["full_score"] is not None else p["subset_score"] for p in proposals]
         ax.scatter([p["macs"] / 1e6 for p in proposals], scores, color="lightgray", label="proposals", zorder=2)
         parent = search["parent"]
-        ax.scatter([parent["macs"] / 1e6], [record.score], marker="*", s=150, color="tab:blue",
+        ax.scatter([parent["macs"] / 1e6], [record.trained_score], marker="*", s=150, color="tab:blue",
                    label="candidate (trained)", zorder=4)  # fmt: skip
         ax.scatter([parent["macs"] / 1e6], [parent["score"]], marker="o", facecolors="none", color="tab:blue",
                    label="candidate (recalibrated)", zorder=4)  # fmt: skip
@@ -358,15 +359,20 @@ def _save(fig, path: Path, plt) -> Path:
 
 # ------------------------------------------------------------------------------------------ tables
 
-CSV_FIELDS = ("trial_id", "generation", "role", "status", "genome", "macs", "params", "score", "ticket",
-              "ticket_macs", "ticket_params", "ticket_score_before_ft", "ticket_score", "finetuned_score",
-              "final_score", "final_macs", "final_params", "epochs", "epoch_s_mean", "train_s", "lottery_s",
-              "finetune_s", "eval_s", "train_epoch_s_mean", "finetune_epoch_s_mean", "images_per_epoch",
-              "finetune_epochs", "images", "calib_images", "eval_images", "compute_images", "error",
-              "inherited_tensors", "inherit_fallback", "epochs_saved")  # fmt: skip
-#: The CSV's derived columns: means of per-epoch lists.
-_MEANS = {"epoch_s_mean": "epoch_times", "train_epoch_s_mean": "train_epoch_s",
-          "finetune_epoch_s_mean": "finetune_epoch_s"}  # fmt: skip
+#: The CSV's columns: every field of the trial record (tuples and mappings as JSON), its derived values, and the
+#: means of its per-epoch times.
+_MEANS = {"epoch_s_mean": "epoch_s", "train_epoch_s_mean": "train_epoch_s", "finetune_epoch_s_mean": "finetune_epoch_s"}
+CSV_FIELDS = (*(f.name for f in FIELDS), *DERIVED, *_MEANS)
+
+
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
 
 
 def _write_csv(records: Sequence[TrialRecord], path: Path) -> Path:
@@ -374,23 +380,11 @@ def _write_csv(records: Sequence[TrialRecord], path: Path) -> Path:
         with tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(CSV_FIELDS)
-            for r in records:  # final_* are TrialRecord properties; the *_mean columns are derived
+            for r in records:
                 means = {f: statistics.fmean(getattr(r, a)) if getattr(r, a) else None for f, a in _MEANS.items()}
-                means.update(_inherit_cells(r))
-                row = [means[f] if f in means else getattr(r, f) for f in CSV_FIELDS]
-                writer.writerow(["" if value is None else value for value in row])
+                writer.writerow([_csv_cell(means[f] if f in means else getattr(r, f)) for f in CSV_FIELDS])
 
     return write_atomically(path, write)
-
-
-def _inherit_cells(record: TrialRecord) -> dict[str, object]:
-    """The CSV's weight-inheritance columns (empty for a trial that did not try to inherit)."""
-    got = record.inherited
-    if not got:
-        return {"inherited_tensors": None, "inherit_fallback": None, "epochs_saved": None}
-    counts = got["counts"]
-    return {"inherited_tensors": counts["copied"] + counts["sliced"] + counts["padded"],
-            "inherit_fallback": got.get("fallback"), "epochs_saved": got.get("epochs_saved")}  # fmt: skip
 
 
 def _cell(text: str) -> str:

@@ -17,9 +17,10 @@ not inherit its parents' weights and trained from scratch), `search_stopped` (th
 `search_failed` (error, traceback) and `search_interrupted` (error).
 
 Individual weight sharing (`SearchConfig.inherits`): a bred child's job carries its gene origin and the weights
-files of the done trials whose final genomes (tickets when kept) are its parents. MENAS breeds generation g only
-once every trial of g - 1 is told, and a result is recorded (its weights written by the trial) before the
-strategy is told, so a child never starts before its parents' weights are on disk, whatever the executor.
+files of its parents' trials (the spec's `parent_ids`: the trials whose final networks the strategy bred from).
+MENAS breeds generation g only once every trial of g - 1 is told, and a result is recorded (its weights written by
+the trial) before the strategy is told, so a child never starts before its parents' weights are on disk, whatever
+the executor.
 """
 
 from __future__ import annotations
@@ -39,20 +40,19 @@ from typing import Any
 import yaml
 
 from menas.config import SearchConfig, from_dict, to_dict
-from menas.data.datasets import dataset_shape, resolve_device
+from menas.data.datasets import dataset_shape
+from menas.data.device import resolve_device
 from menas.errors import MenasError, UserError
 from menas.files import FolderLock, FolderLocked, write_atomically
+from menas.folders import CONFIG_FILE, LOCK_FILE, RunFolder
 from menas.search.executors import WorkerLost, make_executor
+from menas.search.record import TrialRecord
 from menas.search.store import FILENAME, Store, store_path
 from menas.search.strategies import TrialOutcome, TrialSpec, compute_budget_used, compute_limits, make_strategy
-from menas.search.trial import TrialJob, TrialResult, drop_epoch_checkpoints, run_trial
+from menas.search.trial import TrialJob, run_trial
 from menas.space.cost import Budget, format_count, parse_count
 from menas.space.operators import check_feasible
 from menas.space.spaces import load_space
-
-CONFIG_FILE = "config.yaml"
-#: The run folder's lock file (holder's pid, host, command and start time inside).
-LOCK_FILE = "menas.lock"
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,11 @@ class SearchSummary:
 def save_config(cfg: SearchConfig, run_dir: Path) -> Path:
     """Writes the resolved config beside the store (temp file + rename)."""
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    return write_atomically(run_dir / CONFIG_FILE, lambda tmp: tmp.write_text(text))
+    return write_atomically(RunFolder(run_dir).config, lambda tmp: tmp.write_text(text))
 
 
 def load_run_config(run_dir: Path) -> SearchConfig:
-    path = run_dir / CONFIG_FILE
+    path = RunFolder(run_dir).config
     if not path.is_file():
         raise UserError(f"run {str(run_dir)!r}: no {CONFIG_FILE} (not a menas run directory)")
     return from_dict(SearchConfig, yaml.safe_load(path.read_text()), "config")
@@ -147,16 +147,17 @@ class Search:
         accept_config_change: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(run_dir)
         self.store: Store | None = None
         self._lock: FolderLock | None = None
-        self._finished_here: list[TrialResult] = []  # trials finished by this process: the failure share's base
+        self._finished_here: list[TrialRecord] = []  # trials finished by this process: the failure share's base
         self.resumed = resume
         try:
             if resume:
                 self.store = Store.open(self.run_dir)
                 self._lock = self._take_lock()
                 self._setup(self._resume_config(cfg, accept_config_change))
-                if not (self.run_dir / CONFIG_FILE).is_file():  # status, report and export read it
+                if not self.folder.config.is_file():  # status, report and export read it
                     save_config(self.cfg, self.run_dir)
                 self.pending = self.strategy.replay(self.store.history())
                 requeued = self.store.requeue()
@@ -201,7 +202,7 @@ class Search:
     def _refuse_stale_trials(self) -> None:
         """A new run never starts in a folder with trial files but no store: its checkpoints would be taken for
         this run's trials (the checkpoint identity check would refuse most, not a trial with the same genome)."""
-        trials = self.run_dir / "trials"
+        trials = self.folder.trials
         if not store_path(self.run_dir).exists() and trials.is_dir() and any(trials.iterdir()):
             raise UserError(
                 f"run {str(self.run_dir)!r}: holds trials/ from an earlier run but no {FILENAME}; choose a new "
@@ -256,7 +257,7 @@ class Search:
             lottery=cfg.lottery if spec.use_tickets else None,
             # MENAS' ablation fine-tunes its unpruned candidates as MENAS does, so tickets are the only difference
             finetune_epochs=cfg.finetune_epochs if spec.use_tickets or self.strategy.finetunes else 0,
-            workdir=str(self.trial_dir(spec.trial_id)),
+            workdir=str(self.folder.trial(spec.trial_id).path),
             seed=cfg.seed + spec.trial_id,
             device=cfg.device,
             finetune_lr_scale=cfg.lottery.finetune_lr_scale if self.strategy.finetunes else None,
@@ -271,27 +272,21 @@ class Search:
             "inherit": self.cfg.inherit,
             "origin": spec.origin,
             "parent_genomes": spec.parents,
-            "parent_weights": tuple(self.parent_weights(parent) for parent in spec.parents),
+            "parent_weights": tuple(self.parent_weights(parent) for parent in spec.parent_ids),
             "inherit_calib_batches": self.cfg.lottery.calib_batches,
         }
 
-    def parent_weights(self, genome: str) -> str:
-        """The weights file of the parent `genome`: the best-ranked done trial whose final genome (its ticket, else
-        its candidate) it is, as the strategy's parent pool takes one trial per final genome; "" when no such trial
-        has a weights file (the child then trains from scratch, with an `inherit_fallback` event)."""
-        finals = [r for r in self.store.ranked() if (r.ticket or r.genome) == genome]
-        # the strategy breeds only from told outcomes, and each is recorded before it is told
-        assert finals, f"parent {genome} is no done trial's final genome"
-        for record in finals:  # the recorded file name, in this run folder (the folder may have moved since)
-            if record.checkpoint:
-                path = self.trial_dir(record.trial_id) / Path(record.checkpoint).name
-                if path.is_file():
-                    return str(path)
-        return ""
+    def parent_weights(self, trial_id: int) -> str:
+        """The weights file of a parent's trial (the strategy breeds only from told outcomes, and each is recorded
+        before it is told); "" when it has none (the child then trains from scratch, with an `inherit_fallback`
+        event)."""
+        record = self.store.trial(trial_id)
+        path = self.folder.resolve(record.weights, trial_id)
+        return str(path) if path is not None and path.is_file() else ""
 
     def run(
         self,
-        on_result: Callable[[TrialSpec, TrialResult], None] | None = None,
+        on_result: Callable[[TrialSpec, TrialRecord], None] | None = None,
         on_epoch: Callable[[TrialSpec, str, Any], None] | None = None,
     ) -> SearchSummary:
         """Runs trials until the strategy is finished: one at a time in this process (`executor.kind: local`,
@@ -301,7 +296,7 @@ class Search:
             raise MenasError("Search.run: the search was closed (a Search runs once)")
         self.store.set_status("running")
 
-        def run_here(spec: TrialSpec, job: TrialJob) -> TrialResult:
+        def run_here(spec: TrialSpec, job: TrialJob) -> TrialRecord:
             epoch_cb = None if on_epoch is None else lambda phase, stats: on_epoch(spec, phase, stats)
             return run_trial(job, epoch_cb)
 
@@ -339,7 +334,7 @@ class Search:
         store, so a resumed run keeps its count."""
         return compute_budget_used(self.cfg, self.store.compute_used())
 
-    def _loop(self, executor: Any, on_result: Callable[[TrialSpec, TrialResult], None] | None) -> SearchSummary:
+    def _loop(self, executor: Any, on_result: Callable[[TrialSpec, TrialRecord], None] | None) -> SearchSummary:
         queue = list(self.pending)
         self.pending = []
         limit = 2 * self.strategy.total_trials + 2
@@ -369,34 +364,30 @@ class Search:
         self.store.set_status("finished")
         return self.summary()
 
-    def _as_result(self, spec: TrialSpec, result: TrialResult | BaseException) -> TrialResult:
+    def _as_result(self, spec: TrialSpec, result: TrialRecord | BaseException) -> TrialRecord:
         """A trial's exception becomes a failed result with its reason (one line in the trial's row, the full
         traceback in a `trial_exception` event), so one broken candidate never ends the search (a systematic cause,
         such as data files a trial cannot read, trips `max_failure_share` with the last error in its message)."""
-        if isinstance(result, TrialResult):
+        if isinstance(result, TrialRecord):
             return result
         error = f"{type(result).__name__}: {result}"
         logger.warning("trial %d raised %s", spec.trial_id, error)
         self.store.log_event("trial_exception", trial_id=spec.trial_id, error=error,
                              traceback=format_traceback(result))  # fmt: skip
-        return TrialResult(spec.trial_id, spec.genome, "failed", 0, 0, error=error)
-
-    def trial_dir(self, trial_id: int) -> Path:
-        """A trial's folder: its weights (model.safetensors), run.json, lottery.json and, while it runs, its epoch
-        checkpoints."""
-        return self.run_dir / "trials" / f"{trial_id:05d}"
+        return TrialRecord(trial_id=spec.trial_id, genome=spec.genome, status="failed", error=error)
 
     def _record(
-        self, spec: TrialSpec, result: TrialResult, on_result: Callable[[TrialSpec, TrialResult], None] | None
+        self, spec: TrialSpec, result: TrialRecord, on_result: Callable[[TrialSpec, TrialRecord], None] | None
     ) -> None:
-        outcome = TrialOutcome.from_record(result)  # a TrialResult has the outcome's attribute names
-        self.store.record_outcome(outcome, error=result.error, **_details(result))
+        if result.weights is not None:  # the store keeps it relative to the run folder, which may move
+            result = dataclasses.replace(result, weights=self.folder.relative(result.weights))
+        self.store.record_result(result)
         if result.status == "done":  # recorded: an interrupted search no longer resumes this trial
-            drop_epoch_checkpoints(self.trial_dir(spec.trial_id))
+            self.folder.trial(spec.trial_id).drop_epoch_checkpoints()
         if result.inherited is not None and result.inherited.get("fallback"):
             logger.warning("trial %d trained from scratch: %s", spec.trial_id, result.inherited["fallback"])
             self.store.log_event("inherit_fallback", trial_id=spec.trial_id, reason=result.inherited["fallback"])
-        self.strategy.tell([outcome])
+        self.strategy.tell([TrialOutcome.from_record(result)])
         self._finished_here.append(result)
         if on_result is not None:
             on_result(spec, result)
@@ -428,44 +419,20 @@ def format_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
-def _details(result: TrialResult) -> dict[str, Any]:
-    details: dict[str, Any] = {
-        "epoch_times": result.epoch_times,
-        "checkpoint": result.checkpoint,
-        "train_s": result.train_s,
-        "finetune_s": result.finetune_s,
-        "train_epoch_s": result.train_epoch_s,
-        "finetune_epoch_s": result.finetune_epoch_s,
-        "images_per_epoch": result.images_per_epoch or None,
-        "finetune_epochs": result.finetune_epochs,
-        "calib_images": result.calib_images,
-        "eval_images": result.eval_images,
-        "lottery_s": result.lottery_s,
-        "eval_s": result.eval_s,
-        "images": result.images,
-        "epochs": result.epochs,
-        "worker": result.worker or None,
-        "inherited": result.inherited,
-    }
-    if result.status == "done":
-        details["ticket_score_before_ft"] = result.ticket_score_before_ft
-    return details
-
-
 def summarize(store: Store, wall_s: float) -> SearchSummary:
     trials = store.finished()
     best = store.best()
     done = [t for t in trials if t.status == "done"]
     used = store.compute_used()
     return SearchSummary(
-        best_genome=(best.ticket or best.genome) if best else None,
+        best_genome=best.final_genome if best else None,
         best_score=best.final_score if best else None,
         best_macs=best.final_macs if best else None,
         best_params=best.final_params if best else None,
         trials_done=len(done),
         trials_failed=len(trials) - len(done),
         epochs=sum(t.epochs or 0 for t in trials),
-        images=sum(t.images or 0 for t in trials),
+        images=sum(t.train_images or 0 for t in trials),
         wall_s=wall_s,
         train_s=sum((t.train_s or 0.0) + (t.finetune_s or 0.0) for t in trials),
         lottery_s=sum(t.lottery_s or 0.0 for t in trials),

@@ -3,7 +3,7 @@ time, one GPU per worker when there are GPUs, else an equal share of the CPU cor
 
 The search loop drives both the same way: `submit` while `free` slots remain, then `wait` for at least one
 finished trial. The store, the strategy and every decision stay in the search's process; workers only turn a
-`TrialJob` (plain data) into a `TrialResult`. A trial's exception comes back as the exception, for the loop to
+`TrialJob` (plain data) into a `TrialRecord`. A trial's exception comes back as the exception, for the loop to
 record as a failed trial. This module does not import torch at import time: a worker must set
 `CUDA_VISIBLE_DEVICES` and its thread count before torch starts. An exception from a worker keeps the worker's
 traceback (as its cause, or a note for Ray), for the search to store with the failed trial.
@@ -23,7 +23,7 @@ from typing import Any
 from menas.config import ExecutorConfig
 from menas.errors import MenasError, UserError
 
-Finished = tuple[Any, Any]  # (the spec, a TrialResult or the exception the trial raised)
+Finished = tuple[Any, Any]  # (the spec, a TrialRecord or the exception the trial raised)
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class LocalExecutor:
     """Runs each submitted trial in this process, when `wait` is called (one slot)."""
 
     def __init__(self, run: Callable[[Any, Any], Any]) -> None:
-        self._run = run  # (spec, job) -> TrialResult; raises what the trial raises
+        self._run = run  # (spec, job) -> TrialRecord; raises what the trial raises
         self._queued: list[tuple[Any, Any]] = []
 
     @property

@@ -4,7 +4,7 @@ The child's `Origin` (`menas.space.operators`) says which parent layer each chil
 the parents' tensors onto a freshly built child, tensor by tensor:
 
 - same shape: copied;
-- fewer channels: the parent's most important channels, in the lottery's L1 order (`lottery.select_channels`,
+- fewer channels: the parent's most important channels, in the lottery's L1 order (`importance.select_channels`,
   the code tickets use), coupled as in the lottery: a layer's expanded channels by its expand filters, a
   stage's output channels by the project filters of the parent's whole residual chain, so every tensor that
   reads a channel set reads the same one;
@@ -17,7 +17,7 @@ the parents' tensors onto a freshly built child, tensor by tensor:
 Optional shrink-perturb (Ash & Adams 2020, as PBT-NAS uses it): every inherited parameter becomes
 `shrink * inherited + perturb * fresh`, `fresh` being the freshly initialised value of that element. The fresh
 child is built under `seed` in a forked RNG, so inheritance is reproducible and leaves torch's global RNG alone.
-BatchNorm statistics are then recalibrated on calibration batches (`lottery.recalibrate_bn`), as for tickets.
+BatchNorm statistics are then recalibrated on calibration batches (`recalibrate.recalibrate_bn`), as for tickets.
 
 `inherit_from_files` is the call a trial makes: it reads the parents' weights files and never raises for a
 missing, corrupt or mismatched file; it returns a fallback reason instead, so the trial starts from scratch and
@@ -35,7 +35,9 @@ import torch
 from torch import nn
 
 from menas.nn.builder import MenasNet, build_model
-from menas.prune.lottery import recalibrate_bn, residual_groups, select_channels, slice_channels
+from menas.prune.importance import residual_groups, select_channels
+from menas.prune.recalibrate import recalibrate_bn
+from menas.prune.surgery import slice_channels
 from menas.space.genome import Genome, se_channels
 from menas.space.operators import Origin
 from menas.train.checkpoint import load_weights

@@ -2,15 +2,14 @@
 report share.
 
 A finished trial's *final* network is its lottery ticket when the trial kept one, else the candidate itself; its
-final score, MACs and params are the ticket's or the candidate's accordingly (`FinalMetrics`); the candidate's
-final score is after its fine-tune epochs when it had them (`finetuned_score`), else after training (`score`).
-Trials rank by `rank_key`, best first:
+final score and MACs are the ticket's or the candidate's accordingly (`menas.search.record.TrialRecord.final_score`,
+`final_macs`; a strategy's `TrialOutcome` carries them). Trials rank by `rank_key`, best first:
 
 1. higher final score (search-val top-1);
 2. then fewer final MACs (of two networks that score the same, the cheaper one is the better find);
 3. then the earlier trial (lower trial_id), so the order is total and never depends on the order results arrive.
 
-Parent pools, tournaments, `Strategy.best()`, `Store.best()` and the report all sort with `rank_key`. This module
+Parent pools, tournaments, `Store.best()` and the report all sort with `rank_key`. This module
 imports nothing from menas and never imports torch (layer 0), so the store may use it.
 """
 
@@ -21,7 +20,7 @@ from typing import Protocol, TypeVar
 
 
 class Ranked(Protocol):
-    """What `rank_key` reads from a finished trial (`TrialOutcome`, `TrialRecord`, `TrialResult`)."""
+    """What `rank_key` reads from a finished trial (`TrialRecord`, `TrialOutcome`)."""
 
     trial_id: int
     final_score: float | None
@@ -29,37 +28,6 @@ class Ranked(Protocol):
 
 
 T = TypeVar("T", bound=Ranked)
-
-
-class FinalMetrics:
-    """Mixin for trial records with `ticket`, `ticket_score`/`_macs`/`_params`, `score`/`macs`/`params` and
-    `finetuned_score` attributes: the final (ticket, else candidate) values."""
-
-    ticket: str | None
-    ticket_score: float | None
-    ticket_macs: int | None
-    ticket_params: int | None
-    score: float | None
-    macs: int | None
-    params: int | None
-    finetuned_score: float | None = None  # the candidate after fine-tuning without a ticket (None: not fine-tuned)
-
-    @property
-    def final_score(self) -> float | None:
-        """The ticket's score when the trial kept a ticket, else the candidate's (after fine-tuning when it was)."""
-        if self.ticket is not None:
-            return self.ticket_score
-        return self.score if self.finetuned_score is None else self.finetuned_score
-
-    @property
-    def final_macs(self) -> int | None:
-        """The ticket's multiply-accumulates when the trial kept a ticket, else the candidate's."""
-        return self.ticket_macs if self.ticket is not None else self.macs
-
-    @property
-    def final_params(self) -> int | None:
-        """The ticket's parameter count when the trial kept a ticket, else the candidate's."""
-        return self.ticket_params if self.ticket is not None else self.params
 
 
 def rank_key(trial: Ranked) -> tuple[float, int, int]:
@@ -76,4 +44,4 @@ def best(trials: Iterable[T]) -> T | None:
     return min(trials, key=rank_key, default=None)
 
 
-__all__ = ["FinalMetrics", "Ranked", "best", "rank_key"]
+__all__ = ["Ranked", "best", "rank_key"]

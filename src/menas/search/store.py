@@ -3,15 +3,10 @@
 This module owns the schema and every read and write of that file:
 
 - `run`: one row with the resolved config (JSON text), creation time, seed, menas version and run status;
-- `trials`: one row per trial keyed by the strategy's trial_id: genome, generation, role, parents, status
-  (queued -> running -> done | failed), the candidate's MACs/params/score, per-epoch times, the lottery ticket
-  (genome, score after and before fine-tuning, MACs, params), checkpoint path, error text, the worker that ran
-  it ("host:pid"), timestamps, seconds spent training / searching tickets / evaluating, images trained and epochs;
-  from schema version 3 each phase on its own (`_PHASE_COLUMNS`: the fine-tuned candidate's score, fine-tune
-  seconds, training-pass seconds per epoch of training and fine-tuning, calibration and scoring images, and
-  `compute_images`; a `compute` budget counts training-image equivalents of these: `compute_used`); from schema
-  version 4 a bred child's gene `origin` and what its trial `inherited` from its parents' weights (JSON,
-  `_INHERIT_COLUMNS`);
+- `trials`: one row per trial keyed by the strategy's trial_id, its columns the fields of
+  `menas.search.record.TrialRecord` (what the strategy asked, the trial's life cycle, what it measured; tuples
+  and mappings as JSON text), read and written generically from those fields; a `compute` budget counts
+  training-image equivalents of its image counts (`compute_used`);
 - `events`: a log of (time, kind, JSON payload); the search logs "trial_exception" (a trial raised instead of
   returning a result: its trial id and error) and "inherit_fallback" (a child that could not inherit its parents'
   weights and trained from scratch: trial id and reason);
@@ -50,18 +45,29 @@ from urllib.parse import quote
 
 from menas import __version__
 from menas.errors import UserError, check, is_int, is_real
+from menas.folders import STORE_FILE
 from menas.search import ranking
-from menas.search.ranking import FinalMetrics
+from menas.search.record import (
+    FIELDS,
+    FORWARD_IMAGES_PER_TRAINING_IMAGE,
+    IN_FLIGHT,
+    MEASURED,
+    PART,
+    SPEC,
+    TRIAL_STATUSES,
+    TrialRecord,
+    column_sql,
+    from_row,
+    to_row,
+)
 
 #: File name of the store inside a run directory.
-FILENAME = "menas.sqlite"
+FILENAME = STORE_FILE
 #: Schema version, kept in SQLite's `user_version`; `Store.open` migrates older versions and refuses others.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: Seconds a connection waits for a lock before "database is locked" is raised.
 BUSY_TIMEOUT_S = 30.0
 
-TRIAL_STATUSES = ("queued", "running", "done", "failed")
-IN_FLIGHT = ("queued", "running")
 RUN_STATUSES = ("created", "running", "finished", "failed", "interrupted")
 
 _SCHEMA = (
@@ -74,36 +80,7 @@ _SCHEMA = (
         status TEXT NOT NULL,
         updated REAL NOT NULL
     )""",
-    """CREATE TABLE trials (
-        trial_id INTEGER PRIMARY KEY,
-        genome TEXT NOT NULL,
-        generation INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        parents TEXT NOT NULL,
-        use_tickets INTEGER NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        worker TEXT,
-        macs INTEGER,
-        params INTEGER,
-        score REAL,
-        epoch_times TEXT NOT NULL DEFAULT '[]',
-        ticket TEXT,
-        ticket_score REAL,
-        ticket_macs INTEGER,
-        ticket_params INTEGER,
-        ticket_score_before_ft REAL,
-        checkpoint TEXT,
-        error TEXT,
-        queued_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        train_s REAL,
-        lottery_s REAL,
-        eval_s REAL,
-        images INTEGER,
-        epochs INTEGER
-    )""",
+    f"CREATE TABLE trials ({', '.join(column_sql(f.name) for f in FIELDS)})",
     "CREATE INDEX trials_by_status ON trials (status)",
     "CREATE INDEX trials_by_generation ON trials (generation)",
     """CREATE TABLE events (
@@ -137,29 +114,37 @@ _RETRAINS_TABLE = """CREATE TABLE retrains (
         teacher TEXT,
         out TEXT NOT NULL
     )"""
-#: Per-phase measurements of a trial (schema version 3), added to `trials` by ALTER TABLE in new and old stores
-#: alike: the candidate's fine-tuned score when no ticket was kept, seconds and training-pass seconds per epoch of
-#: training and of fine-tuning, images per epoch, fine-tune epochs, calibration and scoring images, and every
-#: image the trial passed through a network (`compute_images`; `compute_used` weights it for `compute.images`).
-_PHASE_COLUMNS = (
-    "finetuned_score REAL",
-    "finetune_s REAL",
-    "train_epoch_s TEXT NOT NULL DEFAULT '[]'",
-    "finetune_epoch_s TEXT NOT NULL DEFAULT '[]'",
-    "images_per_epoch INTEGER",
-    "finetune_epochs INTEGER",
-    "calib_images INTEGER",
-    "eval_images INTEGER",
-    "compute_images INTEGER",
+#: Per-phase measurements (schema version 3) and weight sharing (4), added to the trials tables of older stores.
+_PHASE_ALTERS = tuple(
+    f"ALTER TABLE trials ADD COLUMN {column}"
+    for column in ("finetuned_score REAL", "finetune_s REAL", "train_epoch_s TEXT NOT NULL DEFAULT '[]'",
+                   "finetune_epoch_s TEXT NOT NULL DEFAULT '[]'", "images_per_epoch INTEGER",
+                   "finetune_epochs INTEGER", "calib_images INTEGER", "eval_images INTEGER", "compute_images INTEGER")
+)  # fmt: skip
+_INHERIT_ALTERS = ("ALTER TABLE trials ADD COLUMN origin TEXT", "ALTER TABLE trials ADD COLUMN inherited TEXT")
+#: Schema version 5, the one trial record (`menas.search.record`): the scores named for their phase, raw image
+#: counts named so, the weights path (relative to the run folder from then on), the parents' trial ids. Stores
+#: migrated from 3 or 4 keep their `compute_images` column, which nothing reads (it is derived).
+_RECORD_RENAMES = {
+    "score": "trained_score",
+    "ticket_score": "ticket_finetuned_score",
+    "ticket_score_before_ft": "ticket_recalibrated_score",
+    "checkpoint": "weights",
+    "images": "train_images",
+    "epoch_times": "epoch_s",
+}
+_RECORD_MIGRATION = (
+    *(f"ALTER TABLE trials RENAME COLUMN {old} TO {new}" for old, new in _RECORD_RENAMES.items()),
+    f"ALTER TABLE trials ADD COLUMN {column_sql('parent_ids')}",
 )
-_PHASE_ALTERS = tuple(f"ALTER TABLE trials ADD COLUMN {column}" for column in _PHASE_COLUMNS)
-#: Individual weight sharing (schema version 4), JSON text: a bred child's gene `origin` (`Origin.to_dict()`, from
-#: the strategy's spec) and what its trial `inherited` (tensor counts, fallback reason, epochs trained and saved).
-_INHERIT_COLUMNS = ("origin TEXT", "inherited TEXT")
-_INHERIT_ALTERS = tuple(f"ALTER TABLE trials ADD COLUMN {column}" for column in _INHERIT_COLUMNS)
-_SCHEMA = (*_SCHEMA, _RETRAINS_TABLE, *_PHASE_ALTERS, *_INHERIT_ALTERS)
+_SCHEMA = (*_SCHEMA, _RETRAINS_TABLE)
 #: Statements that take a store from version N to N + 1.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_RETRAINS_TABLE,), 2: _PHASE_ALTERS, 3: _INHERIT_ALTERS}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (_RETRAINS_TABLE,),
+    2: _PHASE_ALTERS,
+    3: _INHERIT_ALTERS,
+    4: _RECORD_MIGRATION,
+}
 
 
 def _opt_int(where: str, value: Any) -> int | None:
@@ -185,93 +170,11 @@ def store_path(path: str | os.PathLike[str]) -> Path:
 
 
 class SpecLike(Protocol):
-    """What `add_trial` reads from a spec (the strategy's `TrialSpec`; the store does not import strategies)."""
+    """What `add_trials` reads from a spec (the strategy's `TrialSpec`; the store does not import strategies): the
+    spec fields of `TrialRecord`."""
 
     trial_id: int
     genome: str
-    generation: int
-    role: str
-    parents: tuple[str, ...]
-    use_tickets: bool
-
-
-@dataclass(frozen=True)
-class TrialRecord(FinalMetrics):
-    """One row of `trials`. Attribute names match the strategy's `TrialSpec` and `TrialOutcome`, so
-    `strategy.replay(store.history())` reads records directly. Times are Unix seconds; durations seconds;
-    `final_score`/`final_macs`/`final_params` are the ticket's when one was kept, else the candidate's."""
-
-    trial_id: int
-    genome: str
-    generation: int
-    role: str
-    parents: tuple[str, ...]
-    use_tickets: bool
-    status: str
-    attempts: int
-    worker: str | None
-    macs: int | None
-    params: int | None
-    score: float | None
-    epoch_times: tuple[float, ...]
-    ticket: str | None
-    ticket_score: float | None
-    ticket_macs: int | None
-    ticket_params: int | None
-    ticket_score_before_ft: float | None
-    checkpoint: str | None
-    error: str | None
-    queued_at: float
-    started_at: float | None
-    finished_at: float | None
-    train_s: float | None
-    lottery_s: float | None
-    eval_s: float | None
-    images: int | None
-    epochs: int | None
-    finetuned_score: float | None = None  # the candidate after fine-tuning when no ticket was kept
-    finetune_s: float | None = None  # fine-tune epochs (train_s: the candidate's training epochs only)
-    train_epoch_s: tuple[float, ...] = ()  # training-pass seconds of the candidate's epochs (no scoring)
-    finetune_epoch_s: tuple[float, ...] = ()  # training-pass seconds of the fine-tune epochs
-    images_per_epoch: int | None = None
-    finetune_epochs: int | None = None
-    calib_images: int | None = None
-    eval_images: int | None = None
-    compute_images: int | None = None  # training, fine-tuning, calibration and scoring images
-    origin: dict[str, Any] | None = None  # a bred child's gene origin (`menas.space.operators.Origin.to_dict()`)
-    inherited: dict[str, Any] | None = None  # weight inheritance: counts, fallback, epochs, epochs_saved
-
-    @property
-    def replaced(self) -> bool:
-        """Whether a lottery ticket replaced the candidate."""
-        return self.ticket is not None
-
-    @property
-    def in_flight(self) -> bool:
-        return self.status in IN_FLIGHT
-
-    @property
-    def budget_images(self) -> float | None:
-        """The trial's compute as `compute.images` counts it (training-image equivalents: trained and fine-tuned
-        images, + calibrated and scored ones / `FORWARD_IMAGES_PER_TRAINING_IMAGE`; `compute_used` sums the same in
-        SQL). None when the trial recorded no image counts."""
-        if self.compute_images is None:
-            return None
-        forward = (self.calib_images or 0) + (self.eval_images or 0)
-        return (self.images or 0) + forward / FORWARD_IMAGES_PER_TRAINING_IMAGE
-
-    @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> TrialRecord:
-        data = dict(row)
-        data["parents"] = tuple(json.loads(data["parents"]))
-        for name in ("epoch_times", "train_epoch_s", "finetune_epoch_s"):
-            if name in data:  # a store of schema version 2 opened read-only has no per-phase columns
-                data[name] = tuple(json.loads(data[name]))
-        for name in ("origin", "inherited"):
-            if data.get(name) is not None:  # absent in a store of schema version 3 opened read-only
-                data[name] = json.loads(data[name])
-        data["use_tickets"] = bool(data["use_tickets"])
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -311,10 +214,6 @@ class RetrainRecord:
     teacher: str | None
     out: str
 
-    @property
-    def kept_top1(self) -> float | None:
-        """Test top-1 of the kept weights."""
-        return self.ema_top1 if self.kept == "ema" else self.test_top1
 
 
 @dataclass(frozen=True)
@@ -369,12 +268,6 @@ class GenerationPhases:
     replaced_share: float | None
     final_score_best: float | None
     compute_images: int
-
-
-#: Forward-only images (BN calibration, scoring) that cost about as much as one training image: a training step
-#: runs the forward pass and a backward pass of about twice its cost (gradients of activations and of weights), so
-#: `compute.images` counts a calibrated or scored image as 1/3 of a trained one (training-image equivalents).
-FORWARD_IMAGES_PER_TRAINING_IMAGE = 3
 
 
 @dataclass(frozen=True)
@@ -474,11 +367,14 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
 class Store:
     """A run's SQLite record. Build it with `Store.create` (new run) or `Store.open` (resume, status, report)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool, version: int = SCHEMA_VERSION) -> None:
         """Use `Store.create` or `Store.open`."""
         self._conn = conn
         self.path = path
         self.readonly = readonly
+        # an older store opened read-only keeps its column names: read them under the record's names
+        self._renames = _RECORD_RENAMES if version < 5 else {}
+        self._version = version
 
     # -- life cycle -----------------------------------------------------------------------------------
 
@@ -561,7 +457,8 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
         if not readonly and version < SCHEMA_VERSION:
             _migrate(conn, version)
-        return cls(conn, target, readonly)
+            version = SCHEMA_VERSION
+        return cls(conn, target, readonly, version)
 
     def close(self) -> None:
         self._conn.close()
@@ -622,42 +519,32 @@ class Store:
 
     # -- trial writes ---------------------------------------------------------------------------------
 
-    def add_trial(self, spec: SpecLike) -> None:
-        """Records a proposed trial as queued (call before submitting it, so the store knows every trial)."""
-        self.add_trials([spec])
-
     def add_trials(self, specs: Iterable[SpecLike]) -> None:
-        """Records several proposed trials in one transaction.
+        """Records proposed trials as queued, in one transaction (before they are submitted, so the store knows
+        every trial). A spec gives the record's spec fields it has (`TrialRecord`'s defaults for the others).
 
         Raises:
             ValueError: a trial id already recorded, or a spec field of the wrong type.
         """
-        rows = []
+        names = [f.name for f in FIELDS if PART[f.name] == SPEC]
         now = time.time()
+        rows = []
         for spec in specs:
-            check(isinstance(spec.trial_id, int) and spec.trial_id >= 0, "spec.trial_id", spec.trial_id,
-                  "integers >= 0")  # fmt: skip
-            check(isinstance(spec.genome, str) and spec.genome != "", "spec.genome", spec.genome, "genome strings")
-            check(isinstance(spec.generation, int) and spec.generation >= 0, "spec.generation", spec.generation,
-                  "integers >= 0")  # fmt: skip
-            check(isinstance(spec.role, str), "spec.role", spec.role, "strings")
-            parents = list(spec.parents)
-            check(all(isinstance(p, str) for p in parents), "spec.parents", spec.parents, "genome strings")
-            origin = getattr(spec, "origin", None)
-            check(origin is None or isinstance(origin, dict), "spec.origin", origin, "None or a mapping")
-            rows.append((spec.trial_id, spec.genome, spec.generation, spec.role, json.dumps(parents),
-                         int(bool(spec.use_tickets)), "queued", now,
-                         None if origin is None else json.dumps(origin, sort_keys=True)))  # fmt: skip
+            values = {name: getattr(spec, name) for name in names if hasattr(spec, name)}
+            record = TrialRecord(**values, queued_at=now)
+            rows.append(to_row(record, [*names, "status", "queued_at"]))
+        if not rows:
+            return
+        columns = list(rows[0])
         try:
             with self._write() as conn:
                 conn.executemany(
-                    "INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at, "
-                    "origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
+                    f"INSERT INTO trials ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                    [tuple(row.values()) for row in rows],
                 )
         except sqlite3.IntegrityError:
-            ids = [r[0] for r in rows]
-            raise ValueError(f"add_trial: trial id(s) {ids} collide with recorded trials or repeat") from None
+            ids = [r["trial_id"] for r in rows]
+            raise ValueError(f"add_trials: trial id(s) {ids} collide with recorded trials or repeat") from None
 
     def mark_running(self, trial_id: int, worker: str | None = None) -> None:
         """A queued trial starts (on `worker`, free text, when the caller knows it); counts the attempt. The trial's
@@ -666,130 +553,46 @@ class Store:
                      "status = 'running', started_at = ?, worker = ?, attempts = attempts + 1",
                      (time.time(), worker))  # fmt: skip
 
-    def finish_trial(
-        self,
-        trial_id: int,
-        *,
-        score: float,
-        macs: int,
-        params: int,
-        epoch_times: Iterable[float] = (),
-        ticket: str | None = None,
-        ticket_score: float | None = None,
-        ticket_macs: int | None = None,
-        ticket_params: int | None = None,
-        ticket_score_before_ft: float | None = None,
-        checkpoint: str | os.PathLike[str] | None = None,
-        train_s: float | None = None,
-        lottery_s: float | None = None,
-        eval_s: float | None = None,
-        images: int | None = None,
-        epochs: int | None = None,
-        worker: str | None = None,
-        finetuned_score: float | None = None,
-        **phases: Any,
-    ) -> None:
-        """Records a queued or running trial as done with its results, in one transaction.
-
-        Args:
-            trial_id: the trial.
-            score: the candidate's search-val top-1.
-            macs: the candidate's multiply-accumulates.
-            params: the candidate's parameter count.
-            epoch_times: seconds per epoch (training and fine-tuning, scoring included).
-            ticket: the lottery ticket's genome (None: no ticket searched).
-            ticket_score: the ticket's search-val top-1 after fine-tuning (required with a ticket).
-            ticket_macs: the ticket's multiply-accumulates (required with a ticket).
-            ticket_params: the ticket's parameter count (required with a ticket).
-            ticket_score_before_ft: the ticket's search-val top-1 right after BN recalibration.
-            checkpoint: path of the trial's saved weights.
-            train_s: seconds spent training the candidate (its training epochs).
-            lottery_s: seconds spent searching the ticket (proposals, calibration, scoring).
-            eval_s: seconds spent scoring search-val inside training and fine-tuning epochs (part of train_s).
-            images: images trained on (all epochs, fine-tuning included).
-            epochs: epochs trained (early stopping may end before the configured count).
-            worker: the process that ran the trial, as "host:pid" (None: keep what `mark_running` recorded).
-            finetuned_score: the unpruned candidate's search-val top-1 after fine-tuning (no ticket kept).
-            phases: per-phase measurements (`PHASE_FIELDS`): finetune_s, train_epoch_s, finetune_epoch_s,
-                images_per_epoch, finetune_epochs, calib_images, eval_images, inherited (a mapping: what weight
-                inheritance did, see `menas.search.trial.TrialResult.inherited`); `compute_images` is derived.
+    def record_result(self, result: TrialRecord) -> None:
+        """Records a queued or running trial as done or failed with what it measured (`result`, as `run_trial`
+        returns it: its measured fields, status, error and worker; a worker of None keeps `mark_running`'s label),
+        in one transaction.
 
         Raises:
-            ValueError: an unknown trial, one already finished or failed, or a field of the wrong type.
+            ValueError: an unknown trial, one already finished, a result that is neither done nor failed, or one
+                for another genome.
         """
-        score = _opt_real("finish_trial score", score)
-        check(score is not None, "finish_trial score", score, "finite numbers")
-        for name, value in (("macs", macs), ("params", params)):
-            check(value is not None, f"finish_trial {name}", value, "integers >= 0")
-            _opt_int(f"finish_trial {name}", value)
-        if ticket is not None:
-            check(isinstance(ticket, str) and ticket != "", "finish_trial ticket", ticket, "genome strings or None")
-            complete = None not in (ticket_score, ticket_macs, ticket_params)
-            check(complete, "finish_trial ticket", ticket, "None, or a genome with ticket_score/_macs/_params")
-        values = {
-            "score": score,
-            "macs": macs,
-            "params": params,
-            "ticket": ticket,
-            "ticket_score": _opt_real("finish_trial ticket_score", ticket_score),
-            "ticket_macs": _opt_int("finish_trial ticket_macs", ticket_macs),
-            "ticket_params": _opt_int("finish_trial ticket_params", ticket_params),
-            "ticket_score_before_ft": _opt_real("finish_trial ticket_score_before_ft", ticket_score_before_ft),
-            "finetuned_score": _opt_real("finish_trial finetuned_score", finetuned_score),
-            **self._measured(epoch_times, checkpoint, train_s, lottery_s, eval_s, images, epochs, worker),
-            **_phases("finish_trial", images, phases),
-        }
-        self._finish(trial_id, "done", values, "finish_trial")
+        check(result.status in ("done", "failed"), "record_result status", result.status, "done, failed")
+        names = [f.name for f in FIELDS if PART[f.name] == MEASURED]
+        values = to_row(result, names)
+        values["error"] = result.error if result.status == "failed" else None
+        if result.worker is not None:
+            values["worker"] = result.worker
+        columns = ", ".join(f"{name} = ?" for name in values)
+        row = self._conn.execute("SELECT genome FROM trials WHERE trial_id = ?", (result.trial_id,)).fetchone()
+        if row is not None and row[0] != result.genome:
+            raise ValueError(f"record_result: trial {result.trial_id} is {row[0]}, not {result.genome}")
+        self._update(result.trial_id, IN_FLIGHT, "record_result",
+                     f"status = '{result.status}', finished_at = ?, {columns}",
+                     (time.time(), *values.values()))  # fmt: skip
 
-    def fail_trial(
-        self,
-        trial_id: int,
-        error: str,
-        *,
-        macs: int | None = None,
-        params: int | None = None,
-        epoch_times: Iterable[float] = (),
-        checkpoint: str | os.PathLike[str] | None = None,
-        train_s: float | None = None,
-        lottery_s: float | None = None,
-        eval_s: float | None = None,
-        images: int | None = None,
-        epochs: int | None = None,
-        worker: str | None = None,
-        **phases: Any,
-    ) -> None:
-        """Records a queued or running trial as failed with its error text and whatever was measured (the
-        arguments are those of `finish_trial`)."""
+    def finish_trial(self, trial_id: int, **measured: Any) -> None:
+        """Records a trial as done with the measured fields of `TrialRecord` given by name (`record_result`)."""
+        self.record_result(self._result(trial_id, "done", measured))
+
+    def fail_trial(self, trial_id: int, error: str, **measured: Any) -> None:
+        """Records a trial as failed with its error text and whatever was measured (`record_result`)."""
         check(isinstance(error, str), "fail_trial error", error, "strings")
-        values = {
-            "error": error,
-            "macs": _opt_int("fail_trial macs", macs),
-            "params": _opt_int("fail_trial params", params),
-            **self._measured(epoch_times, checkpoint, train_s, lottery_s, eval_s, images, epochs, worker),
-            **_phases("fail_trial", images, phases),
-        }
-        self._finish(trial_id, "failed", values, "fail_trial")
+        self.record_result(self._result(trial_id, "failed", {**measured, "error": error}))
 
-    def record_outcome(self, outcome: Any, error: str = "", **details: Any) -> None:
-        """`finish_trial` or `fail_trial` from a strategy's `TrialOutcome` plus the trial's other measurements
-        (`details`: epoch_times, ticket_score_before_ft, checkpoint, train_s, ...)."""
-        if outcome.status == "failed":
-            self.fail_trial(outcome.trial_id, error, **details)
-            return
-        check(outcome.status == "done", "outcome.status", outcome.status, "done or failed")
-        ticket = None if outcome.ticket in (None, outcome.genome) else outcome.ticket
-        self.finish_trial(
-            outcome.trial_id,
-            score=outcome.score,
-            macs=outcome.macs,
-            params=outcome.params,
-            ticket=ticket,
-            ticket_score=outcome.ticket_score if ticket else None,
-            ticket_macs=outcome.ticket_macs if ticket else None,
-            ticket_params=outcome.ticket_params if ticket else None,
-            finetuned_score=None if ticket else outcome.finetuned_score,
-            **details,
-        )
+    def _result(self, trial_id: int, status: str, values: dict[str, Any]) -> TrialRecord:
+        allowed = [*sorted(name for name, part in PART.items() if part == MEASURED), "error", "worker"]
+        unknown = sorted(set(values) - set(allowed))
+        check(not unknown, f"trial {trial_id}", unknown, ", ".join(allowed))
+        row = self._conn.execute("SELECT genome FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise ValueError(f"record_result: trial {trial_id} is not in the store (add_trials first)")
+        return TrialRecord(trial_id=trial_id, genome=row[0], status=status, **values)
 
     def requeue(self, trial_ids: Iterable[int] | None = None) -> list[int]:
         """Puts running trials (all in flight when `trial_ids` is None) back to queued, e.g. on resume after a
@@ -858,7 +661,7 @@ class Store:
         row = self._conn.execute("SELECT * FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
         if row is None:
             raise KeyError(f"trial {trial_id} is not in {self.path}")
-        return TrialRecord._from_row(row)
+        return self._record(row)
 
     def trials(self, status: str | Iterable[str] | None = None, generation: int | None = None) -> list[TrialRecord]:
         """Trials in trial_id order, optionally of some statuses and one generation."""
@@ -870,7 +673,10 @@ class Store:
         if generation is not None:
             query += " AND generation = ?"
             args.append(generation)
-        return [TrialRecord._from_row(r) for r in self._conn.execute(query + " ORDER BY trial_id", args)]
+        return [self._record(r) for r in self._conn.execute(query + " ORDER BY trial_id", args)]
+
+    def _record(self, row: sqlite3.Row) -> TrialRecord:
+        return from_row({self._renames.get(key, key): row[key] for key in row.keys()})  # noqa: SIM118 (a Row)
 
     def history(self) -> list[TrialRecord]:
         """Every trial in trial_id order (in-flight ones included): what `Strategy.replay` takes."""
@@ -879,16 +685,6 @@ class Store:
     def finished(self) -> list[TrialRecord]:
         """Done and failed trials, in trial_id order."""
         return self.trials(("done", "failed"))
-
-    def in_flight(self) -> list[TrialRecord]:
-        """Queued and running trials, in trial_id order (after a crash: the ones to run again)."""
-        return self.trials(IN_FLIGHT)
-
-    def count(self) -> dict[str, int]:
-        """Number of trials per status."""
-        counts = dict.fromkeys(TRIAL_STATUSES, 0)
-        counts.update(dict(self._conn.execute("SELECT status, COUNT(*) FROM trials GROUP BY status").fetchall()))
-        return counts
 
     def best(self) -> TrialRecord | None:
         """The best done trial by `menas.search.ranking.rank_key` (final score, then fewer final MACs, then the earlier
@@ -912,7 +708,7 @@ class Store:
         out = []
         for gen, records in self._by_generation():
             done = [r for r in records if r.status == "done"]
-            scores = [r.score for r in done]
+            scores = [r.trained_score for r in done]
             finals = [r.final_score for r in done]
             out.append(
                 GenerationSummary(
@@ -930,7 +726,7 @@ class Store:
                     params_mean=_mean([r.params for r in done]),
                     ticket_macs_mean=_mean([r.final_macs for r in done]),
                     ticket_params_mean=_mean([r.final_params for r in done]),
-                    epoch_s_mean=_mean([t for r in done for t in (r.train_epoch_s or r.epoch_times)]),
+                    epoch_s_mean=_mean([t for r in done for t in (r.train_epoch_s or r.epoch_s)]),
                 )
             )
         return out
@@ -960,12 +756,12 @@ class Store:
         query = ("SELECT COALESCE(SUM({}), 0), COALESCE(SUM(finished_at - started_at), 0.0), COUNT(*) "
                  "FROM trials WHERE status IN ('done', 'failed')")  # fmt: skip
         # weighted here from the stored raw counts (not stored weighted), so every store and resume counts alike
-        weighted = ("COALESCE(images, 0) + (COALESCE(calib_images, 0) + COALESCE(eval_images, 0)) / "
+        trained = "images" if self._version < 5 else "train_images"
+        weighted = (f"COALESCE({trained}, 0) + (COALESCE(calib_images, 0) + COALESCE(eval_images, 0)) / "
                     f"{float(FORWARD_IMAGES_PER_TRAINING_IMAGE)}")  # fmt: skip
-        try:
-            row = self._conn.execute(query.format(weighted)).fetchone()
-        except sqlite3.OperationalError:  # schema version 2 opened read-only: training images only
-            row = self._conn.execute(query.format("images")).fetchone()
+        if self._version < 3:  # no calibration or scoring counts yet: training images only
+            weighted = trained
+        row = self._conn.execute(query.format(weighted)).fetchone()
         return ComputeUsed(round(row[0]), float(row[1]), int(row[2]))
 
     def events(self, kind: str | None = None, after: int = 0) -> list[Event]:
@@ -984,74 +780,15 @@ class Store:
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _measured(
-        epoch_times: Iterable[float],
-        checkpoint: Any,
-        train_s: Any,
-        lottery_s: Any,
-        eval_s: Any,
-        images: Any,
-        epochs: Any,
-        worker: Any,
-    ) -> dict[str, Any]:
-        """The column updates of what a done or failed trial measured (see `finish_trial`), checked. A worker
-        that is not given leaves the column alone (so `mark_running`'s label stays)."""
-        times = [_opt_real("epoch_times item", v, nonneg=True) for v in epoch_times]
-        check(None not in times, "epoch_times", epoch_times, "finite numbers >= 0")
-        check(worker is None or (isinstance(worker, str) and worker != ""), "worker", worker,
-              "None or a non-empty string such as 'host:pid'")  # fmt: skip
-        return {
-            "epoch_times": json.dumps(times),
-            "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
-            "train_s": _opt_real("train_s", train_s, nonneg=True),
-            "lottery_s": _opt_real("lottery_s", lottery_s, nonneg=True),
-            "eval_s": _opt_real("eval_s", eval_s, nonneg=True),
-            "images": _opt_int("images", images),
-            "epochs": _opt_int("epochs", epochs),
-            **({} if worker is None else {"worker": worker}),
-        }
-
-    def _finish(self, trial_id: int, status: str, values: dict[str, Any], op: str) -> None:
-        columns = ", ".join(f"{name} = ?" for name in values)
-        self._update(trial_id, IN_FLIGHT, op, f"status = '{status}', finished_at = ?, {columns}",
-                     (time.time(), *values.values()))  # fmt: skip
-
     def _update(self, trial_id: int, allowed: tuple[str, ...], op: str, assignments: str, args: tuple) -> None:
         """Updates one trial whose status is in `allowed`, checking it in the same transaction."""
         with self._write() as conn:
             row = conn.execute("SELECT status FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
             if row is None:
-                raise ValueError(f"{op}: trial {trial_id} is not in the store (add_trial first)")
+                raise ValueError(f"{op}: trial {trial_id} is not in the store (add_trials first)")
             if row[0] not in allowed:
                 raise ValueError(f"{op}: trial {trial_id} is {row[0]}, allowed: {' or '.join(allowed)} trials")
             conn.execute(f"UPDATE trials SET {assignments} WHERE trial_id = ?", (*args, trial_id))
-
-
-#: The per-phase measurements `finish_trial` and `fail_trial` take (the columns of `_PHASE_COLUMNS` but the
-#: fine-tuned score, given on its own, and `compute_images`, derived).
-PHASE_FIELDS = ("finetune_s", "train_epoch_s", "finetune_epoch_s", "images_per_epoch", "finetune_epochs",
-                "calib_images", "eval_images", "inherited")  # fmt: skip
-
-
-def _phases(op: str, images: Any, phases: dict[str, Any]) -> dict[str, Any]:
-    """The checked column values of a trial's per-phase measurements, with `compute_images` (every image
-    trained on, calibrated with or scored; None when nothing was counted)."""
-    unknown = sorted(set(phases) - set(PHASE_FIELDS))
-    check(not unknown, op, unknown, ", ".join(PHASE_FIELDS))
-    values: dict[str, Any] = {"finetune_s": _opt_real(f"{op} finetune_s", phases.get("finetune_s"), nonneg=True)}
-    for name in ("train_epoch_s", "finetune_epoch_s"):
-        times = [_opt_real(f"{op} {name} item", v, nonneg=True) for v in phases.get(name, ())]
-        check(None not in times, f"{op} {name}", phases.get(name), "finite numbers >= 0")
-        values[name] = json.dumps(times)
-    for name in ("images_per_epoch", "finetune_epochs", "calib_images", "eval_images"):
-        values[name] = _opt_int(f"{op} {name}", phases.get(name))
-    inherited = phases.get("inherited")
-    check(inherited is None or isinstance(inherited, dict), f"{op} inherited", inherited, "None or a mapping")
-    values["inherited"] = None if inherited is None else json.dumps(inherited, sort_keys=True)
-    counted = [v for v in (images, values["calib_images"], values["eval_images"]) if v is not None]
-    values["compute_images"] = sum(counted) if counted else None
-    return values
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
@@ -1072,7 +809,6 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
 __all__ = [
     "FILENAME",
     "IN_FLIGHT",
-    "PHASE_FIELDS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "TRIAL_STATUSES",

@@ -35,8 +35,7 @@ from typing import Any, ClassVar
 
 from menas.config import SearchConfig
 from menas.errors import BudgetError, MenasError, UserError, check, is_int, is_real
-from menas.search import ranking
-from menas.search.ranking import FinalMetrics, rank_key
+from menas.search.ranking import rank_key
 from menas.space.cost import Budget, parse_count
 from menas.space.genome import Genome
 from menas.space.operators import (
@@ -83,6 +82,7 @@ class TrialSpec:
             population, then one per `population` children.
         role: how the genome was made (`ROLE_SAMPLE`, `ROLE_CROSSOVER`, `ROLE_MUTATION`, `ROLE_FILL`).
         parents: genome strings of the parents (tickets when tickets are on); empty for samples.
+        parent_ids: the trials whose final networks the parents are, in the order of `parents`.
         use_tickets: whether the trial should search lottery tickets after training.
         origin: where each gene of a bred child came from (`menas.space.operators.Origin.to_dict()`, its parent k being
             `parents[k]`), which weight inheritance reads; None for samples and strategies that keep no origins.
@@ -95,6 +95,7 @@ class TrialSpec:
     parents: tuple[str, ...] = ()
     use_tickets: bool = False
     origin: dict[str, Any] | None = field(default=None, hash=False)  # a dict: not hashed, compared
+    parent_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check(is_int(self.trial_id) and self.trial_id >= 0, "TrialSpec.trial_id", self.trial_id, "integers >= 0")
@@ -106,6 +107,11 @@ class TrialSpec:
         check(isinstance(parents, tuple) and all(isinstance(p, str) for p in parents), "TrialSpec.parents",
               self.parents, "a sequence of genome strings")  # fmt: skip
         object.__setattr__(self, "parents", parents)
+        parent_ids = tuple(self.parent_ids) if isinstance(self.parent_ids, list | tuple) else self.parent_ids
+        check(isinstance(parent_ids, tuple) and all(is_int(i) and i >= 0 for i in parent_ids)
+              and len(parent_ids) in (0, len(parents)), "TrialSpec.parent_ids", self.parent_ids,
+              "trial ids, one per parent")  # fmt: skip
+        object.__setattr__(self, "parent_ids", parent_ids)
         check(isinstance(self.use_tickets, bool), "TrialSpec.use_tickets", self.use_tickets, "true or false")
         check(self.origin is None or isinstance(self.origin, dict), "TrialSpec.origin", self.origin,
               "None or a mapping (Origin.to_dict())")  # fmt: skip
@@ -121,30 +127,25 @@ class TrialSpec:
             parents=tuple(record.parents),
             use_tickets=bool(record.use_tickets),
             origin=getattr(record, "origin", None),
+            parent_ids=tuple(getattr(record, "parent_ids", ())),
         )
 
 
 @dataclass(frozen=True)
-class TrialOutcome(FinalMetrics):
-    """What the search loop tells a strategy about a finished trial.
-
-    A done outcome always carries its ticket: when tickets are off or none was found, leave the ticket fields
-    as None and they are set to the candidate's (ticket == genome). Failed outcomes never become parents and
-    their numbers are ignored.
+class TrialOutcome:
+    """What the search loop tells a strategy about a finished trial: the projection of its record
+    (`menas.search.record.TrialRecord`) that selection reads. Failed outcomes never become parents.
 
     Attributes:
         trial_id: the spec's trial id.
         genome: the spec's genome string (the candidate).
         status: "done" or "failed".
-        score: candidate's search-val score (higher is better); required when done.
-        macs: candidate's multiply-accumulates; required when done.
-        params: candidate's parameter count; required when done.
-        ticket: the lottery ticket's genome string (pruned, fine-tuned), which replaces the candidate as a parent.
-        ticket_score: the ticket's search-val score after fine-tuning.
-        ticket_macs: the ticket's multiply-accumulates.
-        ticket_params: the ticket's parameter count.
-        finetuned_score: the unpruned candidate's score after fine-tuning, when it was fine-tuned without a ticket
-            (then its final score; `score` stays the score after training).
+        score: the final network's search-val score, the one the search ranks by (`TrialRecord.final_score`);
+            required when done.
+        macs: the final network's multiply-accumulates; required when done.
+        params: the final network's parameter count; required when done.
+        ticket: the lottery ticket's genome string when one replaced the candidate (then the final network and a
+            parent in its stead), else None.
     """
 
     trial_id: int
@@ -154,10 +155,6 @@ class TrialOutcome(FinalMetrics):
     macs: int | None = None
     params: int | None = None
     ticket: str | None = None
-    ticket_score: float | None = None
-    ticket_macs: int | None = None
-    ticket_params: int | None = None
-    finetuned_score: float | None = None
 
     def __post_init__(self) -> None:
         check(is_int(self.trial_id) and self.trial_id >= 0, "TrialOutcome.trial_id", self.trial_id,
@@ -165,6 +162,8 @@ class TrialOutcome(FinalMetrics):
         check(isinstance(self.genome, str) and self.genome != "", "TrialOutcome.genome", self.genome,
               "a genome string")  # fmt: skip
         check(self.status in STATUSES, "TrialOutcome.status", self.status, ", ".join(STATUSES))
+        check(self.ticket is None or (isinstance(self.ticket, str) and self.ticket != ""), "TrialOutcome.ticket",
+              self.ticket, "a genome string or None")  # fmt: skip
         if self.status != "done":
             return
         check(is_real(self.score), "TrialOutcome.score", self.score, "a finite number when status is done")
@@ -172,72 +171,34 @@ class TrialOutcome(FinalMetrics):
         for name in ("macs", "params"):
             value = getattr(self, name)
             check(is_int(value) and value >= 0, f"TrialOutcome.{name}", value, "integers >= 0 when done")
-        ticket_fields = ("ticket_score", "ticket_macs", "ticket_params")
-        if self.ticket is None:
-            given = [name for name in ticket_fields if getattr(self, name) is not None]
-            check(not given, "TrialOutcome.ticket", None, f"a genome string when {', '.join(given)} is given")
-            check(self.finetuned_score is None or is_real(self.finetuned_score), "TrialOutcome.finetuned_score",
-                  self.finetuned_score, "None or a finite number")  # fmt: skip
-            final = self.score if self.finetuned_score is None else float(self.finetuned_score)
-            for name, value in zip(ticket_fields, (final, self.macs, self.params), strict=True):
-                object.__setattr__(self, name, value)
-            object.__setattr__(self, "ticket", self.genome)
-            return
-        check(isinstance(self.ticket, str) and self.ticket != "", "TrialOutcome.ticket", self.ticket,
-              "a genome string or None")  # fmt: skip
-        check(is_real(self.ticket_score), "TrialOutcome.ticket_score", self.ticket_score,
-              "a finite number when a ticket is given")  # fmt: skip
-        object.__setattr__(self, "ticket_score", float(self.ticket_score))
-        for name in ("ticket_macs", "ticket_params"):
-            value = getattr(self, name)
-            check(is_int(value) and value >= 0, f"TrialOutcome.{name}", value, "integers >= 0 with a ticket")
 
     @property
     def ok(self) -> bool:
         """True for a done trial (it may become a parent)."""
         return self.status == "done"
 
+    @property
+    def final_genome(self) -> str:
+        """The network a parent pool takes: the ticket when one was kept, else the candidate."""
+        return self.ticket if self.ticket is not None else self.genome
+
+    @property
+    def final_score(self) -> float | None:
+        return self.score
+
+    @property
+    def final_macs(self) -> int | None:
+        return self.macs
+
     @classmethod
     def from_record(cls, record: Any) -> TrialOutcome | None:
-        """Reads an outcome from any object with the same attribute names; None while the trial is in flight."""
+        """The outcome of a trial record (`TrialRecord`); None while the trial is in flight."""
         if record.status not in STATUSES:
             return None
         if record.status == "failed":
             return cls(trial_id=record.trial_id, genome=record.genome, status="failed")
-        return cls(
-            trial_id=record.trial_id,
-            genome=record.genome,
-            status="done",
-            score=record.score,
-            macs=record.macs,
-            params=record.params,
-            ticket=record.ticket,
-            ticket_score=record.ticket_score,
-            ticket_macs=record.ticket_macs,
-            ticket_params=record.ticket_params,
-            finetuned_score=getattr(record, "finetuned_score", None),
-        )
-
-
-@dataclass(frozen=True)
-class BestTrial:
-    """The search result: the best finished trial's ticket (ties: fewer MACs, then the earlier trial).
-
-    Attributes:
-        trial_id: the trial that found it.
-        genome: the ticket genome string (the candidate when tickets are off or none was found).
-        score: the ticket's search-val score.
-        macs: the ticket's multiply-accumulates.
-        params: the ticket's parameter count.
-        candidate: the genome the trial started from.
-    """
-
-    trial_id: int
-    genome: str
-    score: float
-    macs: int
-    params: int
-    candidate: str
+        return cls(record.trial_id, record.genome, "done", record.final_score, record.final_macs,
+                   record.final_params, record.ticket)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- base
@@ -347,7 +308,7 @@ class Strategy:
             spec = self._specs[tid]
             if outcome.genome != spec.genome:
                 raise ValueError(f"tell: trial {tid} genome {outcome.genome!r} differs from the asked {spec.genome!r}")
-            if outcome.ok and outcome.ticket != outcome.genome:
+            if outcome.ok and outcome.ticket is not None:
                 if not spec.use_tickets:
                     raise ValueError(f"tell: trial {tid} has a ticket {outcome.ticket!r} but was asked without")
                 try:
@@ -387,13 +348,6 @@ class Strategy:
         """Every asked spec with its outcome (None while pending), in trial_id order: what `replay` takes."""
         return [(spec, self._outcomes.get(spec.trial_id)) for spec in self._specs]
 
-    def best(self) -> BestTrial | None:
-        """The best done trial by ticket score (ties: fewer MACs, then earlier trial); None before any is done."""
-        top = ranking.best(o for o in self._outcomes.values() if o.ok)
-        if top is None:
-            return None
-        return BestTrial(top.trial_id, top.ticket, top.ticket_score, top.ticket_macs, top.ticket_params, top.genome)
-
     # -- resume ---------------------------------------------------------------------------------------
 
     def replay(self, history: Iterable[Any]) -> list[TrialSpec]:
@@ -427,6 +381,8 @@ class Strategy:
                 )
             if spec.origin is None and proposed[0].origin is not None:  # recorded before origins were (schema 3)
                 spec = dataclasses.replace(spec, origin=proposed[0].origin)
+            if not spec.parent_ids and proposed[0].parent_ids:  # recorded before parents' ids were (schema 5)
+                spec = dataclasses.replace(spec, parent_ids=proposed[0].parent_ids)
             if proposed[0] != spec:
                 raise UserError(
                     f"replay: trial {expected} differs from the record ({_spec_diff(spec, proposed[0])}): the run used "
@@ -435,14 +391,6 @@ class Strategy:
             if outcome is not None:
                 self.tell([outcome])
         return self.pending
-
-    @classmethod
-    def from_history(cls, history: Iterable[Any], **kwargs: Any) -> Strategy:
-        """A strategy built with `kwargs` and replayed from `history` (see `replay`); `.pending` lists the
-        trials to run again."""
-        strategy = cls(**kwargs)
-        strategy.replay(history)
-        return strategy
 
     @staticmethod
     def _as_pair(item: Any) -> tuple[TrialSpec, TrialOutcome | None]:
@@ -463,11 +411,17 @@ class Strategy:
         return genome
 
     def _enqueue(
-        self, genome: str, generation: int, role: str, parents: tuple[str, ...] = (), origin: Origin | None = None
+        self,
+        genome: str,
+        generation: int,
+        role: str,
+        parents: tuple[TrialOutcome, ...] = (),
+        origin: Origin | None = None,
     ) -> None:
         trial_id = len(self._specs) + len(self._queue)
         recorded = None if origin is None else origin.to_dict()
-        self._queue.append(TrialSpec(trial_id, genome, generation, role, parents, self.use_tickets, recorded))
+        genomes, ids = tuple(p.final_genome for p in parents), tuple(p.trial_id for p in parents)
+        self._queue.append(TrialSpec(trial_id, genome, generation, role, genomes, self.use_tickets, recorded, ids))
         self._seen.add(genome)
 
     def _fresh(self, count: int, taboo: set[str]) -> list[str]:
@@ -495,7 +449,7 @@ class Strategy:
 def _spec_diff(recorded: TrialSpec, proposed: TrialSpec) -> str:
     """The fields where two specs differ, values shortened: 'genome: recorded '...' proposed '...''."""
     parts = []
-    for name in ("genome", "generation", "role", "parents", "use_tickets", "origin"):
+    for name in ("genome", "generation", "role", "parents", "parent_ids", "use_tickets", "origin"):
         a, b = getattr(recorded, name), getattr(proposed, name)
         if a != b:
             parts.append(f"{name}: recorded {str(a)[:60]!r}, proposed {str(b)[:60]!r}")
@@ -514,8 +468,8 @@ def _resolve_count(name: str, value: int | float, of: int) -> int:
 # --------------------------------------------------------------------------------------------- MENAS
 
 
-#: A MENAS child before it becomes a spec: genome string, role, parent genome strings, gene origin (None: sampled).
-_Child = tuple[str, str, tuple[str, ...], Origin | None]
+#: A MENAS child before it becomes a spec: genome string, role, parents' outcomes, gene origin (None: sampled).
+_Child = tuple[str, str, tuple[TrialOutcome, ...], Origin | None]
 
 
 class MENAS(Strategy):
@@ -596,12 +550,12 @@ class MENAS(Strategy):
         """The parent pool from the done outcomes told so far, best first, one per distinct ticket genome."""
         ranked, seen = [], set()
         for outcome in sorted((o for o in self._outcomes.values() if o.ok), key=rank_key):
-            if outcome.ticket not in seen:
-                seen.add(outcome.ticket)
+            if outcome.final_genome not in seen:
+                seen.add(outcome.final_genome)
                 ranked.append(outcome)
         n_large = round(self.keep_largest * self.num_parents)
         top = ranked[: self.num_parents - n_large]
-        rest = sorted(ranked[len(top) :], key=lambda o: (-o.ticket_macs, o.trial_id))
+        rest = sorted(ranked[len(top) :], key=lambda o: (-o.macs, o.trial_id))
         return top + rest[:n_large]
 
     def _refill(self) -> None:
@@ -612,25 +566,27 @@ class MENAS(Strategy):
             pool: tuple[str, ...] = ()
             children: list[_Child] = [(text, ROLE_SAMPLE, (), None) for text in self._fresh(self.population, set())]
         else:
-            pool = tuple(o.ticket for o in self.select_parents())
-            children = self._breed(list(pool))
+            parents = self.select_parents()
+            pool = tuple(o.final_genome for o in parents)
+            children = self._breed(parents)
         self._pools.append(pool)  # only once the whole generation is made: SearchExhausted leaves no trace
         for text, role, parents, origin in children:
             self._enqueue(text, generation, role, parents, origin)
 
-    def _breed(self, pool: list[str]) -> list[_Child]:
-        """`population` new (genome, role, parents, origin) bred from `pool`, then fresh samples for what is
-        missing. The traced operators make the same draws and children as the plain ones, so recording origins
-        changes no run's genomes."""
-        taboo = {o.ticket for o in self._outcomes.values() if o.ok}
+    def _breed(self, parents: list[TrialOutcome]) -> list[_Child]:
+        """`population` new (genome, role, parents, origin) bred from the `parents` pool, then fresh samples for
+        what is missing. The traced operators make the same draws and children as the plain ones, so recording
+        origins changes no run's genomes."""
+        pool = [o.final_genome for o in parents]
+        taboo = {o.final_genome for o in self._outcomes.values() if o.ok}
         need = self.population
         children: list[_Child] = []
         made: set[str] = set()
 
-        def add(genome: Genome, role: str, parents: tuple[str, ...], origin: Origin) -> None:
+        def add(genome: Genome, role: str, of: tuple[TrialOutcome, ...], origin: Origin) -> None:
             text = genome.to_str()
             if len(children) < need and text not in taboo and text not in self._seen and text not in made:
-                children.append((text, role, parents, origin))
+                children.append((text, role, of, origin))
                 made.add(text)
 
         if pool:
@@ -643,7 +599,7 @@ class MENAS(Strategy):
                     for child, origin in crossover_traced(a, b, self.space, self._rng):
                         fitted = self._fit_traced(child, origin, (a, b))
                         if fitted is not None:
-                            add(fitted[0], ROLE_CROSSOVER, (pool[i], pool[j]), fitted[1])
+                            add(fitted[0], ROLE_CROSSOVER, (parents[i], parents[j]), fitted[1])
                 else:
                     k = self._rng.randrange(len(pool))
                     try:
@@ -651,7 +607,7 @@ class MENAS(Strategy):
                                                       self.budget)  # fmt: skip
                     except BudgetError:
                         continue
-                    add(child, ROLE_MUTATION, (pool[k],), origin)
+                    add(child, ROLE_MUTATION, (parents[k],), origin)
         fill = self._fresh(need - len(children), taboo | made) if len(children) < need else []
         return children + [(text, ROLE_FILL, (), None) for text in fill]
 
@@ -791,7 +747,7 @@ class RegularizedEvolution(Strategy):
             outcome = self._outcomes[t]
             if outcome.ok:
                 self._members.append(outcome)
-                self._member_tickets.add(outcome.ticket)
+                self._member_tickets.add(outcome.final_genome)
                 if len(self._members) > self.population:
                     self._members.popleft()
         self._applied = need
@@ -801,12 +757,13 @@ class RegularizedEvolution(Strategy):
             contenders = self._rng.sample(members, min(self.sample_size, len(members)))
             winner = min(contenders, key=rank_key)
             try:
-                child = mutate(self._parse(winner.ticket), self.space, self._rng, self.mutation_prob, self.budget)
+                child = mutate(self._parse(winner.final_genome), self.space, self._rng, self.mutation_prob,
+                               self.budget)  # fmt: skip
             except BudgetError:
                 continue
             text = child.to_str()
             if text not in self._seen and text not in self._member_tickets:
-                self._enqueue(text, generation, ROLE_MUTATION, (winner.ticket,))
+                self._enqueue(text, generation, ROLE_MUTATION, (winner,))
                 return
         (text,) = self._fresh(1, self._member_tickets)
         self._enqueue(text, generation, ROLE_FILL)
@@ -892,7 +849,6 @@ __all__ = [
     "ROLE_SAMPLE",
     "STATUSES",
     "STRATEGIES",
-    "BestTrial",
     "RandomSearch",
     "RegularizedEvolution",
     "SearchExhausted",

@@ -18,24 +18,27 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from menas.config import DataConfig, InheritConfig, LotteryConfig, TrainConfig, to_dict
-from menas.data.datasets import SearchData, build_loaders, preprocessing, resolve_device
+from menas.data.device import resolve_device
+from menas.data.splits import SearchData, build_loaders, preprocessing
 from menas.errors import TrialFailed
 from menas.files import write_json
+from menas.folders import FINETUNE_CHECKPOINT, INHERIT_FILE, LOTTERY_FILE, RUN_FILE, TRAIN_CHECKPOINT, WEIGHTS_FILE
 from menas.nn.builder import build_model
-from menas.prune.lottery import calibration_batches, search_ticket
+from menas.prune.recalibrate import calibration_batches
+from menas.prune.tickets import search_ticket
 from menas.search.inherit import InheritCounts, inherit_from_files
-from menas.search.ranking import FinalMetrics
+from menas.search.record import TrialRecord
 from menas.space.cost import count_cost
 from menas.space.genome import Genome
 from menas.space.operators import Origin
-from menas.train.checkpoint import RUN_FILE, WEIGHTS_FILE, save_weights
+from menas.train.checkpoint import save_weights
 from menas.train.loop import History, evaluate, seed_trial, train
 
 
@@ -61,74 +64,7 @@ class TrialJob:
     inherit_calib_batches: int = 4  # training batches to recalibrate the inherited child's BN statistics on
 
 
-@dataclass
-class TrialResult(FinalMetrics):
-    """What a trial measured. Accuracies are search-val top-1 in percent; times are wall seconds.
-
-    Each field means one thing: `score` is the candidate after its `train.epochs` training epochs (before any
-    fine-tuning); `ticket_score_before_ft`/`ticket_score` the kept ticket right after BN recalibration and after
-    fine-tuning; `finetuned_score` the unpruned candidate after its fine-tune epochs when no ticket was kept; the
-    final score (`final_score`) is the ticket's, else the fine-tuned candidate's, else `score`. Images count every
-    image passed through a network: training, fine-tuning, BN calibration and scoring (`compute_images`)."""
-
-    trial_id: int
-    genome: str
-    status: str  # "done" | "failed"
-    macs: int
-    params: int
-    score: float | None = None  # the candidate after its training epochs
-    epoch_times: list[float] = field(default_factory=list)  # every epoch, training and fine-tuning (with scoring)
-    ticket: str | None = None  # the pruned genome that replaces the candidate, None when the candidate stays
-    ticket_macs: int | None = None
-    ticket_params: int | None = None
-    ticket_score_before_ft: float | None = None  # after inheritance and BN recalibration
-    ticket_score: float | None = None  # after fine-tuning
-    finetuned_score: float | None = None  # the unpruned candidate after fine-tuning (no ticket kept)
-    checkpoint: str | None = None
-    train_s: float = 0.0  # the candidate's training epochs (scoring included)
-    lottery_s: float = 0.0  # ticket search: proposals, inheritance, calibration, scoring
-    finetune_s: float = 0.0  # fine-tune epochs (scoring included)
-    images: int = 0  # images trained on (training and fine-tune passes)
-    epochs: int = 0  # epochs run (training and fine-tuning)
-    eval_s: float = 0.0  # search-val scoring inside training and fine-tuning epochs (part of train_s, finetune_s)
-    worker: str = ""  # "host:pid" of the process that ran the trial ("" when it never started)
-    error: str = ""
-    train_epoch_s: list[float] = field(default_factory=list)  # the candidate's training passes (no scoring)
-    finetune_epoch_s: list[float] = field(default_factory=list)  # the fine-tune training passes (no scoring)
-    images_per_epoch: int = 0  # training images per epoch (search-train)
-    finetune_epochs: int = 0  # fine-tune epochs run (of the ticket, or of the candidate when none was kept)
-    calib_images: int = 0  # images passed through for BN recalibration (ticket search, inheritance)
-    eval_images: int = 0  # search-val images scored: after epochs and in the ticket search
-    # what weight inheritance did (None: the trial did not try): {"counts": {copied, sliced, padded, fresh},
-    # "fallback": reason it trained from scratch or None, "epochs": training epochs run, "epochs_saved":
-    # train.epochs - epochs, "calib_images", "seconds"}
-    inherited: dict[str, Any] | None = None
-
-    @property
-    def compute_images(self) -> int:
-        """Every image passed through a network by this trial (`compute.images` counts the forward-only ones 1/3)."""
-        return self.images + self.calib_images + self.eval_images
-
-
-#: The ticket search's record in a trial folder: parent, every proposal (MACs, params, scores), the ticket.
-LOTTERY_FILE = "lottery.json"
-#: Weight inheritance's decision in a trial folder (`TrialResult.inherited`), read back when the trial resumes.
-INHERIT_FILE = "inherit.json"
-
 _DATA_CACHE: dict[str, SearchData] = {}
-
-#: A trial's epoch checkpoints (training, fine-tuning): they let an interrupted trial resume, nothing more.
-TRAIN_CHECKPOINT, FINETUNE_CHECKPOINT = "train.ckpt", "finetune.ckpt"
-EPOCH_CHECKPOINTS = (TRAIN_CHECKPOINT, FINETUNE_CHECKPOINT)
-
-
-def drop_epoch_checkpoints(workdir: str | Path) -> None:
-    """Deletes a finished trial's epoch checkpoints (`EPOCH_CHECKPOINTS`). Kept, they were ~66 of a demo-sized trial
-    folder's ~76 MB, and the evidence benchmark's 21 runs filled 45 GB of disk with them; the weights stay in
-    model.safetensors."""
-    for name in EPOCH_CHECKPOINTS:
-        (Path(workdir) / name).unlink(missing_ok=True)
-
 
 def load_data(cfg: DataConfig, device: torch.device) -> SearchData:
     """The trial's loaders, read once per process and configuration (small datasets stay on the device)."""
@@ -139,22 +75,25 @@ def load_data(cfg: DataConfig, device: torch.device) -> SearchData:
     return _DATA_CACHE[key]
 
 
-def run_trial(job: TrialJob, on_epoch: Callable[[str, Any], None] | None = None) -> TrialResult:
-    """Runs a trial to the end. A non-finite loss or out-of-memory gives a failed result, never an exception;
-    anything else (a bug, a user mistake) propagates. `on_epoch(phase, stats)` is called after every training
-    ("train") and fine-tuning ("finetune") epoch, for progress displays."""
+def run_trial(job: TrialJob, on_epoch: Callable[[str, Any], None] | None = None) -> TrialRecord:
+    """Runs a trial to the end and returns its record (the spec's fields left at their defaults but trial_id and
+    genome; `weights` is the absolute path of the final weights). A non-finite loss or out-of-memory gives a
+    failed record, never an exception; anything else (a bug, a user mistake) propagates. `on_epoch(phase, stats)`
+    is called after every training ("train") and fine-tuning ("finetune") epoch, for progress displays."""
     genome = Genome.from_str(job.genome)
     device = resolve_device(job.device)
     data = load_data(job.data, device)
     cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
-    result = TrialResult(job.trial_id, job.genome, "done", cost.macs, cost.params, worker=_worker())
+    measured: dict[str, Any] = {"macs": cost.macs, "params": cost.params, **_COUNTED}
     workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    status, error = "done", None
     try:
-        _run(job, genome, data, workdir, result, on_epoch)
+        _run(job, genome, data, workdir, measured, on_epoch)
     except TrialFailed as exc:
-        result.status, result.error = "failed", str(exc)
-    return result
+        status, error = "failed", str(exc)
+    return TrialRecord(trial_id=job.trial_id, genome=job.genome, status=status, error=error, worker=_worker(),
+                       **measured)  # fmt: skip
 
 
 def _run(
@@ -162,50 +101,40 @@ def _run(
     genome: Genome,
     data: SearchData,
     workdir: Path,
-    result: TrialResult,
+    measured: dict[str, Any],
     on_epoch: Callable[[str, Any], None] | None,
 ) -> None:
+    """Train, ticket, fine-tune, save: the trial's phases, each adding what it measured to `measured` (the
+    `TrialRecord` fields by name)."""
+
     def progress(phase: str) -> Callable[[Any], None] | None:
         return None if on_epoch is None else lambda stats: on_epoch(phase, stats)
 
-    model, train_cfg = _start(job, genome, data, workdir, result)
+    model, train_cfg = _start(job, genome, data, workdir, measured)
     owner = {"trial_id": job.trial_id}  # with the genome: a stale checkpoint of another trial is refused
-    _train_candidate(model, train_cfg, job, data, workdir, result, progress("train"), owner)
+    _train_candidate(model, train_cfg, job, data, workdir, measured, progress("train"), owner)
     final_model, final_genome = model, genome
     if job.lottery is not None:
         tic = time.perf_counter()
         calib = calibration_batches(data.train, job.lottery.calib_batches, epoch=job.train.epochs)
         found = search_ticket(model, calib, data.val, job.lottery, random.Random(job.seed), data.input_size)
-        result.lottery_s = time.perf_counter() - tic
-        result.calib_images += found.calib_images
-        result.eval_images += found.scored_images
+        measured["lottery_s"] = time.perf_counter() - tic
+        _add(measured, "calib_images", found.calib_images)
+        _add(measured, "eval_images", found.scored_images)
         if found.chosen is not None:
             final_model, final_genome = found.ticket_model, found.ticket_genome
             ticket_cost = count_cost(final_genome, data.input_size, data.in_chans, data.num_classes)
-            result.ticket = final_genome.to_str()
-            result.ticket_macs, result.ticket_params = ticket_cost.macs, ticket_cost.params
-            result.ticket_score_before_ft = result.ticket_score = found.ticket_score
+            measured.update(ticket=final_genome.to_str(), ticket_macs=ticket_cost.macs,
+                            ticket_params=ticket_cost.params, ticket_recalibrated_score=found.ticket_score,
+                            ticket_finetuned_score=found.ticket_score)  # fmt: skip
     if job.finetune_epochs > 0:
-        tic = time.perf_counter()
-        scale = job.finetune_lr_scale
-        if scale is None:
-            scale = job.lottery.finetune_lr_scale if job.lottery is not None else 1.0
-        ft_cfg = job.train.finetune(job.finetune_epochs, data.train.batch_size, scale)
-        ft_history = train(final_model, data.train, data.val, ft_cfg, checkpoint_path=workdir / FINETUNE_CHECKPOINT,
-                           progress=progress("finetune"), owner=owner)  # fmt: skip
-        result.finetune_s = time.perf_counter() - tic
-        _account(result, ft_history, data)
-        result.finetune_epoch_s = [e.train_seconds for e in ft_history.epochs]
-        result.finetune_epochs = len(ft_history.epochs)
-        if result.ticket is not None:
-            result.ticket_score = ft_history.val_top1
-        else:
-            result.finetuned_score = ft_history.val_top1
+        _finetune(final_model, job, data, workdir, measured, progress("finetune"), owner)
     if job.lottery is not None:  # every proposal's cost and score beside the candidate's (the report's Fig. 4c)
+        kept = measured.get("ticket") is not None
         write_json(
             workdir / LOTTERY_FILE,
             found.to_record(
-                result.ticket_score if result.ticket else None, result.finetune_epochs if result.ticket else 0
+                measured["ticket_finetuned_score"] if kept else None, measured.get("finetune_epochs", 0) if kept else 0
             ),
         )
     path = workdir / WEIGHTS_FILE
@@ -215,11 +144,37 @@ def _run(
     record = {"genome": final_genome.to_str(), "trial_id": job.trial_id, "data": to_dict(job.data),
               "train": to_dict(train_cfg or job.train), "preprocessing": preprocessing(data)}  # fmt: skip
     write_json(workdir / RUN_FILE, record)
-    result.checkpoint = str(path)
+    measured["weights"] = str(path)
+
+
+def _finetune(
+    model: torch.nn.Module,
+    job: TrialJob,
+    data: SearchData,
+    workdir: Path,
+    measured: dict[str, Any],
+    progress: Callable[[Any], None] | None,
+    owner: dict[str, Any],
+) -> None:
+    """Fine-tunes the final network (`finetune.ckpt` every epoch) and records its score: the ticket's, or the
+    unpruned candidate's when no ticket was kept."""
+    tic = time.perf_counter()
+    scale = job.finetune_lr_scale
+    if scale is None:
+        scale = job.lottery.finetune_lr_scale if job.lottery is not None else 1.0
+    ft_cfg = job.train.finetune(job.finetune_epochs, data.train.batch_size, scale)
+    history = train(model, data.train, data.val, ft_cfg, checkpoint_path=workdir / FINETUNE_CHECKPOINT,
+                    progress=progress, owner=owner)  # fmt: skip
+    measured["finetune_s"] = time.perf_counter() - tic
+    _account(measured, history, data)
+    measured["finetune_epoch_s"] = [e.train_seconds for e in history.epochs]
+    measured["finetune_epochs"] = len(history.epochs)
+    score = "ticket_finetuned_score" if measured.get("ticket") is not None else "finetuned_score"
+    measured[score] = history.val_top1
 
 
 def _start(
-    job: TrialJob, genome: Genome, data: SearchData, workdir: Path, result: TrialResult
+    job: TrialJob, genome: Genome, data: SearchData, workdir: Path, measured: dict[str, Any]
 ) -> tuple[torch.nn.Module, TrainConfig | None]:
     """The candidate before training (built from the genome, or inherited from the parents' weights) and its
     training recipe: `job.train`, with `inherit.epochs` epochs when it inherited (None for 0 epochs)."""
@@ -229,10 +184,10 @@ def _start(
     model = inherited.pop("model", None) if inherited is not None else None
     if model is None:
         model = build_model(genome, data.num_classes, data.in_chans)
-    result.inherited = inherited
+    measured["inherited"] = inherited
     if inherited is None:
         return model, job.train
-    result.calib_images += inherited["calib_images"]
+    _add(measured, "calib_images", inherited["calib_images"])
     return model, dataclasses.replace(job.train, epochs=inherited["epochs"]) if inherited["epochs"] else None
 
 
@@ -242,31 +197,32 @@ def _train_candidate(
     job: TrialJob,
     data: SearchData,
     workdir: Path,
-    result: TrialResult,
+    measured: dict[str, Any],
     progress: Callable[[Any], None] | None,
     owner: dict[str, Any],
 ) -> None:
     """Trains the candidate (`train.ckpt` every epoch) and records its score; with no recipe (an inherited child
     with 0 epochs) only scores it as recalibrated."""
     tic = time.perf_counter()
-    result.images_per_epoch = len(data.train) * data.train.batch_size
+    measured["images_per_epoch"] = len(data.train) * data.train.batch_size
     if train_cfg is None:
         scores = evaluate(model, data.val, amp=job.train.amp, channels_last=job.train.channels_last)
-        result.score, result.eval_s = scores["top1"], result.eval_s + scores["seconds"]
-        result.eval_images += data.val.num_samples
-        result.train_s = time.perf_counter() - tic
+        measured["trained_score"] = scores["top1"]
+        _add(measured, "eval_s", scores["seconds"])
+        _add(measured, "eval_images", data.val.num_samples)
+        measured["train_s"] = time.perf_counter() - tic
         return
     history = train(model, data.train, data.val, train_cfg, checkpoint_path=workdir / TRAIN_CHECKPOINT,
                     progress=progress, owner=owner)  # fmt: skip
-    result.train_s = time.perf_counter() - tic
-    _account(result, history, data)
-    result.train_epoch_s = [e.train_seconds for e in history.epochs]
-    result.score = history.val_top1
+    measured["train_s"] = time.perf_counter() - tic
+    _account(measured, history, data)
+    measured["train_epoch_s"] = [e.train_seconds for e in history.epochs]
+    measured["trained_score"] = history.val_top1
 
 
 def _inherit(job: TrialJob, genome: Genome, data: SearchData, workdir: Path) -> dict[str, Any] | None:
     """The child's weights from its parents' files when the job asks for inheritance (None: it does not), as the
-    `TrialResult.inherited` record plus the "model" (absent when it trains from scratch: a fallback, whose reason
+    `TrialRecord.inherited` record plus the "model" (absent when it trains from scratch: a fallback, whose reason
     the record names, or a resumed trial whose `train.ckpt` restores the weights anyway)."""
     if job.inherit is None or job.origin is None:
         return None
@@ -307,10 +263,22 @@ def _worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _account(result: TrialResult, history: History, data: SearchData) -> None:
-    result.epoch_times.extend(history.epoch_seconds)
-    result.eval_s += sum(e.eval_seconds for e in history.epochs)
-    result.epochs += len(history.epochs)
-    result.images += len(history.epochs) * len(data.train) * data.train.batch_size
+#: What every trial counts from zero up (a phase it skips counts 0, never unknown).
+_COUNTED = dict.fromkeys(("train_s", "lottery_s", "finetune_s", "eval_s"), 0.0) | dict.fromkeys(
+    ("epochs", "finetune_epochs", "train_images", "calib_images", "eval_images"), 0
+)
+
+
+def _add(measured: dict[str, Any], name: str, value: float) -> None:
+    """Adds `value` to a count or duration of `measured` (0 when absent)."""
+    measured[name] = measured.get(name, 0) + value
+
+
+def _account(measured: dict[str, Any], history: History, data: SearchData) -> None:
+    """Adds what a training run (training or fine-tuning epochs) passed and spent."""
+    measured["epoch_s"] = [*measured.get("epoch_s", ()), *history.epoch_seconds]
+    _add(measured, "eval_s", sum(e.eval_seconds for e in history.epochs))
+    _add(measured, "epochs", len(history.epochs))
+    _add(measured, "train_images", len(history.epochs) * len(data.train) * data.train.batch_size)
     scored = sum(e.val_top1 is not None for e in history.epochs)
-    result.eval_images += scored * data.val.num_samples
+    _add(measured, "eval_images", scored * data.val.num_samples)

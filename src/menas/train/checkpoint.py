@@ -19,13 +19,10 @@ from safetensors.torch import load_file, save_file
 
 from menas.errors import UserError
 from menas.files import write_atomically
+from menas.folders import RUN_FILE, WEIGHTS_FILE
 from menas.nn.builder import MenasNet, build_model
 from menas.space.genome import Genome
 
-#: Weights of a finished network (a trial's ticket or candidate, a trained or retrained network).
-WEIGHTS_FILE = "model.safetensors"
-#: What produced the weights beside it: genome, data and training configs, provenance.
-RUN_FILE = "run.json"
 #: Version of the training-checkpoint payload (`menas.train.loop` writes and checks the keys).
 CHECKPOINT_FORMAT = 1
 

@@ -57,7 +57,7 @@ def init_from_env(device: torch.device) -> torch.device:
 
 
 def shard(loader: Any) -> Any:
-    """The training loader's view for this rank (see `menas.data.datasets.DeviceLoader.shard`); the loader itself in one
+    """The training loader's view for this rank (see `menas.data.loaders.DeviceLoader.shard`); the loader itself in one
     process."""
     if not active():
         return loader

@@ -7,7 +7,7 @@ channels_last, the non-finite and exploding loss guards, per-epoch statistics, a
 bit-identically on CPU. Under torchrun, `train` shards the loader and trains through DistributedDataParallel
 (`menas.train.distributed`; nothing changes in one process).
 
-A trainer consumes any `Loader`-like object (see `menas.data.datasets.Loader`): iterable of (images, labels) already on
+A trainer consumes any `Loader`-like object (see `menas.data.loaders.Loader`): iterable of (images, labels) already on
 the training device, with `device`, `batch_size`, `num_samples`, `num_classes` and `set_epoch(epoch)`.
 
 Imports `menas.config`, `menas.errors`, `menas.train.distributed` and `menas.train.checkpoint` (the checkpoint files)
@@ -178,7 +178,7 @@ def evaluate(
 
     Args:
         model: the network; put in eval mode for the pass, its previous mode restored afterwards.
-        loader: yields (images, labels) on the device of the model (see `menas.data.datasets.Loader`).
+        loader: yields (images, labels) on the device of the model (see `menas.data.loaders.Loader`).
         amp: autocast setting (see `amp_dtype`).
         channels_last: convert the model's parameters to channels_last first (in place; values unchanged).
         confusion: also count the confusion matrix (`menas evaluate`).
@@ -554,7 +554,7 @@ def train(
 
     Args:
         model: the network; moved to the loader's device (and channels_last when configured).
-        train_loader: search-train batches (see `menas.data.datasets.Loader`); `set_epoch` makes each epoch
+        train_loader: search-train batches (see `menas.data.loaders.Loader`); `set_epoch` makes each epoch
             reproducible.
         val_loader: search-val batches, or None to skip scoring.
         cfg: optimizer, schedule, regularisation, precision, seed.

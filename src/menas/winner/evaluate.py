@@ -17,7 +17,9 @@ from typing import Any, Literal
 import torch
 
 from menas.config import DataConfig, to_dict
-from menas.data.datasets import build_loaders, preprocessing, renormalize, resolve_device
+from menas.data.device import resolve_device
+from menas.data.loaders import renormalize
+from menas.data.splits import build_loaders, preprocessing
 from menas.errors import UserError
 from menas.files import write_atomically, write_json
 from menas.train.checkpoint import load_weights

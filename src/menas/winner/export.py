@@ -74,7 +74,7 @@ def export_model(
     """Writes `model` to `out` in `formats`, checks every graph against the eager model, and returns the paths.
 
     `info` (source, score, ...) is recorded in genome.json, and so is `preprocessing` (see
-    `menas.data.datasets.preprocessing`; None records it as unknown). The model is exported from the CPU in eval mode
+    `menas.data.splits.preprocessing`; None records it as unknown). The model is exported from the CPU in eval mode
     (a copy: the caller's model is left as it was). Missing packages for a format are reported before anything
     is written.
     """

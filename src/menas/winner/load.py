@@ -20,6 +20,7 @@ import torch
 
 from menas.config import DataConfig, from_dict
 from menas.errors import UserError
+from menas.folders import RunFolder
 from menas.nn.builder import MenasNet
 from menas.space.genome import Genome
 from menas.train.checkpoint import WEIGHTS_FILE, load_weights, read_genome, resolve_checkpoint
@@ -128,10 +129,11 @@ def _run_source(run: Path, trial: int | None, rank: int | None, need_weights: bo
         best = _pick_trial(store, run, trial, rank)
         stored = store.config()  # the run's one source of truth (config.yaml may have been edited since)
     which = "the best trial's" if trial is None and rank is None else f"trial {best.trial_id}'s"
-    missing = f"run {str(run)!r}: {which} weights {best.checkpoint!r} are missing"
+    recorded = RunFolder(run).resolve(best.weights, best.trial_id)  # the run folder may have moved
+    missing = f"run {str(run)!r}: {which} weights {best.weights!r} are missing"
     weights, record = None, {}
-    if best.checkpoint and (need_weights or Path(best.checkpoint).is_file()):
-        weights, record = resolve_checkpoint(best.checkpoint, missing)
+    if recorded is not None and (need_weights or recorded.is_file()):
+        weights, record = resolve_checkpoint(recorded, missing)
     elif need_weights:
         raise UserError(missing)
     if "data" in record:
@@ -141,7 +143,7 @@ def _run_source(run: Path, trial: int | None, rank: int | None, need_weights: bo
     info = {"source": str(run), "trial_id": best.trial_id, "search_val_top1": best.final_score,
             "ticket": best.ticket is not None}  # fmt: skip
     # the weights' own genome (what loads); the store's (the ticket's, else the trial's) when there are no weights
-    genome = read_genome(weights) if weights is not None else Genome.from_str(best.ticket or best.genome)
+    genome = read_genome(weights) if weights is not None else Genome.from_str(best.final_genome)
     return NetworkSource(weights, run, record, data, info, genome, run, best.trial_id, f"{run} trial {best.trial_id}")
 
 
@@ -190,7 +192,7 @@ def network_preprocessing(source: NetworkSource) -> dict[str, Any]:
         reason = (f"{source.weights} records no data config: the mean/std and resize rule the network was trained "
                   "with are unknown")  # fmt: skip
         return {"known": False, "reason": reason}
-    from menas.data.datasets import build_loaders, preprocessing
+    from menas.data.splits import build_loaders, preprocessing
 
     try:
         computed = preprocessing(build_loaders(source.data, "cpu"))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from menas.config import RetrainConfig, TrainConfig, dump_yaml, to_dict
-from menas.data.datasets import SearchData, build_loaders
+from menas.data.splits import SearchData, build_loaders
 from menas.errors import UserError
 from menas.files import write_atomically, write_json
 from menas.nn.builder import MenasNet, build_model

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from menas.config import RetrainConfig
-from menas.data.datasets import SearchData, build_loaders
+from menas.data.splits import SearchData, build_loaders
 from menas.errors import UserError
 from menas.nn.builder import MenasNet, build_model
 from menas.space.cost import count_cost

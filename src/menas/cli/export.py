@@ -1,0 +1,78 @@
+"""`menas export`: a network (a run's best, a checkpoint or export folder, a weights file) written as genome,
+weights and checked graphs; the torch-side modules are imported inside the command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from menas.cli.common import make_console
+from menas.errors import UserError
+from menas.space.cost import count_cost, format_count
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Exports a network (a search's best, a `menas train`/`lottery --out` folder, an export folder or a weights
+    file): genome.json, safetensors weights, the asked graph formats, each checked against the model, and a
+    README.md on loading them and preprocessing inputs."""
+    from menas.winner.export import check_requirements, export_model, parse_formats
+
+    formats = parse_formats(args.format)
+    check_requirements(formats)  # before loading anything or writing a file
+    model, input_size, info, pre = _export_source(Path(args.source), args.input_size)
+    result = export_model(model, args.out, input_size, formats, info, pre)
+    console = make_console()
+    cost = count_cost(model.genome, input_size, model.stem.conv.in_channels, model.num_classes)
+    console.print(f"{model.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
+                  f"{input_size} px")  # fmt: skip
+    for name, path in result.files.items():
+        checked = ""
+        if name in result.max_abs_diff:  # a graph: how close it came to the model (None: no runtime to check it)
+            diff = result.max_abs_diff[name]
+            checked = " (not checked)" if diff is None else f" (max |diff| vs the model {diff:.2g})"
+        console.print(f"  {name}: {path}{checked}")
+    for note in result.notes:
+        console.print(f"  note: {note}")
+    if "mean" not in pre:
+        console.print(f"  note: preprocessing unknown ({pre.get('reason')})")
+    return 0
+
+
+def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[str, Any], dict[str, Any]]:
+    """(model, input size, provenance, preprocessing) of a run folder (its best trial), a checkpoint or export
+    folder, or a weights file."""
+    from menas.config import to_dict
+    from menas.train.checkpoint import load_weights
+    from menas.winner.load import find_network, network_preprocessing
+
+    source = find_network(path)
+    if input_size is None:
+        input_size = source.input_size
+    if input_size is None:
+        raise UserError(f"--input-size: required, {str(path)!r} does not record the input size")
+    if input_size < 1:
+        raise UserError(f"--input-size: got {input_size}, allowed: integers >= 1")
+    info = dict(source.info)
+    if source.data is not None:
+        info["data"] = to_dict(source.data)
+    return load_weights(source.weights), input_size, info, network_preprocessing(source)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="genome, weights and TorchScript/torch.export/ONNX graphs of a network")
+    p.add_argument("source", help="a run folder (its best network), a `menas train`/`lottery --out` folder, an "
+                   "export folder or a .safetensors file")  # fmt: skip
+    p.add_argument("--out", required=True, help="folder for genome.json, model.* and export.json")
+    p.add_argument(
+        "--format",
+        default="safetensors,torchscript,pt2",
+        help="comma list of safetensors, torchscript, pt2, onnx (default safetensors,torchscript,pt2; onnx needs "
+        "pip install 'menas[export]')",
+    )
+    p.add_argument("--input-size", type=int, default=None, help="image side in px (default: the recorded one)")
+    p.set_defaults(func=cmd_export)
+
+
+#: command name -> the function adding its parser to the `menas` subparsers (`main.build_parser` orders them)
+PARSERS = {"export": _add_export}

@@ -1,0 +1,213 @@
+"""`menas search`, `menas resume` and `menas status`: a search run from a config in a run folder, continued after
+a crash, and its progress read from the store while it runs (`status` is torch-free: the store, the strategy's
+trial count and the report's inheritance totals)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from menas.cli.common import make_console, make_progress, num, pct
+from menas.errors import UserError
+from menas.space.cost import format_count
+
+
+def _search_config(args: argparse.Namespace) -> Any:
+    from menas.config import SearchConfig, apply_override, load_yaml
+
+    cfg = load_yaml(SearchConfig, args.config, "config") if args.config else SearchConfig()
+    for assignment in args.set or []:
+        cfg = apply_override(cfg, assignment, "config")
+    return cfg
+
+
+def _run_search(search: Any, console: Console) -> int:
+    from menas.search.engine import describe
+
+    strategy = search.strategy
+    with make_progress() as progress:
+        task = progress.add_task("trials", total=strategy.total_trials, completed=len(search.store.finished()))
+
+        def on_result(spec: Any, result: Any) -> None:
+            best = search.store.best()
+            best_text = f"best {best.final_score:.2f}%" if best and best.final_score is not None else "no best yet"
+            score = result.final_score
+            progress.update(task, advance=1, description=f"generation {spec.generation}, trial {spec.trial_id}: "
+                            f"{'failed' if score is None else f'{score:.2f}%'}; {best_text}")  # fmt: skip
+
+        def on_epoch(spec: Any, phase: str, stats: Any) -> None:
+            best = search.store.best()
+            best_text = f"best {best.final_score:.2f}%" if best and best.final_score is not None else "no best yet"
+            progress.update(task, description=f"generation {spec.generation}, trial {spec.trial_id}: {phase} epoch "
+                            f"{stats.epoch}, val {stats.val_top1 or 0:.2f}%; {best_text}")  # fmt: skip
+
+        summary = search.run(on_result=on_result, on_epoch=on_epoch)
+    for line in describe(summary):
+        console.print(line)
+    console.print(f"run folder: {search.run_dir} (config.yaml, menas.sqlite, trials/)")
+    console.print(f"next: `menas report {search.run_dir}` (figures, tables), `menas export {search.run_dir} --out "
+                  f"{search.run_dir}/export` (the best network)")  # fmt: skip
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Starts a search in a new run folder."""
+    from menas.search.engine import Search
+    from menas.search.store import store_path
+
+    cfg = _search_config(args)
+    out = Path(args.out)
+    if store_path(out).exists():
+        raise UserError(f"--out: {str(out)!r} already holds a search; `menas resume {out}` continues it")
+    return _run_search(Search(cfg, out), make_console())
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continues a search after a crash or Ctrl-C: finished trials are kept, in-flight ones re-run."""
+    from menas.search.engine import CONFIG_FILE, Search, load_run_config
+
+    run = Path(args.run)
+    cfg = load_run_config(run) if (run / CONFIG_FILE).is_file() else None  # None: the store's config as it is
+    return _run_search(Search(cfg, run, resume=True, accept_config_change=args.accept_config_change), make_console())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Progress of a search, readable while it runs; torch-free (reads the store, counts trials with the strategy)."""
+    from menas.config import SearchConfig, from_dict
+    from menas.search.store import Store, estimate_time_left, store_path
+    from menas.search.strategies import compute_limits, make_strategy
+
+    run = Path(args.run)
+    if not store_path(run).exists():
+        raise UserError(f"run: {str(run)!r} holds no search (no menas.sqlite)")
+    with Store.open(run, readonly=True) as store:
+        info, trials = store.snapshot()
+        summaries = store.generation_summary()
+        phases = {p.generation: p for p in store.generation_phases()}
+        used = store.compute_used()
+        best = store.best()
+        cfg = from_dict(SearchConfig, store.config(), "run config")
+    total = make_strategy(cfg).total_trials
+    counts = {
+        status: sum(1 for t in trials if t.status == status) for status in ("done", "failed", "running", "queued")
+    }
+    console = make_console()
+    console.print(f"run {run}: {info.status}, space {cfg.space}, strategy {cfg.strategy.name}, "
+                  f"{counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
+                  f"{counts['queued']} queued")  # fmt: skip
+    table = Table(title="generations")
+    for column in ("gen", "trials", "done", "failed", "best top-1", "median cand. top-1", "mean final MACs",
+                   "mean train epoch s", "replaced"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for g in summaries:
+        phase = phases.get(g.generation)
+        replaced = "-" if phase is None or phase.replaced_share is None else f"{100 * phase.replaced_share:.0f}%"
+        table.add_row(str(g.generation), str(g.trials), str(g.done), str(g.failed), pct(g.ticket_score_best),
+                      pct(g.score_median), format_count(g.ticket_macs_mean or 0), num(g.epoch_s_mean),
+                      replaced)  # fmt: skip
+    console.print(table)
+    console.print(_compute_line(used, compute_limits(cfg)))
+    if best is not None:
+        console.print(f"best so far: trial {best.trial_id}, {pct(best.final_score)}, "
+                      f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params\n"
+                      f"{best.final_genome}")  # fmt: skip
+    if trials:
+        started = min(t.queued_at for t in trials)
+        last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
+        console.print(f"elapsed: {(last - started) / 60:.1f} min from the first trial to the latest event")
+    _print_retrains(run, console)
+    _print_inheritance(trials, console)
+    estimate = estimate_time_left(trials, total, used, compute_limits(cfg))
+    if estimate is not None:
+        console.print(_time_left_line(estimate, total))
+    return 0
+
+
+def _print_inheritance(trials: Any, console: Any) -> None:
+    """One line on individual weight sharing (`menas.report.build.inheritance`), when some trial tried to inherit."""
+    from menas.report.build import inheritance
+
+    rows = inheritance(trials)
+    if rows:
+        tried, ok = sum(g.tried for g in rows), sum(g.inherited for g in rows)
+        tensors = sum(g.copied + g.sliced + g.padded for g in rows)
+        console.print(f"weight inheritance: {ok} of {tried} bred children inherited ({tensors} tensors), "
+                      f"{tried - ok} fell back to scratch; saved {sum(g.epochs_saved for g in rows)} epochs, "
+                      f"{format_count(sum(g.images_saved for g in rows))} training images")  # fmt: skip
+
+
+def _time_left_line(estimate: Any, total: int) -> str:
+    """`menas status`'s estimate (`store.TimeLeft`), saying when the `compute` budget ends the run before the
+    strategy's trials are all done."""
+    how = "one at a time" if estimate.parallel < 1.05 else f"{estimate.parallel:.1f} at a time so far"
+    line = (f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min left for "
+            f"{estimate.trials_left} ")  # fmt: skip
+    if estimate.bound == "trials":
+        return line + f"of {total} trials ({how})"
+    budget = "compute.images" if estimate.bound == "images" else "compute.trial_s"
+    return line + f"more trials ({how}): the compute budget ({budget}) stops the run before all {total} trials"
+
+
+def _compute_line(used: Any, limits: tuple[float, float]) -> str:
+    """The search compute used so far (`store.ComputeUsed`) against the config's `compute` budget."""
+    images, trial_s = limits
+    parts = [f"{format_count(used.images)} training-image equivalents" + ("" if images == float("inf") else
+             f" of {format_count(images)} ({100 * used.images / images:.0f}%)"),
+             f"{used.trial_s / 60:.1f} trial-min" + ("" if trial_s == float("inf") else
+             f" of {trial_s / 60:.1f} ({100 * used.trial_s / trial_s:.0f}%)")]  # fmt: skip
+    bounded = images != float("inf") or trial_s != float("inf")
+    spent = bounded and (used.images >= images or used.trial_s >= trial_s)
+    tail = "; budget used: no new trial starts" if spent else "" if bounded else " (no compute budget)"
+    return f"compute used by {used.trials} finished trials: {', '.join(parts)}{tail}"
+
+
+def _print_retrains(run: Path, console: Console) -> None:
+    """The run's retrained networks (`menas retrain`), if any: test top-1 raw and EMA beside the search's score."""
+    from menas.search.store import Store
+
+    with Store.open(run, readonly=True) as store:
+        retrains = store.retrains()
+    if not retrains:
+        return
+    table = Table(title="retrained (test split)")
+    for column in ("trial", "recipe", "epochs", "top-1", "EMA top-1", "kept", "MACs", "params", "min", "folder"):
+        table.add_column(column, justify="left" if column in ("recipe", "kept", "folder") else "right")
+    for r in retrains:
+        table.add_row("-" if r.trial_id is None else str(r.trial_id), r.recipe + (" +KD" if r.teacher else ""),
+                      str(r.epochs), pct(r.test_top1), pct(r.ema_top1), r.kept, format_count(r.macs or 0),
+                      format_count(r.params or 0), num((r.wall_s or 0) / 60), r.out)  # fmt: skip
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------ parsers
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="run a search (config YAML + overrides) in a new run folder")
+    p.add_argument("--config", default=None, help="search config YAML (default: built-in defaults)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set train.epochs=2")
+    p.add_argument("--out", required=True, help="run folder (config.yaml, menas.sqlite, trials/)")
+    p.set_defaults(func=cmd_search)
+
+
+def _add_resume(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("resume", help="continue a search after a crash or Ctrl-C")
+    p.add_argument("run", help="the run folder")
+    p.add_argument("--accept-config-change", action="store_true",
+                   help="go on with an edited config.yaml (the change is logged in the store); without it, a "
+                   "config.yaml that differs from the run's stored config is refused")  # fmt: skip
+    p.set_defaults(func=cmd_resume)
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="progress of a search (works while it runs)")
+    p.add_argument("run", help="the run folder")
+    p.set_defaults(func=cmd_status)
+
+
+#: command name -> the function adding its parser to the `menas` subparsers (`main.build_parser` orders them)
+PARSERS = {"search": _add_search, "resume": _add_resume, "status": _add_status}
