@@ -17,7 +17,8 @@ from menas.search.strategies import TrialOutcome, TrialSpec
 #: A record with every field set to a value other than its default.
 FULL = TrialRecord(
     trial_id=0, genome="g", generation=1, role="mutation", parents=("p",), parent_ids=(0,), use_tickets=True,
-    origin={"parents": 1}, status="done", attempts=1, worker="host:1", error=None, queued_at=1.0, started_at=2.0,
+    origin={"parents": 1}, recipe={"epochs": 2, "finetune_epochs": 1, "inherit": True}, status="done", attempts=1,
+    worker="host:1", error=None, queued_at=1.0, started_at=2.0,
     finished_at=3.0, macs=1000, params=10, trained_score=60.0, finetuned_score=None, ticket="t", ticket_macs=800,
     ticket_params=8, ticket_recalibrated_score=58.0, ticket_finetuned_score=61.0,
     weights="trials/00000/model.safetensors", train_s=1.0, lottery_s=0.5, finetune_s=0.25, eval_s=0.125,
@@ -47,7 +48,7 @@ def test_every_field_is_a_store_column_and_a_csv_column(tmp_path: Path) -> None:
     write_report(tmp_path / "run")
     (row,) = csv.DictReader((tmp_path / "run" / "report" / "trials.csv").open())
     for f in FIELDS:
-        if PART[f.name] != MEASURED and f.name not in ("genome", "parents", "parent_ids", "origin"):
+        if PART[f.name] != MEASURED and f.name not in ("genome", "parents", "parent_ids", "origin", "recipe"):
             continue
         value = getattr(FULL, f.name)
         text = json.dumps(list(value) if isinstance(value, tuple) else value, sort_keys=True)

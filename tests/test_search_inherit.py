@@ -109,7 +109,7 @@ def test_a_job_gets_the_weights_of_the_trials_whose_final_genomes_are_its_parent
             if t.role not in ("crossover", "mutation"):
                 assert job.inherit is None and job.parent_weights == ()
                 continue
-            assert job.inherit == InheritConfig(epochs=INHERIT_EPOCHS) and job.origin == t.origin
+            assert job.inherit == InheritConfig(enabled=True, epochs=INHERIT_EPOCHS) and job.origin == t.origin
             assert job.parent_genomes == t.parents and t.parent_ids == tuple(finals[p] for p in t.parents)
             expected = tuple(str(run_dir / "trials" / f"{finals[p]:05d}" / "model.safetensors") for p in t.parents)
             assert job.parent_weights == expected and all(Path(p).is_file() for p in expected)

@@ -26,6 +26,7 @@ from menas.search.strategies import (
     ROLE_SAMPLE,
     STRATEGIES,
     RandomSearch,
+    Recipe,
     RegularizedEvolution,
     SearchExhausted,
     Strategy,
@@ -491,7 +492,24 @@ def test_evolution_beats_random_search_on_a_formula_fitness() -> None:
 
 
 def test_registry_names_are_the_config_names() -> None:
-    assert set(STRATEGIES) == set(typing.get_args(StrategyName))
+    # menas-inherit is a config name only: the config reads it as menas with inherit.enabled (one switch)
+    assert set(STRATEGIES) == set(typing.get_args(StrategyName)) - {"menas-inherit"}
+    cfg = SearchConfig(strategy=StrategyConfig(name="menas-inherit"))
+    assert (cfg.strategy.name, cfg.inherit.enabled, cfg.inherits) == ("menas", True, True)
+
+
+def test_the_strategy_decides_each_trials_recipe() -> None:
+    """Fine-tune epochs for trials that fine-tune, inheritance (and its epochs) for bred children only."""
+    recipe = Recipe(epochs=3, finetune_epochs=2, inherit=True, inherit_epochs=1)
+    menas = MENAS(MT, BUDGET, 0, population=4, generations=2, parents=2, recipe=recipe)
+    first = menas.ask()
+    assert {tuple(sorted(s.recipe.items())) for s in first} == {(("epochs", 3), ("finetune_epochs", 2),
+                                                                 ("inherit", False))}  # fmt: skip
+    menas.tell([evaluate(s) for s in first])
+    bred = [s for s in menas.ask() if s.origin is not None]
+    assert bred and all(s.recipe == {"epochs": 1, "finetune_epochs": 2, "inherit": True} for s in bred)
+    rand = RandomSearch(MT, BUDGET, 0, trials=2, recipe=recipe)
+    assert all(s.recipe == {"epochs": 3, "finetune_epochs": 0, "inherit": False} for s in rand.ask())
 
 
 @pytest.mark.parametrize(

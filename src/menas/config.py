@@ -107,7 +107,7 @@ class TrainConfig:
     ema_warmup: bool = False  # timm's EMA warmup: decay 1 - (1 + update)^(-2/3) until it reaches ema_decay
     threads: int | None = None  # torch.set_num_threads for the trial; None: leave torch's setting
     amp: AmpMode = "auto"  # "auto": bf16 (or fp16 without bf16 support) on CUDA, off on CPU
-    channels_last: bool = True  # measured 2.2-2.9x faster training on CPU for MobileNetV3 at 32 px
+    channels_last: bool = True  # faster training on CPU for MobileNetV3 at 32 px (BENCHMARKS.md, "Training")
     tune_allocator: bool = True  # CPU: keep freed activations in glibc's heap (process-wide); 0-20% faster
     seed: int = 0  # torch generator seed for dropout etc.; data order comes from DataConfig.seed
     eval_every: int = 1  # score search-val every N epochs (the last epoch is always scored)
@@ -166,8 +166,8 @@ LOTTERY_POLICIES = ("tolerance", "always")
 
 @dataclasses.dataclass(frozen=True)
 class LotteryConfig:
-    """How tickets are searched. Defaults follow the paper's scale (50 proposals) and a prototype measured here
-    (4 calibration batches ranked proposals like 16 did: Spearman >= 0.985)."""
+    """How tickets are searched. Defaults follow the paper's scale (50 proposals); 4 calibration batches rank
+    proposals as more batches do (BENCHMARKS.md, "Lottery tickets")."""
 
     proposals: int = 50  # P random pruning proposals per trained candidate
     mid_rates: tuple[float, float] = (0.0, 0.5)  # per-layer pruning rate of expanded channels, drawn uniformly
@@ -180,10 +180,8 @@ class LotteryConfig:
     tolerance: float = 1.0  # percentage points: a ticket must score >= parent's recalibrated top-1 - tolerance
     # which proposal replaces the candidate: "tolerance" = the best one within `tolerance` of the parent (else
     # the candidate stays); "always" = the paper's reading, the best proposal smaller than the parent replaces
-    # it whatever its score (pair it with `macs_keep` so every proposal is really smaller). Default "tolerance",
-    # by measurement (BENCHMARKS.md, "Lottery policy"; bench/bench_policy.py): on the demo's short proxy (2 epochs,
-    # 1 fine-tune epoch) "always" with macs_keep (0.5, 0.9) shrank networks but cost ~9 points of search-val top-1
-    # (3 seeds); with macs_keep (0.7, 0.95) 1.9 points at 20% fewer MACs (5 seeds).
+    # it whatever its score (pair it with `macs_keep` so every proposal is really smaller). Default "tolerance":
+    # on a short proxy "always" shrinks networks at a cost in accuracy (BENCHMARKS.md, "Lottery policy").
     policy: str = "tolerance"
     amp: str = "auto"  # "auto": bf16 scoring on CUDA and on CPUs with native bf16; "bf16"; "off"
     divisor: int = 8  # pruned channel counts are multiples of this
@@ -276,13 +274,13 @@ class StrategyConfig:
 
 @dataclasses.dataclass
 class InheritConfig:
-    """Individual weight sharing (issue 12; `menas.search.inherit`): a bred child starts from its parents' final weights
-    (the ticket's when a ticket replaced the parent), mapped tensor by tensor along its gene origin, BN
-    recalibrated, then trains `epochs` instead of `train.epochs`. A parent whose weights file is missing or
-    unusable makes the child train from scratch (an `inherit_fallback` event), never a failed trial. Off by default
-    until the evidence benchmark (bench/evidence) decides; `strategy.name: menas-inherit` turns it on too."""
+    """Individual weight sharing (`menas.search.inherit`): a bred child starts from its parents' final weights (the
+    ticket's when a ticket replaced the parent), mapped tensor by tensor along its gene origin, BN recalibrated,
+    then trains `epochs` instead of `train.epochs`. A parent whose weights file is missing or unusable makes the
+    child train from scratch (an `inherit_fallback` event), never a failed trial. Off by default: at equal search
+    compute it did not find better networks (BENCHMARKS.md, "Weight sharing at equal search compute")."""
 
-    enabled: bool = False  # with strategy menas or menas-no-tickets (menas-inherit: always on)
+    enabled: bool = False  # the one switch; with strategy menas or menas-no-tickets (`menas-inherit` sets it)
     epochs: int | None = None  # training epochs of an inheriting child; null = train.epochs; 0 = recalibrate only
     shrink: float = 1.0  # shrink-perturb: inherited = shrink * parent + perturb * fresh (1, 0: plain copy)
     perturb: float = 0.0
@@ -343,6 +341,9 @@ class SearchConfig:
                 f"train.threads: got {train_threads} with executor.threads {ex_threads}, allowed: the same value or "
                 "one of them unset (a pool or Ray worker runs each trial with executor.threads threads)"
             )
+        if self.strategy.name == "menas-inherit":  # a name for menas with `inherit.enabled`: one switch, stored so
+            object.__setattr__(self, "strategy", dataclasses.replace(self.strategy, name="menas"))
+            object.__setattr__(self, "inherit", dataclasses.replace(self.inherit, enabled=True))
         if self.inherit.enabled and self.strategy.name not in INHERITING_STRATEGIES:
             raise UserError(
                 f"inherit.enabled: got True with strategy.name {self.strategy.name!r}, allowed: true only with "
@@ -351,8 +352,9 @@ class SearchConfig:
 
     @property
     def inherits(self) -> bool:
-        """Whether bred children start from their parents' weights: `menas-inherit`, or `inherit.enabled`."""
-        return self.strategy.name == "menas-inherit" or self.inherit.enabled
+        """Whether bred children start from their parents' weights (`inherit.enabled`; `strategy.name:
+        menas-inherit` is read as menas with it on)."""
+        return self.inherit.enabled
 
 
 #: Each named retraining recipe: its training recipe with changes, its data augmentation, and its other keys.
@@ -369,9 +371,8 @@ RETRAIN_RECIPES: dict[str, dict[str, Any]] = {
         "data": {"randaugment": "rand-m9-mstd0.5", "random_erasing": 0.2},
     },
     # fine-tuning a trained network on another dataset (`menas transfer`): the short recipe with a 0.1-epoch warmup
-    # (the trained layers need little; the new classifier starts from scratch) and the short EMA. Half the peak lr
-    # (lr_base 0.016) was measured worse: Fashion-MNIST -> digits, 15 epochs, test top-1 85.0/85.8/88.9% vs
-    # 93.0/92.8/94.2% at the short lr (3 seeds each)
+    # (the trained layers need little; the new classifier starts from scratch) and the short EMA; half the peak lr
+    # transferred worse (Fashion-MNIST to digits, 3 seeds each)
     "transfer": {
         "train": {
             "recipe": "short",

@@ -60,8 +60,10 @@ class FolderLock:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise FolderLocked(f"{str(self.path.parent)!r} is in use by {self.holder(self.path)}; wait for it to "
-                               "end or stop that process first") from None  # fmt: skip
+            raise FolderLocked(
+                f"{str(self.path.parent)!r} is in use by {self.holder(self.path)}; wait for it to "
+                "end or stop that process first"
+            ) from None
         except BaseException:
             self._file.close()
             raise

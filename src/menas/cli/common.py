@@ -36,8 +36,15 @@ def make_progress(*extra: Any):
     console = Console(stderr=True)
     if not console.is_terminal:
         return LogProgress(console)
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    *extra, console=console, transient=False)  # fmt: skip
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        *extra,
+        console=console,
+        transient=False,
+    )
 
 
 class LogProgress:
@@ -62,12 +69,18 @@ class LogProgress:
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0) -> int:
         task_id = len(self.tasks)
-        self.tasks[task_id] = {"description": description, "total": total, "completed": completed,
-                               "start": time.monotonic(), "first": completed}  # fmt: skip
+        self.tasks[task_id] = {
+            "description": description,
+            "total": total,
+            "completed": completed,
+            "start": time.monotonic(),
+            "first": completed,
+        }
         return task_id
 
-    def update(self, task_id: int, completed: float | None = None, advance: float | None = None,
-               description: str | None = None) -> None:  # fmt: skip
+    def update(
+        self, task_id: int, completed: float | None = None, advance: float | None = None, description: str | None = None
+    ) -> None:
         task = self.tasks[task_id]
         before = (task["description"], task["completed"])
         if completed is not None:
@@ -77,8 +90,12 @@ class LogProgress:
         if description is not None:
             task["description"] = description
         if (task["description"], task["completed"]) != before:
-            self.console.print(f"[{time.strftime('%H:%M:%S')}] {task['description']}  {self._counts(task)}",
-                               markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+            self.console.print(
+                f"[{time.strftime('%H:%M:%S')}] {task['description']}  {self._counts(task)}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
     @staticmethod
     def _counts(task: dict[str, Any]) -> str:

@@ -24,8 +24,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_model(model, args.out, input_size, formats, info, pre)
     console = make_console()
     cost = count_cost(model.genome, input_size, model.stem.conv.in_channels, model.num_classes)
-    console.print(f"{model.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
-                  f"{input_size} px")  # fmt: skip
+    console.print(
+        f"{model.genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
+        f"{input_size} px"
+    )
     for name, path in result.files.items():
         checked = ""
         if name in result.max_abs_diff:  # a graph: how close it came to the model (None: no runtime to check it)
@@ -61,8 +63,11 @@ def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[s
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="genome, weights and TorchScript/torch.export/ONNX graphs of a network")
-    p.add_argument("source", help="a run folder (its best network), a `menas train`/`lottery --out` folder, an "
-                   "export folder or a .safetensors file")  # fmt: skip
+    p.add_argument(
+        "source",
+        help="a run folder (its best network), a `menas train`/`lottery --out` folder, an "
+        "export folder or a .safetensors file",
+    )
     p.add_argument("--out", required=True, help="folder for genome.json, model.* and export.json")
     p.add_argument(
         "--format",

@@ -53,16 +53,36 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     total = count_cost(genome, budget.input_size, budget.in_chans, budget.num_classes)
     spaces = [name for name, space in PRESETS.items() if space.contains(genome)]
     if args.json:
-        print(json.dumps({"genome": genome.to_str(), "macs": total.macs, "params": total.params, "spaces": spaces,
-                          "layers": [row._asdict() for row in rows]}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "genome": genome.to_str(),
+                    "macs": total.macs,
+                    "params": total.params,
+                    "spaces": spaces,
+                    "layers": [row._asdict() for row in rows],
+                }
+            )
+        )
         return 0
     table = Table(title=f"{genome.depth} inverted residual layers at {budget.input_size}x{budget.input_size} px")
     for column in ("block", "type", "k", "in", "mid", "out", "stride", "SE", "act", "out HxW", "MACs", "params"):
         table.add_column(column, justify="left" if column in ("block", "type", "act") else "right")
     for r in rows:
-        table.add_row(r.name, r.kind, str(r.kernel), str(r.in_chs), str(r.mid_chs), str(r.out_chs), str(r.stride),
-                      "yes" if r.se else "-", r.act, f"{r.out_hw[0]}x{r.out_hw[1]}", format_count(r.macs),
-                      format_count(r.params))  # fmt: skip
+        table.add_row(
+            r.name,
+            r.kind,
+            str(r.kernel),
+            str(r.in_chs),
+            str(r.mid_chs),
+            str(r.out_chs),
+            str(r.stride),
+            "yes" if r.se else "-",
+            r.act,
+            f"{r.out_hw[0]}x{r.out_hw[1]}",
+            format_count(r.macs),
+            format_count(r.params),
+        )
     console = make_console()
     console.print(genome.to_str())
     console.print(table)
@@ -106,13 +126,21 @@ def cmd_space_show(args: argparse.Namespace) -> int:
         print(space.to_yaml(), end="")
         return 0
     table = Table(title=f"search space {space.name}")
-    for column in ("stage", "base ch", "depths", "out ch (width mult)", "strides", "expand", "kernels", "SE",
-                   "act"):  # fmt: skip
+    for column in ("stage", "base ch", "depths", "out ch (width mult)", "strides", "expand", "kernels", "SE", "act"):
         table.add_column(column)
     for i, s in enumerate(space.stages):
         widths = f"{_join(space.stage_outs(i))} (x{min(s.width_mults):g}..{max(s.width_mults):g})"
-        table.add_row(str(i), str(s.base_chs), _join(s.depths), widths, _join(s.strides), _join(s.expand_ratios),
-                      _join(s.kernels), _join(s.se), _join(s.acts))  # fmt: skip
+        table.add_row(
+            str(i),
+            str(s.base_chs),
+            _join(s.depths),
+            widths,
+            _join(s.strides),
+            _join(s.expand_ratios),
+            _join(s.kernels),
+            _join(s.se),
+            _join(s.acts),
+        )
     console = make_console()
     console.print(table)
     console.print(
@@ -134,8 +162,9 @@ def cmd_space_show(args: argparse.Namespace) -> int:
 
 
 def _join(values: Sequence) -> str:
-    return ", ".join(str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
-                     for v in values)  # fmt: skip
+    return ", ".join(
+        str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v) for v in values
+    )
 
 
 # ------------------------------------------------------------------------------------------ parsers

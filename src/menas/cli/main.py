@@ -17,8 +17,21 @@ from menas.cli.common import EXIT_FAILURE, EXIT_USAGE, Parser
 from menas.errors import MenasError, UserError
 
 #: The commands in the order `menas --help` lists them.
-COMMANDS = ("inspect", "sample", "train", "search", "retrain", "transfer", "resume", "status", "export", "evaluate",
-            "report", "lottery", "space")  # fmt: skip
+COMMANDS = (
+    "inspect",
+    "sample",
+    "train",
+    "search",
+    "retrain",
+    "transfer",
+    "resume",
+    "status",
+    "export",
+    "evaluate",
+    "report",
+    "lottery",
+    "space",
+)
 #: The modules whose `PARSERS` (command name -> function adding its parser) make up the command line.
 MODULES = (genomes, train, search, retrain, transfer, export, evaluate, report)
 
@@ -59,8 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so, and where to find the traceback
         if debug:
             raise
-        print(f"menas: internal error: {type(exc).__name__}: {exc} (a bug: run with --debug or MENAS_DEBUG=1 for "
-              "the traceback, and please report it)", file=sys.stderr)  # fmt: skip
+        print(
+            f"menas: internal error: {type(exc).__name__}: {exc} (a bug: run with --debug or MENAS_DEBUG=1 for "
+            "the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
 
 

@@ -28,10 +28,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     cfg = recipe(args, _retrain_data(args, source.data))
     teacher = (args.teacher, args.teacher_weights) if args.teacher else None
     return run_final_training(
-        lambda device, **hooks: retrain(source, cfg, Path(args.out), device=device, init=args.init, teacher=teacher,
-                                        **hooks),
-        args, source, cfg, "test", RETRAIN_FILE,
-    )  # fmt: skip
+        lambda device, **hooks: retrain(
+            source, cfg, Path(args.out), device=device, init=args.init, teacher=teacher, **hooks
+        ),
+        args,
+        source,
+        cfg,
+        "test",
+        RETRAIN_FILE,
+    )
 
 
 def _retrain_data(args: argparse.Namespace, recorded: Any) -> Any:
@@ -61,9 +66,13 @@ def recipe(args: argparse.Namespace, data: Any) -> Any:
 
 
 def run_final_training(
-    run: Callable[..., dict[str, Any]], args: argparse.Namespace, source: Any, cfg: Any, split_name: str,
+    run: Callable[..., dict[str, Any]],
+    args: argparse.Namespace,
+    source: Any,
+    cfg: Any,
+    split_name: str,
     result_file: str,
-) -> int:  # fmt: skip
+) -> int:
     """Runs a retrain or transfer (`run(device, progress=, on_start=)`) with one progress bar (rank 0 under
     torchrun, started once the inputs are checked so that errors stay one line) and prints its test scores."""
     from rich.progress import TimeRemainingColumn
@@ -78,17 +87,23 @@ def run_final_training(
 
     def on_start(data: Any, cost: Any, done: int) -> None:
         genome = source.genome.to_str() if source.genome else ""
-        console.print(f"{genome}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
-                      f"{data.input_size} px; {data.num_classes} classes, {data.in_chans} channel(s); recipe "
-                      f"{cfg.recipe}, {cfg.train.epochs} epochs, {data.train.num_samples} train / "
-                      f"{data.val.num_samples} held-out images on {device}; from {source.label}"
-                      f"{f'; resuming after epoch {done}' if done else ''}")  # fmt: skip
+        console.print(
+            f"{genome}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
+            f"{data.input_size} px; {data.num_classes} classes, {data.in_chans} channel(s); recipe "
+            f"{cfg.recipe}, {cfg.train.epochs} epochs, {data.train.num_samples} train / "
+            f"{data.val.num_samples} held-out images on {device}; from {source.label}"
+            f"{f'; resuming after epoch {done}' if done else ''}"
+        )
         progress.update(task, completed=done)
         progress.start()
 
     def on_epoch(stats: Any) -> None:
-        progress.update(task, completed=stats.epoch, description=f"epoch {stats.epoch}: loss {stats.train_loss:.3f}, "
-                        f"held-out top-1 {stats.val_top1 or 0:.2f}%, {stats.images_per_s:,.0f} img/s")  # fmt: skip
+        progress.update(
+            task,
+            completed=stats.epoch,
+            description=f"epoch {stats.epoch}: loss {stats.train_loss:.3f}, "
+            f"held-out top-1 {stats.val_top1 or 0:.2f}%, {stats.images_per_s:,.0f} img/s",
+        )
 
     rank0 = distributed.is_main()  # one progress bar under torchrun
     try:
@@ -101,29 +116,49 @@ def run_final_training(
     line = f"{split_name} top-1 {raw['top1']:.2f}% (top-5 {raw['top5']:.2f}%, loss {raw['loss']:.3f})"
     if ema is not None:
         line += f", EMA {ema['top1']:.2f}% (top-5 {ema['top5']:.2f}%, loss {ema['loss']:.3f})"
-    console.print(f"{line}; kept the {record['kept']} weights; {record['wall_seconds'] / 60:.1f} min, "
-                  f"{record['images_per_s']:,.0f} img/s; wrote {args.out}/ ({result_file}, model.safetensors, "
-                  "recipe.yaml, run.json)")  # fmt: skip
+    console.print(
+        f"{line}; kept the {record['kept']} weights; {record['wall_seconds'] / 60:.1f} min, "
+        f"{record['images_per_s']:,.0f} img/s; wrote {args.out}/ ({result_file}, model.safetensors, "
+        "recipe.yaml, run.json)"
+    )
     return 0
 
 
 def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrain", help="retrain a network with the full recipe; score it on the test split")
-    p.add_argument("source", help="a run folder (its best network), a checkpoint folder / .safetensors file, or a "
-                   "genome (string, reference name or file; then --data)")  # fmt: skip
+    p.add_argument(
+        "source",
+        help="a run folder (its best network), a checkpoint folder / .safetensors file, or a "
+        "genome (string, reference name or file; then --data)",
+    )
     p.add_argument("--epochs", type=int, required=True, help="training epochs")
     p.add_argument("--out", required=True, help="output folder (resumes when it holds this retrain's checkpoint)")
-    p.add_argument("--recipe", default="short", choices=["short", "paper"],
-                   help="short (default: a few CPU epochs) or paper (the paper's final recipe)")  # fmt: skip
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="recipe override, e.g. --set train.lr=0.01 --set data.batch_size=256")  # fmt: skip
-    p.add_argument("--init", default="scratch", choices=["scratch", "trial"],
-                   help="scratch (default, as the paper) or trial (from the source's trained weights)")  # fmt: skip
+    p.add_argument(
+        "--recipe",
+        default="short",
+        choices=["short", "paper"],
+        help="short (default: a few CPU epochs) or paper (the paper's final recipe)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="recipe override, e.g. --set train.lr=0.01 --set data.batch_size=256",
+    )
+    p.add_argument(
+        "--init",
+        default="scratch",
+        choices=["scratch", "trial"],
+        help="scratch (default, as the paper) or trial (from the source's trained weights)",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--trial", type=int, default=None, help="a run's trial id instead of its best")
     which.add_argument("--rank", type=int, default=None, help="the run's K-th best trial (1 = best)")
-    p.add_argument("--teacher", default=None, help="distil from a menas run/checkpoint/weights, or a timm model "
-                   "name with --teacher-weights")  # fmt: skip
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="distil from a menas run/checkpoint/weights, or a timm model name with --teacher-weights",
+    )
     p.add_argument("--teacher-weights", default=None, help="weights file (.safetensors or .pth) of a timm teacher")
     p.add_argument("--data", default=None, help="dataset (required for a genome string; overrides the recorded)")
     p.add_argument("--root", default=None, help="dataset folder (default: the recorded or the dataset's usual)")

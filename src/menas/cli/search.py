@@ -36,21 +36,30 @@ def _run_search(search: Any, console: Console) -> int:
             best = search.store.best()
             best_text = f"best {best.final_score:.2f}%" if best and best.final_score is not None else "no best yet"
             score = result.final_score
-            progress.update(task, advance=1, description=f"generation {spec.generation}, trial {spec.trial_id}: "
-                            f"{'failed' if score is None else f'{score:.2f}%'}; {best_text}")  # fmt: skip
+            progress.update(
+                task,
+                advance=1,
+                description=f"generation {spec.generation}, trial {spec.trial_id}: "
+                f"{'failed' if score is None else f'{score:.2f}%'}; {best_text}",
+            )
 
         def on_epoch(spec: Any, phase: str, stats: Any) -> None:
             best = search.store.best()
             best_text = f"best {best.final_score:.2f}%" if best and best.final_score is not None else "no best yet"
-            progress.update(task, description=f"generation {spec.generation}, trial {spec.trial_id}: {phase} epoch "
-                            f"{stats.epoch}, val {stats.val_top1 or 0:.2f}%; {best_text}")  # fmt: skip
+            progress.update(
+                task,
+                description=f"generation {spec.generation}, trial {spec.trial_id}: {phase} epoch "
+                f"{stats.epoch}, val {stats.val_top1 or 0:.2f}%; {best_text}",
+            )
 
         summary = search.run(on_result=on_result, on_epoch=on_epoch)
     for line in describe(summary):
         console.print(line)
     console.print(f"run folder: {search.run_dir} (config.yaml, menas.sqlite, trials/)")
-    console.print(f"next: `menas report {search.run_dir}` (figures, tables), `menas export {search.run_dir} --out "
-                  f"{search.run_dir}/export` (the best network)")  # fmt: skip
+    console.print(
+        f"next: `menas report {search.run_dir}` (figures, tables), `menas export {search.run_dir} --out "
+        f"{search.run_dir}/export` (the best network)"
+    )
     return 0
 
 
@@ -96,25 +105,46 @@ def cmd_status(args: argparse.Namespace) -> int:
         status: sum(1 for t in trials if t.status == status) for status in ("done", "failed", "running", "queued")
     }
     console = make_console()
-    console.print(f"run {run}: {info.status}, space {cfg.space}, strategy {cfg.strategy.name}, "
-                  f"{counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
-                  f"{counts['queued']} queued")  # fmt: skip
+    console.print(
+        f"run {run}: {info.status}, space {cfg.space}, strategy {cfg.strategy.name}, "
+        f"{counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
+        f"{counts['queued']} queued"
+    )
     table = Table(title="generations")
-    for column in ("gen", "trials", "done", "failed", "best top-1", "median cand. top-1", "mean final MACs",
-                   "mean train epoch s", "replaced"):  # fmt: skip
+    for column in (
+        "gen",
+        "trials",
+        "done",
+        "failed",
+        "best top-1",
+        "median cand. top-1",
+        "mean final MACs",
+        "mean train epoch s",
+        "replaced",
+    ):
         table.add_column(column, justify="right")
     for g in summaries:
         phase = phases.get(g.generation)
         replaced = "-" if phase is None or phase.replaced_share is None else f"{100 * phase.replaced_share:.0f}%"
-        table.add_row(str(g.generation), str(g.trials), str(g.done), str(g.failed), pct(g.ticket_score_best),
-                      pct(g.score_median), format_count(g.ticket_macs_mean or 0), num(g.epoch_s_mean),
-                      replaced)  # fmt: skip
+        table.add_row(
+            str(g.generation),
+            str(g.trials),
+            str(g.done),
+            str(g.failed),
+            pct(g.ticket_score_best),
+            pct(g.score_median),
+            format_count(g.ticket_macs_mean or 0),
+            num(g.epoch_s_mean),
+            replaced,
+        )
     console.print(table)
     console.print(_compute_line(used, compute_limits(cfg)))
     if best is not None:
-        console.print(f"best so far: trial {best.trial_id}, {pct(best.final_score)}, "
-                      f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params\n"
-                      f"{best.final_genome}")  # fmt: skip
+        console.print(
+            f"best so far: trial {best.trial_id}, {pct(best.final_score)}, "
+            f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params\n"
+            f"{best.final_genome}"
+        )
     if trials:
         started = min(t.queued_at for t in trials)
         last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
@@ -135,17 +165,21 @@ def _print_inheritance(trials: Any, console: Any) -> None:
     if rows:
         tried, ok = sum(g.tried for g in rows), sum(g.inherited for g in rows)
         tensors = sum(g.copied + g.sliced + g.padded for g in rows)
-        console.print(f"weight inheritance: {ok} of {tried} bred children inherited ({tensors} tensors), "
-                      f"{tried - ok} fell back to scratch; saved {sum(g.epochs_saved for g in rows)} epochs, "
-                      f"{format_count(sum(g.images_saved for g in rows))} training images")  # fmt: skip
+        console.print(
+            f"weight inheritance: {ok} of {tried} bred children inherited ({tensors} tensors), "
+            f"{tried - ok} fell back to scratch; saved {sum(g.epochs_saved for g in rows)} epochs, "
+            f"{format_count(sum(g.images_saved for g in rows))} training images"
+        )
 
 
 def _time_left_line(estimate: Any, total: int) -> str:
     """`menas status`'s estimate (`store.TimeLeft`), saying when the `compute` budget ends the run before the
     strategy's trials are all done."""
     how = "one at a time" if estimate.parallel < 1.05 else f"{estimate.parallel:.1f} at a time so far"
-    line = (f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min left for "
-            f"{estimate.trials_left} ")  # fmt: skip
+    line = (
+        f"{estimate.per_trial_s:.1f} s per trial on average; about {estimate.seconds / 60:.1f} min left for "
+        f"{estimate.trials_left} "
+    )
     if estimate.bound == "trials":
         return line + f"of {total} trials ({how})"
     budget = "compute.images" if estimate.bound == "images" else "compute.trial_s"
@@ -155,10 +189,12 @@ def _time_left_line(estimate: Any, total: int) -> str:
 def _compute_line(used: Any, limits: tuple[float, float]) -> str:
     """The search compute used so far (`store.ComputeUsed`) against the config's `compute` budget."""
     images, trial_s = limits
-    parts = [f"{format_count(used.images)} training-image equivalents" + ("" if images == float("inf") else
-             f" of {format_count(images)} ({100 * used.images / images:.0f}%)"),
-             f"{used.trial_s / 60:.1f} trial-min" + ("" if trial_s == float("inf") else
-             f" of {trial_s / 60:.1f} ({100 * used.trial_s / trial_s:.0f}%)")]  # fmt: skip
+    parts = [
+        f"{format_count(used.images)} training-image equivalents"
+        + ("" if images == float("inf") else f" of {format_count(images)} ({100 * used.images / images:.0f}%)"),
+        f"{used.trial_s / 60:.1f} trial-min"
+        + ("" if trial_s == float("inf") else f" of {trial_s / 60:.1f} ({100 * used.trial_s / trial_s:.0f}%)"),
+    ]
     bounded = images != float("inf") or trial_s != float("inf")
     spent = bounded and (used.images >= images or used.trial_s >= trial_s)
     tail = "; budget used: no new trial starts" if spent else "" if bounded else " (no compute budget)"
@@ -177,9 +213,18 @@ def _print_retrains(run: Path, console: Console) -> None:
     for column in ("trial", "recipe", "epochs", "top-1", "EMA top-1", "kept", "MACs", "params", "min", "folder"):
         table.add_column(column, justify="left" if column in ("recipe", "kept", "folder") else "right")
     for r in retrains:
-        table.add_row("-" if r.trial_id is None else str(r.trial_id), r.recipe + (" +KD" if r.teacher else ""),
-                      str(r.epochs), pct(r.test_top1), pct(r.ema_top1), r.kept, format_count(r.macs or 0),
-                      format_count(r.params or 0), num((r.wall_s or 0) / 60), r.out)  # fmt: skip
+        table.add_row(
+            "-" if r.trial_id is None else str(r.trial_id),
+            r.recipe + (" +KD" if r.teacher else ""),
+            str(r.epochs),
+            pct(r.test_top1),
+            pct(r.ema_top1),
+            r.kept,
+            format_count(r.macs or 0),
+            format_count(r.params or 0),
+            num((r.wall_s or 0) / 60),
+            r.out,
+        )
     console.print(table)
 
 
@@ -197,9 +242,12 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
 def _add_resume(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resume", help="continue a search after a crash or Ctrl-C")
     p.add_argument("run", help="the run folder")
-    p.add_argument("--accept-config-change", action="store_true",
-                   help="go on with an edited config.yaml (the change is logged in the store); without it, a "
-                   "config.yaml that differs from the run's stored config is refused")  # fmt: skip
+    p.add_argument(
+        "--accept-config-change",
+        action="store_true",
+        help="go on with an edited config.yaml (the change is logged in the store); without it, a "
+        "config.yaml that differs from the run's stored config is refused",
+    )
     p.set_defaults(func=cmd_resume)
 
 

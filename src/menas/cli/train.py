@@ -25,22 +25,36 @@ def _data_config(args: argparse.Namespace, base: Any = None) -> Any:
     from menas.config import DataConfig
 
     cfg = base or DataConfig()
-    changes = {"dataset": args.data, "root": args.root, "batch_size": args.batch_size, "seed": args.seed,
-               "input_size": args.input_size}  # fmt: skip
+    changes = {
+        "dataset": args.data,
+        "root": args.root,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "input_size": args.input_size,
+    }
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True, recorded_seed: bool = False) -> None:
     """Dataset arguments; `recorded_seed`: --seed defaults to the data seed the checkpoint recorded (a command
     that reads a trained network must score it on the split it was trained against)."""
-    p.add_argument("--data", required=required, default=None,
-                   help="fashion-mnist | cifar10 | cifar100 | imagefolder | digits | synthetic")  # fmt: skip
+    p.add_argument(
+        "--data",
+        required=required,
+        default=None,
+        help="fashion-mnist | cifar10 | cifar100 | imagefolder | digits | synthetic",
+    )
     p.add_argument("--root", default=None, help="dataset folder (default: the dataset's usual place)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (default 128)")
     p.add_argument("--input-size", type=int, default=None, help="image side in px (default 32; 224 for folders)")
     if recorded_seed:
-        p.add_argument("--seed", type=int, default=None, help="data seed: splits and data order (default: the "
-                       "checkpoint's, from run.json, so search-val holds no training image; else 0)")  # fmt: skip
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="data seed: splits and data order (default: the "
+            "checkpoint's, from run.json, so search-val holds no training image; else 0)",
+        )
     else:
         p.add_argument("--seed", type=int, default=0, help="seed for splits, data order and weights (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -69,30 +83,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.restart:  # nor resume it with another recipe or seed: refused before run.json is rewritten
         check_resumable(out / "train.ckpt", train_cfg, data.train)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "run.json", {"genome": genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
-                                   "device": str(device), "split_digest": data.split_digest,
-                                   "preprocessing": preprocessing(data)})  # fmt: skip
+    write_json(
+        out / "run.json",
+        {
+            "genome": genome.to_str(),
+            "data": to_dict(data_cfg),
+            "train": to_dict(train_cfg),
+            "device": str(device),
+            "split_digest": data.split_digest,
+            "preprocessing": preprocessing(data),
+        },
+    )
     seed_trial(args.seed)
     model = build_model(genome, data.num_classes, data.in_chans)
     cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
     console = make_console()
-    console.print(f"{genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
-                  f"{data.input_size} px; {data.train.num_samples} search-train / {data.val.num_samples} search-val "
-                  f"images on {device}")  # fmt: skip
+    console.print(
+        f"{genome.to_str()}\n{format_count(cost.macs)} MACs, {format_count(cost.params)} params at "
+        f"{data.input_size} px; {data.train.num_samples} search-train / {data.val.num_samples} search-val "
+        f"images on {device}"
+    )
     with make_progress() as progress:
         task = progress.add_task("epochs", total=args.epochs)
 
         def on_epoch(stats: Any) -> None:
-            progress.update(task, completed=stats.epoch, description=f"epoch {stats.epoch}: loss "
-                            f"{stats.train_loss:.3f}, val top-1 {stats.val_top1 or 0:.2f}%")  # fmt: skip
+            progress.update(
+                task,
+                completed=stats.epoch,
+                description=f"epoch {stats.epoch}: loss {stats.train_loss:.3f}, val top-1 {stats.val_top1 or 0:.2f}%",
+            )
 
-        history = train(model, data.train, data.val, train_cfg, checkpoint_path=out / "train.ckpt",
-                        resume=not args.restart, progress=on_epoch)  # fmt: skip
+        history = train(
+            model,
+            data.train,
+            data.val,
+            train_cfg,
+            checkpoint_path=out / "train.ckpt",
+            resume=not args.restart,
+            progress=on_epoch,
+        )
     write_json(out / "history.json", history.to_dict())
     save_weights(model, genome, out / WEIGHTS_FILE)
     last = history.epochs[-1]
-    console.print(f"search-val top-1 {history.val_top1:.2f}%, epoch time {last.seconds:.1f} s, "
-                  f"{last.images_per_s:,.0f} img/s; wrote {out}/")  # fmt: skip
+    console.print(
+        f"search-val top-1 {history.val_top1:.2f}%, epoch time {last.seconds:.1f} s, "
+        f"{last.images_per_s:,.0f} img/s; wrote {out}/"
+    )
     return 0
 
 
@@ -104,8 +140,9 @@ def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, A
     from menas.data.splits import build_loaders
     from menas.train.checkpoint import load_weights, resolve_checkpoint
 
-    weights, recorded = resolve_checkpoint(Path(path_text), f"checkpoint: {path_text!r} not found (give a `menas train "
-                                    "--out` folder or .safetensors)")  # fmt: skip
+    weights, recorded = resolve_checkpoint(
+        Path(path_text), f"checkpoint: {path_text!r} not found (give a `menas train --out` folder or .safetensors)"
+    )
     base = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
     if base is None and args.data is None:
         raise UserError(f"--data: required, {str(weights.with_name('run.json'))!r} does not record the dataset")
@@ -118,7 +155,9 @@ def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, A
     if recorded_digest is not None and data.split_digest != recorded_digest:
         logging.getLogger(__name__).warning(
             "the search split (seed %s) is not the one %s was trained with: search-val may hold training images",
-            data_cfg.seed, weights)  # fmt: skip
+            data_cfg.seed,
+            weights,
+        )
     model = load_weights(weights, data.num_classes, data.in_chans).to(data.train.device)
     return model, data, train_cfg, data_cfg
 
@@ -130,8 +169,13 @@ def cmd_lottery(args: argparse.Namespace) -> int:
     from menas.prune.tickets import search_ticket
 
     keep = parse_range(args.macs_keep, "--macs-keep") if args.macs_keep else None
-    cfg = LotteryConfig(proposals=args.proposals, importance=args.importance, macs_keep=keep,
-                        tolerance=args.tolerance, score_images=args.score_images)  # fmt: skip
+    cfg = LotteryConfig(
+        proposals=args.proposals,
+        importance=args.importance,
+        macs_keep=keep,
+        tolerance=args.tolerance,
+        score_images=args.score_images,
+    )
     if args.finetune_epochs is not None and args.finetune_epochs < 0:
         raise UserError(f"--finetune-epochs: got {args.finetune_epochs}, allowed: integers >= 0")
     if args.out and args.diagnose:
@@ -146,24 +190,36 @@ def cmd_lottery(args: argparse.Namespace) -> int:
         return _print_diagnosis(model, data, cfg, train_cfg, args, console)
     calib = calibration_batches(data.train, cfg.calib_batches, epoch=0)
     result = search_ticket(model, calib, data.val, cfg, random.Random(args.proposal_seed), data.input_size)
-    table = Table(title=f"{len(result.scored)} pruning proposals (scored on {cfg.score_images or 'all'} images, "
-                  f"best {cfg.rescore_top} re-scored on all {data.val.num_samples})")  # fmt: skip
+    table = Table(
+        title=f"{len(result.scored)} pruning proposals (scored on {cfg.score_images or 'all'} images, "
+        f"best {cfg.rescore_top} re-scored on all {data.val.num_samples})"
+    )
     for column in ("#", "mean mid rate", "MACs", "params", "subset top-1", "full top-1"):
         table.add_column(column, justify="right")
     for s in sorted(result.scored, key=lambda s: -s.subset_score):
         full = "-" if s.full_score is None else f"{s.full_score:.2f}%"
-        table.add_row(str(s.index), f"{s.proposal.mean_mid_rate:.2f}", format_count(s.macs), format_count(s.params),
-                      f"{s.subset_score:.2f}%", full)  # fmt: skip
+        table.add_row(
+            str(s.index),
+            f"{s.proposal.mean_mid_rate:.2f}",
+            format_count(s.macs),
+            format_count(s.params),
+            f"{s.subset_score:.2f}%",
+            full,
+        )
     console.print(table)
-    console.print(f"unpruned (recalibrated): {result.parent_score:.2f}%, {format_count(result.parent_macs)} MACs, "
-                  f"{format_count(result.parent_params)} params; search took {result.seconds:.1f} s")  # fmt: skip
+    console.print(
+        f"unpruned (recalibrated): {result.parent_score:.2f}%, {format_count(result.parent_macs)} MACs, "
+        f"{format_count(result.parent_params)} params; search took {result.seconds:.1f} s"
+    )
     if result.chosen is None:
         console.print(f"no proposal within {cfg.tolerance:g} points of the unpruned network: it stays the ticket")
     else:
         c = result.chosen
         share = 100 * c.macs / result.parent_macs
-        console.print(f"ticket: proposal {c.index}, {c.full_score:.2f}% ({format_count(c.macs)} MACs, {share:.0f}% "
-                      f"of the unpruned)\n{c.proposal.genome.to_str()}")  # fmt: skip
+        console.print(
+            f"ticket: proposal {c.index}, {c.full_score:.2f}% ({format_count(c.macs)} MACs, {share:.0f}% "
+            f"of the unpruned)\n{c.proposal.genome.to_str()}"
+        )
     finetuned = _finetune_ticket(result, data, train_cfg, cfg, args.finetune_epochs or 0, console)
     if args.out:
         from menas.data.splits import preprocessing
@@ -181,15 +237,23 @@ def _finetune_ticket(result: Any, data: Any, train_cfg: Any, cfg: Any, epochs: i
 
     ft_cfg = train_cfg.finetune(epochs, data.train.batch_size, cfg.finetune_lr_scale)
     history = train(result.ticket_model, data.train, data.val, ft_cfg)
-    console.print(f"fine-tuned the ticket for {epochs} epoch(s): {result.ticket_score:.2f}% -> "
-                  f"{history.val_top1:.2f}% search-val top-1")  # fmt: skip
+    console.print(
+        f"fine-tuned the ticket for {epochs} epoch(s): {result.ticket_score:.2f}% -> "
+        f"{history.val_top1:.2f}% search-val top-1"
+    )
     return history.val_top1
 
 
 def _write_lottery_out(
-    out: Path, result: Any, finetuned: float | None, data_cfg: Any, train_cfg: Any, args: argparse.Namespace,
-    console: Console, preprocessing: dict[str, Any] | None = None,
-) -> None:  # fmt: skip
+    out: Path,
+    result: Any,
+    finetuned: float | None,
+    data_cfg: Any,
+    train_cfg: Any,
+    args: argparse.Namespace,
+    console: Console,
+    preprocessing: dict[str, Any] | None = None,
+) -> None:
     """Writes lottery.json (every proposal and the choice) and, when a ticket won, its weights and run.json, so
     the folder is a checkpoint `menas lottery` / `menas train`-style commands load like any other; run.json
     records `preprocessing` (what the lottery's loaders fed the ticket: `menas.data.splits.preprocessing`) like
@@ -204,8 +268,12 @@ def _write_lottery_out(
     if chosen is None:
         console.print(f"wrote {out}/lottery.json (no ticket: no weights written)")
         return
-    run = {"genome": chosen.proposal.genome.to_str(), "data": to_dict(data_cfg), "train": to_dict(train_cfg),
-           "pruned_from": result.parent_genome.to_str()}  # fmt: skip
+    run = {
+        "genome": chosen.proposal.genome.to_str(),
+        "data": to_dict(data_cfg),
+        "train": to_dict(train_cfg),
+        "pruned_from": result.parent_genome.to_str(),
+    }
     if preprocessing is not None:
         run["preprocessing"] = preprocessing
     write_json(out / "run.json", run)
@@ -221,11 +289,21 @@ def _print_diagnosis(
     with make_progress() as progress:
         task = progress.add_task("proposals fine-tuned twice", total=args.M)
         epochs = 1 if args.finetune_epochs is None else args.finetune_epochs
-        result = diagnose(model, data, cfg, train_cfg, proposals=args.M, finetune_epochs=epochs,
-                          seed=args.proposal_seed, progress=lambda n: progress.update(task, completed=n))  # fmt: skip
-    table = Table(title=f"correlation with the fine-tuned accuracy ({args.M} proposals, {epochs} "
-                  f"epoch(s) of fine-tuning scored on {result.finetune_images} images; quick scores on "
-                  f"{result.subset_images})")  # fmt: skip
+        result = diagnose(
+            model,
+            data,
+            cfg,
+            train_cfg,
+            proposals=args.M,
+            finetune_epochs=epochs,
+            seed=args.proposal_seed,
+            progress=lambda n: progress.update(task, completed=n),
+        )
+    table = Table(
+        title=f"correlation with the fine-tuned accuracy ({args.M} proposals, {epochs} "
+        f"epoch(s) of fine-tuning scored on {result.finetune_images} images; quick scores on "
+        f"{result.subset_images})"
+    )
     for column in ("quick score", "Pearson", "Spearman", "Kendall"):
         table.add_column(column, justify="right")
     rows = (
@@ -248,11 +326,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("genome", help="a genome string, a reference name or a .json/.txt file")
     _add_data_args(p)
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
-    p.add_argument("--recipe", default="short", choices=["short", "paper"],
-                   help="training recipe: short (default; trains in 2-3 epochs) or paper (the paper's search "
-                   "recipe: step decay from 0.064 x batch / 1024, for 30+ epochs)")  # fmt: skip
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's, scaled to "
-                   "the batch)")  # fmt: skip
+    p.add_argument(
+        "--recipe",
+        default="short",
+        choices=["short", "paper"],
+        help="training recipe: short (default; trains in 2-3 epochs) or paper (the paper's search "
+        "recipe: step decay from 0.064 x batch / 1024, for 30+ epochs)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (default: the recipe's, scaled to the batch)"
+    )
     p.add_argument("--out", required=True, help="output folder (history.json, train.ckpt, model.safetensors)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
     p.set_defaults(func=cmd_train)
@@ -262,8 +345,12 @@ def _add_lottery(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lottery", help="lottery-ticket search (or --diagnose) on a trained network")
     p.add_argument("checkpoint", help="a `menas train --out` folder or a model.safetensors file")
     _add_data_args(p, required=False, recorded_seed=True)
-    p.add_argument("--proposal-seed", type=int, default=0,
-                   help="seed of the pruning proposals (and of --diagnose's fine-tuning; default 0)")  # fmt: skip
+    p.add_argument(
+        "--proposal-seed",
+        type=int,
+        default=0,
+        help="seed of the pruning proposals (and of --diagnose's fine-tuning; default 0)",
+    )
     p.add_argument("-P", "--proposals", type=int, default=50, help="pruning proposals (default 50)")
     p.add_argument("--macs-keep", default=None, help="share of MACs to keep, LOW:HIGH, e.g. 0.5:0.9")
     p.add_argument("--importance", default="l1", choices=["l1", "first"], help="which channels to keep")
@@ -271,9 +358,12 @@ def _add_lottery(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score-images", type=int, default=512, help="first-round scoring subset (default 512)")
     p.add_argument("--diagnose", action="store_true", help="correlate quick scores with fine-tuned accuracy")
     p.add_argument("-M", type=int, default=20, help="proposals for --diagnose (default 20)")
-    p.add_argument("--finetune-epochs", type=int, default=None,
-                   help="fine-tune epochs: of the chosen ticket (default 0), of each proposal with --diagnose "
-                   "(default 1)")  # fmt: skip
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=None,
+        help="fine-tune epochs: of the chosen ticket (default 0), of each proposal with --diagnose (default 1)",
+    )
     p.add_argument("--out", default=None, help="folder for the ticket's weights, run.json and lottery.json")
     p.set_defaults(func=cmd_lottery)
 

@@ -23,22 +23,38 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     cfg = recipe(args, DataConfig(dataset=args.data, root=args.root))
     return run_final_training(
         lambda device, **hooks: transfer(source, cfg, Path(args.out), device=device, **hooks),
-        args, source, cfg, f"{args.data} test", TRANSFER_FILE,
-    )  # fmt: skip
+        args,
+        source,
+        cfg,
+        f"{args.data} test",
+        TRANSFER_FILE,
+    )
 
 
 def _add_transfer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transfer", help="fine-tune a trained network on another dataset; score it on its test split")
     p.add_argument("checkpoint", help="a retrain/checkpoint/export folder, a run folder (its best) or .safetensors")
-    p.add_argument("--data", required=True, choices=["cifar10", "cifar100", "imagefolder", "fashion-mnist", "digits",
-                   "synthetic"], help="the dataset to transfer to")  # fmt: skip
+    p.add_argument(
+        "--data",
+        required=True,
+        choices=["cifar10", "cifar100", "imagefolder", "fashion-mnist", "digits", "synthetic"],
+        help="the dataset to transfer to",
+    )
     p.add_argument("--root", default=None, help="dataset folder (default: the dataset's usual place)")
     p.add_argument("--epochs", type=int, required=True, help="fine-tuning epochs")
     p.add_argument("--out", required=True, help="output folder (resumes when it holds this transfer's checkpoint)")
-    p.add_argument("--recipe", default="transfer", choices=["transfer", "short", "paper"],
-                   help="transfer (default: the short recipe, 0.1-epoch warmup), short or paper")  # fmt: skip
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="recipe override, e.g. --set train.lr=0.01 --set data.input_size=64")  # fmt: skip
+    p.add_argument(
+        "--recipe",
+        default="transfer",
+        choices=["transfer", "short", "paper"],
+        help="transfer (default: the short recipe, 0.1-epoch warmup), short or paper",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="recipe override, e.g. --set train.lr=0.01 --set data.input_size=64",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.set_defaults(func=cmd_transfer)

@@ -1,7 +1,7 @@
 """Batch loaders with one interface (`Loader`): batches of normalised float images and int64 labels on the device.
 
 * `DeviceLoader` keeps a small dataset as one uint8 tensor on the training device and augments whole batches there
-  (measured 15-40% faster than a DataLoader on a 2-core CPU);
+  (faster than a DataLoader with workers on a small CPU: see BENCHMARKS.md, "Training");
 * `FolderLoader` wraps a torchvision DataLoader with workers for datasets that do not fit in memory;
 * both normalise on the device (`renormalize` changes the statistics), shard a training loader over the processes of
   a torchrun (`shard`), and apply RandAugment and random erasing from `menas.data.augment` when asked.
@@ -94,7 +94,7 @@ class _Normalize:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        # one output allocation, one pass reading uint8: 163 vs 252 us for 128 3x32x32 images on the 2-core CPU
+        # one output allocation and one pass reading uint8, instead of a float copy normalised in further passes
         out = torch.empty(images.shape, dtype=torch.float32, device=images.device, memory_format=self.memory_format)
         return torch.addcmul(self.shift, images, self.scale, out=out)
 
@@ -124,9 +124,8 @@ def crop_flip_index(
         padding: the zero padding p stored around every image.
 
     Returns:
-        (B * C * H * W,) int64 indices for `flat_store.gather(0, index)`. Index arithmetic plus one gather
-        replaced 4-D advanced indexing, padding and a mirror pass: 190 vs 430 us per batch of 128 1x32x32
-        images on the 2-core CPU (batch selection and normalisation included).
+        (B * C * H * W,) int64 indices for `flat_store.gather(0, index)`: index arithmetic plus one gather costs
+        less than 4-D advanced indexing, padding and a separate mirror pass.
     """
     c, h, w = shape
     hp, wp = h + 2 * padding, w + 2 * padding
@@ -135,8 +134,8 @@ def crop_flip_index(
     if shifts is not None:
         base = base + shifts[:, 0] * wp + shifts[:, 1]
     base = base.view(-1, 1, 1) + torch.arange(c, device=offsets.device).view(1, c, 1) * (hp * wp)  # (B, C, 1)
-    # One full-size allocation, then in place: with two live 1 MiB temporaries glibc's malloc returned the memory
-    # to the OS on every call, and the page faults made this 12x slower (587 vs 48 us for 128 1x32x32 images).
+    # One full-size allocation, then in place: with two live temporaries of this size glibc's malloc hands the
+    # memory back to the OS on every call, and the page faults then cost far more than the arithmetic.
     if flips is None:
         return (plain + base).view(-1)
     index = torch.where(flips.view(-1, 1, 1).expand(-1, c, 1), mirrored, plain)
@@ -175,8 +174,10 @@ def _check_shardable(train: bool, batch_size: int, num_samples: int, world: int)
     if not train:
         raise UserError("shard: only a training loader is sharded (evaluation runs whole on every rank)")
     if batch_size % world or min(batch_size, num_samples) % world:
-        raise UserError(f"data.batch_size: got {batch_size}, allowed: a multiple of the {world} processes "
-                        "(each takes an equal slice of every training batch)")  # fmt: skip
+        raise UserError(
+            f"data.batch_size: got {batch_size}, allowed: a multiple of the {world} processes "
+            "(each takes an equal slice of every training batch)"
+        )
 
 
 class DeviceLoader:

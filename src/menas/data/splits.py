@@ -240,13 +240,24 @@ def preprocessing(data: SearchData) -> dict[str, object]:
     normalize = data.train.normalize
     size = data.input_size
     if isinstance(data.test, FolderLoader):
-        resize = (f"shorter side to {math.floor(size / 0.875)} px (bilinear, antialiased), then a centre crop of "
-                  f"{size}x{size} (timm's evaluation transform); RGB")  # fmt: skip
+        resize = (
+            f"shorter side to {math.floor(size / 0.875)} px (bilinear, antialiased), then a centre crop of "
+            f"{size}x{size} (timm's evaluation transform); RGB"
+        )
         stats = "ImageNet (timm's IMAGENET_DEFAULT_MEAN/STD)"
     else:
-        resize = (f"the whole image to {size}x{size} px (bilinear, antialiased when shrinking, rounded back to "
-                  "0-255 integers), no crop")  # fmt: skip
+        resize = (
+            f"the whole image to {size}x{size} px (bilinear, antialiased when shrinking, rounded back to "
+            "0-255 integers), no crop"
+        )
         stats = "search-train split" if data.mode == "search" else "whole training set"
-    return {"input_size": size, "in_chans": data.in_chans, "resize": resize, "layout": "NCHW float32",
-            "scale": "pixel values (0-255) / 255, then (x - mean) / std per channel", "mean": list(normalize.mean),
-            "std": list(normalize.std), "statistics": stats}  # fmt: skip
+    return {
+        "input_size": size,
+        "in_chans": data.in_chans,
+        "resize": resize,
+        "layout": "NCHW float32",
+        "scale": "pixel values (0-255) / 255, then (x - mean) / std per channel",
+        "mean": list(normalize.mean),
+        "std": list(normalize.std),
+        "statistics": stats,
+    }

@@ -64,8 +64,8 @@ class MenasNet(nn.Module):
 
     def zero_init_residuals(self) -> None:
         """Zeroes the last BN scale of every residual block, so each starts as the identity (as timm's
-        `zero_init_last`). Measured here on MobileNetV3-Large, Fashion-MNIST 6,000 images, 2 epochs: search-val
-        top-1 40.4% -> 68.2% (SGD, cosine, lr 0.1) and 59.9% -> 70.9% (RMSpropTF, lr 0.004), n=1 each."""
+        `zero_init_last`): the network then learns faster in its first epochs, all the training a search trial
+        gets."""
         for module in self.modules():
             if isinstance(module, DepthwiseSeparable | InvertedResidual) and module.has_skip:
                 nn.init.zeros_(module.project.bn.weight)

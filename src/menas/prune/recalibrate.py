@@ -15,9 +15,9 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 # ------------------------------------------------------------------------------------------ BN recalibration
 
-#: Calibration batches are merged into forward passes of up to this many images: one pass over 512 images cost
-#: 52 ms against 72 ms for four of 128 (MobileNetV3-Large, 32 px, bf16, 2 threads), for the same statistics up
-#: to each pass normalising with its own batch moments.
+#: Calibration batches are merged into forward passes of up to this many images: one large pass is cheaper than
+#: several small ones and gives the same statistics, up to each pass normalising with its own batch moments (see
+#: BENCHMARKS.md, "Lottery tickets").
 CALIB_PASS_IMAGES = 512
 
 
@@ -58,7 +58,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], bf16: bool
     Statistics are reset and momentum set to None (PyTorch's cumulative average), only the BN layers run in
     train mode, no parameter changes; momentum and modes are restored afterwards. The model is left in eval
     mode, ready to score. With `bf16` the forward passes run under bf16 autocast (the statistics stay float32):
-    1.2x cheaper here, for ranking proposals. Runs in inference mode (the statistics are ordinary tensors after
+    cheaper, for ranking proposals. Runs in inference mode (the statistics are ordinary tensors after
     it, so the model can be fine-tuned).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -131,8 +131,9 @@ def _fit_macs(
     low, high = 0.0, cap / min(min(min(s) for s in raw_mids), min(raw_stages) if use_stages else 1.0)
 
     def macs(scale: float) -> int:
-        pruned = apply_rates(genome, _scaled(raw_mids, scale, cap), [min(cap, r * scale) for r in raw_stages],
-                             cfg.divisor)  # fmt: skip
+        pruned = apply_rates(
+            genome, _scaled(raw_mids, scale, cap), [min(cap, r * scale) for r in raw_stages], cfg.divisor
+        )
         return count_cost(pruned, *shape).macs
 
     for _ in range(40):
@@ -197,12 +198,12 @@ def slice_channels(tensor: torch.Tensor, out_keep: torch.Tensor | None, in_keep:
 def inherit_weights(model: MenasNet, pruned: Genome, importance: str = "l1", channels_last: bool = False) -> MenasNet:
     """A model of the pruned genome holding the kept slices of `model`'s trained tensors (BN statistics too).
 
-    The child is a narrowed copy of `model`'s module tree rather than a freshly built network: building one
-    took 26 ms of a 52 ms inheritance on MobileNetV3-Large (2 threads), while its layers, residuals and SE
-    placement are the parent's by construction (`apply_rates` never changes them). The result equals
-    `build_model(pruned)` loaded with the slices (same modules, attributes and tensors; tested). With all
-    rates 0 it computes exactly what `model` computes. Pass `channels_last` when the data is: a contiguous
-    model on channels_last batches ran 20x slower here (MobileNetV3-Large, 32 px, 1 channel, n=2 runs).
+    The child is a narrowed copy of `model`'s module tree rather than a freshly built network: building one would
+    be a large part of the cost of an inheritance (see BENCHMARKS.md, "Lottery tickets"), while its layers,
+    residuals and SE placement are the parent's by construction (`apply_rates` never changes them). The result
+    equals `build_model(pruned)` loaded with the slices (same modules, attributes and tensors; tested). With all
+    rates 0 it computes exactly what `model` computes. Pass `channels_last` when the data is: a contiguous model
+    on channels_last batches runs many times slower.
     """
     plan = keep_plan(model, pruned, importance)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -223,8 +224,9 @@ def _narrowed(module: nn.Module, name: str, plan: dict[str, tuple], fmt: torch.m
     clone.__dict__.update(state)
     for key, param in module._parameters.items():
         if param is not None:
-            clone._parameters[key] = nn.Parameter(_fresh(slice_channels(param.detach(), out_keep, in_keep), fmt),
-                                                  requires_grad=param.requires_grad)  # fmt: skip
+            clone._parameters[key] = nn.Parameter(
+                _fresh(slice_channels(param.detach(), out_keep, in_keep), fmt), requires_grad=param.requires_grad
+            )
     for key, buf in module._buffers.items():
         if buf is not None:
             sliced = buf if key == "num_batches_tracked" else slice_channels(buf, out_keep, in_keep)

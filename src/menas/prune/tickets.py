@@ -29,8 +29,8 @@ from menas.space.genome import Genome
 
 
 def use_bf16(device: torch.device, amp: str) -> bool:
-    """bf16 autocast for scoring: on CUDA, and on CPUs with native bf16 (measured 2x faster here, rankings
-    unchanged); never when `amp == "off"`."""
+    """bf16 autocast for scoring: on CUDA, and on CPUs with native bf16 (faster, and it ranks proposals as float32
+    does: see BENCHMARKS.md, "Lottery tickets"); never when `amp == "off"`."""
     if amp == "off":
         return False
     if amp == "bf16" or device.type == "cuda":
@@ -122,21 +122,45 @@ class LotteryResult:
         """Plain-data record of the search (lottery.json): the parent, every proposal and the chosen ticket with its
         score before and (when fine-tuned) after fine-tuning."""
         chosen = self.chosen
-        parent = {"genome": self.parent_genome.to_str(), "score": self.parent_score, "macs": self.parent_macs,
-                  "params": self.parent_params}  # fmt: skip
+        parent = {
+            "genome": self.parent_genome.to_str(),
+            "score": self.parent_score,
+            "macs": self.parent_macs,
+            "params": self.parent_params,
+        }
         ticket = None
         if chosen is not None:
-            ticket = {"proposal": chosen.index, "genome": chosen.proposal.genome.to_str(),
-                      "score_before_ft": chosen.full_score, "score_after_ft": finetuned,
-                      "finetune_epochs": finetune_epochs, "macs": chosen.macs, "params": chosen.params}  # fmt: skip
+            ticket = {
+                "proposal": chosen.index,
+                "genome": chosen.proposal.genome.to_str(),
+                "score_before_ft": chosen.full_score,
+                "score_after_ft": finetuned,
+                "finetune_epochs": finetune_epochs,
+                "macs": chosen.macs,
+                "params": chosen.params,
+            }
         proposals = [
-            {"index": s.index, "genome": s.proposal.genome.to_str(), "mean_mid_rate": s.proposal.mean_mid_rate,
-             "macs": s.macs, "params": s.params, "subset_score": s.subset_score, "full_score": s.full_score}
+            {
+                "index": s.index,
+                "genome": s.proposal.genome.to_str(),
+                "mean_mid_rate": s.proposal.mean_mid_rate,
+                "macs": s.macs,
+                "params": s.params,
+                "subset_score": s.subset_score,
+                "full_score": s.full_score,
+            }
             for s in self.scored
-        ]  # fmt: skip
-        return {"parent": parent, "ticket": ticket, "proposals": proposals, "seconds": self.seconds,
-                "timings": self.timings, "policy": self.policy, "calib_images": self.calib_images,
-                "scored_images": self.scored_images}  # fmt: skip
+        ]
+        return {
+            "parent": parent,
+            "ticket": ticket,
+            "proposals": proposals,
+            "seconds": self.seconds,
+            "timings": self.timings,
+            "policy": self.policy,
+            "calib_images": self.calib_images,
+            "scored_images": self.scored_images,
+        }
 
     @property
     def ticket_genome(self) -> Genome:
@@ -207,8 +231,9 @@ def search_ticket(
         finalists = sorted([*finalists, (entry, child, correct, total)], key=rank)[: cfg.rescore_top]
     t0 = time.perf_counter()
     if cfg.score_images:
-        images["scored"] += len(finalists) * _score_the_rest(finalists, skip_images(val_batches, cfg.score_images),
-                                                             bf16)  # fmt: skip
+        images["scored"] += len(finalists) * _score_the_rest(
+            finalists, skip_images(val_batches, cfg.score_images), bf16
+        )
     else:  # every proposal was scored on all of search-val already
         for entry in scored:
             entry.full_score = entry.subset_score
@@ -231,8 +256,9 @@ def search_ticket(
     )
 
 
-def choose_ticket(finalists: Sequence[ScoredProposal], parent_score: float, parent_macs: int,
-                  cfg: LotteryConfig) -> ScoredProposal | None:  # fmt: skip
+def choose_ticket(
+    finalists: Sequence[ScoredProposal], parent_score: float, parent_macs: int, cfg: LotteryConfig
+) -> ScoredProposal | None:
     """The ticket among the fully scored finalists, by `cfg.policy`, None when the candidate stays.
 
     - "tolerance": the best-scoring finalist within `cfg.tolerance` points of the recalibrated parent;
@@ -247,8 +273,9 @@ def choose_ticket(finalists: Sequence[ScoredProposal], parent_score: float, pare
     return max(eligible, key=lambda c: (c.full_score, -c.macs)) if eligible else None
 
 
-def _score_the_rest(finalists: list[tuple[ScoredProposal, MenasNet, int, int]], rest: Iterable[Batch],
-                    bf16: bool) -> int:  # fmt: skip
+def _score_the_rest(
+    finalists: list[tuple[ScoredProposal, MenasNet, int, int]], rest: Iterable[Batch], bf16: bool
+) -> int:
     """Sets each finalist's full score: its subset counts plus its counts on `rest`, which is read once for all
     (hits stay on the device until the end: one sync per finalist). Returns the images in `rest`."""
     models = [child.eval() for _, child, *_ in finalists]

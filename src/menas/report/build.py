@@ -34,7 +34,6 @@ FIGURES = ("accuracy_vs_macs.png", "epoch_time.png", "pareto.png", "generations.
 TABLES = ("trials.csv", "report.md")
 #: Written after the tables when some trial folder holds a ticket search record (`trials/NNNNN/lottery.json`).
 LOTTERY_FIGURE = "lottery.png"
-#: The ticket search record's name in a trial folder (written by `menas.search.trial`; the report stays torch-free).
 #: Trials drawn in the Fig. 4c analogue: the best ones with a ticket search record.
 LOTTERY_PANELS = 4
 
@@ -148,11 +147,19 @@ def inheritance(records: Sequence[TrialRecord]) -> list[GenerationInheritance]:
         saved = [(r.inherited.get("epochs_saved", 0), r.images_per_epoch or 0) for r in tried]
         images_saved = sum(epochs * per_epoch for epochs, per_epoch in saved)
         scratch = sum(r.train_images or 0 for r in done) + images_saved
-        out.append(GenerationInheritance(
-            generation=gen, done=len(done), tried=len(tried), inherited=len(ok), fallbacks=len(tried) - len(ok),
-            **counts, epochs_saved=sum(epochs for epochs, _ in saved), images_saved=images_saved,
-            saved_share=images_saved / scratch if scratch else 0.0,
-        ))  # fmt: skip
+        out.append(
+            GenerationInheritance(
+                generation=gen,
+                done=len(done),
+                tried=len(tried),
+                inherited=len(ok),
+                fallbacks=len(tried) - len(ok),
+                **counts,
+                epochs_saved=sum(epochs for epochs, _ in saved),
+                images_saved=images_saved,
+                saved_share=images_saved / scratch if scratch else 0.0,
+            )
+        )
     return out
 
 
@@ -193,8 +200,9 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     return paths
 
 
-def lottery_records(run_dir: str | os.PathLike[str], records: Sequence[TrialRecord],
-                    limit: int = LOTTERY_PANELS) -> list[tuple[TrialRecord, dict]]:  # fmt: skip
+def lottery_records(
+    run_dir: str | os.PathLike[str], records: Sequence[TrialRecord], limit: int = LOTTERY_PANELS
+) -> list[tuple[TrialRecord, dict]]:
     """The best done trials (by `menas.search.ranking.rank_key`) whose folder holds a ticket search record, with it."""
     found = []
     for record in sorted((r for r in records if r.status == "done"), key=ranking.rank_key):
@@ -230,12 +238,22 @@ def _plot_accuracy_vs_macs(pts: Sequence[Point], path: Path) -> Path:
     for k, gen in enumerate(gens):
         color = cmap(k / max(1, len(gens) - 1))
         group = [p for p in pts if p.generation == gen]
-        ax.scatter([p.macs / 1e6 for p in group], [p.score for p in group], color=color, label=f"generation {gen}",
-                   edgecolors=["black" if p.ticket else "none" for p in group], zorder=3)  # fmt: skip
+        ax.scatter(
+            [p.macs / 1e6 for p in group],
+            [p.score for p in group],
+            color=color,
+            label=f"generation {gen}",
+            edgecolors=["black" if p.ticket else "none" for p in group],
+            zorder=3,
+        )
         for p in group:
             if p.ticket and p.candidate_macs is not None and p.candidate_score is not None:
-                ax.annotate("", xy=(p.macs / 1e6, p.score), xytext=(p.candidate_macs / 1e6, p.candidate_score),
-                            arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.6})  # fmt: skip
+                ax.annotate(
+                    "",
+                    xy=(p.macs / 1e6, p.score),
+                    xytext=(p.candidate_macs / 1e6, p.candidate_score),
+                    arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.6},
+                )
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel("search-val top-1 (%)")
     ax.set_title("accuracy vs MACs per generation (black edge: lottery ticket; arrow: from its candidate)")
@@ -271,8 +289,9 @@ def _plot_pareto(pts: Sequence[Point], path: Path) -> Path:
         front = pareto_front(costs, scores)
         ax.scatter(costs, scores, color="lightgray", label="all trials", zorder=2)
         ax.step([costs[i] for i in front], [scores[i] for i in front], where="post", color="tab:red", zorder=3)
-        ax.scatter([costs[i] for i in front], [scores[i] for i in front], color="tab:red", label="Pareto front",
-                   zorder=4)  # fmt: skip
+        ax.scatter(
+            [costs[i] for i in front], [scores[i] for i in front], color="tab:red", label="Pareto front", zorder=4
+        )
         ax.set_xlabel(label)
         ax.set_ylabel("search-val top-1 (%)")
         ax.grid(alpha=0.3)
@@ -291,8 +310,14 @@ def _plot_generations(phases, path: Path) -> Path:
     def band(ax, attr: str, label: str, scale: float = 1.0) -> None:
         shown = [(p.generation, getattr(p, attr)) for p in phases if getattr(p, attr) is not None]
         if shown:
-            ax.errorbar([g for g, _ in shown], [m / scale for _, (m, _) in shown],
-                        yerr=[s / scale for _, (_, s) in shown], marker="o", capsize=3, label=label)  # fmt: skip
+            ax.errorbar(
+                [g for g, _ in shown],
+                [m / scale for _, (m, _) in shown],
+                yerr=[s / scale for _, (_, s) in shown],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
 
     for ax, what, unit in ((axes[0][0], "params", "params (millions)"), (axes[0][1], "macs", "MACs (millions)")):
         band(ax, what, "candidates", 1e6)
@@ -324,22 +349,55 @@ def _plot_lottery(searches: Sequence[tuple[TrialRecord, dict]], path: Path) -> P
         scores = [p["full_score"] if p["full_score"] is not None else p["subset_score"] for p in proposals]
         ax.scatter([p["macs"] / 1e6 for p in proposals], scores, color="lightgray", label="proposals", zorder=2)
         parent = search["parent"]
-        ax.scatter([parent["macs"] / 1e6], [record.trained_score], marker="*", s=150, color="tab:blue",
-                   label="candidate (trained)", zorder=4)  # fmt: skip
-        ax.scatter([parent["macs"] / 1e6], [parent["score"]], marker="o", facecolors="none", color="tab:blue",
-                   label="candidate (recalibrated)", zorder=4)  # fmt: skip
+        ax.scatter(
+            [parent["macs"] / 1e6],
+            [record.trained_score],
+            marker="*",
+            s=150,
+            color="tab:blue",
+            label="candidate (trained)",
+            zorder=4,
+        )
+        ax.scatter(
+            [parent["macs"] / 1e6],
+            [parent["score"]],
+            marker="o",
+            facecolors="none",
+            color="tab:blue",
+            label="candidate (recalibrated)",
+            zorder=4,
+        )
         if record.finetuned_score is not None:
-            ax.scatter([parent["macs"] / 1e6], [record.finetuned_score], marker="D", color="tab:blue",
-                       label="candidate after fine-tune", zorder=4)  # fmt: skip
+            ax.scatter(
+                [parent["macs"] / 1e6],
+                [record.finetuned_score],
+                marker="D",
+                color="tab:blue",
+                label="candidate after fine-tune",
+                zorder=4,
+            )
         ticket = search.get("ticket")
         if ticket is not None:
-            ax.scatter([ticket["macs"] / 1e6], [ticket["score_before_ft"]], marker="s", color="tab:red",
-                       label="ticket before fine-tune", zorder=5)  # fmt: skip
+            ax.scatter(
+                [ticket["macs"] / 1e6],
+                [ticket["score_before_ft"]],
+                marker="s",
+                color="tab:red",
+                label="ticket before fine-tune",
+                zorder=5,
+            )
             if ticket.get("score_after_ft") is not None:
-                ax.scatter([ticket["macs"] / 1e6], [ticket["score_after_ft"]], marker="D", color="tab:red",
-                           label="ticket after fine-tune", zorder=5)  # fmt: skip
-        ax.set_title(f"trial {record.trial_id} (generation {record.generation}, {search.get('policy', '?')})",
-                     fontsize=9)  # fmt: skip
+                ax.scatter(
+                    [ticket["macs"] / 1e6],
+                    [ticket["score_after_ft"]],
+                    marker="D",
+                    color="tab:red",
+                    label="ticket after fine-tune",
+                    zorder=5,
+                )
+        ax.set_title(
+            f"trial {record.trial_id} (generation {record.generation}, {search.get('policy', '?')})", fontsize=9
+        )
         ax.set_xlabel("MACs (millions)")
         ax.set_ylabel("search-val top-1 (%)")
         ax.grid(alpha=0.3)
@@ -406,16 +464,23 @@ def _retrain_lines(retrains: Sequence[RetrainRecord], pts: Sequence[Point]) -> l
     if not retrains:
         return []
     search = {p.trial_id: p.score for p in pts}
-    lines = ["", "## Retrained (test split)", "",
-             "| trial | search-val top-1 | recipe | epochs | test top-1 | test top-5 | EMA top-1 | EMA top-5 | kept | "
-             "MACs | params | minutes | img/s | device |", "|---" * 14 + "|"]  # fmt: skip
+    lines = [
+        "",
+        "## Retrained (test split)",
+        "",
+        "| trial | search-val top-1 | recipe | epochs | test top-1 | test top-5 | EMA top-1 | EMA top-5 | kept | "
+        "MACs | params | minutes | img/s | device |",
+        "|---" * 14 + "|",
+    ]
     for r in retrains:
         trial = "-" if r.trial_id is None else str(r.trial_id)
         recipe = r.recipe + (f" + KD from {_cell(r.teacher)}" if r.teacher else "")
-        lines.append(f"| {trial} | {_pct(search.get(r.trial_id))} | {recipe} | {r.epochs} | {_pct(r.test_top1)} | "
-                     f"{_pct(r.test_top5)} | {_pct(r.ema_top1)} | {_pct(r.ema_top5)} | {r.kept} | "
-                     f"{format_count(r.macs or 0)} | {format_count(r.params or 0)} | {(r.wall_s or 0) / 60:.1f} | "
-                     f"{r.images_per_s or 0:,.0f} | {r.device or '-'} |")  # fmt: skip
+        lines.append(
+            f"| {trial} | {_pct(search.get(r.trial_id))} | {recipe} | {r.epochs} | {_pct(r.test_top1)} | "
+            f"{_pct(r.test_top5)} | {_pct(r.ema_top1)} | {_pct(r.ema_top5)} | {r.kept} | "
+            f"{format_count(r.macs or 0)} | {format_count(r.params or 0)} | {(r.wall_s or 0) / 60:.1f} | "
+            f"{r.images_per_s or 0:,.0f} | {r.device or '-'} |"
+        )
     return lines
 
 
@@ -431,14 +496,21 @@ def _phase_lines(phases) -> list[str]:
     """The per-generation table of the paper's Fig. 4a/4b: candidate and ticket cost, epoch time, share replaced."""
     if not phases:
         return []
-    lines = ["", "## Per generation (mean ± std over done trials)", "",
-             "| generation | done | candidate params | candidate MACs | training epoch (s) | ticket params | "
-             "ticket MACs | replaced | compute (training-image equivalents) |", "|---" * 9 + "|"]  # fmt: skip
+    lines = [
+        "",
+        "## Per generation (mean ± std over done trials)",
+        "",
+        "| generation | done | candidate params | candidate MACs | training epoch (s) | ticket params | "
+        "ticket MACs | replaced | compute (training-image equivalents) |",
+        "|---" * 9 + "|",
+    ]
     for p in phases:
         share = "-" if p.replaced_share is None else f"{100 * p.replaced_share:.0f}%"
-        lines.append(f"| {p.generation} | {p.done} | {_spread(p.params)} | {_spread(p.macs)} | "
-                     f"{_spread(p.train_epoch_s, count=False)} | {_spread(p.ticket_params)} | "
-                     f"{_spread(p.ticket_macs)} | {share} | {format_count(p.compute_images)} |")  # fmt: skip
+        lines.append(
+            f"| {p.generation} | {p.done} | {_spread(p.params)} | {_spread(p.macs)} | "
+            f"{_spread(p.train_epoch_s, count=False)} | {_spread(p.ticket_params)} | "
+            f"{_spread(p.ticket_macs)} | {share} | {format_count(p.compute_images)} |"
+        )
     return lines
 
 
@@ -447,14 +519,21 @@ def _inheritance_lines(records: Sequence[TrialRecord]) -> list[str]:
     rows = inheritance(records)
     if not rows:
         return []
-    lines = ["", "## Weight inheritance (done trials)", "",
-             "| generation | done | inherited | fallbacks | tensors copied | sliced | padded | fresh | epochs saved | "
-             "images saved |", "|---" * 10 + "|"]  # fmt: skip
+    lines = [
+        "",
+        "## Weight inheritance (done trials)",
+        "",
+        "| generation | done | inherited | fallbacks | tensors copied | sliced | padded | fresh | epochs saved | "
+        "images saved |",
+        "|---" * 10 + "|",
+    ]
     for g in rows:
         share = "-" if g.inherited_share is None else f"{g.inherited} ({100 * g.inherited_share:.0f}%)"
-        lines.append(f"| {g.generation} | {g.done} | {share} | {g.fallbacks} | {g.copied} | {g.sliced} | "
-                     f"{g.padded} | {g.fresh} | {g.epochs_saved} | {format_count(g.images_saved)} "
-                     f"({100 * g.saved_share:.0f}%) |")  # fmt: skip
+        lines.append(
+            f"| {g.generation} | {g.done} | {share} | {g.fallbacks} | {g.copied} | {g.sliced} | "
+            f"{g.padded} | {g.fresh} | {g.epochs_saved} | {format_count(g.images_saved)} "
+            f"({100 * g.saved_share:.0f}%) |"
+        )
     return lines
 
 
@@ -486,17 +565,26 @@ def _write_markdown(
     for s in summaries:
         macs = "-" if s.ticket_macs_mean is None else format_count(s.ticket_macs_mean)
         epoch = "-" if s.epoch_s_mean is None else f"{s.epoch_s_mean:.2f}"
-        lines.append(f"| {s.generation} | {s.done} | {s.failed} | {_pct(s.ticket_score_best)} | "
-                     f"{_pct(s.score_median)} | {macs} | {epoch} |")  # fmt: skip
+        lines.append(
+            f"| {s.generation} | {s.done} | {s.failed} | {_pct(s.ticket_score_best)} | "
+            f"{_pct(s.score_median)} | {macs} | {epoch} |"
+        )
     lines += _phase_lines(phases)
     lines += _inheritance_lines(records)
     front = pareto_front([p.macs for p in pts], [p.score for p in pts])
-    lines += ["", "## Pareto front (MACs)", "", "| trial | top-1 | MACs | params | ticket | genome |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Pareto front (MACs)",
+        "",
+        "| trial | top-1 | MACs | params | ticket | genome |",
+        "|---|---|---|---|---|---|",
+    ]
     for i in front:
         p = pts[i]
-        lines.append(f"| {p.trial_id} | {p.score:.2f}% | {format_count(p.macs)} | {format_count(p.params)} | "
-                     f"{'yes' if p.ticket else 'no'} | `{_cell(p.genome)}` |")  # fmt: skip
+        lines.append(
+            f"| {p.trial_id} | {p.score:.2f}% | {format_count(p.macs)} | {format_count(p.params)} | "
+            f"{'yes' if p.ticket else 'no'} | `{_cell(p.genome)}` |"
+        )
     lines += _retrain_lines(retrains, pts)
     lines += ["", "Figures: " + ", ".join(f"[{name}]({name})" for name in FIGURES), ""]
     return write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines)))

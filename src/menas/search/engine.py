@@ -248,15 +248,16 @@ class Search:
         self.close()
 
     def job(self, spec: TrialSpec) -> TrialJob:
-        cfg = self.cfg
+        """The trial's job, as its spec's recipe says (the strategy decided fine-tuning and inheritance)."""
+        cfg, recipe = self.cfg, spec.recipe
+        assert recipe is not None, f"trial {spec.trial_id}: a spec without its recipe"
         return TrialJob(
             trial_id=spec.trial_id,
             genome=spec.genome,
             data=cfg.data,
             train=dataclasses.replace(cfg.train, seed=cfg.seed + spec.trial_id),
             lottery=cfg.lottery if spec.use_tickets else None,
-            # MENAS' ablation fine-tunes its unpruned candidates as MENAS does, so tickets are the only difference
-            finetune_epochs=cfg.finetune_epochs if spec.use_tickets or self.strategy.finetunes else 0,
+            finetune_epochs=recipe["finetune_epochs"],
             workdir=str(self.folder.trial(spec.trial_id).path),
             seed=cfg.seed + spec.trial_id,
             device=cfg.device,
@@ -265,8 +266,8 @@ class Search:
         )
 
     def _inheritance(self, spec: TrialSpec) -> dict[str, Any]:
-        """The `TrialJob` fields of weight inheritance for a bred child of an inheriting search (else none)."""
-        if not (self.cfg.inherits and spec.origin is not None and spec.parents):
+        """The `TrialJob` fields of weight inheritance for a child whose recipe inherits (else none)."""
+        if not spec.recipe["inherit"]:
             return {}
         return {
             "inherit": self.cfg.inherit,
@@ -324,8 +325,11 @@ class Search:
         status = "interrupted" if interrupted else "failed"
         try:
             self.store.set_status(status)
-            self.store.log_event(f"search_{status}", error=f"{type(exc).__name__}: {exc}",
-                                 traceback=None if interrupted else format_traceback(exc))  # fmt: skip
+            self.store.log_event(
+                f"search_{status}",
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=None if interrupted else format_traceback(exc),
+            )
         except Exception:  # the store itself may be what failed: never hide the original error
             logger.exception("could not record that the run %s %s", self.run_dir, status)
 
@@ -344,8 +348,9 @@ class Search:
                 if self.budget_used():  # no new trial starts; those running finish and count
                     stopped = True
                     used = self.store.compute_used()
-                    self.store.log_event("compute_budget_used", images=used.images, trial_s=used.trial_s,
-                                         trials=used.trials)  # fmt: skip
+                    self.store.log_event(
+                        "compute_budget_used", images=used.images, trial_s=used.trial_s, trials=used.trials
+                    )
                     break
                 if not queue:
                     queue = self.strategy.ask()  # all it can propose now; [] while it waits for results
@@ -372,8 +377,7 @@ class Search:
             return result
         error = f"{type(result).__name__}: {result}"
         logger.warning("trial %d raised %s", spec.trial_id, error)
-        self.store.log_event("trial_exception", trial_id=spec.trial_id, error=error,
-                             traceback=format_traceback(result))  # fmt: skip
+        self.store.log_event("trial_exception", trial_id=spec.trial_id, error=error, traceback=format_traceback(result))
         return TrialRecord(trial_id=spec.trial_id, genome=spec.genome, status="failed", error=error)
 
     def _record(

@@ -114,8 +114,9 @@ class PoolExecutor(_Workers):
         for slot in range(workers):
             slots.put(slot)
         self.workers, self.threads, self.gpus = workers, threads, gpus
-        self._pool = futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                                 initargs=(slots, threads, gpus))  # fmt: skip
+        self._pool = futures.ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads, gpus)
+        )
         self._running = {}
         logger.info("pool of %d worker processes, %d threads each, %d GPUs", workers, threads, gpus)
 
@@ -178,8 +179,11 @@ class RayExecutor(_Workers):
     def wait(self) -> list[Finished]:
         ray = self._ray
         ready, _ = ray.wait(list(self._running), num_returns=1)
-        more, _ = ray.wait([r for r in self._running if r not in ready], num_returns=len(self._running) - 1,
-                           timeout=0) if len(self._running) > 1 else ([], [])  # fmt: skip
+        more, _ = (
+            ray.wait([r for r in self._running if r not in ready], num_returns=len(self._running) - 1, timeout=0)
+            if len(self._running) > 1
+            else ([], [])
+        )
         finished = []
         for ref in sorted([*ready, *more], key=lambda r: self._running[r].trial_id):
             spec = self._running.pop(ref)
@@ -211,16 +215,17 @@ def make_executor(
     cfg: ExecutorConfig, device: str, run: Callable[[Any, Any], Any], train_threads: int | None = None
 ) -> LocalExecutor | PoolExecutor | RayExecutor:
     """The executor a search config asks for (`run` is used by the local one only). A pool or Ray worker runs each
-    trial with `executor.threads` threads, or `train.threads` (`train_threads`) when only that is set: without it, a
-    pool of 2 workers on a 16-core machine gave each trial 8 threads, and with seven searches side by side there no
-    trial finished in 8 minutes (BENCHMARKS.md, "GPU checks", second loan)."""
+    trial with `executor.threads` threads, or `train.threads` (`train_threads`) when only that is set, so searches
+    side by side on a many-core host do not oversubscribe it (BENCHMARKS.md, "GPU checks")."""
     if cfg.kind == "local":
         return LocalExecutor(run)
     if cfg.threads is None and train_threads is not None:
         cfg = dataclasses.replace(cfg, threads=train_threads)
     if device.startswith("cuda:"):
-        raise UserError(f"device: got {device!r} with executor.kind {cfg.kind}, allowed: auto, cuda or cpu "
-                         "(each worker gets its own GPU)")  # fmt: skip
+        raise UserError(
+            f"device: got {device!r} with executor.kind {cfg.kind}, allowed: auto, cuda or cpu "
+            "(each worker gets its own GPU)"
+        )
     if cfg.kind == "ray":
         return RayExecutor(cfg)
     gpus = 0

@@ -1,4 +1,4 @@
-"""Individual weight sharing (issue 12): a bred child starts from its parents' trained weights.
+"""Individual weight sharing: a bred child starts from its parents' trained weights.
 
 The child's `Origin` (`menas.space.operators`) says which parent layer each child layer came from; this module maps
 the parents' tensors onto a freshly built child, tensor by tensor:
@@ -112,8 +112,16 @@ def inherit_plan(child: Genome, origin: Origin, parents: Sequence[MenasNet], imp
     kept input channels). Child modules absent from the plan stay freshly initialised."""
     channels = _Channels(parents, importance)
     back = origin.backbone
-    fixed = ("stem.conv", "stem.bn", "ds.dw.conv", "ds.dw.bn", "ds.se.conv_reduce", "ds.se.conv_expand",
-             "ds.project.conv", "ds.project.bn")  # fmt: skip
+    fixed = (
+        "stem.conv",
+        "stem.bn",
+        "ds.dw.conv",
+        "ds.dw.bn",
+        "ds.se.conv_reduce",
+        "ds.se.conv_expand",
+        "ds.project.conv",
+        "ds.project.bn",
+    )
     plan: Plan = {name: (back, name, None, None) for name in fixed}
     in_chs = child.layer_in_chs()
     for i, (stage, record) in enumerate(zip(child.stages, origin.stages, strict=True)):

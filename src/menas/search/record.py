@@ -7,7 +7,7 @@ and the report print. Adding a metric is one field here plus a migration in the 
 The fields come in three parts (`PART` in each field's metadata):
 
 - **spec**: what the strategy asked for (genome, generation, role, parents and their trial ids, tickets or not,
-  a bred child's gene origin);
+  a bred child's gene origin, the recipe it trains with);
 - **life**: its life cycle in the run (status, attempts, worker, error, timestamps);
 - **measured**: what the trial measured. Scores are search-val top-1 in percent, one per phase:
   `trained_score` (the candidate after its training epochs), `ticket_recalibrated_score` and
@@ -68,6 +68,7 @@ class TrialRecord:
     parent_ids: tuple[int, ...] = _spec(())  # the trials those parents are the final networks of
     use_tickets: bool = _spec(False)
     origin: dict[str, Any] | None = _spec(None, hash=False)  # noqa: RUF009 (a field()) a bred child's gene origin (`Origin.to_dict()`)
+    recipe: dict[str, Any] | None = _spec(None, hash=False)  # noqa: RUF009 (a field()) epochs, fine-tune epochs, inherit
     # -- life: the trial in the run
     status: str = _life("queued")
     attempts: int = _life(0)

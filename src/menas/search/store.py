@@ -117,10 +117,18 @@ _RETRAINS_TABLE = """CREATE TABLE retrains (
 #: Per-phase measurements (schema version 3) and weight sharing (4), added to the trials tables of older stores.
 _PHASE_ALTERS = tuple(
     f"ALTER TABLE trials ADD COLUMN {column}"
-    for column in ("finetuned_score REAL", "finetune_s REAL", "train_epoch_s TEXT NOT NULL DEFAULT '[]'",
-                   "finetune_epoch_s TEXT NOT NULL DEFAULT '[]'", "images_per_epoch INTEGER",
-                   "finetune_epochs INTEGER", "calib_images INTEGER", "eval_images INTEGER", "compute_images INTEGER")
-)  # fmt: skip
+    for column in (
+        "finetuned_score REAL",
+        "finetune_s REAL",
+        "train_epoch_s TEXT NOT NULL DEFAULT '[]'",
+        "finetune_epoch_s TEXT NOT NULL DEFAULT '[]'",
+        "images_per_epoch INTEGER",
+        "finetune_epochs INTEGER",
+        "calib_images INTEGER",
+        "eval_images INTEGER",
+        "compute_images INTEGER",
+    )
+)
 _INHERIT_ALTERS = ("ALTER TABLE trials ADD COLUMN origin TEXT", "ALTER TABLE trials ADD COLUMN inherited TEXT")
 #: Schema version 5, the one trial record (`menas.search.record`): the scores named for their phase, raw image
 #: counts named so, the weights path (relative to the run folder from then on), the parents' trial ids. Stores
@@ -136,6 +144,7 @@ _RECORD_RENAMES = {
 _RECORD_MIGRATION = (
     *(f"ALTER TABLE trials RENAME COLUMN {old} TO {new}" for old, new in _RECORD_RENAMES.items()),
     f"ALTER TABLE trials ADD COLUMN {column_sql('parent_ids')}",
+    f"ALTER TABLE trials ADD COLUMN {column_sql('recipe')}",
 )
 _SCHEMA = (*_SCHEMA, _RETRAINS_TABLE)
 #: Statements that take a store from version N to N + 1.
@@ -213,7 +222,6 @@ class RetrainRecord:
     device: str | None
     teacher: str | None
     out: str
-
 
 
 @dataclass(frozen=True)
@@ -342,8 +350,10 @@ def _publish(tmp: Path, target: Path) -> None:
         try:
             os.link(tmp, target)
         except FileExistsError:
-            raise FileExistsError(f"{target} already exists (created by another process just now): resume that run "
-                                  "or choose another run name") from None  # fmt: skip
+            raise FileExistsError(
+                f"{target} already exists (created by another process just now): resume that run "
+                "or choose another run name"
+            ) from None
         except OSError:  # no hard links here (some network and FUSE filesystems)
             if target.exists():
                 raise FileExistsError(f"{target} already exists: resume that run or choose another run name") from None
@@ -549,9 +559,13 @@ class Store:
     def mark_running(self, trial_id: int, worker: str | None = None) -> None:
         """A queued trial starts (on `worker`, free text, when the caller knows it); counts the attempt. The trial's
         own "host:pid" replaces the label when it finishes."""
-        self._update(trial_id, ("queued",), "mark_running",
-                     "status = 'running', started_at = ?, worker = ?, attempts = attempts + 1",
-                     (time.time(), worker))  # fmt: skip
+        self._update(
+            trial_id,
+            ("queued",),
+            "mark_running",
+            "status = 'running', started_at = ?, worker = ?, attempts = attempts + 1",
+            (time.time(), worker),
+        )
 
     def record_result(self, result: TrialRecord) -> None:
         """Records a queued or running trial as done or failed with what it measured (`result`, as `run_trial`
@@ -572,9 +586,13 @@ class Store:
         row = self._conn.execute("SELECT genome FROM trials WHERE trial_id = ?", (result.trial_id,)).fetchone()
         if row is not None and row[0] != result.genome:
             raise ValueError(f"record_result: trial {result.trial_id} is {row[0]}, not {result.genome}")
-        self._update(result.trial_id, IN_FLIGHT, "record_result",
-                     f"status = '{result.status}', finished_at = ?, {columns}",
-                     (time.time(), *values.values()))  # fmt: skip
+        self._update(
+            result.trial_id,
+            IN_FLIGHT,
+            "record_result",
+            f"status = '{result.status}', finished_at = ?, {columns}",
+            (time.time(), *values.values()),
+        )
 
     def finish_trial(self, trial_id: int, **measured: Any) -> None:
         """Records a trial as done with the measured fields of `TrialRecord` given by name (`record_result`)."""
@@ -607,8 +625,9 @@ class Store:
                 if row is None or row[0] not in IN_FLIGHT:
                     found = "unknown" if row is None else row[0]
                     raise ValueError(f"requeue: trial {tid} is {found}, allowed: queued or running trials")
-                conn.execute("UPDATE trials SET status = 'queued', started_at = NULL, worker = NULL "
-                             "WHERE trial_id = ?", (tid,))  # fmt: skip
+                conn.execute(
+                    "UPDATE trials SET status = 'queued', started_at = NULL, worker = NULL WHERE trial_id = ?", (tid,)
+                )
         return sorted(ids)
 
     def add_retrain(self, **fields: Any) -> int:
@@ -617,12 +636,24 @@ class Store:
         names = [f for f in RetrainRecord.__dataclass_fields__ if f not in ("id", "time")]
         unknown = sorted(set(fields) - set(names))
         check(not unknown, "add_retrain", unknown, ", ".join(names))
-        check(isinstance(fields.get("genome"), str) and fields["genome"] != "", "add_retrain genome",
-               fields.get("genome"), "genome strings")  # fmt: skip
+        check(
+            isinstance(fields.get("genome"), str) and fields["genome"] != "",
+            "add_retrain genome",
+            fields.get("genome"),
+            "genome strings",
+        )
         check(fields.get("kept") in ("raw", "ema"), "add_retrain kept", fields.get("kept"), "raw, ema")
         check(isinstance(fields.get("config"), dict), "add_retrain config", fields.get("config"), "a mapping")
-        for name in ("test_top1", "test_top5", "test_loss", "ema_top1", "ema_top5", "ema_loss", "wall_s",
-                     "images_per_s"):  # fmt: skip
+        for name in (
+            "test_top1",
+            "test_top5",
+            "test_loss",
+            "ema_top1",
+            "ema_top5",
+            "ema_loss",
+            "wall_s",
+            "images_per_s",
+        ):
             fields[name] = _opt_real(f"add_retrain {name}", fields.get(name))
         for name in ("trial_id", "epochs", "macs", "params"):
             _opt_int(f"add_retrain {name}", fields.get(name))
@@ -739,26 +770,35 @@ class Store:
             done = [r for r in records if r.status == "done"]
             tickets = [r for r in done if r.replaced]
             epoch_s = [statistics.fmean(r.train_epoch_s) for r in done if r.train_epoch_s]
-            out.append(GenerationPhases(
-                generation=gen, done=len(done), params=_spread([r.params for r in done]),
-                macs=_spread([r.macs for r in done]), train_epoch_s=_spread(epoch_s),
-                ticket_params=_spread([r.ticket_params for r in tickets]),
-                ticket_macs=_spread([r.ticket_macs for r in tickets]),
-                replaced_share=len(tickets) / len(done) if done else None,
-                final_score_best=max((r.final_score for r in done), default=None),
-                compute_images=round(sum(r.budget_images or 0 for r in records if not r.in_flight)),
-            ))  # fmt: skip
+            out.append(
+                GenerationPhases(
+                    generation=gen,
+                    done=len(done),
+                    params=_spread([r.params for r in done]),
+                    macs=_spread([r.macs for r in done]),
+                    train_epoch_s=_spread(epoch_s),
+                    ticket_params=_spread([r.ticket_params for r in tickets]),
+                    ticket_macs=_spread([r.ticket_macs for r in tickets]),
+                    replaced_share=len(tickets) / len(done) if done else None,
+                    final_score_best=max((r.final_score for r in done), default=None),
+                    compute_images=round(sum(r.budget_images or 0 for r in records if not r.in_flight)),
+                )
+            )
         return out
 
     def compute_used(self) -> ComputeUsed:
         """The compute of every finished trial so far (what `compute` budgets count; a resumed run keeps it):
         training-image equivalents (`FORWARD_IMAGES_PER_TRAINING_IMAGE`) and trial seconds."""
-        query = ("SELECT COALESCE(SUM({}), 0), COALESCE(SUM(finished_at - started_at), 0.0), COUNT(*) "
-                 "FROM trials WHERE status IN ('done', 'failed')")  # fmt: skip
+        query = (
+            "SELECT COALESCE(SUM({}), 0), COALESCE(SUM(finished_at - started_at), 0.0), COUNT(*) "
+            "FROM trials WHERE status IN ('done', 'failed')"
+        )
         # weighted here from the stored raw counts (not stored weighted), so every store and resume counts alike
         trained = "images" if self._version < 5 else "train_images"
-        weighted = (f"COALESCE({trained}, 0) + (COALESCE(calib_images, 0) + COALESCE(eval_images, 0)) / "
-                    f"{float(FORWARD_IMAGES_PER_TRAINING_IMAGE)}")  # fmt: skip
+        weighted = (
+            f"COALESCE({trained}, 0) + (COALESCE(calib_images, 0) + COALESCE(eval_images, 0)) / "
+            f"{float(FORWARD_IMAGES_PER_TRAINING_IMAGE)}"
+        )
         if self._version < 3:  # no calibration or scoring counts yet: training images only
             weighted = trained
         row = self._conn.execute(query.format(weighted)).fetchone()

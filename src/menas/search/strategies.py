@@ -72,6 +72,32 @@ class SearchExhausted(MenasError):
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How the strategy's trials train, from the config: the strategy decides each trial's recipe from it
+    (`for_trial`), so the search builds jobs from specs and never re-derives a decision.
+
+    Attributes:
+        epochs: training epochs of a candidate from scratch (`train.epochs`).
+        finetune_epochs: fine-tune epochs of a trial that fine-tunes (`finetune_epochs`).
+        inherit: whether bred children start from their parents' weights (`inherit.enabled`).
+        inherit_epochs: training epochs of an inheriting child (`inherit.epochs`; None: `epochs`).
+    """
+
+    epochs: int = 1
+    finetune_epochs: int = 0
+    inherit: bool = False
+    inherit_epochs: int | None = None
+
+    def for_trial(self, bred: bool, finetunes: bool) -> dict[str, Any]:
+        """A trial's recipe as plain data: {"epochs", "finetune_epochs", "inherit"}. A bred child (one with a gene
+        origin) inherits when inheritance is on; a trial fine-tunes when its strategy fine-tunes every candidate or
+        it searches tickets."""
+        inherit = self.inherit and bred
+        epochs = self.inherit_epochs if inherit and self.inherit_epochs is not None else self.epochs
+        return {"epochs": epochs, "finetune_epochs": self.finetune_epochs if finetunes else 0, "inherit": inherit}
+
+
+@dataclass(frozen=True)
 class TrialSpec:
     """A proposal from `ask()`: evaluate `genome` as trial `trial_id`.
 
@@ -83,6 +109,8 @@ class TrialSpec:
         role: how the genome was made (`ROLE_SAMPLE`, `ROLE_CROSSOVER`, `ROLE_MUTATION`, `ROLE_FILL`).
         parents: genome strings of the parents (tickets when tickets are on); empty for samples.
         parent_ids: the trials whose final networks the parents are, in the order of `parents`.
+        recipe: how the trial trains (`Recipe.for_trial`): training epochs, fine-tune epochs, whether it starts
+            from its parents' weights. The search builds the trial's job from it.
         use_tickets: whether the trial should search lottery tickets after training.
         origin: where each gene of a bred child came from (`menas.space.operators.Origin.to_dict()`, its parent k being
             `parents[k]`), which weight inheritance reads; None for samples and strategies that keep no origins.
@@ -96,25 +124,40 @@ class TrialSpec:
     use_tickets: bool = False
     origin: dict[str, Any] | None = field(default=None, hash=False)  # a dict: not hashed, compared
     parent_ids: tuple[int, ...] = ()
+    recipe: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         check(is_int(self.trial_id) and self.trial_id >= 0, "TrialSpec.trial_id", self.trial_id, "integers >= 0")
         check(isinstance(self.genome, str) and self.genome != "", "TrialSpec.genome", self.genome, "a genome string")
-        check(is_int(self.generation) and self.generation >= 0, "TrialSpec.generation", self.generation,
-              "integers >= 0")  # fmt: skip
+        check(
+            is_int(self.generation) and self.generation >= 0, "TrialSpec.generation", self.generation, "integers >= 0"
+        )
         check(isinstance(self.role, str) and self.role != "", "TrialSpec.role", self.role, "a non-empty string")
         parents = tuple(self.parents) if isinstance(self.parents, list | tuple) else self.parents
-        check(isinstance(parents, tuple) and all(isinstance(p, str) for p in parents), "TrialSpec.parents",
-              self.parents, "a sequence of genome strings")  # fmt: skip
+        check(
+            isinstance(parents, tuple) and all(isinstance(p, str) for p in parents),
+            "TrialSpec.parents",
+            self.parents,
+            "a sequence of genome strings",
+        )
         object.__setattr__(self, "parents", parents)
         parent_ids = tuple(self.parent_ids) if isinstance(self.parent_ids, list | tuple) else self.parent_ids
-        check(isinstance(parent_ids, tuple) and all(is_int(i) and i >= 0 for i in parent_ids)
-              and len(parent_ids) in (0, len(parents)), "TrialSpec.parent_ids", self.parent_ids,
-              "trial ids, one per parent")  # fmt: skip
+        check(
+            isinstance(parent_ids, tuple)
+            and all(is_int(i) and i >= 0 for i in parent_ids)
+            and len(parent_ids) in (0, len(parents)),
+            "TrialSpec.parent_ids",
+            self.parent_ids,
+            "trial ids, one per parent",
+        )
         object.__setattr__(self, "parent_ids", parent_ids)
         check(isinstance(self.use_tickets, bool), "TrialSpec.use_tickets", self.use_tickets, "true or false")
-        check(self.origin is None or isinstance(self.origin, dict), "TrialSpec.origin", self.origin,
-              "None or a mapping (Origin.to_dict())")  # fmt: skip
+        check(
+            self.origin is None or isinstance(self.origin, dict),
+            "TrialSpec.origin",
+            self.origin,
+            "None or a mapping (Origin.to_dict())",
+        )
 
     @classmethod
     def from_record(cls, record: Any) -> TrialSpec:
@@ -128,6 +171,7 @@ class TrialSpec:
             use_tickets=bool(record.use_tickets),
             origin=getattr(record, "origin", None),
             parent_ids=tuple(getattr(record, "parent_ids", ())),
+            recipe=getattr(record, "recipe", None),
         )
 
 
@@ -157,13 +201,15 @@ class TrialOutcome:
     ticket: str | None = None
 
     def __post_init__(self) -> None:
-        check(is_int(self.trial_id) and self.trial_id >= 0, "TrialOutcome.trial_id", self.trial_id,
-              "integers >= 0")  # fmt: skip
-        check(isinstance(self.genome, str) and self.genome != "", "TrialOutcome.genome", self.genome,
-              "a genome string")  # fmt: skip
+        check(is_int(self.trial_id) and self.trial_id >= 0, "TrialOutcome.trial_id", self.trial_id, "integers >= 0")
+        check(isinstance(self.genome, str) and self.genome != "", "TrialOutcome.genome", self.genome, "a genome string")
         check(self.status in STATUSES, "TrialOutcome.status", self.status, ", ".join(STATUSES))
-        check(self.ticket is None or (isinstance(self.ticket, str) and self.ticket != ""), "TrialOutcome.ticket",
-              self.ticket, "a genome string or None")  # fmt: skip
+        check(
+            self.ticket is None or (isinstance(self.ticket, str) and self.ticket != ""),
+            "TrialOutcome.ticket",
+            self.ticket,
+            "a genome string or None",
+        )
         if self.status != "done":
             return
         check(is_real(self.score), "TrialOutcome.score", self.score, "a finite number when status is done")
@@ -197,8 +243,15 @@ class TrialOutcome:
             return None
         if record.status == "failed":
             return cls(trial_id=record.trial_id, genome=record.genome, status="failed")
-        return cls(record.trial_id, record.genome, "done", record.final_score, record.final_macs,
-                   record.final_params, record.ticket)  # fmt: skip
+        return cls(
+            record.trial_id,
+            record.genome,
+            "done",
+            record.final_score,
+            record.final_macs,
+            record.final_params,
+            record.ticket,
+        )
 
 
 # --------------------------------------------------------------------------------------------- base
@@ -218,7 +271,9 @@ class Strategy:
     #: The subclass's own settings (constructor arguments kept as attributes of the same name) for `settings()`.
     setting_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, space: SearchSpace, budget: Budget | None, seed: int, use_tickets: bool) -> None:
+    def __init__(
+        self, space: SearchSpace, budget: Budget | None, seed: int, use_tickets: bool, recipe: Recipe | None = None
+    ) -> None:
         check(isinstance(space, SearchSpace), "space", type(space).__name__, "a SearchSpace")
         check(budget is None or isinstance(budget, Budget), "budget", type(budget).__name__, "a Budget or None")
         check(is_int(seed), "seed", seed, "integers")
@@ -234,6 +289,8 @@ class Strategy:
         self.budget = budget
         self.seed = seed
         self.use_tickets = use_tickets
+        self.recipe = Recipe() if recipe is None else recipe
+        check(isinstance(self.recipe, Recipe), "recipe", type(self.recipe).__name__, "a Recipe or None")
         self._rng = random.Random(seed)
         self._specs: list[TrialSpec] = []  # handed out by ask(); index == trial_id
         self._queue: deque[TrialSpec] = deque()  # proposed, not yet handed out
@@ -268,8 +325,12 @@ class Strategy:
             SearchExhausted: no new genome could be found (raised by the call that would return nothing else;
                 the specs already made in a call are always returned).
         """
-        check(max_trials is None or (is_int(max_trials) and max_trials >= 0), "ask max_trials", max_trials,
-              "None or integers >= 0")  # fmt: skip
+        check(
+            max_trials is None or (is_int(max_trials) and max_trials >= 0),
+            "ask max_trials",
+            max_trials,
+            "None or integers >= 0",
+        )
         remaining = self.total_trials - len(self._specs)
         count = remaining if max_trials is None else min(max_trials, remaining)
         out: list[TrialSpec] = []
@@ -371,8 +432,10 @@ class Strategy:
         pairs = sorted((self._as_pair(item) for item in history), key=lambda pair: pair[0].trial_id)
         for expected, (spec, outcome) in enumerate(pairs):
             if spec.trial_id != expected:
-                raise UserError(f"replay: trial ids must be 0..{len(pairs) - 1} without gaps, found {spec.trial_id} "
-                                 f"where {expected} was expected")  # fmt: skip
+                raise UserError(
+                    f"replay: trial ids must be 0..{len(pairs) - 1} without gaps, found {spec.trial_id} "
+                    f"where {expected} was expected"
+                )
             proposed = self.ask(1)
             if not proposed:
                 raise UserError(
@@ -383,6 +446,8 @@ class Strategy:
                 spec = dataclasses.replace(spec, origin=proposed[0].origin)
             if not spec.parent_ids and proposed[0].parent_ids:  # recorded before parents' ids were (schema 5)
                 spec = dataclasses.replace(spec, parent_ids=proposed[0].parent_ids)
+            if spec.recipe is None:  # recorded before recipes were (schema 5): the config's, as then
+                spec = dataclasses.replace(spec, recipe=proposed[0].recipe)
             if proposed[0] != spec:
                 raise UserError(
                     f"replay: trial {expected} differs from the record ({_spec_diff(spec, proposed[0])}): the run used "
@@ -397,8 +462,12 @@ class Strategy:
         if isinstance(item, tuple) and len(item) == 2:
             spec, outcome = item
             spec = spec if isinstance(spec, TrialSpec) else TrialSpec.from_record(spec)
-            check(outcome is None or isinstance(outcome, TrialOutcome), "replay outcome", type(outcome).__name__,
-                  "TrialOutcome or None")  # fmt: skip
+            check(
+                outcome is None or isinstance(outcome, TrialOutcome),
+                "replay outcome",
+                type(outcome).__name__,
+                "TrialOutcome or None",
+            )
             return spec, outcome
         return TrialSpec.from_record(item), TrialOutcome.from_record(item)
 
@@ -421,7 +490,10 @@ class Strategy:
         trial_id = len(self._specs) + len(self._queue)
         recorded = None if origin is None else origin.to_dict()
         genomes, ids = tuple(p.final_genome for p in parents), tuple(p.trial_id for p in parents)
-        self._queue.append(TrialSpec(trial_id, genome, generation, role, genomes, self.use_tickets, recorded, ids))
+        recipe = self.recipe.for_trial(bred=origin is not None, finetunes=self.use_tickets or self.finetunes)
+        self._queue.append(
+            TrialSpec(trial_id, genome, generation, role, genomes, self.use_tickets, recorded, ids, recipe)
+        )
         self._seen.add(genome)
 
     def _fresh(self, count: int, taboo: set[str]) -> list[str]:
@@ -449,7 +521,7 @@ class Strategy:
 def _spec_diff(recorded: TrialSpec, proposed: TrialSpec) -> str:
     """The fields where two specs differ, values shortened: 'genome: recorded '...' proposed '...''."""
     parts = []
-    for name in ("genome", "generation", "role", "parents", "parent_ids", "use_tickets", "origin"):
+    for name in ("genome", "generation", "role", "parents", "parent_ids", "use_tickets", "origin", "recipe"):
         a, b = getattr(recorded, name), getattr(proposed, name)
         if a != b:
             parts.append(f"{name}: recorded {str(a)[:60]!r}, proposed {str(b)[:60]!r}")
@@ -514,15 +586,20 @@ class MENAS(Strategy):
         mutation_prob: float = MUTATION_PROB,
         crossover_share: float = 0.5,
         use_tickets: bool = True,
+        recipe: Recipe | None = None,
     ) -> None:
         check(is_int(population) and population >= 1, "population", population, "integers >= 1")
         check(is_int(generations) and generations >= 1, "generations", generations, "integers >= 1")
         check(is_real(keep_largest) and 0 <= keep_largest < 1, "keep_largest", keep_largest, "0 <= share < 1")
         check_mutation_prob(mutation_prob, "mutation_prob")
-        check(is_real(crossover_share) and 0 <= crossover_share <= 1, "crossover_share", crossover_share,
-              "0 <= share <= 1")  # fmt: skip
+        check(
+            is_real(crossover_share) and 0 <= crossover_share <= 1,
+            "crossover_share",
+            crossover_share,
+            "0 <= share <= 1",
+        )
         self.num_parents = _resolve_count("parents", parents, population)
-        super().__init__(space, budget, seed, use_tickets)
+        super().__init__(space, budget, seed, use_tickets, recipe)
         self.population = population
         self.generations = generations
         self.parents = parents
@@ -542,8 +619,12 @@ class MENAS(Strategy):
 
     def parent_pool(self, generation: int) -> tuple[str, ...]:
         """The (ticket) genome strings generation `generation` was bred from, best first; () for generation 0."""
-        check(is_int(generation) and 0 <= generation <= self.generation, "generation", generation,
-              f"0..{self.generation} (generations proposed so far)")  # fmt: skip
+        check(
+            is_int(generation) and 0 <= generation <= self.generation,
+            "generation",
+            generation,
+            f"0..{self.generation} (generations proposed so far)",
+        )
         return self._pools[generation]
 
     def select_parents(self) -> list[TrialOutcome]:
@@ -603,8 +684,9 @@ class MENAS(Strategy):
                 else:
                     k = self._rng.randrange(len(pool))
                     try:
-                        child, origin = mutate_traced(self._parse(pool[k]), self.space, self._rng, self.mutation_prob,
-                                                      self.budget)  # fmt: skip
+                        child, origin = mutate_traced(
+                            self._parse(pool[k]), self.space, self._rng, self.mutation_prob, self.budget
+                        )
                     except BudgetError:
                         continue
                     add(child, ROLE_MUTATION, (parents[k],), origin)
@@ -648,10 +730,11 @@ class RandomSearch(Strategy):
         trials: int = 200,
         batch: int | None = None,
         use_tickets: bool = False,
+        recipe: Recipe | None = None,
     ) -> None:
         check(is_int(trials) and trials >= 1, "trials", trials, "integers >= 1")
         check(batch is None or (is_int(batch) and batch >= 1), "batch", batch, "None or integers >= 1")
-        super().__init__(space, budget, seed, use_tickets)
+        super().__init__(space, budget, seed, use_tickets, recipe)
         self.trials = trials
         self.batch = batch
 
@@ -706,14 +789,19 @@ class RegularizedEvolution(Strategy):
         mutation_prob: float = MUTATION_PROB,
         parallel: int = 1,
         use_tickets: bool = False,
+        recipe: Recipe | None = None,
     ) -> None:
         check(is_int(population) and population >= 1, "population", population, "integers >= 1")
-        check(is_int(sample_size) and 1 <= sample_size <= population, "sample_size", sample_size,
-              f"integers 1..population ({population})")  # fmt: skip
+        check(
+            is_int(sample_size) and 1 <= sample_size <= population,
+            "sample_size",
+            sample_size,
+            f"integers 1..population ({population})",
+        )
         check(is_int(cycles) and cycles >= 0, "cycles", cycles, "integers >= 0")
         check_mutation_prob(mutation_prob, "mutation_prob")
         check(is_int(parallel) and parallel >= 1, "parallel", parallel, "integers >= 1")
-        super().__init__(space, budget, seed, use_tickets)
+        super().__init__(space, budget, seed, use_tickets, recipe)
         self.population = population
         self.sample_size = sample_size
         self.cycles = cycles
@@ -757,8 +845,7 @@ class RegularizedEvolution(Strategy):
             contenders = self._rng.sample(members, min(self.sample_size, len(members)))
             winner = min(contenders, key=rank_key)
             try:
-                child = mutate(self._parse(winner.final_genome), self.space, self._rng, self.mutation_prob,
-                               self.budget)  # fmt: skip
+                child = mutate(self._parse(winner.final_genome), self.space, self._rng, self.mutation_prob, self.budget)
             except BudgetError:
                 continue
             text = child.to_str()
@@ -794,9 +881,24 @@ def compute_budget_used(cfg: SearchConfig, used: Any) -> bool:
 
 def _menas(cfg: SearchConfig, space: SearchSpace, budget: Budget | None, use_tickets: bool = True) -> Strategy:
     s = cfg.strategy
-    return MENAS(space, budget, cfg.seed, population=s.population, generations=s.generations, parents=s.parents,
-                 keep_largest=s.keep_largest, mutation_prob=s.mutation_prob, crossover_share=s.crossover_share,
-                 use_tickets=use_tickets)  # fmt: skip
+    return MENAS(
+        space,
+        budget,
+        cfg.seed,
+        population=s.population,
+        generations=s.generations,
+        parents=s.parents,
+        keep_largest=s.keep_largest,
+        mutation_prob=s.mutation_prob,
+        crossover_share=s.crossover_share,
+        use_tickets=use_tickets,
+        recipe=recipe_of(cfg),
+    )
+
+
+def recipe_of(cfg: SearchConfig) -> Recipe:
+    """The strategy's `Recipe` from a search config."""
+    return Recipe(cfg.train.epochs, cfg.finetune_epochs, cfg.inherits, cfg.inherit.epochs)
 
 
 def _menas_no_tickets(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> Strategy:
@@ -804,7 +906,9 @@ def _menas_no_tickets(cfg: SearchConfig, space: SearchSpace, budget: Budget | No
 
 
 def _random(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> Strategy:
-    return RandomSearch(space, budget, cfg.seed, trials=cfg.strategy.trials, batch=cfg.strategy.population)
+    return RandomSearch(
+        space, budget, cfg.seed, trials=cfg.strategy.trials, batch=cfg.strategy.population, recipe=recipe_of(cfg)
+    )
 
 
 def _evolution(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> Strategy:
@@ -812,17 +916,23 @@ def _evolution(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> 
     # exactly as the original did, whatever machine it resumes on); 1 otherwise (the sequential algorithm)
     s, ex = cfg.strategy, cfg.executor
     parallel = ex.workers if ex.kind != "local" and ex.workers else 1
-    return RegularizedEvolution(space, budget, cfg.seed, population=s.population, sample_size=s.sample_size,
-                                cycles=s.cycles, mutation_prob=s.mutation_prob, parallel=parallel)  # fmt: skip
+    return RegularizedEvolution(
+        space,
+        budget,
+        cfg.seed,
+        population=s.population,
+        sample_size=s.sample_size,
+        cycles=s.cycles,
+        mutation_prob=s.mutation_prob,
+        parallel=parallel,
+        recipe=recipe_of(cfg),
+    )
 
 
 #: The config's strategy names (`strategy.name`, see `menas.config.StrategyName`) and how each is built.
 STRATEGIES: dict[str, Callable[[SearchConfig, SearchSpace, Budget | None], Strategy]] = {
     "menas": _menas,
     "menas-no-tickets": _menas_no_tickets,
-    # MENAS whose bred children start from their parents' weights (`SearchConfig.inherits`): the strategy breeds
-    # exactly as "menas" (origins are recorded either way); the search hands the parents' weights to the trials
-    "menas-inherit": _menas,
     "random": _random,
     "evolution": _evolution,
 }
@@ -850,6 +960,7 @@ __all__ = [
     "STATUSES",
     "STRATEGIES",
     "RandomSearch",
+    "Recipe",
     "RegularizedEvolution",
     "SearchExhausted",
     "Strategy",
@@ -859,4 +970,5 @@ __all__ = [
     "compute_limits",
     "make_strategy",
     "rank_key",
+    "recipe_of",
 ]

@@ -66,6 +66,7 @@ class TrialJob:
 
 _DATA_CACHE: dict[str, SearchData] = {}
 
+
 def load_data(cfg: DataConfig, device: torch.device) -> SearchData:
     """The trial's loaders, read once per process and configuration (small datasets stay on the device)."""
     key = json.dumps({"data": to_dict(cfg), "device": str(device)}, sort_keys=True)
@@ -92,8 +93,9 @@ def run_trial(job: TrialJob, on_epoch: Callable[[str, Any], None] | None = None)
         _run(job, genome, data, workdir, measured, on_epoch)
     except TrialFailed as exc:
         status, error = "failed", str(exc)
-    return TrialRecord(trial_id=job.trial_id, genome=job.genome, status=status, error=error, worker=_worker(),
-                       **measured)  # fmt: skip
+    return TrialRecord(
+        trial_id=job.trial_id, genome=job.genome, status=status, error=error, worker=_worker(), **measured
+    )
 
 
 def _run(
@@ -124,9 +126,13 @@ def _run(
         if found.chosen is not None:
             final_model, final_genome = found.ticket_model, found.ticket_genome
             ticket_cost = count_cost(final_genome, data.input_size, data.in_chans, data.num_classes)
-            measured.update(ticket=final_genome.to_str(), ticket_macs=ticket_cost.macs,
-                            ticket_params=ticket_cost.params, ticket_recalibrated_score=found.ticket_score,
-                            ticket_finetuned_score=found.ticket_score)  # fmt: skip
+            measured.update(
+                ticket=final_genome.to_str(),
+                ticket_macs=ticket_cost.macs,
+                ticket_params=ticket_cost.params,
+                ticket_recalibrated_score=found.ticket_score,
+                ticket_finetuned_score=found.ticket_score,
+            )
     if job.finetune_epochs > 0:
         _finetune(final_model, job, data, workdir, measured, progress("finetune"), owner)
     if job.lottery is not None:  # every proposal's cost and score beside the candidate's (the report's Fig. 4c)
@@ -141,8 +147,13 @@ def _run(
     save_weights(final_model, final_genome, path)
     # beside the weights, as `menas train` does: the folder is a checkpoint folder, and export/evaluate know the
     # data config and the normalisation the network was trained with
-    record = {"genome": final_genome.to_str(), "trial_id": job.trial_id, "data": to_dict(job.data),
-              "train": to_dict(train_cfg or job.train), "preprocessing": preprocessing(data)}  # fmt: skip
+    record = {
+        "genome": final_genome.to_str(),
+        "trial_id": job.trial_id,
+        "data": to_dict(job.data),
+        "train": to_dict(train_cfg or job.train),
+        "preprocessing": preprocessing(data),
+    }
     write_json(workdir / RUN_FILE, record)
     measured["weights"] = str(path)
 
@@ -163,8 +174,15 @@ def _finetune(
     if scale is None:
         scale = job.lottery.finetune_lr_scale if job.lottery is not None else 1.0
     ft_cfg = job.train.finetune(job.finetune_epochs, data.train.batch_size, scale)
-    history = train(model, data.train, data.val, ft_cfg, checkpoint_path=workdir / FINETUNE_CHECKPOINT,
-                    progress=progress, owner=owner)  # fmt: skip
+    history = train(
+        model,
+        data.train,
+        data.val,
+        ft_cfg,
+        checkpoint_path=workdir / FINETUNE_CHECKPOINT,
+        progress=progress,
+        owner=owner,
+    )
     measured["finetune_s"] = time.perf_counter() - tic
     _account(measured, history, data)
     measured["finetune_epoch_s"] = [e.train_seconds for e in history.epochs]
@@ -212,8 +230,15 @@ def _train_candidate(
         _add(measured, "eval_images", data.val.num_samples)
         measured["train_s"] = time.perf_counter() - tic
         return
-    history = train(model, data.train, data.val, train_cfg, checkpoint_path=workdir / TRAIN_CHECKPOINT,
-                    progress=progress, owner=owner)  # fmt: skip
+    history = train(
+        model,
+        data.train,
+        data.val,
+        train_cfg,
+        checkpoint_path=workdir / TRAIN_CHECKPOINT,
+        progress=progress,
+        owner=owner,
+    )
     measured["train_s"] = time.perf_counter() - tic
     _account(measured, history, data)
     measured["train_epoch_s"] = [e.train_seconds for e in history.epochs]
@@ -239,11 +264,19 @@ def _inherit(job: TrialJob, genome: Genome, data: SearchData, workdir: Path) -> 
     else:
         calib = calibration_batches(data.train, job.inherit_calib_batches, epoch=0)
         found = inherit_from_files(
-            genome, Origin.from_dict(job.origin), job.parent_weights,
-            [Genome.from_str(g) for g in job.parent_genomes], data.num_classes, data.in_chans, job.seed,
-            importance=job.inherit.importance, shrink=job.inherit.shrink, perturb=job.inherit.perturb,
-            calib_batches=calib, channels_last=job.train.channels_last,
-        )  # fmt: skip
+            genome,
+            Origin.from_dict(job.origin),
+            job.parent_weights,
+            [Genome.from_str(g) for g in job.parent_genomes],
+            data.num_classes,
+            data.in_chans,
+            job.seed,
+            importance=job.inherit.importance,
+            shrink=job.inherit.shrink,
+            perturb=job.inherit.perturb,
+            calib_batches=calib,
+            channels_last=job.train.channels_last,
+        )
         reason = found.fallback
     inherited = found is not None and found.model is not None
     record = {

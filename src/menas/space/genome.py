@@ -1,13 +1,12 @@
-"""Search spaces and genomes: the architecture as data.
+"""Genomes: the architecture as data.
 
 A `Genome` is an immutable, fully concrete description of one network of the MobileNetV3 family (stem,
 first depthwise-separable block, stages of inverted residual layers, head). It stores the channel counts the
 builder needs (expanded `mid_chs`, stage `out_chs`), so pruned genomes need no extra genes. Its canonical string
 (`to_str`) is its identity: database key, dedup key, log line. `from_str(to_str(g)) == g` always holds.
 
-A `SearchSpace` is data too: per stage the allowed depths, width multipliers, strides, expansion ratios,
-kernels, SE choices and activations, plus the fixed stem and head. Presets `mobilenet3-mt` (the paper's space)
-and `mobilenet3-ws` (once-for-all's) are defined here and can be dumped to / loaded from YAML.
+Also the value checks and mapping helpers that `menas.space.spaces` (the search spaces, data too) shares, and
+`REFERENCE_GENOMES`: timm's MobileNetV3-Large and -Small as genomes.
 
 This module never imports torch.
 """
@@ -414,5 +413,3 @@ def parse_genome_arg(text: str) -> Genome:
         content = path.read_text()
         return Genome.from_json(content) if content.lstrip().startswith("{") else Genome.from_str(content)
     return Genome.from_str(text)
-
-

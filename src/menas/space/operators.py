@@ -393,9 +393,13 @@ def repair_traced(
 
 
 def _repair(
-    genome: Genome, space: SearchSpace, rng: random.Random, budget: Budget, sources: list[list] | None,
+    genome: Genome,
+    space: SearchSpace,
+    rng: random.Random,
+    budget: Budget,
+    sources: list[list] | None,
     max_steps: int = 200,
-) -> Genome | None:  # fmt: skip
+) -> Genome | None:
     for _ in range(max_steps):
         cost = budget.cost(genome)
         if budget.admits(cost):
@@ -447,8 +451,12 @@ class StageOrigin:
     layers: tuple[LayerOrigin | None, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"depth": self.depth, "out": self.out, "stride": self.stride,
-                "layers": [None if x is None else x.to_dict() for x in self.layers]}  # fmt: skip
+        return {
+            "depth": self.depth,
+            "out": self.out,
+            "stride": self.stride,
+            "layers": [None if x is None else x.to_dict() for x in self.layers],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageOrigin:

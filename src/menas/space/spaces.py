@@ -89,11 +89,19 @@ class SearchSpace:
         check(isinstance(self.stages, tuple) and len(self.stages) >= 1, "space.stages", self.stages, ">= 1 stage")
         for i, stage in enumerate(self.stages):
             stage.validate(f"space.stages[{i}]")
-        check(isinstance(self.max_downsamples, int) and self.max_downsamples >= 0, "space.max_downsamples",
-              self.max_downsamples, "integers >= 0")  # fmt: skip
+        check(
+            isinstance(self.max_downsamples, int) and self.max_downsamples >= 0,
+            "space.max_downsamples",
+            self.max_downsamples,
+            "integers >= 0",
+        )
         forced = sum(1 for s in self.stages if s.strides == (2,))
-        check(forced <= self.max_downsamples, "space.max_downsamples", self.max_downsamples,
-              f">= {forced} (stages whose only stride is 2)")  # fmt: skip
+        check(
+            forced <= self.max_downsamples,
+            "space.max_downsamples",
+            self.max_downsamples,
+            f">= {forced} (stages whose only stride is 2)",
+        )
         check(self.head_ratio > 0, "space.head_ratio", self.head_ratio, "numbers > 0")
         _check_chs("space.feat_chs", self.feat_chs)
         _check_act("space.head_act", self.head_act)
@@ -142,11 +150,19 @@ class SearchSpace:
         """Raises ValueError naming the first field of `genome` that this space does not allow."""
         check(genome.stem == self.stem, "genome.stem", genome.stem, f"{self.stem} (fixed in {self.name})")
         check(genome.ds == self.ds, "genome.ds", genome.ds, f"{self.ds} (fixed in {self.name})")
-        check(len(genome.stages) == len(self.stages), "genome.stages", len(genome.stages),
-              f"{len(self.stages)} stages in {self.name}")  # fmt: skip
+        check(
+            len(genome.stages) == len(self.stages),
+            "genome.stages",
+            len(genome.stages),
+            f"{len(self.stages)} stages in {self.name}",
+        )
         downsamples = sum(1 for s in genome.stages if s.stride == 2)
-        check(downsamples <= self.max_downsamples, "genome down-samplings", downsamples,
-              f"at most {self.max_downsamples} stages with stride 2")  # fmt: skip
+        check(
+            downsamples <= self.max_downsamples,
+            "genome down-samplings",
+            downsamples,
+            f"at most {self.max_downsamples} stages with stride 2",
+        )
         in_chs = genome.ds.out_chs
         for i, (stage, choices) in enumerate(zip(genome.stages, self.stages, strict=True)):
             where = f"genome.stages[{i}]"
@@ -154,8 +170,12 @@ class SearchSpace:
             check(stage.stride in choices.strides, f"{where}.stride", stage.stride, _fmt(choices.strides))
             outs = self.stage_outs(i)
             if self.allow_pruning:
-                check(stage.out_chs % self.divisor == 0 and stage.out_chs <= outs[-1], f"{where}.out_chs",
-                      stage.out_chs, f"multiples of {self.divisor} up to {outs[-1]}")  # fmt: skip
+                check(
+                    stage.out_chs % self.divisor == 0 and stage.out_chs <= outs[-1],
+                    f"{where}.out_chs",
+                    stage.out_chs,
+                    f"multiples of {self.divisor} up to {outs[-1]}",
+                )
             else:
                 check(stage.out_chs in outs, f"{where}.out_chs", stage.out_chs, _fmt(outs))
             for j, layer in enumerate(stage.layers):
@@ -165,8 +185,12 @@ class SearchSpace:
                 check(layer.act in choices.acts, f"{lw}.act", layer.act, _fmt(choices.acts))
                 mids = self.mid_choices(i, in_chs)
                 if self.allow_pruning:
-                    check(layer.mid_chs % self.divisor == 0 and layer.mid_chs <= mids[-1], f"{lw}.mid_chs",
-                          layer.mid_chs, f"multiples of {self.divisor} up to {mids[-1]}")  # fmt: skip
+                    check(
+                        layer.mid_chs % self.divisor == 0 and layer.mid_chs <= mids[-1],
+                        f"{lw}.mid_chs",
+                        layer.mid_chs,
+                        f"multiples of {self.divisor} up to {mids[-1]}",
+                    )
                 else:
                     check(layer.mid_chs in mids, f"{lw}.mid_chs", layer.mid_chs, f"{_fmt(mids)} for {in_chs} inputs")
                 in_chs = stage.out_chs

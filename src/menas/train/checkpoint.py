@@ -94,8 +94,10 @@ def load_weights(path: str | Path, num_classes: int | None = None, in_chans: int
     stored = {"in_chans": state["stem.conv.weight"].shape[1], "num_classes": state["classifier.weight"].shape[0]}
     for name, wanted in (("in_chans", in_chans), ("num_classes", num_classes)):
         if wanted is not None and stored[name] != wanted:
-            raise UserError(f"weights {str(path)!r}: the network has {name} {stored[name]}, the data gives "
-                            f"{wanted} (another dataset than it was trained on?)")  # fmt: skip
+            raise UserError(
+                f"weights {str(path)!r}: the network has {name} {stored[name]}, the data gives "
+                f"{wanted} (another dataset than it was trained on?)"
+            )
     model = build_model(genome, stored["num_classes"], stored["in_chans"])
     model.load_state_dict(state, strict=True)
     return model

@@ -78,24 +78,48 @@ def evaluate_network(
     if isinstance(trained, dict) and "mean" in trained:  # normalise as the network was trained (e.g. a retrain)
         renormalize(loader, trained["mean"], trained["std"])
     scores = evaluate(model, loader, confusion=True)
-    record = {"split": split, "source": str(path), "weights": str(source.weights), "genome": model.genome.to_str(),
-              "top1": scores["top1"], "top5": scores["top5"], "loss": scores["loss"], "images": scores["images"],
-              "images_per_s": scores["images"] / scores["seconds"], "batch_size": cfg.eval_batch_size,
-              "device": str(data.train.device), "threads": torch.get_num_threads(),
-              "amp": str(amp_dtype("auto", data.train.device) or "off"), "data": to_dict(cfg),
-              "preprocessing": trained if isinstance(trained, dict) and "mean" in trained else preprocessing(data),
-              "confusion": scores["confusion"]}  # fmt: skip
+    record = {
+        "split": split,
+        "source": str(path),
+        "weights": str(source.weights),
+        "genome": model.genome.to_str(),
+        "top1": scores["top1"],
+        "top5": scores["top5"],
+        "loss": scores["loss"],
+        "images": scores["images"],
+        "images_per_s": scores["images"] / scores["seconds"],
+        "batch_size": cfg.eval_batch_size,
+        "device": str(data.train.device),
+        "threads": torch.get_num_threads(),
+        "amp": str(amp_dtype("auto", data.train.device) or "off"),
+        "data": to_dict(cfg),
+        "preprocessing": trained if isinstance(trained, dict) and "mean" in trained else preprocessing(data),
+        "confusion": scores["confusion"],
+    }
     folder = Path(out) if out is not None else source.folder
     files = {"json": write_json(folder / f"evaluate-{split}.json", record)}
     files["figure"] = plot_confusion(scores["confusion"], folder / f"confusion-{split}.png", _title(record, cfg))
-    return Evaluation(split, scores["top1"], scores["top5"], scores["loss"], scores["images"],
-                      record["images_per_s"], scores["confusion"], record, files)  # fmt: skip
+    return Evaluation(
+        split,
+        scores["top1"],
+        scores["top5"],
+        scores["loss"],
+        scores["images"],
+        record["images_per_s"],
+        scores["confusion"],
+        record,
+        files,
+    )
 
 
 def _data_config(
-    source: NetworkSource, split: str, dataset: str | None, root: str | None, input_size: int | None,
+    source: NetworkSource,
+    split: str,
+    dataset: str | None,
+    root: str | None,
+    input_size: int | None,
     batch_size: int | None,
-) -> DataConfig:  # fmt: skip
+) -> DataConfig:
     """The recorded data config with the given overrides. Another dataset than the recorded one starts from the
     defaults; `val` needs the recorded config (its seed and fractions define the split)."""
     recorded = source.data
@@ -103,12 +127,16 @@ def _data_config(
         raise UserError(f"--data: required, {str(source.weights.parent)!r} does not record the dataset")
     same = recorded is not None and dataset in (None, recorded.dataset)
     if split == "val" and not same:
-        raise UserError(f"--split val: {str(source.weights.parent)!r} does not record a search-val split of "
-                        f"{dataset!r} (the split is defined by the recorded data seed); use --split test")  # fmt: skip
+        raise UserError(
+            f"--split val: {str(source.weights.parent)!r} does not record a search-val split of "
+            f"{dataset!r} (the split is defined by the recorded data seed); use --split test"
+        )
     statistics = (source.record.get("preprocessing") or {}).get("statistics")
     if split == "val" and statistics == "whole training set":
-        raise UserError(f"--split val: {str(source.weights.parent)!r} was trained on the whole training set, "
-                        "search-val included; use --split test")  # fmt: skip
+        raise UserError(
+            f"--split val: {str(source.weights.parent)!r} was trained on the whole training set, "
+            "search-val included; use --split test"
+        )
     cfg = recorded if same and recorded is not None else DataConfig(dataset=dataset)  # type: ignore[arg-type]
     if cfg.input_size is None and source.input_size is not None and not same:
         cfg = dataclasses.replace(cfg, input_size=source.input_size)  # an export folder records its input size
@@ -117,8 +145,10 @@ def _data_config(
 
 
 def _title(record: dict[str, Any], cfg: DataConfig) -> str:
-    return (f"{cfg.dataset} {record['split']}: top-1 {record['top1']:.2f}%, top-5 {record['top5']:.2f}% "
-            f"({record['images']:,} images)")  # fmt: skip
+    return (
+        f"{cfg.dataset} {record['split']}: top-1 {record['top1']:.2f}%, top-5 {record['top5']:.2f}% "
+        f"({record['images']:,} images)"
+    )
 
 
 def plot_confusion(matrix: list[list[int]], path: Path, title: str) -> Path:

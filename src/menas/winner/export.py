@@ -37,9 +37,13 @@ FORMATS = ("safetensors", "torchscript", "pt2", "onnx")
 DEFAULT_FORMATS = ("safetensors", "torchscript", "pt2")
 #: Packages a format needs beyond the base install, all from `pip install 'menas[export]'`.
 REQUIRES = {"onnx": ("onnx", "onnxscript")}
-FILES = {"safetensors": "model.safetensors", "torchscript": "model.torchscript.pt", "pt2": "model.pt2",
-         "onnx": "model.onnx"}  # fmt: skip
-#: Largest allowed |exported - eager| on the check batch (float32 logits; measured differences are ~1e-6).
+FILES = {
+    "safetensors": "model.safetensors",
+    "torchscript": "model.torchscript.pt",
+    "pt2": "model.pt2",
+    "onnx": "model.onnx",
+}
+#: Largest allowed |exported - eager| on the check batch (float32 logits; a faithful graph differs by ~1e-6).
 TOLERANCE = 1e-3
 
 
@@ -92,10 +96,17 @@ def export_model(
     files: dict[str, Path] = {}
     diffs: dict[str, float | None] = {}
     notes: list[str] = []
-    record = {"genome": genome.to_str(), "genome_json": json.loads(genome.to_json()), "input_size": input_size,
-              "in_chans": in_chans, "num_classes": num_classes, "macs": cost.macs, "params": cost.params,
-              "preprocessing": preprocessing or {"known": False, "reason": "not given to the export"},
-              **(info or {})}  # fmt: skip
+    record = {
+        "genome": genome.to_str(),
+        "genome_json": json.loads(genome.to_json()),
+        "input_size": input_size,
+        "in_chans": in_chans,
+        "num_classes": num_classes,
+        "macs": cost.macs,
+        "params": cost.params,
+        "preprocessing": preprocessing or {"known": False, "reason": "not given to the export"},
+        **(info or {}),
+    }
     files["genome"] = write_json(folder / "genome.json", record)
     for name in formats:
         path = folder / FILES[name]
@@ -104,11 +115,19 @@ def export_model(
         else:
             diffs[name] = _EXPORTERS[name](model, example, check, path, notes)
             if diffs[name] is not None and not diffs[name] <= TOLERANCE:
-                raise ExportError(f"{name}: the exported graph differs from the model by {diffs[name]:.3g} "
-                                  f"(> {TOLERANCE:g}) on a batch of 3; {path} is not usable")  # fmt: skip
+                raise ExportError(
+                    f"{name}: the exported graph differs from the model by {diffs[name]:.3g} "
+                    f"(> {TOLERANCE:g}) on a batch of 3; {path} is not usable"
+                )
         files[name] = path
-    manifest = {"files": {k: v.name for k, v in files.items()}, "max_abs_diff": diffs, "tolerance": TOLERANCE,
-                "check_batch": 3, "torch": torch.__version__, "notes": notes}  # fmt: skip
+    manifest = {
+        "files": {k: v.name for k, v in files.items()},
+        "max_abs_diff": diffs,
+        "tolerance": TOLERANCE,
+        "check_batch": 3,
+        "torch": torch.__version__,
+        "notes": notes,
+    }
     files["manifest"] = write_json(folder / "export.json", manifest)
     files["readme"] = write_atomically(folder / "README.md", lambda tmp: tmp.write_text(readme(record, files)))
     return ExportResult(files, diffs, notes)
@@ -119,8 +138,10 @@ def check_requirements(formats: Sequence[str]) -> None:
     for name in formats:
         missing = [package for package in REQUIRES.get(name, ()) if not _importable(package)]
         if missing:
-            raise UserError(f"--format {name}: needs the {' and '.join(missing)} package(s), not installed: "
-                            "pip install 'menas[export]' (or leave out onnx)")  # fmt: skip
+            raise UserError(
+                f"--format {name}: needs the {' and '.join(missing)} package(s), not installed: "
+                "pip install 'menas[export]' (or leave out onnx)"
+            )
 
 
 def _cpu_eval_copy(model: MenasNet) -> MenasNet:
@@ -160,8 +181,17 @@ def _onnx(model: MenasNet, example: torch.Tensor, check: torch.Tensor, path: Pat
     batch = torch.export.Dim("batch", min=1)
 
     def write(tmp: Path) -> None:
-        torch.onnx.export(model, (example,), str(tmp), dynamo=True, input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=({0: batch},), external_data=False, verbose=False)  # fmt: skip
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+            verbose=False,
+        )
 
     _quietly(lambda: write_atomically(path, write))
     if not _importable("onnxruntime"):
@@ -201,28 +231,63 @@ def readme(record: dict[str, Any], files: dict[str, Path]) -> str:
     """README.md of an export folder: what each file is, how to load it with menas and without, and the
     preprocessing an image needs first."""
     size, chans, classes = record["input_size"], record["in_chans"], record["num_classes"]
-    lines = [f"# {classes}-class network exported by menas", "", f"Genome: `{record['genome']}`", "",
-             f"{record['macs']:,} MACs and {record['params']:,} parameters at {size}x{size} px, {chans} input "
-             f"channel(s). Input: float32 `(batch, {chans}, {size}, {size})`, any batch size; output: `(batch, "
-             f"{classes})` logits.", "", "## Files", ""]  # fmt: skip
-    names = {"genome": "genome, shape, cost, preprocessing and provenance", "manifest": "how close each graph "
-             "came to the model when exported", "safetensors": "weights, genome in the metadata",
-             "torchscript": "TorchScript (`torch.jit.trace`)", "pt2": "`torch.export` program",
-             "onnx": "ONNX (input `images`, output `logits`)"}  # fmt: skip
+    lines = [
+        f"# {classes}-class network exported by menas",
+        "",
+        f"Genome: `{record['genome']}`",
+        "",
+        f"{record['macs']:,} MACs and {record['params']:,} parameters at {size}x{size} px, {chans} input "
+        f"channel(s). Input: float32 `(batch, {chans}, {size}, {size})`, any batch size; output: `(batch, "
+        f"{classes})` logits.",
+        "",
+        "## Files",
+        "",
+    ]
+    names = {
+        "genome": "genome, shape, cost, preprocessing and provenance",
+        "manifest": "how close each graph came to the model when exported",
+        "safetensors": "weights, genome in the metadata",
+        "torchscript": "TorchScript (`torch.jit.trace`)",
+        "pt2": "`torch.export` program",
+        "onnx": "ONNX (input `images`, output `logits`)",
+    }
     lines += [f"- `{path.name}`: {names[key]}" for key, path in files.items() if key in names]
-    lines += ["", "## Loading", "", "```python", "import menas", "", "model = menas.load(\"path/to/this/folder\")"
-              "  # an nn.Module in eval mode", "```", ""]  # fmt: skip
+    lines += [
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "import menas",
+        "",
+        'model = menas.load("path/to/this/folder")  # an nn.Module in eval mode',
+        "```",
+        "",
+    ]
     batch = f"x = torch.zeros(1, {chans}, {size}, {size})  # a batch of images preprocessed as below"
     snippets = {
-        "torchscript": ["import torch", "", f"model = torch.jit.load(\"{FILES['torchscript']}\")", batch,
-                        "logits = model(x)"],
-        "pt2": ["import torch", "", f"model = torch.export.load(\"{FILES['pt2']}\").module()", batch,
-                "logits = model(x)"],
-        "onnx": ["import numpy as np", "import onnxruntime", "",
-                 f"session = onnxruntime.InferenceSession(\"{FILES['onnx']}\")",
-                 f"x = np.zeros((1, {chans}, {size}, {size}), np.float32)  # preprocessed as below",
-                 "(logits,) = session.run(None, {\"images\": x})"],
-    }  # fmt: skip
+        "torchscript": [
+            "import torch",
+            "",
+            f'model = torch.jit.load("{FILES["torchscript"]}")',
+            batch,
+            "logits = model(x)",
+        ],
+        "pt2": [
+            "import torch",
+            "",
+            f'model = torch.export.load("{FILES["pt2"]}").module()',
+            batch,
+            "logits = model(x)",
+        ],
+        "onnx": [
+            "import numpy as np",
+            "import onnxruntime",
+            "",
+            f'session = onnxruntime.InferenceSession("{FILES["onnx"]}")',
+            f"x = np.zeros((1, {chans}, {size}, {size}), np.float32)  # preprocessed as below",
+            '(logits,) = session.run(None, {"images": x})',
+        ],
+    }
     if any(key in files for key in snippets):
         lines += ["Without menas, from this folder:", ""]
     for key, code in snippets.items():
@@ -236,6 +301,11 @@ def _preprocessing_lines(pre: dict[str, Any]) -> list[str]:
     if "mean" not in pre:
         return [*lines, f"Unknown: {pre.get('reason', 'not recorded')}. Feed images the way the network was trained."]
     mean, std = ", ".join(f"{m:.6g}" for m in pre["mean"]), ", ".join(f"{s:.6g}" for s in pre["std"])
-    return [*lines, f"1. Resize {pre['resize']}.", f"2. {pre['in_chans']} channel(s), {pre['layout']}.",
-            f"3. Scale: {pre['scale']}, with mean = [{mean}] and std = [{std}] ({pre['statistics']} statistics).",
-            "", "The same values are in `genome.json` under `preprocessing`."]  # fmt: skip
+    return [
+        *lines,
+        f"1. Resize {pre['resize']}.",
+        f"2. {pre['in_chans']} channel(s), {pre['layout']}.",
+        f"3. Scale: {pre['scale']}, with mean = [{mean}] and std = [{std}] ({pre['statistics']} statistics).",
+        "",
+        "The same values are in `genome.json` under `preprocessing`.",
+    ]

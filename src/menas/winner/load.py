@@ -88,14 +88,18 @@ def find_network(
     if trial is not None or rank is not None:
         raise UserError(f"--trial/--rank: only with a run folder, and {str(path)!r} holds no search (no menas.sqlite)")
     if not path.exists():
-        raise UserError(f"{str(path)!r}: not found (give an export folder, a checkpoint folder, a run folder or a "
-                        ".safetensors file)")  # fmt: skip
-    weights, record = resolve_checkpoint(path, f"{str(path)!r}: no {WEIGHTS_FILE} (not an export, checkpoint or "
-                                         "run folder)")  # fmt: skip
+        raise UserError(
+            f"{str(path)!r}: not found (give an export folder, a checkpoint folder, a run folder or a "
+            ".safetensors file)"
+        )
+    weights, record = resolve_checkpoint(
+        path, f"{str(path)!r}: no {WEIGHTS_FILE} (not an export, checkpoint or run folder)"
+    )
     record = record or _read_record(weights.with_name(GENOME_FILE))
     data = _data_config(record.get("data"), weights)
-    return NetworkSource(weights, weights.parent, record, data, {"source": str(weights)}, read_genome(weights),
-                         label=str(path))  # fmt: skip
+    return NetworkSource(
+        weights, weights.parent, record, data, {"source": str(weights)}, read_genome(weights), label=str(path)
+    )
 
 
 def _pick_trial(store: Any, run: Path, trial: int | None, rank: int | None) -> Any:
@@ -140,8 +144,12 @@ def _run_source(run: Path, trial: int | None, rank: int | None, need_weights: bo
         data = _data_config(record["data"], weights)
     else:
         data = from_dict(SearchConfig, stored, "run config").data
-    info = {"source": str(run), "trial_id": best.trial_id, "search_val_top1": best.final_score,
-            "ticket": best.ticket is not None}  # fmt: skip
+    info = {
+        "source": str(run),
+        "trial_id": best.trial_id,
+        "search_val_top1": best.final_score,
+        "ticket": best.ticket is not None,
+    }
     # the weights' own genome (what loads); the store's (the ticket's, else the trial's) when there are no weights
     genome = read_genome(weights) if weights is not None else Genome.from_str(best.final_genome)
     return NetworkSource(weights, run, record, data, info, genome, run, best.trial_id, f"{run} trial {best.trial_id}")
@@ -176,27 +184,33 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> MenasNet:
     source = find_network(path)
     exported = _read_record(source.weights.with_name(GENOME_FILE)).get("genome")
     if isinstance(exported, str) and exported != read_genome(source.weights).to_str():
-        raise UserError(f"{str(source.weights.parent)!r}: {GENOME_FILE} names another genome than "
-                        f"{source.weights.name} ({exported} vs {read_genome(source.weights).to_str()})")  # fmt: skip
+        raise UserError(
+            f"{str(source.weights.parent)!r}: {GENOME_FILE} names another genome than "
+            f"{source.weights.name} ({exported} vs {read_genome(source.weights).to_str()})"
+        )
     return load_weights(source.weights).to(device).eval()
 
 
 def network_preprocessing(source: NetworkSource) -> dict[str, Any]:
-    """The preprocessing a user must apply outside menas: recorded in run.json when the network was trained by
-    menas since it records it, else computed from the recorded data config exactly as the loaders compute it
-    (reads the dataset), else explicitly unknown."""
+    """The preprocessing a user must apply outside menas: the one recorded in run.json when there is one, else
+    computed from the recorded data config exactly as the loaders compute it (reads the dataset), else explicitly
+    unknown."""
     recorded = source.record.get("preprocessing")
     if isinstance(recorded, dict) and "mean" in recorded:
         return recorded
     if source.data is None:
-        reason = (f"{source.weights} records no data config: the mean/std and resize rule the network was trained "
-                  "with are unknown")  # fmt: skip
+        reason = (
+            f"{source.weights} records no data config: the mean/std and resize rule the network was trained "
+            "with are unknown"
+        )
         return {"known": False, "reason": reason}
     from menas.data.splits import build_loaders, preprocessing
 
     try:
         computed = preprocessing(build_loaders(source.data, "cpu"))
     except UserError as exc:
-        return {"known": False, "reason": f"not recorded, and the recorded dataset cannot be read to compute it "
-                f"({exc})"}  # fmt: skip
+        return {
+            "known": False,
+            "reason": f"not recorded, and the recorded dataset cannot be read to compute it ({exc})",
+        }
     return {**computed, "note": "not recorded with the weights: computed from the recorded data config"}

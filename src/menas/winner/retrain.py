@@ -74,8 +74,13 @@ def resolve_source(text: str, trial: int | None = None, rank: int | None = None)
         if trial is not None or rank is not None:
             raise UserError("--trial/--rank: only with a run folder, not with a genome string")
         return genome_source(parse_genome_arg(text))
-    if store_path(path).is_file() or trial is not None or rank is not None or path.is_dir() or (
-            path.suffix == ".safetensors"):  # fmt: skip
+    if (
+        store_path(path).is_file()
+        or trial is not None
+        or rank is not None
+        or path.is_dir()
+        or path.suffix == ".safetensors"
+    ):
         return find_network(path, trial, rank, need_weights=False)
     return genome_source(parse_genome_arg(text))
 
@@ -103,8 +108,10 @@ def load_teacher(text: str, weights: str | None, num_classes: int, in_chans: int
     elif weights is not None:
         model, classes, chans = _timm_teacher(text, weights, num_classes, in_chans), num_classes, in_chans
     else:
-        raise UserError(f"--teacher: {text!r} is not a menas run, checkpoint folder or weights file (a timm model "
-                        "name needs --teacher-weights FILE)")  # fmt: skip
+        raise UserError(
+            f"--teacher: {text!r} is not a menas run, checkpoint folder or weights file (a timm model "
+            "name needs --teacher-weights FILE)"
+        )
     for what, got, wanted in (("classes", classes, num_classes), ("input channels", chans, in_chans)):
         if got != wanted:
             raise UserError(f"--teacher: {text!r} has {got} {what}, the data has {wanted}")
@@ -113,8 +120,9 @@ def load_teacher(text: str, weights: str | None, num_classes: int, in_chans: int
         try:
             logits = model(torch.zeros(1, in_chans, input_size, input_size))
         except RuntimeError as exc:
-            raise UserError(f"--teacher: {text!r} cannot take {input_size}x{input_size} inputs "
-                            f"({str(exc).splitlines()[0]})") from None  # fmt: skip
+            raise UserError(
+                f"--teacher: {text!r} cannot take {input_size}x{input_size} inputs ({str(exc).splitlines()[0]})"
+            ) from None
     if tuple(logits.shape) != (1, num_classes):
         raise UserError(f"--teacher: {text!r} outputs shape {tuple(logits.shape)}, expected (1, {num_classes})")
     return model
@@ -139,9 +147,11 @@ def _timm_teacher(name: str, weights: str, num_classes: int, in_chans: int) -> n
     own = model.state_dict()
     for key, value in own.items():
         if key in state and tuple(state[key].shape) != tuple(value.shape):
-            raise UserError(f"--teacher-weights: {key} has shape {tuple(state[key].shape)} in {weights!r}, the "
-                            f"timm model {name!r} for {num_classes} classes and {in_chans} input channels needs "
-                            f"{tuple(value.shape)}")  # fmt: skip
+            raise UserError(
+                f"--teacher-weights: {key} has shape {tuple(state[key].shape)} in {weights!r}, the "
+                f"timm model {name!r} for {num_classes} classes and {in_chans} input channels needs "
+                f"{tuple(value.shape)}"
+            )
     missing = sorted(set(own) - set(state))
     if missing:
         raise UserError(f"--teacher-weights: {weights!r} lacks {missing[0]} (and {len(missing) - 1} more) of {name}")
@@ -229,14 +239,23 @@ def make_run_record(kind: str, genome: Genome, cfg: RetrainConfig, label: str, *
     loaders from: without the retrain-only augmentation (RandAugment would also reach the lottery's
     BN-recalibration batches); recipe.yaml keeps the whole recipe."""
     plain_data = dataclasses.replace(cfg.data, randaugment=None, random_erasing=0.0)
-    return {"kind": kind, "genome": genome.to_str(), "data": to_dict(plain_data), "train": to_dict(cfg.train),
-            "source": label, **extra}  # fmt: skip
+    return {
+        "kind": kind,
+        "genome": genome.to_str(),
+        "data": to_dict(plain_data),
+        "train": to_dict(cfg.train),
+        "source": label,
+        **extra,
+    }
 
 
 def begin(
-    out: Path, data: SearchData, cost: Any, run_record: dict[str, Any],
+    out: Path,
+    data: SearchData,
+    cost: Any,
+    run_record: dict[str, Any],
     on_start: Callable[[SearchData, Any, int], None] | None,
-) -> None:  # fmt: skip
+) -> None:
     """Tells `on_start` the loaders, the cost and the epochs already done (a resume), and writes run.json once
     (rank 0 under torchrun), right before training."""
     if on_start is not None:
@@ -260,16 +279,22 @@ def check_out(out: Path, genome: Genome, run_record: dict[str, Any] | None = Non
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"--out: cannot read {str(run)!r} ({exc})") from None
         if recorded.get("kind") != kind:
-            raise UserError(f"--out: {str(out)!r} holds another command's results ({RUN_FILE} without kind "
-                            f"{kind!r}); choose another folder")  # fmt: skip
+            raise UserError(
+                f"--out: {str(out)!r} holds another command's results ({RUN_FILE} without kind "
+                f"{kind!r}); choose another folder"
+            )
         if recorded.get("genome") != genome.to_str():
-            raise UserError(f"--out: {str(out)!r} holds a {kind} of another genome ({recorded.get('genome')}); "
-                            "choose another folder")  # fmt: skip
+            raise UserError(
+                f"--out: {str(out)!r} holds a {kind} of another genome ({recorded.get('genome')}); "
+                "choose another folder"
+            )
         if run_record is not None and (out / CHECKPOINT_FILE).is_file():
             _check_same_settings(out, recorded, run_record)
     elif (out / CHECKPOINT_FILE).exists():
-        raise UserError(f"--out: {str(out / CHECKPOINT_FILE)!r} exists without {RUN_FILE}: not a {kind} this "
-                        "command can resume; choose another folder")  # fmt: skip
+        raise UserError(
+            f"--out: {str(out / CHECKPOINT_FILE)!r} exists without {RUN_FILE}: not a {kind} this "
+            "command can resume; choose another folder"
+        )
 
 
 def _check_same_settings(out: Path, recorded: dict[str, Any], now: dict[str, Any]) -> None:
@@ -278,13 +303,15 @@ def _check_same_settings(out: Path, recorded: dict[str, Any], now: dict[str, Any
         before, after = recorded.get(section) or {}, now[section]
         for key in sorted(set(before) | set(after)):
             if key not in RESUME_TOLERATED and before.get(key) != after.get(key):
-                raise UserError(f"--out: {str(out)!r} holds a {now['kind']} with {section}.{key} "
-                                f"{before.get(key)!r}, now {after.get(key)!r}: resume it with the same settings, "
-                                "or choose another folder")  # fmt: skip
+                raise UserError(
+                    f"--out: {str(out)!r} holds a {now['kind']} with {section}.{key} "
+                    f"{before.get(key)!r}, now {after.get(key)!r}: resume it with the same settings, "
+                    "or choose another folder"
+                )
 
 
 def device_name(device: torch.device) -> str:
-    """The device and its hardware name, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu (AMD EPYC 7B13, 2 cores)"."""
+    """The device and its hardware name, e.g. "cuda:0 (NVIDIA A100-SXM4-80GB)" or "cpu (AMD EPYC 7B13, 2 threads)"."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     model = platform.processor() or platform.machine()
@@ -331,13 +358,15 @@ def retrain(
     run_record = make_run_record(KIND, source.genome, cfg, source.label, init=init)
     check_out(out, source.genome, run_record)
     finished_before = (out / RETRAIN_FILE).is_file()  # a rerun of a finished retrain: not recorded twice
-    data = build_loaders(cfg.data, device, mode="retrain", holdout_fraction=cfg.holdout_fraction,
-                         channels_last=cfg.train.channels_last)  # fmt: skip
+    data = build_loaders(
+        cfg.data, device, mode="retrain", holdout_fraction=cfg.holdout_fraction, channels_last=cfg.train.channels_last
+    )
     teacher_model = None
     if teacher is not None:
         teacher_model = load_teacher(teacher[0], teacher[1], data.num_classes, data.in_chans, data.input_size)
-        teacher_model.to(device=device, memory_format=torch.channels_last if cfg.train.channels_last else
-                         torch.contiguous_format)  # fmt: skip
+        teacher_model.to(
+            device=device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        )
     seed_trial(cfg.train.seed)
     model = build_model(source.genome, data.num_classes, data.in_chans, drop_rate=cfg.dropout)
     if init == "trial":
@@ -355,9 +384,14 @@ def retrain(
 
 
 def result_record(
-    source: Source, cfg: RetrainConfig, outcome: Outcome, cost: Any, device: torch.device, init: str,
+    source: Source,
+    cfg: RetrainConfig,
+    outcome: Outcome,
+    cost: Any,
+    device: torch.device,
+    init: str,
     teacher: tuple[str, str | None] | None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The retrain.json (or transfer.json) record: what was trained, how, and its scores."""
 
     def scores(split: dict[str, dict[str, float]], name: str) -> dict[str, float] | None:
@@ -389,9 +423,15 @@ def result_record(
 
 
 def write_outputs(
-    out: Path, genome: Genome, model: nn.Module, outcome: Outcome, run_record: dict[str, Any],
-    record: dict[str, Any], cfg: RetrainConfig, result_file: str = RETRAIN_FILE,
-) -> None:  # fmt: skip
+    out: Path,
+    genome: Genome,
+    model: nn.Module,
+    outcome: Outcome,
+    run_record: dict[str, Any],
+    record: dict[str, Any],
+    cfg: RetrainConfig,
+    result_file: str = RETRAIN_FILE,
+) -> None:
     """The kept and the other weights, run.json with the kept test top-1, recipe.yaml and `result_file`."""
     save_weights(model, genome, out / WEIGHTS_FILE)  # the kept weights
     other = "raw" if outcome.kept == "ema" else "ema"
@@ -412,10 +452,23 @@ def _store_record(source: Source, record: dict[str, Any], out: Path) -> None:
     raw, ema = record["test"]["raw"], record["test"]["ema"] or {}
     with Store.open(source.run_dir) as store:
         store.add_retrain(
-            trial_id=source.trial_id, genome=record["genome"], recipe=record["recipe"], config=record["config"],
-            epochs=record["epochs"], test_top1=raw["top1"], test_top5=raw["top5"], test_loss=raw["loss"],
-            ema_top1=ema.get("top1"), ema_top5=ema.get("top5"), ema_loss=ema.get("loss"), kept=record["kept"],
-            macs=record["macs"], params=record["params"], wall_s=record["wall_seconds"],
-            images_per_s=record["images_per_s"], device=record["device"], teacher=record["teacher"],
+            trial_id=source.trial_id,
+            genome=record["genome"],
+            recipe=record["recipe"],
+            config=record["config"],
+            epochs=record["epochs"],
+            test_top1=raw["top1"],
+            test_top5=raw["top5"],
+            test_loss=raw["loss"],
+            ema_top1=ema.get("top1"),
+            ema_top5=ema.get("top5"),
+            ema_loss=ema.get("loss"),
+            kept=record["kept"],
+            macs=record["macs"],
+            params=record["params"],
+            wall_s=record["wall_seconds"],
+            images_per_s=record["images_per_s"],
+            device=record["device"],
+            teacher=record["teacher"],
             out=str(out),
-        )  # fmt: skip
+        )

@@ -81,8 +81,13 @@ def transfer(
     check_out(out, trained.genome, run_record, kind=KIND)
     finished_before = (out / TRANSFER_FILE).is_file()
     try:
-        data = build_loaders(cfg.data, device, mode="retrain", holdout_fraction=cfg.holdout_fraction,
-                             channels_last=cfg.train.channels_last)  # fmt: skip
+        data = build_loaders(
+            cfg.data,
+            device,
+            mode="retrain",
+            holdout_fraction=cfg.holdout_fraction,
+            channels_last=cfg.train.channels_last,
+        )
     except UserError as exc:
         raise UserError(f"--data {cfg.data.dataset}: {exc}; give its folder with --root DIR") from None
     seed_trial(cfg.train.seed)  # the new classifier's initialisation
@@ -91,11 +96,17 @@ def transfer(
     cost = count_cost(trained.genome, data.input_size, data.in_chans, data.num_classes)
     begin(out, data, cost, run_record, on_start)
     outcome = fit(model, data, cfg.train, out, progress=progress)
-    record = result_record(dataclasses.replace(source, genome=trained.genome), cfg, outcome, cost, device,
-                           "pretrained", None)  # fmt: skip
-    record.update({"dataset": cfg.data.dataset, "from": {"num_classes": trained.num_classes,
-                   "in_chans": trained.stem.conv.in_channels}, "to": {"num_classes": data.num_classes,
-                   "in_chans": data.in_chans, "input_size": data.input_size}, "rerun": finished_before})  # fmt: skip
+    record = result_record(
+        dataclasses.replace(source, genome=trained.genome), cfg, outcome, cost, device, "pretrained", None
+    )
+    record.update(
+        {
+            "dataset": cfg.data.dataset,
+            "from": {"num_classes": trained.num_classes, "in_chans": trained.stem.conv.in_channels},
+            "to": {"num_classes": data.num_classes, "in_chans": data.in_chans, "input_size": data.input_size},
+            "rerun": finished_before,
+        }
+    )
     if distributed.is_main():  # under torchrun, rank 0 writes
         write_outputs(out, trained.genome, model, outcome, run_record, record, cfg, TRANSFER_FILE)
     return record
