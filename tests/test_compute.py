@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import zlib
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from menas.errors import UserError
 from menas.folders import LOTTERY_FILE
 from menas.search import engine as search_module
 from menas.search.engine import Search
-from menas.search.record import TrialRecord
-from menas.search.store import FORWARD_IMAGES_PER_TRAINING_IMAGE, Store
+from menas.search.record import FORWARD_IMAGES_PER_TRAINING_IMAGE, TrialRecord
+from menas.search.store import Store
+from menas.space.cost import parse_count
 from test_search import tiny_config
 
 
@@ -199,6 +201,7 @@ def test_evidence_arms_differ_only_in_how_they_search() -> None:
                 "lottery.policy",
                 "inherit",
                 "inherit.epochs",
+                "inherit.enabled",  # menas-inherit is menas with inheritance on
             }
             assert differs <= allowed, (arm, differs)
             assert cfg.seed == 1
@@ -208,23 +211,63 @@ def test_evidence_arms_differ_only_in_how_they_search() -> None:
     assert moved.space == "mobilenet3-ws"
 
 
+def _table(lines: list[str]) -> list[list[str]]:
+    """The body of the markdown table in `lines` (the rows after its `|---|` line), each row as its cells."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("|---"))
+    header = lines[start - 1].strip("|").split("|")
+    rows = [line.strip().strip("|").split("|") for line in lines[start + 1 :] if line.startswith("|")]
+    assert all(len(row) == len(header) for row in rows), "a row with more or fewer cells than the header"
+    return [[cell.strip() for cell in row] for row in rows]
+
+
+def _number(cell: str) -> float | None:
+    """A table cell's number: '1.5M' (3 significant digits), '25%', '-25%', '0.50x', '3.00'; '-' is None."""
+    if cell == "-":
+        return None
+    if cell.endswith("%"):
+        return float(cell[:-1]) / 100
+    if cell.endswith("x"):
+        return float(cell[:-1])
+    return parse_count(cell.lstrip("-"), "cell") * (-1 if cell.startswith("-") else 1)
+
+
+def _numbers(cell: str) -> list[float | None]:
+    return [_number(part.strip()) for part in cell.split(",")]
+
+
 def test_evidence_generation_table_reports_the_change_from_first_to_last_generation() -> None:
     """bench/evidence: the Fig. 4a/4b rows average the seeds' generation means, and the last row gives each seed's
     change of params and training epoch time from generation 0 to the last generation all seeds reached."""
     module = _evidence_module()
 
-    def phase(g: int, params: float, epoch_s: float | None) -> dict:
-        return {"generation": g, "params": params, "macs": 2 * params, "train_epoch_s": epoch_s, "replaced": 1.0,
-                "best": 60.0 + g}  # fmt: skip
+    def phase(g: int, params: float, epoch_s: float | None, replaced: float, best: float) -> dict:
+        return {"generation": g, "params": params, "macs": 2 * params, "train_epoch_s": epoch_s, "replaced": replaced,
+                "best": best}  # fmt: skip
 
-    seeds = [{"phases": [phase(0, 2e6, 4.0), phase(1, 1.5e6, 3.0), phase(2, 1e6, 2.0)]},
-             {"phases": [phase(0, 1e6, 2.0), phase(1, 1e6, None)]}]  # fmt: skip
-    lines = module.generation_lines({"menas": seeds, "random-mt": [{"phases": [phase(0, 1e6, 1.0)]}]})
-    rows = [line for line in lines if line.startswith("| menas |")]
-    assert rows[0] == "| menas | 0 | 2 | 1.5M | 3M | 3.00 | 100% | 60.00 |"
-    assert rows[1] == "| menas | 1 | 2 | 1.25M | 2.5M | 3.00 | 100% | 61.00 |"  # the seed without a time is left out
-    assert rows[2] == "| menas | 0 → 1 | change per seed | -25%, +0% | -25%, +0% | -25%, - | | |"
-    assert not any(line.startswith("| random-mt |") for line in lines)  # not a generational arm
+    seeds = [{"phases": [phase(0, 2e6, 4.0, 1.0, 60.0), phase(1, 1.5e6, 3.2, 0.5, 62.0), phase(2, 1e6, 2.0, 0, 70)]},
+             {"phases": [phase(0, 1e6, 2.0, 0.0, 58.0), phase(1, 1.2e6, None, 0.3, 64.0)]}]  # fmt: skip
+    no_tickets = [{"phases": [phase(0, 3e6, 5.0, 0.0, 50.0)]}]
+    lines = module.generation_lines({"menas": seeds, "random-mt": [{"phases": [phase(0, 1e6, 1.0, 0.0, 40.0)]}],
+                                     "menas-no-tickets": no_tickets})  # fmt: skip
+    rows = _table(lines)
+    # arm, generation (or first and last), seeds, then params, MACs, epoch s, share replaced, best top-1: means over
+    # seeds; generation 2 is left out (the second seed never reached it), random-mt too (not a generational arm)
+    assert [row[0] for row in rows] == ["menas", "menas", "menas", "menas-no-tickets"]
+    assert [[int(g) for g in re.findall(r"\d+", row[1])] for row in rows] == [[0], [1], [0, 1], [0]]
+    assert [int(rows[i][2]) for i in (0, 1, 3)] == [2, 2, 1]
+    expected = {
+        0: ((2e6 + 1e6) / 2, (4e6 + 2e6) / 2, (4.0 + 2.0) / 2, (1.0 + 0.0) / 2, (60.0 + 58.0) / 2),
+        1: ((1.5e6 + 1.2e6) / 2, (3e6 + 2.4e6) / 2, 3.2, (0.5 + 0.3) / 2, (62.0 + 64.0) / 2),  # one seed has a time
+        3: (3e6, 6e6, 5.0, 0.0, 50.0),
+    }
+    for i, values in expected.items():
+        counts, rest = values[:2], values[2:]  # counts keep 3 significant digits, the rest 2 decimals (of a percent)
+        expect = [pytest.approx(v, rel=5e-3) for v in counts] + [pytest.approx(v, abs=5e-3) for v in rest]
+        assert [_number(cell) for cell in rows[i][3:]] == expect, (i, rows[i])
+    # each seed's change from generation 0 to 1: params 1.5M / 2M and 1.2M / 1M, epoch time 3.2 / 4 and none
+    changes = [_numbers(cell) for cell in rows[2][3:6]]
+    assert changes == [[-0.25, 0.2], [-0.25, 0.2], [-0.2, None]]
+    assert rows[2][6:] == ["", ""]
 
 
 def test_evidence_reach_table_compares_the_compute_to_reach_the_references_final_best() -> None:
@@ -233,11 +276,20 @@ def test_evidence_reach_table_compares_the_compute_to_reach_the_references_final
     module = _evidence_module()
     assert module.images_to_reach([(10, 50.0), (20, 60.0), (40, 70.0)], 60.0) == 20
     assert module.images_to_reach([(10, 50.0)], 60.0) is None
+    # menas' final bests: seed 0 70.0 (reached at 200 images), seed 1 72.0 (at 400), seed 2 50.0 (at 100)
     menas = [{"seed": 0, "curve": [(100, 60.0), (200, 70.0), (300, 70.0)]},
-             {"seed": 1, "curve": [(100, 65.0), (400, 72.0)]}]  # fmt: skip
+             {"seed": 1, "curve": [(100, 65.0), (400, 72.0)]}, {"seed": 2, "curve": [(100, 50.0)]}]  # fmt: skip
     inherit = [{"seed": 0, "curve": [(50, 66.0), (100, 71.0)]}, {"seed": 1, "curve": [(300, 71.0)]},
-               {"seed": 2, "curve": [(10, 99.0)]}]  # fmt: skip
-    lines = module.reach_lines({"menas": menas, "menas-inherit": inherit, "random-mt": []})
-    assert lines[-1] == "| menas-inherit | 0.50x, - | 0.50x (1 of 2 reached) |"  # seed 2: menas has no seed 2
-    assert not any(line.startswith("| random-mt |") for line in lines)
+               {"seed": 2, "curve": [(10, 49.0), (30, 99.0)]}, {"seed": 3, "curve": [(10, 99.0)]}]  # fmt: skip
+    evolution = [{"seed": 1, "curve": [(200, 71.9), (600, 72.0)]}]
+    lines = module.reach_lines({"menas": menas, "menas-inherit": inherit, "random-mt": [], "evolution": evolution})
+    rows = {row[0]: row[1:] for row in _table(lines)}
+    assert set(rows) == {"menas-inherit", "evolution"}  # not the reference, not an arm without runs
+    # menas-inherit: seed 0 100 / 200, seed 1 never, seed 2 30 / 100; seed 3 has no menas run to compare with
+    per_seed, mean = rows["menas-inherit"]
+    assert _numbers(per_seed) == [pytest.approx(0.5), None, pytest.approx(0.3)]
+    assert _number(mean.split()[0]) == pytest.approx((0.5 + 0.3) / 2, abs=5e-3)
+    assert [int(n) for n in re.findall(r"\d+", mean.split(maxsplit=1)[1])] == [2, 3]  # reached by 2 of 3 seeds
+    per_seed, mean = rows["evolution"]
+    assert _numbers(per_seed) == [pytest.approx(600 / 400)]
     assert module.reach_lines({"random-mt": inherit}) == []  # no reference arm: no table

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from menas.cli.main import main
-from menas.search.store import FORWARD_IMAGES_PER_TRAINING_IMAGE, ComputeUsed, Store, estimate_time_left
+from menas.search.record import FORWARD_IMAGES_PER_TRAINING_IMAGE
+from menas.search.store import Store
 from menas.search.strategies import TrialSpec
+from menas.search.summaries import ComputeUsed, estimate_time_left
 
 INF = math.inf
 

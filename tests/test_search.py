@@ -67,11 +67,56 @@ def test_search_runs_end_to_end(reference_run: Path) -> None:
     assert (reference_run / "trials" / "00000" / "model.safetensors").is_file()
 
 
-def test_summary_accounts_time(reference_run: Path) -> None:
+def test_summary_accounts_time(reference_run: Path, tmp_path: Path) -> None:
+    """`summarize` is what the store's finished records add up to: trials done and failed, epochs, images trained
+    on, training + fine-tuning seconds, ticket-search seconds, the compute used and the best trial's final network;
+    over the run's wall time the rest is overhead. A failed trial's cost counts, but it is not done nor best."""
+    import shutil
+
+    from menas.search.store import store_path
+    from menas.search.strategies import TrialSpec
+
+    cfg = tiny_config()
     with Store.open(reference_run, readonly=True) as store:
-        summary = search_module.summarize(store, wall_s=1e9)
-    assert summary.trials_done == 6 and summary.epochs == 12  # 1 training + 1 fine-tune epoch per trial
-    assert summary.train_s > 0 and summary.lottery_s > 0
+        trials, best, used = store.finished(), store.best(), store.compute_used()
+        wall_s = max(t.finished_at for t in trials) - min(t.started_at for t in trials)  # one trial at a time
+        summary = search_module.summarize(store, wall_s=wall_s)
+        pooled = search_module.summarize(store, wall_s=summary.train_s)  # trials side by side: no overhead left
+    assert len(trials) == 6 and all(t.ok for t in trials)
+    assert (summary.trials_done, summary.trials_failed) == (6, 0)
+    assert summary.epochs == sum(t.epochs for t in trials) == 6 * (cfg.train.epochs + cfg.finetune_epochs)
+    assert summary.images == sum(t.train_images for t in trials) == sum(t.epochs * t.images_per_epoch for t in trials)
+    assert summary.images < sum(t.raw_images for t in trials)  # calibration and scoring images are not trained on
+    assert summary.train_s == pytest.approx(sum(t.train_s + t.finetune_s for t in trials))
+    assert summary.lottery_s == pytest.approx(sum(t.lottery_s for t in trials))
+    assert min(t.finetune_s for t in trials) > 0 and min(t.lottery_s for t in trials) > 0  # each sum has to count
+    assert (summary.compute_images, summary.budget_used) == (used.images, False)  # no compute budget set
+    assert (summary.best_genome, summary.best_score, summary.best_macs, summary.best_params) == (
+        best.final_genome, best.final_score, best.final_macs, best.final_params)  # fmt: skip
+    assert summary.best_score == max(t.final_score for t in trials)
+    # every phase ran inside its trial's lifetime, so the phases fit into the wall time and the rest is overhead
+    for t in trials:
+        assert t.train_s + t.lottery_s + t.finetune_s <= t.finished_at - t.started_at
+    assert summary.wall_s == wall_s
+    assert summary.overhead_s == pytest.approx(wall_s - summary.train_s - summary.lottery_s)
+    assert 0 < summary.overhead_s < wall_s
+    assert pooled.overhead_s == 0
+
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for path in reference_run.glob(store_path(reference_run).name + "*"):  # the store (and its WAL files, if any)
+        shutil.copy2(path, copy / path.name)
+    with Store.open(copy) as store:
+        store.add_trials([TrialSpec(6, trials[0].genome, 2, "sample", (), True)])
+        store.mark_running(6)
+        store.fail_trial(6, "boom", epochs=1, train_images=70, train_s=1.5, lottery_s=0.25, finetune_s=0.5,
+                         trained_score=99.0)  # fmt: skip
+        failed = search_module.summarize(store, wall_s=wall_s)
+    assert (failed.trials_done, failed.trials_failed) == (6, 1)
+    assert (failed.epochs, failed.images) == (summary.epochs + 1, summary.images + 70)
+    assert failed.train_s == pytest.approx(summary.train_s + 2.0)
+    assert failed.lottery_s == pytest.approx(summary.lottery_s + 0.25)
+    assert (failed.best_genome, failed.best_score) == (summary.best_genome, summary.best_score)
 
 
 class Crash(BaseException):

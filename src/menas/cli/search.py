@@ -87,8 +87,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Progress of a search, readable while it runs; torch-free (reads the store, counts trials with the strategy)."""
     from menas.config import SearchConfig, from_dict
-    from menas.search.store import Store, estimate_time_left, store_path
+    from menas.search.store import Store, store_path
     from menas.search.strategies import compute_limits, make_strategy
+    from menas.search.summaries import estimate_time_left
 
     run = Path(args.run)
     if not store_path(run).exists():

@@ -13,8 +13,8 @@ This module owns the schema and every read and write of that file:
 - `retrains`: one row per `menas retrain` of a network of the run (schema version 2): genome, recipe, epochs, test
   top-1/top-5/loss of the raw and the EMA weights, which of them was kept, cost, wall time, img/s, device, folder.
 
-Older stores are migrated when opened for writing (`_MIGRATIONS`); read-only opens of an older version work and
-show no retrains.
+Older stores are migrated when opened for writing (`menas.search.schema.MIGRATIONS`); read-only opens of an older
+version read under the record's names and show no retrains.
 
 Crash safety: the file is created under a temporary name and linked into place when complete (a second creator
 fails instead of replacing it); it runs in WAL mode with `synchronous=FULL`; every write is one transaction
@@ -24,24 +24,21 @@ see consistent snapshots while a writer writes and wait on a busy timeout instea
 locked". A `Store` object is one connection: use it from one thread; open another `Store` per thread or process.
 One search writes a run at a time: `menas.search.engine` holds the run folder's lock (`menas.files.FolderLock`).
 
-Resume (see `history` and `in_flight`): replay the history into a fresh strategy in trial_id order, then re-run
+Resume (see `history` and `requeue`): replay the history into a fresh strategy in trial_id order, then re-run
 the trials it reports pending (`requeue` them here first). This module never imports torch.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
-import statistics
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from menas import __version__
 from menas.errors import UserError, check, is_int, is_real
@@ -56,104 +53,21 @@ from menas.search.record import (
     SPEC,
     TRIAL_STATUSES,
     TrialRecord,
-    column_sql,
     from_row,
     to_row,
+)
+from menas.search.schema import RECORD_RENAMES, SCHEMA, SCHEMA_VERSION, connect, migrate, publish
+from menas.search.summaries import (
+    ComputeUsed,
+    GenerationPhases,
+    GenerationSummary,
+    generation_phases,
+    generation_summary,
 )
 
 #: File name of the store inside a run directory.
 FILENAME = STORE_FILE
-#: Schema version, kept in SQLite's `user_version`; `Store.open` migrates older versions and refuses others.
-SCHEMA_VERSION = 5
-#: Seconds a connection waits for a lock before "database is locked" is raised.
-BUSY_TIMEOUT_S = 30.0
-
 RUN_STATUSES = ("created", "running", "finished", "failed", "interrupted")
-
-_SCHEMA = (
-    """CREATE TABLE run (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        config TEXT NOT NULL,
-        created REAL NOT NULL,
-        seed INTEGER,
-        version TEXT NOT NULL,
-        status TEXT NOT NULL,
-        updated REAL NOT NULL
-    )""",
-    f"CREATE TABLE trials ({', '.join(column_sql(f.name) for f in FIELDS)})",
-    "CREATE INDEX trials_by_status ON trials (status)",
-    "CREATE INDEX trials_by_generation ON trials (generation)",
-    """CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        time REAL NOT NULL,
-        kind TEXT NOT NULL,
-        payload TEXT NOT NULL
-    )""",
-)
-
-_RETRAINS_TABLE = """CREATE TABLE retrains (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        time REAL NOT NULL,
-        trial_id INTEGER,
-        genome TEXT NOT NULL,
-        recipe TEXT NOT NULL,
-        config TEXT NOT NULL,
-        epochs INTEGER NOT NULL,
-        test_top1 REAL,
-        test_top5 REAL,
-        test_loss REAL,
-        ema_top1 REAL,
-        ema_top5 REAL,
-        ema_loss REAL,
-        kept TEXT NOT NULL,
-        macs INTEGER,
-        params INTEGER,
-        wall_s REAL,
-        images_per_s REAL,
-        device TEXT,
-        teacher TEXT,
-        out TEXT NOT NULL
-    )"""
-#: Per-phase measurements (schema version 3) and weight sharing (4), added to the trials tables of older stores.
-_PHASE_ALTERS = tuple(
-    f"ALTER TABLE trials ADD COLUMN {column}"
-    for column in (
-        "finetuned_score REAL",
-        "finetune_s REAL",
-        "train_epoch_s TEXT NOT NULL DEFAULT '[]'",
-        "finetune_epoch_s TEXT NOT NULL DEFAULT '[]'",
-        "images_per_epoch INTEGER",
-        "finetune_epochs INTEGER",
-        "calib_images INTEGER",
-        "eval_images INTEGER",
-        "compute_images INTEGER",
-    )
-)
-_INHERIT_ALTERS = ("ALTER TABLE trials ADD COLUMN origin TEXT", "ALTER TABLE trials ADD COLUMN inherited TEXT")
-#: Schema version 5, the one trial record (`menas.search.record`): the scores named for their phase, raw image
-#: counts named so, the weights path (relative to the run folder from then on), the parents' trial ids. Stores
-#: migrated from 3 or 4 keep their `compute_images` column, which nothing reads (it is derived).
-_RECORD_RENAMES = {
-    "score": "trained_score",
-    "ticket_score": "ticket_finetuned_score",
-    "ticket_score_before_ft": "ticket_recalibrated_score",
-    "checkpoint": "weights",
-    "images": "train_images",
-    "epoch_times": "epoch_s",
-}
-_RECORD_MIGRATION = (
-    *(f"ALTER TABLE trials RENAME COLUMN {old} TO {new}" for old, new in _RECORD_RENAMES.items()),
-    f"ALTER TABLE trials ADD COLUMN {column_sql('parent_ids')}",
-    f"ALTER TABLE trials ADD COLUMN {column_sql('recipe')}",
-)
-_SCHEMA = (*_SCHEMA, _RETRAINS_TABLE)
-#: Statements that take a store from version N to N + 1.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (_RETRAINS_TABLE,),
-    2: _PHASE_ALTERS,
-    3: _INHERIT_ALTERS,
-    4: _RECORD_MIGRATION,
-}
 
 
 def _opt_int(where: str, value: Any) -> int | None:
@@ -235,143 +149,7 @@ class RunInfo:
     status: str
 
 
-@dataclass(frozen=True)
-class GenerationSummary:
-    """Statistics of one generation. Scores, MACs and params are over done trials (None when there are none);
-    `ticket_*` are the final (ticket, else candidate) values; `epoch_s_mean` averages the candidates' training
-    epoch times (training passes, `train_epoch_s`; every recorded epoch time of trials from before schema 3)."""
-
-    generation: int
-    trials: int
-    done: int
-    failed: int
-    in_flight: int
-    score_mean: float | None
-    score_median: float | None
-    score_best: float | None
-    ticket_score_mean: float | None
-    ticket_score_best: float | None
-    macs_mean: float | None
-    params_mean: float | None
-    ticket_macs_mean: float | None
-    ticket_params_mean: float | None
-    epoch_s_mean: float | None
-
-
-@dataclass(frozen=True)
-class GenerationPhases:
-    """Per generation, over done trials: mean and spread (population standard deviation; 0 for one trial) of the
-    candidates' params, MACs and training epoch time (each trial's mean training-pass seconds per epoch, scoring
-    excluded), the kept tickets' params and MACs, the share of candidates a ticket replaced, and the compute the
-    generation's finished trials used (training-image equivalents, as `compute.images` counts). None where there is
-    nothing to average."""
-
-    generation: int
-    done: int
-    params: tuple[float, float] | None
-    macs: tuple[float, float] | None
-    train_epoch_s: tuple[float, float] | None
-    ticket_params: tuple[float, float] | None
-    ticket_macs: tuple[float, float] | None
-    replaced_share: float | None
-    final_score_best: float | None
-    compute_images: int
-
-
-@dataclass(frozen=True)
-class ComputeUsed:
-    """The search compute its finished (done and failed) trials used, as `compute` budgets count it."""
-
-    images: int  # training-image equivalents: trained and fine-tuned images, + calibrated and scored ones / 3
-    trial_s: float  # the sum of the trials' wall seconds (started to finished)
-    trials: int
-
-
-def _spread(values: list[float]) -> tuple[float, float] | None:
-    """(mean, population standard deviation) of `values`; None when empty."""
-    return (statistics.fmean(values), statistics.pstdev(values)) if values else None
-
-
-@dataclass(frozen=True)
-class TimeLeft:
-    """How long the rest of a search should take, from the trials finished so far."""
-
-    per_trial_s: float  # mean wall seconds of a finished trial
-    parallel: float  # trials run side by side so far (trial seconds per wall second, >= 1)
-    trials_left: int
-    seconds: float
-    bound: str = "trials"  # what ends the run first: "trials" (all done), "images" or "trial_s" (`compute` budget)
-
-
-def estimate_time_left(
-    trials: Iterable[TrialRecord],
-    total: int,
-    used: ComputeUsed | None = None,
-    limits: tuple[float, float] = (math.inf, math.inf),
-) -> TimeLeft | None:
-    """The time left for `total` trials at the pace of the finished ones (None before the first finishes), or
-    less when the `compute` budget (`limits`: images, trial seconds; `used`: what the finished trials used) stops
-    the run first: at the finished trials' mean cost, the budget left lasts ceil(left / mean) more trials (the
-    one that crosses it still runs), and never fewer than those running now."""
-    trials = list(trials)
-    finished = [t for t in trials if t.finished_at and t.started_at]
-    if not finished:
-        return None
-    busy = sum(t.finished_at - t.started_at for t in finished)
-    per_trial = busy / len(finished)
-    wall = max(t.finished_at for t in finished) - min(t.started_at for t in finished)
-    parallel = max(1.0, busy / wall) if wall > 0 else 1.0
-    left = max(0, total - sum(1 for t in trials if t.status in ("done", "failed")))
-    bound = "trials"
-    if used is not None and used.trials > 0:
-        running = sum(1 for t in trials if t.status == "running")
-        for name, limit, spent in (("images", limits[0], used.images), ("trial_s", limits[1], used.trial_s)):
-            if math.isinf(limit):
-                continue
-            per = spent / used.trials
-            more = math.ceil((limit - spent) / per) if spent < limit and per > 0 else 0
-            if max(running, more) < left:
-                left, bound = max(running, more), name
-    return TimeLeft(per_trial, parallel, left, left * per_trial / parallel, bound)
-
-
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
 # --------------------------------------------------------------------------------------------- store
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    """Puts the complete new store file `tmp` at `target` unless something is there already: a hard link fails
-    when `target` exists (atomically, unlike `os.replace`, which would swap the file under another creator's open
-    connection). Filesystems without hard links fall back to an exists check and a rename."""
-    try:
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            raise FileExistsError(
-                f"{target} already exists (created by another process just now): resume that run "
-                "or choose another run name"
-            ) from None
-        except OSError:  # no hard links here (some network and FUSE filesystems)
-            if target.exists():
-                raise FileExistsError(f"{target} already exists: resume that run or choose another run name") from None
-            os.rename(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _connect(path: Path, mode: str) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), rows by name, busy timeout set."""
-    conn = sqlite3.connect(
-        f"file:{quote(str(path))}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None
-    )
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    if mode != "ro":
-        conn.execute("PRAGMA synchronous = FULL")
-    return conn
 
 
 class Store:
@@ -383,7 +161,7 @@ class Store:
         self.path = path
         self.readonly = readonly
         # an older store opened read-only keeps its column names: read them under the record's names
-        self._renames = _RECORD_RENAMES if version < 5 else {}
+        self._renames = RECORD_RENAMES if version < 5 else {}
         self._version = version
 
     # -- life cycle -----------------------------------------------------------------------------------
@@ -418,12 +196,12 @@ class Store:
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
-        conn = _connect(tmp, "rwc")
+        conn = connect(tmp, "rwc")
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO run (id, config, created, seed, version, status, updated) VALUES (1, ?, ?, ?, ?, ?, ?)",
@@ -433,7 +211,7 @@ class Store:
             conn.execute("COMMIT")
         finally:
             conn.close()  # the last connection checkpoints the WAL into the file and removes it
-        _publish(tmp, target)
+        publish(tmp, target)
         return cls.open(target)
 
     @classmethod
@@ -448,7 +226,7 @@ class Store:
         if not target.is_file():
             raise UserError(f"{target}: no menas store there (start a search first)")
         try:
-            conn = _connect(target, "ro" if readonly else "rw")
+            conn = connect(target, "ro" if readonly else "rw")
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{target}: not a menas store ({exc})") from None
         try:
@@ -466,7 +244,7 @@ class Store:
         if not readonly and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         if not readonly and version < SCHEMA_VERSION:
-            _migrate(conn, version)
+            migrate(conn, version)
             version = SCHEMA_VERSION
         return cls(conn, target, readonly, version)
 
@@ -727,64 +505,13 @@ class Store:
         ordered = sorted(self.trials("done"), key=ranking.rank_key)
         return ordered if limit is None else ordered[:limit]
 
-    def _by_generation(self) -> list[tuple[int, list[TrialRecord]]]:
-        """Every trial grouped by generation, ascending."""
-        by_gen: dict[int, list[TrialRecord]] = {}
-        for record in self.trials():
-            by_gen.setdefault(record.generation, []).append(record)
-        return sorted(by_gen.items())
-
     def generation_summary(self) -> list[GenerationSummary]:
         """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""
-        out = []
-        for gen, records in self._by_generation():
-            done = [r for r in records if r.status == "done"]
-            scores = [r.trained_score for r in done]
-            finals = [r.final_score for r in done]
-            out.append(
-                GenerationSummary(
-                    generation=gen,
-                    trials=len(records),
-                    done=len(done),
-                    failed=sum(r.status == "failed" for r in records),
-                    in_flight=sum(r.in_flight for r in records),
-                    score_mean=_mean(scores),
-                    score_median=statistics.median(scores) if scores else None,
-                    score_best=max(scores, default=None),
-                    ticket_score_mean=_mean(finals),
-                    ticket_score_best=max(finals, default=None),
-                    macs_mean=_mean([r.macs for r in done]),
-                    params_mean=_mean([r.params for r in done]),
-                    ticket_macs_mean=_mean([r.final_macs for r in done]),
-                    ticket_params_mean=_mean([r.final_params for r in done]),
-                    epoch_s_mean=_mean([t for r in done for t in (r.train_epoch_s or r.epoch_s)]),
-                )
-            )
-        return out
+        return generation_summary(self.trials())
 
     def generation_phases(self) -> list[GenerationPhases]:
-        """Per generation, ascending: what the paper's Fig. 4a/4b show (cost and training epoch time of the
-        candidates, cost of their tickets, the share replaced), from the per-phase columns."""
-        out = []
-        for gen, records in self._by_generation():
-            done = [r for r in records if r.status == "done"]
-            tickets = [r for r in done if r.replaced]
-            epoch_s = [statistics.fmean(r.train_epoch_s) for r in done if r.train_epoch_s]
-            out.append(
-                GenerationPhases(
-                    generation=gen,
-                    done=len(done),
-                    params=_spread([r.params for r in done]),
-                    macs=_spread([r.macs for r in done]),
-                    train_epoch_s=_spread(epoch_s),
-                    ticket_params=_spread([r.ticket_params for r in tickets]),
-                    ticket_macs=_spread([r.ticket_macs for r in tickets]),
-                    replaced_share=len(tickets) / len(done) if done else None,
-                    final_score_best=max((r.final_score for r in done), default=None),
-                    compute_images=round(sum(r.budget_images or 0 for r in records if not r.in_flight)),
-                )
-            )
-        return out
+        """Per generation, ascending: what the paper's Fig. 4a/4b show (`summaries.generation_phases`)."""
+        return generation_phases(self.trials())
 
     def compute_used(self) -> ComputeUsed:
         """The compute of every finished trial so far (what `compute` budgets count; a resumed run keeps it):
@@ -829,21 +556,6 @@ class Store:
             if row[0] not in allowed:
                 raise ValueError(f"{op}: trial {trial_id} is {row[0]}, allowed: {' or '.join(allowed)} trials")
             conn.execute(f"UPDATE trials SET {assignments} WHERE trial_id = ?", (*args, trial_id))
-
-
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Brings a store of an older schema version up to `SCHEMA_VERSION`, one version per transaction."""
-    for start in range(version, SCHEMA_VERSION):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == start:  # another process may have migrated
-                for statement in _MIGRATIONS[start]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {start + 1}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
 
 __all__ = [
