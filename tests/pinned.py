@@ -63,7 +63,7 @@ def run_all(root: Path) -> dict[str, list[dict]]:
     """The four pinned searches, run under `root`."""
     import os
 
-    import menas.search.trial as trial_module
+    import menas.prune.pipeline as pipeline_module
     from menas.config import ExecutorConfig
     from menas.search.engine import Search, load_run_config
     from test_search import tiny_config
@@ -73,7 +73,7 @@ def run_all(root: Path) -> dict[str, list[dict]]:
     Search(tiny_config(), root / "plain").run()
     out["plain"] = snapshot(root / "plain")
 
-    real_train = trial_module.train
+    real_train = pipeline_module.train
 
     def crashing_train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
         history = real_train(model, train_loader, val_loader, cfg, checkpoint_path=checkpoint_path, **kw)
@@ -81,14 +81,14 @@ def run_all(root: Path) -> dict[str, list[dict]]:
             raise KeyboardInterrupt
         return history
 
-    trial_module.train = crashing_train
+    pipeline_module.train = crashing_train
     try:
         with contextlib.suppress(KeyboardInterrupt):
             Search(tiny_config(), root / "resumed").run()
         os.environ["MENAS_PINNED_RESUMED"] = "1"
         Search(load_run_config(root / "resumed"), root / "resumed", resume=True).run()
     finally:
-        trial_module.train = real_train
+        pipeline_module.train = real_train
         os.environ.pop("MENAS_PINNED_RESUMED", None)
     out["resumed"] = snapshot(root / "resumed")
 

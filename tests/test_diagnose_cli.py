@@ -41,7 +41,10 @@ def test_train_writes_history_weights_and_checkpoint(trained: Path, capsys: pyte
     assert last["train_loss"] < first["train_loss"]
     assert last["val_top1"] == _search_val_top1(trained)  # the saved weights are the ones scored last
     assert {"model.safetensors", "train.ckpt", "run.json"} <= {p.name for p in trained.iterdir()}
-    assert Genome.from_str(json.loads((trained / "run.json").read_text())["genome"]) == Genome.from_str(GENOME)
+    run = json.loads((trained / "run.json").read_text())
+    assert Genome.from_str(run["genome"]) == Genome.from_str(GENOME)
+    assert run["kind"] == "train"  # `run_record`'s keys plus menas train's provenance
+    assert set(run) == {"kind", "genome", "data", "train", "preprocessing", "device", "split_digest"}
 
 
 def test_lottery_prints_proposals_and_ticket(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,6 +84,7 @@ def test_lottery_out_writes_a_loadable_ticket(
     assert f"fine-tuned the ticket for 1 epoch(s): {ticket['score_before_ft']:.2f}% -> " in text
     run = json.loads((out / "run.json").read_text())
     assert run["genome"] == ticket["genome"] and run["pruned_from"] == record["parent"]["genome"]
+    assert run["kind"] == "lottery" and set(run) == {"kind", "genome", "data", "train", "preprocessing", "pruned_from"}
     from menas.train.checkpoint import load_weights
 
     model = load_weights(out / "model.safetensors", num_classes=10, in_chans=1)
@@ -89,6 +93,39 @@ def test_lottery_out_writes_a_loadable_ticket(
         load_weights(out / "model.safetensors", num_classes=10, in_chans=3)
     # the folder is a checkpoint: a second lottery runs on the ticket without --data
     assert main(["lottery", str(out), "-P", "2", "--score-images", "64", "--threads", "1"]) == 0
+
+
+def test_lottery_finetunes_by_the_pipeline_at_the_lotterys_scale_without_a_checkpoint(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`menas lottery` fine-tunes the ticket with `prune.pipeline.finetune`, the step a trial runs, but with the
+    differences the pipeline takes as parameters: the lottery's lr scale, no epoch checkpoint and no owner (a trial
+    keeps `finetune.ckpt` under its trial id)."""
+    import menas.prune.pipeline as pipeline
+    from menas.config import LotteryConfig, TrainConfig, from_dict
+
+    real_train, seen = pipeline.train, []
+
+    def train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
+        seen.append((cfg, checkpoint_path, kw.get("owner")))
+        return real_train(model, train_loader, val_loader, cfg, checkpoint_path=checkpoint_path, **kw)
+
+    monkeypatch.setattr(pipeline, "train", train)
+    args = ["lottery", str(trained), "-P", "2", "--score-images", "64", "--threads", "1", "--tolerance", "100"]
+    assert main([*args, "--finetune-epochs", "1"]) == 0
+    ((cfg, checkpoint, owner),) = seen
+    recorded = from_dict(TrainConfig, json.loads((trained / "run.json").read_text())["train"], "train")
+    assert checkpoint is None and owner is None and (cfg.epochs, cfg.warmup_epochs) == (1, 0.0)
+    assert cfg.lr == pytest.approx(recorded.peak_lr(64) * LotteryConfig().finetune_lr_scale)
+
+
+def test_the_finetune_lr_scale_is_the_jobs_else_the_lotterys_else_one() -> None:
+    from menas.config import LotteryConfig
+    from menas.prune.pipeline import finetune_lr_scale
+
+    lottery = LotteryConfig(finetune_lr_scale=0.5)
+    assert (finetune_lr_scale(0.2, lottery), finetune_lr_scale(None, lottery)) == (0.2, 0.5)
+    assert (finetune_lr_scale(0.2, None), finetune_lr_scale(None, None)) == (0.2, 1.0)
 
 
 def _search_val_top1(folder: Path) -> float:

@@ -199,3 +199,41 @@ def test_export_cli_sources_and_errors(
     assert main(["export", str(weights), "--out", str(tmp_path / "d"), "--format", "tflite"]) == 2
     err = capsys.readouterr().err
     assert "nothing': not found" in err and "allowed: a comma list" in err and "Traceback" not in err
+
+
+def test_export_a_member_of_a_runs_front(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--front K` exports the K-th member of the run's Pareto front by rising MACs (`Store.front`), `--rank N`
+    the N-th best; a K outside the front, two picks at once or `--front` without a run is a one-line error, exit 2."""
+    weights = tmp_path / "w" / "model.safetensors"
+    weights.parent.mkdir()
+    save_weights(_model(), GENOME, weights)
+    run = tmp_path / "run"
+    with Store.create(run, {"space": "mobilenet3-mt", "strategy": {"objective": "pareto"}}) as store:
+        store.add_trials([TrialSpec(i, f"g{i}", 0, "sample", (), False) for i in range(4)])
+        for i, (score, macs) in enumerate([(60.0, 1_000_000), (70.0, 2_000_000), (65.0, 3_000_000)]):
+            store.finish_trial(i, trained_score=score, macs=macs, params=1, weights=str(weights))
+        store.fail_trial(3, "TrialFailed: non-finite loss")
+
+    def export(*flags: str) -> int | None:
+        out = tmp_path / "out" / "".join(flags)
+        code = main(["export", str(run), "--out", str(out), "--format", "safetensors", *flags])
+        return json.loads((out / "genome.json").read_text())["trial_id"] if code == 0 else code
+
+    # trial 2 (65%, 3M MACs) is beaten by trial 1 (70%, 2M): the front is trial 0, then trial 1
+    assert (export("--front", "1"), export("--front", "2"), export("--rank", "2"), export("--trial", "2")) == (
+        0,
+        1,
+        2,
+        2,
+    )
+    capsys.readouterr()
+    for k in ("3", "0"):
+        assert export("--front", k) == 2
+        err = capsys.readouterr().err
+        assert f"--front: got {k}, allowed: 1..2 (the run's Pareto front by rising MACs" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as info:
+        export("--front", "1", "--rank", "1")
+    assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    bare = ["export", str(weights), "--out", str(tmp_path / "bare"), "--front", "1", "--input-size", "32"]
+    assert main(bare) == 2
+    assert "--front: only with a run folder" in capsys.readouterr().err

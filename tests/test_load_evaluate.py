@@ -13,7 +13,7 @@ import torch
 
 import menas
 from menas.cli.main import main
-from menas.config import DataConfig, TrainConfig, from_dict
+from menas.config import DataConfig, TrainConfig, from_dict, to_dict
 from menas.data.loaders import channel_stats
 from menas.data.splits import build_loaders
 from menas.errors import UserError
@@ -22,7 +22,7 @@ from menas.search.store import Store
 from menas.search.strategies import TrialSpec
 from menas.search.trial import TrialJob, run_trial
 from menas.space.genome import Genome
-from menas.train.checkpoint import load_checkpoint, load_weights, save_weights
+from menas.train.checkpoint import load_checkpoint, load_weights, run_record, save_weights
 from menas.train.loop import evaluate
 from menas.winner.evaluate import evaluate_network
 
@@ -143,6 +143,7 @@ def test_a_trial_folder_records_its_data_and_preprocessing(tmp_path: Path) -> No
     assert result.status == "done"
     record = json.loads((tmp_path / "t" / "run.json").read_text())
     assert (record["trial_id"], record["genome"], record["data"]["seed"]) == (7, Genome.from_str(GENOME).to_str(), 3)
+    assert record["kind"] == "trial" and set(record) == {"kind", "genome", "data", "train", "preprocessing", "trial_id"}
     data = build_loaders(cfg, "cpu")
     mean, std = channel_stats(data.train.images)
     assert record["preprocessing"]["mean"] == pytest.approx(mean.tolist(), abs=1e-6)
@@ -151,6 +152,26 @@ def test_a_trial_folder_records_its_data_and_preprocessing(tmp_path: Path) -> No
     # `evaluate --split val` reproduces the score the search recorded for the trial
     assert main(["evaluate", str(tmp_path / "t"), "--split", "val", "--threads", "1"]) == 0
     assert json.loads((tmp_path / "t" / "evaluate-val.json").read_text())["top1"] == result.final_score
+
+
+def test_run_record_holds_the_common_keys_then_the_writers_provenance() -> None:
+    """Every run.json is `run_record`'s: kind, genome, the data and training configs as plain data, the
+    preprocessing when known (left out when None), and the writer's own keys."""
+    genome, data, train = Genome.from_str(GENOME), DataConfig(dataset="synthetic", seed=2), TrainConfig(epochs=3)
+    common = {"genome": genome.to_str(), "data": to_dict(data), "train": to_dict(train)}
+    assert run_record("lottery", genome, data, train, None, pruned_from="x") == {
+        "kind": "lottery",
+        **common,
+        "pruned_from": "x",
+    }
+    pre = {"mean": [0.5], "std": [0.2]}
+    assert run_record("trial", genome, data, train, pre, trial_id=4) == {
+        "kind": "trial",
+        **common,
+        "preprocessing": pre,
+        "trial_id": 4,
+    }
+    assert from_dict(DataConfig, run_record("train", genome, data, train)["data"], "data") == data  # read back
 
 
 @pytest.mark.parametrize("split", ["test", "val"])

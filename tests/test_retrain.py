@@ -184,6 +184,7 @@ def test_retrain_beats_the_untrained_network_and_writes_its_folder(retrained):
     assert record["config"]["train"]["ema"] is True and record["images_per_s"] > 0 and record["device"]
     run = json.loads((retrained / "run.json").read_text())
     assert (run["kind"], run["genome"], run["kept"]) == ("retrain", TINY.to_str(), record["kept"])
+    assert set(run) == {"kind", "genome", "data", "train", "source", "init", "kept", "test_top1"}  # run_record's
     recipe = yaml.safe_load((retrained / "recipe.yaml").read_text())
     assert from_dict(RetrainConfig, recipe) == from_dict(RetrainConfig, record["config"])
 

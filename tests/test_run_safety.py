@@ -26,6 +26,7 @@ from menas.data.splits import build_loaders
 from menas.errors import TrialFailed, UserError
 from menas.files import FolderLock, FolderLocked
 from menas.nn.builder import build_model
+from menas.prune import pipeline as pipeline_module
 from menas.search import store as store_module
 from menas.search import trial as trial_module
 from menas.search.engine import Search, SearchStopped, format_traceback, load_run_config
@@ -164,7 +165,7 @@ def test_a_concurrent_create_fails_and_never_swaps_the_database(
     """Another process creates the store while this one builds its file: this create fails, the other's file and
     its open connection stay the store (os.replace would have put this one's file under the other's connection)."""
     target = tmp_path / "run"
-    real_connect = store_module._connect
+    real_connect = store_module.connect
     other: list[Store] = []
     calls: list[str] = []
 
@@ -174,7 +175,7 @@ def test_a_concurrent_create_fails_and_never_swaps_the_database(
             other.append(Store.create(target, {"who": "other"}))
         return real_connect(path, mode)
 
-    monkeypatch.setattr(store_module, "_connect", connect)
+    monkeypatch.setattr(store_module, "connect", connect)
     with pytest.raises(FileExistsError, match="already exists"):
         Store.create(target, {"who": "this"})
     monkeypatch.undo()
@@ -272,7 +273,7 @@ def test_a_run_stopped_by_failures_resumes_as_advised_once_the_cause_is_fixed(
     def broken(*args, **kw):
         raise TrialFailed("loss became NaN at epoch 1 step 1")
 
-    monkeypatch.setattr(trial_module, "train", broken)
+    monkeypatch.setattr(pipeline_module, "train", broken)
     run = tmp_path / "run"
     cfg = tiny_config(strategy=StrategyConfig(population=6, generations=1, parents=2), max_failure_share=0.5)
     with pytest.raises(SearchStopped, match=rf"5 of 5 trials failed .*`menas resume( {run})?`"):
@@ -295,7 +296,7 @@ def test_a_failed_trials_event_holds_its_traceback(tmp_path: Path, monkeypatch: 
     def train_that_breaks(*args, **kw):
         broken_layer()
 
-    monkeypatch.setattr(trial_module, "train", train_that_breaks)
+    monkeypatch.setattr(pipeline_module, "train", train_that_breaks)
     run = tmp_path / "run"
     Search(tiny_config(strategy=StrategyConfig(population=2, generations=1, parents=2)), run).run()
     with Store.open(run, readonly=True) as store:

@@ -25,8 +25,8 @@ from menas.config import (
     to_dict,
 )
 from menas.errors import TrialFailed
+from menas.prune import pipeline as pipeline_module
 from menas.search import engine as search_module
-from menas.search import trial as trial_module
 from menas.search.engine import Search, SearchStopped, load_run_config
 from menas.search.store import Store
 
@@ -129,7 +129,7 @@ def test_resume_after_crash_retrains_nothing_finished(phase: str, reference_run:
     """Crash inside trial 4 (of 6) at the given phase, resume, and get the uninterrupted run's results; the
     four finished trials are never trained again and the crashed one continues from its checkpoint."""
     run_dir = tmp_path / "run"
-    real_train, real_ticket = trial_module.train, trial_module.search_ticket
+    real_train, real_ticket = pipeline_module.train, pipeline_module.search_ticket
     calls: list[str] = []
 
     def train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
@@ -141,7 +141,7 @@ def test_resume_after_crash_retrains_nothing_finished(phase: str, reference_run:
             raise Crash
         return history
 
-    monkeypatch.setattr(trial_module, "train", train)
+    monkeypatch.setattr(pipeline_module, "train", train)
     if phase == "lottery":
         counter = {"n": 0}
 
@@ -151,7 +151,7 @@ def test_resume_after_crash_retrains_nothing_finished(phase: str, reference_run:
                 raise Crash
             return real_ticket(*args, **kw)
 
-        monkeypatch.setattr(trial_module, "search_ticket", crashing_ticket)
+        monkeypatch.setattr(pipeline_module, "search_ticket", crashing_ticket)
     with pytest.raises(Crash):
         Search(tiny_config(), run_dir).run()
     with Store.open(run_dir, readonly=True) as store:
@@ -202,14 +202,14 @@ def _started_after_two_done(run_dir: Path) -> bool:
 
 def _fail_trial(monkeypatch: pytest.MonkeyPatch, trial: str, error: BaseException) -> None:
     """Makes training of one trial (by its folder name) raise `error`; every other trial trains for real."""
-    real_train = trial_module.train
+    real_train = pipeline_module.train
 
     def train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
         if Path(checkpoint_path).parent.name == trial:
             raise error
         return real_train(model, train_loader, val_loader, cfg, checkpoint_path=checkpoint_path, **kw)
 
-    monkeypatch.setattr(trial_module, "train", train)
+    monkeypatch.setattr(pipeline_module, "train", train)
 
 
 def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,7 +237,7 @@ def test_too_many_failures_stop_with_a_clear_message(tmp_path: Path, monkeypatch
     def train(*args, **kw):
         raise TrialFailed("loss became NaN at epoch 1 step 1")
 
-    monkeypatch.setattr(trial_module, "train", train)
+    monkeypatch.setattr(pipeline_module, "train", train)
     cfg = tiny_config(strategy=StrategyConfig(population=6, generations=1, parents=2), max_failure_share=0.5)
     with pytest.raises(SearchStopped, match=r"5 of 5 trials failed .*menas resume"):
         Search(cfg, tmp_path / "run").run()

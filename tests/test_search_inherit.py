@@ -13,6 +13,7 @@ import pytest
 
 from menas.config import ExecutorConfig, InheritConfig, SearchConfig, StrategyConfig, TrainConfig, from_dict
 from menas.errors import UserError
+from menas.prune import pipeline as pipeline_module
 from menas.search import trial as trial_module
 from menas.search.engine import Search, load_run_config
 from menas.search.store import Store
@@ -154,7 +155,7 @@ def test_an_interrupted_inheriting_search_resumes_to_the_same_rows(
     """Crash inside the training of generation 1's first child (after its epoch checkpoint), resume: the child is
     not inherited again (its train.ckpt restores the weights), and the rows equal the uninterrupted search's."""
     run_dir = tmp_path / "run"
-    real_train, real_inherit = trial_module.train, trial_module.inherit_from_files
+    real_train, real_inherit = pipeline_module.train, trial_module.inherit_from_files
     inherited: list[int] = []
 
     def train(model, train_loader, val_loader, cfg, *, checkpoint_path=None, **kw):
@@ -167,7 +168,7 @@ def test_an_interrupted_inheriting_search_resumes_to_the_same_rows(
         inherited.append(int(Path(paths[0]).parent.name))
         return real_inherit(child, origin, paths, *args, **kw)
 
-    monkeypatch.setattr(trial_module, "train", train)
+    monkeypatch.setattr(pipeline_module, "train", train)
     monkeypatch.setattr(trial_module, "inherit_from_files", inherit_from_files)
     with pytest.raises(Crash):
         Search(inherit_config(), run_dir).run()

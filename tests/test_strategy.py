@@ -11,16 +11,19 @@ import typing
 import zlib
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from menas.config import SearchConfig, StrategyConfig, StrategyName
+from menas.cli.main import main
+from menas.config import ObjectiveName, SearchConfig, StrategyConfig, StrategyName
 from menas.errors import BudgetError, UserError
-from menas.search import ranking
+from menas.search import pareto, ranking
 from menas.search.strategies import (
     MENAS,
+    OBJECTIVES,
     ROLE_CROSSOVER,
     ROLE_MUTATION,
     ROLE_SAMPLE,
@@ -122,6 +125,10 @@ FACTORIES: dict[str, Callable[[int], Strategy]] = {
     "regularized-parallel": lambda seed: RegularizedEvolution(
         MT, BUDGET, seed, population=10, sample_size=4, cycles=25, parallel=3
     ),
+    "menas-pareto": lambda seed: MENAS(MT, BUDGET, seed, population=10, generations=4, parents=4, objective="pareto"),
+    "regularized-pareto": lambda seed: RegularizedEvolution(
+        MT, BUDGET, seed, population=10, sample_size=4, cycles=25, parallel=3, objective="pareto"
+    ),
     "random": lambda seed: RandomSearch(MT, BUDGET, seed, trials=25, batch=10),
     "random-ws": lambda seed: RandomSearch(WS, WS_BUDGET, seed, trials=25),
 }
@@ -190,6 +197,8 @@ def test_spec_normalises_parents_and_rejects_bad_fields() -> None:
         (lambda: RegularizedEvolution(MT, BUDGET, 0, population=5, sample_size=6), "sample_size: got 6"),
         (lambda: RegularizedEvolution(MT, BUDGET, 0, parallel=0), "parallel: got 0"),
         (lambda: RegularizedEvolution(MT, BUDGET, 0, cycles=-1), "cycles: got -1"),
+        (lambda: MENAS(MT, BUDGET, 0, objective="macs"), "objective: got 'macs', allowed: accuracy, pareto"),
+        (lambda: RegularizedEvolution(MT, BUDGET, 0, objective=""), "objective: got '', allowed: accuracy, pareto"),
     ],
 )
 def test_bad_arguments_are_named(make: Callable[[], Strategy], match: str) -> None:
@@ -380,7 +389,9 @@ def test_an_exhausted_space_raises_instead_of_looping() -> None:
 # ----------------------------------------------------------------------------------------- determinism and resume
 
 
-@pytest.mark.parametrize("name", ["menas", "menas-large", "regularized-parallel", "random"])
+@pytest.mark.parametrize(
+    "name", ["menas", "menas-large", "regularized-parallel", "random", "menas-pareto", "regularized-pareto"]
+)
 def test_completion_order_and_ask_sizes_do_not_change_the_search(name: str) -> None:
     sequential = drive(FACTORIES[name](7), workers=1)
     parallel = drive(FACTORIES[name](7), workers=3, order_seed=9)
@@ -390,20 +401,33 @@ def test_completion_order_and_ask_sizes_do_not_change_the_search(name: str) -> N
     assert [s for s, _ in other_seed.history()] != [s for s, _ in sequential.history()]
 
 
+@pytest.mark.parametrize("name", ["regularized-parallel", "menas-pareto", "regularized-pareto"])
 @settings(max_examples=12, deadline=None)
 @given(workers=st.integers(1, 6), order_seed=st.integers(0, 10**6), fail=st.booleans())
-def test_any_schedule_proposes_the_same_trials(workers: int, order_seed: int, fail: bool) -> None:
+def test_any_schedule_proposes_the_same_trials(name: str, workers: int, order_seed: int, fail: bool) -> None:
     """Property: for a fixed seed, whatever the number of workers and the completion order, the trials are the
-    same (the 'regularized-parallel' strategy allows up to 3 in flight; more workers just wait)."""
-    reference = drive(FACTORIES["regularized-parallel"](1), workers=1, fail=fail)
-    other = drive(FACTORIES["regularized-parallel"](1), workers=workers, order_seed=order_seed, fail=fail)
+    same (the regularized evolutions allow up to 3 in flight, more workers just wait; MENAS waits for each
+    generation, and the pareto objective's fronts and crowding distances never depend on arrival order)."""
+    reference = drive(FACTORIES[name](1), workers=1, fail=fail)
+    other = drive(FACTORIES[name](1), workers=workers, order_seed=order_seed, fail=fail)
     assert other.history() == reference.history()
 
 
 CUTS = [0, 3, 10, 14, 23]  # before any tell, mid generation 0, the generation boundary, mid-generations
 
 
-@pytest.mark.parametrize("name", ["menas", "menas-no-tickets", "regularized", "regularized-parallel", "random"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "menas",
+        "menas-no-tickets",
+        "regularized",
+        "regularized-parallel",
+        "random",
+        "menas-pareto",
+        "regularized-pareto",
+    ],
+)
 @pytest.mark.parametrize("cut", CUTS)
 def test_replay_rebuilds_the_exact_state(name: str, cut: int) -> None:
     """Run k tells with 3 workers (so trials are in flight at the cut), rebuild a fresh strategy from the
@@ -456,6 +480,69 @@ class _Record:
         self.parent_ids, self.origin = spec.parent_ids, spec.origin
         for name in ("final_score", "final_macs", "final_params", "ticket"):
             setattr(self, name, getattr(outcome, name.removeprefix("final_"), None))
+
+
+# ----------------------------------------------------------------------------------------- multi-objective
+
+
+def _beats(a: TrialOutcome, b: TrialOutcome) -> bool:
+    """Dominance written out: a scores at least as high at no more MACs, and differs."""
+    return a.score >= b.score and a.macs <= b.macs and (a.score, a.macs) != (b.score, b.macs)
+
+
+def _peeled_fronts(outcomes: list[TrialOutcome]) -> dict[int, int]:
+    """trial_id -> front index by the definition (front 0: what nothing beats; remove it and repeat)."""
+    left, front_of = list(outcomes), {}
+    for k in range(len(outcomes)):
+        front = [o for o in left if not any(_beats(p, o) for p in left)]
+        front_of.update(dict.fromkeys((o.trial_id for o in front), k))
+        left = [o for o in left if o.trial_id not in front_of]
+    return front_of
+
+
+def test_pareto_menas_breeds_from_the_first_fronts_and_keeps_a_front() -> None:
+    """Each generation's parents are the first K of the distinct done outcomes so far in NSGA-II order: never a
+    parent on a later front (by the definition) than an outcome left out, and the non-dominated ones first; the
+    run's front (`pareto.trial_front`) holds only what no done trial beats. The objective changes the search from
+    generation 1 on, never the samples of generation 0."""
+    strategy = drive(FACTORIES["menas-pareto"](3), workers=3, order_seed=1, fail=True)
+    history = strategy.history()
+    for g in range(1, strategy.generations):
+        distinct: dict[str, TrialOutcome] = {}
+        for o in sorted((o for s, o in history if s.generation < g and o is not None and o.ok), key=ranking.rank_key):
+            distinct.setdefault(o.final_genome, o)
+        front_of = _peeled_fronts(list(distinct.values()))
+        pool = strategy.parent_pool(g)
+        assert len(pool) == min(strategy.num_parents, len(distinct)) == 4
+        parents = [front_of[distinct[p].trial_id] for p in pool]
+        left = [front_of[o.trial_id] for text, o in distinct.items() if text not in pool]
+        assert parents == sorted(parents) and max(parents) <= min(left), (g, parents, left)
+        assert parents[0] == 0
+    done = [o for _, o in history if o is not None and o.ok]
+    front = pareto.trial_front(done)
+    assert front and all(not _beats(o, member) for member in front for o in done)
+    assert all(any(_beats(m, o) or (m.score, m.macs) == (o.score, o.macs) for m in front) for o in done)
+    accuracy = drive(FACTORIES["menas"](3), workers=3, order_seed=1, fail=True).history()
+    assert [s for s, _ in history[:10]] == [s for s, _ in accuracy[:10]]
+    assert [s for s, _ in history[10:]] != [s for s, _ in accuracy[10:]]
+
+
+def test_pareto_tournaments_pick_the_best_nsga2_member_of_the_population() -> None:
+    """With the tournament as large as the population, the winner is the member first in NSGA-II order over the
+    population at that time: the lowest front, the largest crowding distance, the earliest trial."""
+    population = 6
+    strategy = drive(RegularizedEvolution(MT, BUDGET, 4, population=population, sample_size=population, cycles=12,
+                                          objective="pareto"), fail=True)  # fmt: skip
+    history = strategy.history()
+    done = [o for _, o in history if o is not None and o.ok]
+    mutated = [spec for spec, _ in history if spec.role == ROLE_MUTATION]
+    assert mutated
+    for spec in mutated:
+        window = [o for o in done if o.trial_id < max(population, spec.trial_id)][-population:]
+        ranks = pareto.nsga2_ranks(window)
+        winner = min(window, key=lambda o: ranks[o.trial_id])
+        assert spec.parent_ids == (winner.trial_id,), spec.trial_id
+        assert _peeled_fronts(window)[winner.trial_id] == 0
 
 
 # ----------------------------------------------------------------------------------------- search quality
@@ -529,6 +616,22 @@ def test_make_strategy_from_config_counts_trials_without_a_budget(
     strategy = make_strategy(SearchConfig(strategy=settings))
     assert isinstance(strategy, kind) and strategy.total_trials == total and strategy.use_tickets == tickets
     assert strategy.budget is None and strategy.space.name == "mobilenet3-mt"
+
+
+def test_config_and_strategy_agree_on_the_objective(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One set of objectives; a bad one is a one-line error naming the key and the allowed values, from a
+    Python caller or the config (`--set`); make_strategy hands the config's objective to the selecting strategies."""
+    assert typing.get_args(ObjectiveName) == OBJECTIVES and StrategyConfig().objective == "accuracy"
+    with pytest.raises(UserError, match=r"strategy.objective: got 'latency', allowed: accuracy, pareto"):
+        StrategyConfig(objective="latency")
+    out = tmp_path / "run"
+    assert main(["search", "--set", "strategy.objective=latency", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "strategy.objective: got 'latency', allowed: 'accuracy', 'pareto'" in err and err.count("\n") == 1
+    assert not out.exists()  # refused before anything is written
+    for name in ("menas", "menas-no-tickets", "evolution"):
+        cfg = SearchConfig(strategy=StrategyConfig(name=name, objective="pareto"))
+        assert make_strategy(cfg).objective == "pareto" == make_strategy(cfg).settings()["objective"]
 
 
 def test_config_and_strategy_agree_on_keep_largest() -> None:

@@ -217,6 +217,8 @@ StrategyName = Literal["menas", "menas-no-tickets", "menas-inherit", "random", "
 #: Strategies that breed children with gene origins, so they can inherit their parents' weights (`inherit`).
 INHERITING_STRATEGIES = ("menas", "menas-no-tickets", "menas-inherit")
 ExecutorKind = Literal["local", "pool", "ray"]
+#: What selection optimises (`strategy.objective`; `menas.search.strategies.OBJECTIVES`).
+ObjectiveName = Literal["accuracy", "pareto"]
 
 
 @dataclasses.dataclass
@@ -262,10 +264,18 @@ class StrategyConfig:
     trials: int = 200  # random search: number of trials
     sample_size: int = 10  # evolution: tournament size
     cycles: int = 150  # evolution: children after the initial population
+    # what MENAS' parents and evolution's tournament winners are chosen by. accuracy: the best final search-val
+    # top-1 (then fewer MACs). pareto: NSGA-II over final top-1 (up) and final MACs (down): lower Pareto front,
+    # then larger crowding distance; the run's result is then its front (`menas status`, `menas export --front K`)
+    objective: ObjectiveName = "accuracy"
 
     def __post_init__(self) -> None:
         for name in ("population", "generations", "parents", "trials", "sample_size", "cycles"):
             _check_min(f"strategy.{name}", getattr(self, name), 1)
+        if self.objective not in typing.get_args(ObjectiveName):
+            raise UserError(
+                f"strategy.objective: got {self.objective!r}, allowed: {', '.join(typing.get_args(ObjectiveName))}"
+            )
         if not 0.0 <= self.keep_largest < 1.0:  # as MENAS: some parents are always taken by score
             raise UserError(f"strategy.keep_largest: got {self.keep_largest!r}, allowed: 0 <= share < 1")
         _check_range("strategy.mutation_prob", self.mutation_prob, 0.0, 1.0)

@@ -1,5 +1,6 @@
-"""`menas export`: a network (a run's best, a checkpoint or export folder, a weights file) written as genome,
-weights and checked graphs; the torch-side modules are imported inside the command."""
+"""`menas export`: a network (a run's best, one of its trials by id, rank or place on its Pareto front, a
+checkpoint or export folder, a weights file) written as genome, weights and checked graphs; the torch-side modules
+are imported inside the command."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     formats = parse_formats(args.format)
     check_requirements(formats)  # before loading anything or writing a file
-    model, input_size, info, pre = _export_source(Path(args.source), args.input_size)
+    model, input_size, info, pre = _export_source(Path(args.source), args.input_size, args.trial, args.rank, args.front)
     result = export_model(model, args.out, input_size, formats, info, pre)
     console = make_console()
     cost = count_cost(model.genome, input_size, model.stem.conv.in_channels, model.num_classes)
@@ -41,14 +42,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_source(path: Path, input_size: int | None) -> tuple[Any, int, dict[str, Any], dict[str, Any]]:
-    """(model, input size, provenance, preprocessing) of a run folder (its best trial), a checkpoint or export
-    folder, or a weights file."""
+def _export_source(
+    path: Path, input_size: int | None, trial: int | None = None, rank: int | None = None, front: int | None = None
+) -> tuple[Any, int, dict[str, Any], dict[str, Any]]:
+    """(model, input size, provenance, preprocessing) of a run folder (its best trial, or the one `trial`, `rank`
+    or `front` picks: `menas.winner.load.find_network`), a checkpoint or export folder, or a weights file."""
     from menas.config import to_dict
     from menas.train.checkpoint import load_weights
     from menas.winner.load import find_network, network_preprocessing
 
-    source = find_network(path)
+    source = find_network(path, trial, rank, front)
     if input_size is None:
         input_size = source.input_size
     if input_size is None:
@@ -65,8 +68,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="genome, weights and TorchScript/torch.export/ONNX graphs of a network")
     p.add_argument(
         "source",
-        help="a run folder (its best network), a `menas train`/`lottery --out` folder, an "
-        "export folder or a .safetensors file",
+        help="a run folder (its best network, or the one --trial, --rank or --front picks), a `menas train`/"
+        "`lottery --out` folder, an export folder or a .safetensors file",
     )
     p.add_argument("--out", required=True, help="folder for genome.json, model.* and export.json")
     p.add_argument(
@@ -76,6 +79,16 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "pip install 'menas[export]')",
     )
     p.add_argument("--input-size", type=int, default=None, help="image side in px (default: the recorded one)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, default=None, help="a run's trial id instead of its best")
+    which.add_argument("--rank", type=int, default=None, help="the run's K-th best trial (1 = best)")
+    which.add_argument(
+        "--front",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the K-th member of the run's Pareto front of search-val top-1 vs MACs, by rising MACs (1 = cheapest)",
+    )
     p.set_defaults(func=cmd_export)
 
 

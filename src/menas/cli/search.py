@@ -1,6 +1,6 @@
 """`menas search`, `menas resume` and `menas status`: a search run from a config in a run folder, continued after
 a crash, and its progress read from the store while it runs (`status` is torch-free: the store, the strategy's
-trial count and the report's inheritance totals)."""
+trial count, the Pareto front and the report's inheritance totals)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ def _run_search(search: Any, console: Console) -> int:
         f"next: `menas report {search.run_dir}` (figures, tables), `menas export {search.run_dir} --out "
         f"{search.run_dir}/export` (the best network)"
     )
+    if search.cfg.strategy.objective == "pareto":
+        console.print(
+            f"the result is a Pareto front of {len(search.store.front())} networks: `menas status {search.run_dir}` "
+            f"lists them, `menas export {search.run_dir} --front K --out DIR` exports member K"
+        )
     return 0
 
 
@@ -100,6 +105,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         phases = {p.generation: p for p in store.generation_phases()}
         used = store.compute_used()
         best = store.best()
+        front = store.front()
         cfg = from_dict(SearchConfig, store.config(), "run config")
     total = make_strategy(cfg).total_trials
     counts = {
@@ -146,6 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params\n"
             f"{best.final_genome}"
         )
+    _print_front(front, cfg.strategy.objective == "pareto", run, console)
     if trials:
         started = min(t.queued_at for t in trials)
         last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
@@ -156,6 +163,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     if estimate is not None:
         console.print(_time_left_line(estimate, total))
     return 0
+
+
+def _print_front(front: list[Any], full: bool, run: Path, console: Console) -> None:
+    """The run's Pareto front of final top-1 against final MACs (`Store.front`): a table, member K being what
+    `menas export --front K` exports, when the search optimised it (`strategy.objective: pareto`); else one line."""
+    if not front:
+        return
+    hint = f"`menas export {run} --front K --out DIR` exports member K"
+    if not full:
+        cheap, top = front[0], front[-1]
+        console.print(
+            f"Pareto front (top-1 vs MACs): {len(front)} trials, from {format_count(cheap.final_macs)} MACs at "
+            f"{pct(cheap.final_score)} to {format_count(top.final_macs)} MACs at {pct(top.final_score)}; {hint}"
+        )
+        return
+    table = Table(title="Pareto front (final top-1 vs MACs)")
+    for column in ("K", "trial", "gen", "top-1", "MACs", "params", "ticket"):
+        table.add_column(column, justify="right")
+    for k, t in enumerate(front, 1):
+        table.add_row(
+            str(k),
+            str(t.trial_id),
+            str(t.generation),
+            pct(t.final_score),
+            format_count(t.final_macs),
+            format_count(t.final_params or 0),
+            "yes" if t.ticket is not None else "no",
+        )
+    console.print(table)
+    console.print(hint)
 
 
 def _print_inheritance(trials: Any, console: Any) -> None:

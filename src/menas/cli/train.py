@@ -1,6 +1,7 @@
 """`menas train` and `menas lottery`: one network outside a search, trained with the search recipe, then its
 lottery ticket searched (and fine-tuned, kept with --out) or the ticket method diagnosed on the data (--diagnose).
-The torch-side modules are imported inside the commands."""
+The steps are `menas.prune.pipeline`'s, the ones a search trial runs. The torch-side modules are imported inside
+the commands."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from rich.table import Table
 from menas.cli.common import make_console, make_progress
 from menas.errors import UserError
 from menas.files import write_json
+from menas.folders import LOTTERY_FILE, RUN_FILE, TRAIN_CHECKPOINT, WEIGHTS_FILE
 from menas.space.cost import count_cost, format_count, parse_range
 from menas.space.genome import parse_genome_arg
+
+#: `menas train`'s per-epoch history, beside the checkpoint folder's weights and run.json.
+HISTORY_FILE = "history.json"
 
 
 def _data_config(args: argparse.Namespace, base: Any = None) -> Any:
@@ -63,12 +68,12 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True, recorded_s
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains one genome with the search recipe; writes history, checkpoint and weights to --out."""
-    from menas.config import TrainConfig, to_dict
+    from menas.config import TrainConfig
     from menas.data.device import resolve_device
     from menas.data.splits import build_loaders, preprocessing
-    from menas.nn.builder import build_model
-    from menas.train.checkpoint import WEIGHTS_FILE, save_weights
-    from menas.train.loop import check_checkpoint_owner, check_resumable, seed_trial, train
+    from menas.prune.pipeline import build_candidate, save_network, train_candidate
+    from menas.train.checkpoint import run_record
+    from menas.train.loop import check_checkpoint_owner, check_resumable
 
     genome = parse_genome_arg(args.genome)
     data_cfg = _data_config(args)
@@ -77,25 +82,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_cfg = dataclasses.replace(train_cfg, lr=args.lr)
     out = Path(args.out)
     if not args.restart:  # before anything is written: --out may hold another network's checkpoint
-        check_checkpoint_owner(out / "train.ckpt", {"genome": genome.to_str()})
+        check_checkpoint_owner(out / TRAIN_CHECKPOINT, {"genome": genome.to_str()})
     device = resolve_device(args.device)
     data = build_loaders(data_cfg, device)
     if not args.restart:  # nor resume it with another recipe or seed: refused before run.json is rewritten
-        check_resumable(out / "train.ckpt", train_cfg, data.train)
+        check_resumable(out / TRAIN_CHECKPOINT, train_cfg, data.train)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        out / "run.json",
-        {
-            "genome": genome.to_str(),
-            "data": to_dict(data_cfg),
-            "train": to_dict(train_cfg),
-            "device": str(device),
-            "split_digest": data.split_digest,
-            "preprocessing": preprocessing(data),
-        },
+    record = run_record(
+        "train", genome, data_cfg, train_cfg, preprocessing(data), device=str(device), split_digest=data.split_digest
     )
-    seed_trial(args.seed)
-    model = build_model(genome, data.num_classes, data.in_chans)
+    write_json(out / RUN_FILE, record)  # before training: an interrupted folder says what it was training
+    model = build_candidate(genome, data, args.seed)
     cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
     console = make_console()
     console.print(
@@ -113,17 +110,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 description=f"epoch {stats.epoch}: loss {stats.train_loss:.3f}, val top-1 {stats.val_top1 or 0:.2f}%",
             )
 
-        history = train(
-            model,
-            data.train,
-            data.val,
-            train_cfg,
-            checkpoint_path=out / "train.ckpt",
-            resume=not args.restart,
-            progress=on_epoch,
+        history = train_candidate(
+            model, data, train_cfg, out / TRAIN_CHECKPOINT, resume=not args.restart, progress=on_epoch
         )
-    write_json(out / "history.json", history.to_dict())
-    save_weights(model, genome, out / WEIGHTS_FILE)
+    write_json(out / HISTORY_FILE, history.to_dict())
+    save_network(out, model, genome)  # run.json was written before training
     last = history.epochs[-1]
     console.print(
         f"search-val top-1 {history.val_top1:.2f}%, epoch time {last.seconds:.1f} s, "
@@ -145,7 +136,7 @@ def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, A
     )
     base = from_dict(DataConfig, recorded["data"], "data") if "data" in recorded else None
     if base is None and args.data is None:
-        raise UserError(f"--data: required, {str(weights.with_name('run.json'))!r} does not record the dataset")
+        raise UserError(f"--data: required, {str(weights.with_name(RUN_FILE))!r} does not record the dataset")
     data_cfg = _data_config(args, base)  # the recorded data config (and seed) unless an argument overrides it
     recorded_digest = recorded.get("split_digest")
     train_cfg = from_dict(TrainConfig, recorded["train"], "train") if "train" in recorded else TrainConfig()
@@ -165,8 +156,7 @@ def _load_trained(path_text: str, args: argparse.Namespace) -> tuple[Any, Any, A
 def cmd_lottery(args: argparse.Namespace) -> int:
     """Searches the lottery ticket of a trained network, or diagnoses whether the method works on the data."""
     from menas.config import LotteryConfig
-    from menas.prune.recalibrate import calibration_batches
-    from menas.prune.tickets import search_ticket
+    from menas.prune.pipeline import search_and_choose_ticket
 
     keep = parse_range(args.macs_keep, "--macs-keep") if args.macs_keep else None
     cfg = LotteryConfig(
@@ -188,8 +178,8 @@ def cmd_lottery(args: argparse.Namespace) -> int:
         torch.set_num_threads(train_cfg.threads)
     if args.diagnose:
         return _print_diagnosis(model, data, cfg, train_cfg, args, console)
-    calib = calibration_batches(data.train, cfg.calib_batches, epoch=0)
-    result = search_ticket(model, calib, data.val, cfg, random.Random(args.proposal_seed), data.input_size)
+    # BN calibrated on epoch 0's batches: the network is read from a folder, its training epochs unknown here
+    result = search_and_choose_ticket(model, data, cfg, random.Random(args.proposal_seed), calib_epoch=0)
     table = Table(
         title=f"{len(result.scored)} pruning proposals (scored on {cfg.score_images or 'all'} images, "
         f"best {cfg.rescore_top} re-scored on all {data.val.num_samples})"
@@ -229,14 +219,14 @@ def cmd_lottery(args: argparse.Namespace) -> int:
 
 
 def _finetune_ticket(result: Any, data: Any, train_cfg: Any, cfg: Any, epochs: int, console: Console) -> float | None:
-    """Fine-tunes the chosen ticket in place (at `lottery.finetune_lr_scale` x the training lr, as trials do)
-    and returns its search-val top-1; None when nothing was fine-tuned."""
+    """Fine-tunes the chosen ticket in place (at `lottery.finetune_lr_scale` x the training lr, as trials do; no
+    checkpoint) and returns its search-val top-1; None when nothing was fine-tuned (no ticket: the unpruned
+    network stays as it was trained)."""
     if epochs <= 0 or result.chosen is None:
         return None
-    from menas.train.loop import train
+    from menas.prune.pipeline import finetune, finetune_lr_scale
 
-    ft_cfg = train_cfg.finetune(epochs, data.train.batch_size, cfg.finetune_lr_scale)
-    history = train(result.ticket_model, data.train, data.val, ft_cfg)
+    history = finetune(result.ticket_model, data, train_cfg, epochs, finetune_lr_scale(None, cfg))
     console.print(
         f"fine-tuned the ticket for {epochs} epoch(s): {result.ticket_score:.2f}% -> "
         f"{history.val_top1:.2f}% search-val top-1"
@@ -258,27 +248,21 @@ def _write_lottery_out(
     the folder is a checkpoint `menas lottery` / `menas train`-style commands load like any other; run.json
     records `preprocessing` (what the lottery's loaders fed the ticket: `menas.data.splits.preprocessing`) like
     `menas train`'s, so export and evaluate use the recorded statistics."""
-    from menas.config import to_dict
-    from menas.train.checkpoint import WEIGHTS_FILE, save_weights
+    from menas.prune.pipeline import save_network, write_lottery
+    from menas.train.checkpoint import run_record
 
     out.mkdir(parents=True, exist_ok=True)
     chosen = result.chosen
-    record = result.to_record(finetuned, args.finetune_epochs or 0)
-    write_json(out / "lottery.json", record)
+    write_lottery(out, result, finetuned, args.finetune_epochs or 0)
     if chosen is None:
-        console.print(f"wrote {out}/lottery.json (no ticket: no weights written)")
+        console.print(f"wrote {out}/{LOTTERY_FILE} (no ticket: no weights written)")
         return
-    run = {
-        "genome": chosen.proposal.genome.to_str(),
-        "data": to_dict(data_cfg),
-        "train": to_dict(train_cfg),
-        "pruned_from": result.parent_genome.to_str(),
-    }
-    if preprocessing is not None:
-        run["preprocessing"] = preprocessing
-    write_json(out / "run.json", run)
-    save_weights(result.ticket_model, chosen.proposal.genome, out / WEIGHTS_FILE)
-    console.print(f"wrote {out}/ ({WEIGHTS_FILE}, run.json, lottery.json)")
+    genome = chosen.proposal.genome
+    record = run_record(
+        "lottery", genome, data_cfg, train_cfg, preprocessing, pruned_from=result.parent_genome.to_str()
+    )
+    save_network(out, result.ticket_model, genome, record)
+    console.print(f"wrote {out}/ ({WEIGHTS_FILE}, {RUN_FILE}, {LOTTERY_FILE})")
 
 
 def _print_diagnosis(

@@ -24,7 +24,7 @@ from pathlib import Path
 from menas.errors import UserError
 from menas.files import write_atomically
 from menas.folders import RunFolder
-from menas.search import ranking
+from menas.search import pareto, ranking
 from menas.search.record import DERIVED, FIELDS, TrialRecord
 from menas.search.store import RetrainRecord, Store
 from menas.space.cost import format_count
@@ -90,18 +90,11 @@ def best_point(records: Sequence[TrialRecord]) -> Point | None:
 
 
 def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:
-    """Indices of the points no other point beats (cost <= and score >=, one of them strictly), by rising cost.
-
-    Of several points with the same cost and score, the first is kept.
-    """
-    order = sorted(range(len(costs)), key=lambda i: (costs[i], -scores[i], i))
-    front: list[int] = []
-    best = float("-inf")
-    for i in order:
-        if scores[i] > best:
-            front.append(i)
-            best = scores[i]
-    return front
+    """Indices of the points no other point beats (cost <= and score >=, one of them strictly), by rising cost:
+    the first front of `menas.search.pareto`, the one definition the store, `menas status` and `menas export
+    --front` use too. Of several points with the same cost and score, the first is kept."""
+    front = pareto.pareto_front(list(zip(scores, costs, strict=True)), (pareto.MAX, pareto.MIN))
+    return sorted(front, key=lambda i: (costs[i], i))
 
 
 @dataclass(frozen=True)
@@ -575,6 +568,8 @@ def _write_markdown(
     lines += [
         "",
         "## Pareto front (MACs)",
+        "",
+        "Final search-val top-1 against final MACs, by rising MACs; `menas export RUN --front K` exports row K.",
         "",
         "| trial | top-1 | MACs | params | ticket | genome |",
         "|---|---|---|---|---|---|",

@@ -9,7 +9,8 @@ final score and MACs are the ticket's or the candidate's accordingly (`menas.sea
 2. then fewer final MACs (of two networks that score the same, the cheaper one is the better find);
 3. then the earlier trial (lower trial_id), so the order is total and never depends on the order results arrive.
 
-Parent pools, tournaments, `Store.best()` and the report all sort with `rank_key`. This module
+Parent pools, tournaments, `Store.best()` and the report all sort with `rank_key` (under `strategy.objective:
+pareto`, parent pools and tournaments order by `menas.search.pareto`'s NSGA-II instead). This module
 imports nothing from menas and never imports torch (layer 0), so the store may use it.
 """
 

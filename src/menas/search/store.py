@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from menas import __version__
 from menas.errors import UserError, check, is_int, is_real
 from menas.folders import STORE_FILE
-from menas.search import ranking
+from menas.search import pareto, ranking
 from menas.search.record import (
     FIELDS,
     FORWARD_IMAGES_PER_TRAINING_IMAGE,
@@ -504,6 +504,12 @@ class Store:
         """Done trials, best first, by `menas.search.ranking.rank_key` (at most `limit`)."""
         ordered = sorted(self.trials("done"), key=ranking.rank_key)
         return ordered if limit is None else ordered[:limit]
+
+    def front(self) -> list[TrialRecord]:
+        """The done trials on the first Pareto front of final search-val score (up) and final MACs (down), by rising
+        MACs; of trials equal in both, the earliest (`menas.search.pareto.trial_front`): a run's result under
+        `strategy.objective: pareto`, and what `menas export --front K` counts."""
+        return pareto.trial_front(self.trials("done"))
 
     def generation_summary(self) -> list[GenerationSummary]:
         """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""

@@ -9,6 +9,11 @@
 - `RandomSearch`: independent samples within the budget (the paper's Table 3 baselines, in any space).
 - `RegularizedEvolution`: aging evolution with tournament selection (Real et al., AAAI 2019).
 
+Selection optimises `objective`: "accuracy" ranks by `menas.search.ranking.rank_key` (final score, then fewer
+MACs); "pareto" by NSGA-II over (final score up, final MACs down) (`menas.search.pareto`: front, then crowding
+distance, then trial_id), for MENAS' parent pool and regularized evolution's tournaments. Random search does not
+select.
+
 They follow the base class's determinism contract (`menas.search.base`): MENAS breeds a generation only once
 every trial of the previous one is told; regularized evolution breeds child `t` from the population after exactly
 the outcomes of trials `< max(population, t - parallel + 1)`. `make_strategy` builds the one a config names.
@@ -24,6 +29,7 @@ from typing import Any
 
 from menas.config import SearchConfig
 from menas.errors import BudgetError, UserError, check, is_int, is_real
+from menas.search import pareto
 from menas.search.base import Strategy
 from menas.search.protocol import (
     ROLE_CROSSOVER,
@@ -51,6 +57,14 @@ from menas.space.operators import (
 )
 from menas.space.spaces import SearchSpace, load_space
 
+#: What selection optimises (the config's `strategy.objective`, `menas.config.ObjectiveName`).
+OBJECTIVES = ("accuracy", "pareto")
+
+
+def _check_objective(objective: str) -> None:
+    """The library edge's check of `objective`, the config's rule."""
+    check(objective in OBJECTIVES, "objective", objective, ", ".join(OBJECTIVES))
+
 
 def _resolve_count(name: str, value: int | float, of: int) -> int:
     """An absolute count (int >= 1) or a fraction in (0, 1] of `of`, at least 1."""
@@ -73,13 +87,14 @@ class MENAS(Strategy):
 
     Generation 0 is `population` genomes sampled within the budget. Generation g > 0 is bred once every trial
     of generation g - 1 is told: the parent pool is the top-K done trials of all generations so far by ticket
-    score (ties: fewer MACs), of which a share `keep_largest` is instead taken as the largest remaining models by
-    ticket MACs (the later version of the paper does this against a collapse into tiny models). Offspring come
-    from crossover (two random parents -> two children, each repaired into the budget; a child that cannot be
-    repaired is dropped) with probability `crossover_share`, else from mutation of one random parent (each gene
-    re-drawn with `mutation_prob`), until `population` new genomes are found; a genome already asked or known
-    as a ticket is dropped. After `TRIES_PER_SLOT * population` operator draws the rest is filled with fresh
-    samples (role "fill"), and `SearchExhausted` is raised if even those run out.
+    score (ties: fewer MACs; with `objective="pareto"`, the first K in NSGA-II order instead), of which a share
+    `keep_largest` is instead taken as the largest remaining models by ticket MACs (the later version of the paper
+    does this against a collapse into tiny models). Offspring come from crossover (two random parents -> two
+    children, each repaired into the budget; a child that cannot be repaired is dropped) with probability
+    `crossover_share`, else from mutation of one random parent (each gene re-drawn with `mutation_prob`), until
+    `population` new genomes are found; a genome already asked or known as a ticket is dropped. After
+    `TRIES_PER_SLOT * population` operator draws the rest is filled with fresh samples (role "fill"), and
+    `SearchExhausted` is raised if even those run out.
 
     Args:
         space: the search space.
@@ -92,11 +107,20 @@ class MENAS(Strategy):
         mutation_prob: per-gene mutation probability (the paper: 0.08).
         crossover_share: probability that an offspring draw is a crossover rather than a mutation.
         use_tickets: whether trials search lottery tickets (False: the ablation without tickets).
+        objective: "accuracy" (the paper: by final score) or "pareto" (NSGA-II over final score and MACs).
     """
 
     name = "menas"
     finetunes = True
-    setting_names = ("population", "generations", "parents", "keep_largest", "mutation_prob", "crossover_share")
+    setting_names = (
+        "population",
+        "generations",
+        "parents",
+        "keep_largest",
+        "mutation_prob",
+        "crossover_share",
+        "objective",
+    )
 
     def __init__(
         self,
@@ -111,6 +135,7 @@ class MENAS(Strategy):
         crossover_share: float = 0.5,
         use_tickets: bool = True,
         recipe: Recipe | None = None,
+        objective: str = "accuracy",
     ) -> None:
         check(is_int(population) and population >= 1, "population", population, "integers >= 1")
         check(is_int(generations) and generations >= 1, "generations", generations, "integers >= 1")
@@ -122,6 +147,7 @@ class MENAS(Strategy):
             crossover_share,
             "0 <= share <= 1",
         )
+        _check_objective(objective)
         self.num_parents = _resolve_count("parents", parents, population)
         super().__init__(space, budget, seed, use_tickets, recipe)
         self.population = population
@@ -130,6 +156,7 @@ class MENAS(Strategy):
         self.keep_largest = keep_largest
         self.mutation_prob = mutation_prob
         self.crossover_share = crossover_share
+        self.objective = objective
         self._pools: list[tuple[str, ...]] = []  # parent pool used to breed each generation (gen 0: ())
 
     @property
@@ -152,12 +179,16 @@ class MENAS(Strategy):
         return self._pools[generation]
 
     def select_parents(self) -> list[TrialOutcome]:
-        """The parent pool from the done outcomes told so far, best first, one per distinct ticket genome."""
+        """The parent pool from the done outcomes told so far, best first, one per distinct ticket genome (its
+        best-ranked trial). With the pareto objective "best first" is NSGA-II's order over those distinct
+        outcomes: lower front, then larger crowding distance, then trial_id."""
         ranked, seen = [], set()
         for outcome in sorted((o for o in self._outcomes.values() if o.ok), key=rank_key):
             if outcome.final_genome not in seen:
                 seen.add(outcome.final_genome)
                 ranked.append(outcome)
+        if self.objective == "pareto":
+            ranked = pareto.nsga2_sorted(ranked)
         n_large = round(self.keep_largest * self.num_parents)
         top = ranked[: self.num_parents - n_large]
         rest = sorted(ranked[len(top) :], key=lambda o: (-o.macs, o.trial_id))
@@ -280,11 +311,13 @@ class RegularizedEvolution(Strategy):
     """Aging evolution (Real et al., "Regularized Evolution for Image Classifier Architecture Search", 2019).
 
     The first `population` trials are budgeted samples. Then each child is one cycle: a tournament of
-    `sample_size` random members of the population, the best (by ticket score, ties fewer MACs) mutated into the
-    child; when the child's outcome is applied it joins the population and the oldest member leaves. Failed
-    trials never join. Outcomes are applied strictly in trial_id order: child `t` sees the population after the
-    outcomes of trials `< max(population, t - parallel + 1)`, so up to `parallel` trials can run at once and the
-    search stays reproducible whatever order results arrive in (`parallel=1` is the sequential algorithm).
+    `sample_size` random members of the population, the best (by ticket score, ties fewer MACs; with
+    `objective="pareto"`, the lowest front and then the largest crowding distance, computed over the current
+    population) mutated into the child; when the child's outcome is applied it joins the population and the oldest
+    member leaves. Failed trials never join. Outcomes are applied strictly in trial_id order: child `t` sees the
+    population after the outcomes of trials `< max(population, t - parallel + 1)`, so up to `parallel` trials can
+    run at once and the search stays reproducible whatever order results arrive in (`parallel=1` is the
+    sequential algorithm).
 
     Args:
         space: the search space.
@@ -297,10 +330,11 @@ class RegularizedEvolution(Strategy):
         parallel: how many children may be bred ahead of their predecessors' results (set it to the number of
             workers); part of the run's settings, as it changes the search.
         use_tickets: whether trials search lottery tickets (members are then their tickets).
+        objective: "accuracy" (by final score) or "pareto" (NSGA-II over final score and MACs).
     """
 
     name = "regularized-evolution"
-    setting_names = ("population", "sample_size", "cycles", "mutation_prob", "parallel")
+    setting_names = ("population", "sample_size", "cycles", "mutation_prob", "parallel", "objective")
 
     def __init__(
         self,
@@ -314,6 +348,7 @@ class RegularizedEvolution(Strategy):
         parallel: int = 1,
         use_tickets: bool = False,
         recipe: Recipe | None = None,
+        objective: str = "accuracy",
     ) -> None:
         check(is_int(population) and population >= 1, "population", population, "integers >= 1")
         check(
@@ -325,12 +360,14 @@ class RegularizedEvolution(Strategy):
         check(is_int(cycles) and cycles >= 0, "cycles", cycles, "integers >= 0")
         check_mutation_prob(mutation_prob, "mutation_prob")
         check(is_int(parallel) and parallel >= 1, "parallel", parallel, "integers >= 1")
+        _check_objective(objective)
         super().__init__(space, budget, seed, use_tickets, recipe)
         self.population = population
         self.sample_size = sample_size
         self.cycles = cycles
         self.mutation_prob = mutation_prob
         self.parallel = parallel
+        self.objective = objective
         self._members: deque[TrialOutcome] = deque()  # the aging population, oldest first
         self._applied = 0  # outcomes of trials < _applied are applied to the population
         self._member_tickets: set[str] = set()  # tickets of applied outcomes (dedup)
@@ -365,9 +402,10 @@ class RegularizedEvolution(Strategy):
         self._applied = need
         generation = 1 + (trial_id - self.population) // self.population
         members = list(self._members)
+        key = self._tournament_key(members)
         for _ in range(TRIES_PER_SLOT if members else 0):
             contenders = self._rng.sample(members, min(self.sample_size, len(members)))
-            winner = min(contenders, key=rank_key)
+            winner = min(contenders, key=key)
             try:
                 child = mutate(self._parse(winner.final_genome), self.space, self._rng, self.mutation_prob, self.budget)
             except BudgetError:
@@ -378,6 +416,14 @@ class RegularizedEvolution(Strategy):
                 return
         (text,) = self._fresh(1, self._member_tickets)
         self._enqueue(text, generation, ROLE_FILL)
+
+    def _tournament_key(self, members: list[TrialOutcome]) -> Callable[[TrialOutcome], Any]:
+        """What a tournament minimises: `rank_key`, or under the pareto objective the NSGA-II key (front, -crowding
+        distance, trial_id) computed over the current population `members`."""
+        if self.objective != "pareto":
+            return rank_key
+        ranks = pareto.nsga2_ranks(members)
+        return lambda outcome: ranks[outcome.trial_id]
 
 
 # --------------------------------------------------------------------------------------------- search compute
@@ -417,6 +463,7 @@ def _menas(cfg: SearchConfig, space: SearchSpace, budget: Budget | None, use_tic
         crossover_share=s.crossover_share,
         use_tickets=use_tickets,
         recipe=recipe_of(cfg),
+        objective=s.objective,
     )
 
 
@@ -450,6 +497,7 @@ def _evolution(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> 
         mutation_prob=s.mutation_prob,
         parallel=parallel,
         recipe=recipe_of(cfg),
+        objective=s.objective,
     )
 
 
@@ -477,6 +525,7 @@ def make_strategy(cfg: SearchConfig, space: SearchSpace | None = None, budget: B
 
 __all__ = [
     "MENAS",
+    "OBJECTIVES",
     "ROLE_CROSSOVER",
     "ROLE_FILL",
     "ROLE_MUTATION",

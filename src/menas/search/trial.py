@@ -1,5 +1,7 @@
 """One trial of a search: build a candidate from its genome (or inherit it from its parents' weights), train it
-briefly, find its lottery ticket, fine-tune the ticket, and measure everything the search records.
+briefly, find its lottery ticket, fine-tune the ticket, and measure everything the search records. The steps are
+`menas.prune.pipeline`'s, shared with `menas train` / `menas lottery`; the trial adds inheritance, its checkpoints'
+owner, the measurements and the `TrialRecord`.
 
 A trial is resumable: training and fine-tuning write epoch checkpoints in the trial's folder, and the ticket
 search in between is deterministic (seeded proposals, fixed calibration batches), so a trial interrupted at any
@@ -29,17 +31,25 @@ from menas.data.device import resolve_device
 from menas.data.splits import SearchData, build_loaders, preprocessing
 from menas.errors import TrialFailed
 from menas.files import write_json
-from menas.folders import FINETUNE_CHECKPOINT, INHERIT_FILE, LOTTERY_FILE, RUN_FILE, TRAIN_CHECKPOINT, WEIGHTS_FILE
-from menas.nn.builder import build_model
+from menas.folders import FINETUNE_CHECKPOINT, INHERIT_FILE, TRAIN_CHECKPOINT
+from menas.prune.pipeline import (
+    build_candidate,
+    finetune,
+    finetune_lr_scale,
+    save_network,
+    search_and_choose_ticket,
+    train_candidate,
+    write_lottery,
+)
 from menas.prune.recalibrate import calibration_batches
-from menas.prune.tickets import search_ticket
+from menas.prune.tickets import LotteryResult
 from menas.search.inherit import InheritCounts, inherit_from_files
 from menas.search.record import TrialRecord
 from menas.space.cost import count_cost
 from menas.space.genome import Genome
 from menas.space.operators import Origin
-from menas.train.checkpoint import save_weights
-from menas.train.loop import History, evaluate, seed_trial, train
+from menas.train.checkpoint import run_record
+from menas.train.loop import History, evaluate, seed_trial
 
 
 @dataclass(frozen=True)
@@ -116,46 +126,42 @@ def _run(
     owner = {"trial_id": job.trial_id}  # with the genome: a stale checkpoint of another trial is refused
     _train_candidate(model, train_cfg, job, data, workdir, measured, progress("train"), owner)
     final_model, final_genome = model, genome
-    if job.lottery is not None:
-        tic = time.perf_counter()
-        calib = calibration_batches(data.train, job.lottery.calib_batches, epoch=job.train.epochs)
-        found = search_ticket(model, calib, data.val, job.lottery, random.Random(job.seed), data.input_size)
-        measured["lottery_s"] = time.perf_counter() - tic
-        _add(measured, "calib_images", found.calib_images)
-        _add(measured, "eval_images", found.scored_images)
-        if found.chosen is not None:
-            final_model, final_genome = found.ticket_model, found.ticket_genome
-            ticket_cost = count_cost(final_genome, data.input_size, data.in_chans, data.num_classes)
-            measured.update(
-                ticket=final_genome.to_str(),
-                ticket_macs=ticket_cost.macs,
-                ticket_params=ticket_cost.params,
-                ticket_recalibrated_score=found.ticket_score,
-                ticket_finetuned_score=found.ticket_score,
-            )
-    if job.finetune_epochs > 0:
+    found = None if job.lottery is None else _ticket(model, job, data, measured)
+    if found is not None and found.chosen is not None:
+        final_model, final_genome = found.ticket_model, found.ticket_genome
+    if job.finetune_epochs > 0:  # the ticket, or the unpruned candidate when none was kept
         _finetune(final_model, job, data, workdir, measured, progress("finetune"), owner)
-    if job.lottery is not None:  # every proposal's cost and score beside the candidate's (the report's Fig. 4c)
-        kept = measured.get("ticket") is not None
-        write_json(
-            workdir / LOTTERY_FILE,
-            found.to_record(
-                measured["ticket_finetuned_score"] if kept else None, measured.get("finetune_epochs", 0) if kept else 0
-            ),
+    if found is not None:  # every proposal's cost and score beside the candidate's (the report's Fig. 4c)
+        kept = found.chosen is not None
+        finetuned = measured["ticket_finetuned_score"] if kept else None  # the ticket's score when not fine-tuned
+        write_lottery(workdir, found, finetuned, measured["finetune_epochs"] if kept else 0)
+    # run.json beside the weights, as `menas train` writes: the folder is a checkpoint folder, and export/evaluate
+    # know the data config and the normalisation the network was trained with
+    record = run_record(
+        "trial", final_genome, job.data, train_cfg or job.train, preprocessing(data), trial_id=job.trial_id
+    )
+    measured["weights"] = str(save_network(workdir, final_model, final_genome, record))
+
+
+def _ticket(model: torch.nn.Module, job: TrialJob, data: SearchData, measured: dict[str, Any]) -> LotteryResult:
+    """Searches the trained candidate's ticket (BN calibrated on the batches of the epoch after training) and
+    records what it cost and, when one was kept, the ticket."""
+    assert job.lottery is not None
+    tic = time.perf_counter()
+    found = search_and_choose_ticket(model, data, job.lottery, random.Random(job.seed), job.train.epochs)
+    measured["lottery_s"] = time.perf_counter() - tic
+    _add(measured, "calib_images", found.calib_images)
+    _add(measured, "eval_images", found.scored_images)
+    if found.chosen is not None:
+        ticket_cost = count_cost(found.ticket_genome, data.input_size, data.in_chans, data.num_classes)
+        measured.update(
+            ticket=found.ticket_genome.to_str(),
+            ticket_macs=ticket_cost.macs,
+            ticket_params=ticket_cost.params,
+            ticket_recalibrated_score=found.ticket_score,
+            ticket_finetuned_score=found.ticket_score,
         )
-    path = workdir / WEIGHTS_FILE
-    save_weights(final_model, final_genome, path)
-    # beside the weights, as `menas train` does: the folder is a checkpoint folder, and export/evaluate know the
-    # data config and the normalisation the network was trained with
-    record = {
-        "genome": final_genome.to_str(),
-        "trial_id": job.trial_id,
-        "data": to_dict(job.data),
-        "train": to_dict(train_cfg or job.train),
-        "preprocessing": preprocessing(data),
-    }
-    write_json(workdir / RUN_FILE, record)
-    measured["weights"] = str(path)
+    return found
 
 
 def _finetune(
@@ -170,18 +176,15 @@ def _finetune(
     """Fine-tunes the final network (`finetune.ckpt` every epoch) and records its score: the ticket's, or the
     unpruned candidate's when no ticket was kept."""
     tic = time.perf_counter()
-    scale = job.finetune_lr_scale
-    if scale is None:
-        scale = job.lottery.finetune_lr_scale if job.lottery is not None else 1.0
-    ft_cfg = job.train.finetune(job.finetune_epochs, data.train.batch_size, scale)
-    history = train(
+    history = finetune(
         model,
-        data.train,
-        data.val,
-        ft_cfg,
+        data,
+        job.train,
+        job.finetune_epochs,
+        finetune_lr_scale(job.finetune_lr_scale, job.lottery),
         checkpoint_path=workdir / FINETUNE_CHECKPOINT,
-        progress=progress,
         owner=owner,
+        progress=progress,
     )
     measured["finetune_s"] = time.perf_counter() - tic
     _account(measured, history, data)
@@ -196,12 +199,12 @@ def _start(
 ) -> tuple[torch.nn.Module, TrainConfig | None]:
     """The candidate before training (built from the genome, or inherited from the parents' weights) and its
     training recipe: `job.train`, with `inherit.epochs` epochs when it inherited (None for 0 epochs)."""
-    seed_trial(job.seed)  # weight initialisation below draws from torch's default generator
+    seed_trial(job.seed)  # every start seeds torch's generators, an inherited child's too
     with torch.random.fork_rng(devices=[]):  # loading the parents draws too: a fallback starts as a scratch trial
         inherited = _inherit(job, genome, data, workdir)
     model = inherited.pop("model", None) if inherited is not None else None
-    if model is None:
-        model = build_model(genome, data.num_classes, data.in_chans)
+    if model is None:  # seeds again, to the same state: the fork left torch's generator as seeded above
+        model = build_candidate(genome, data, job.seed)
     measured["inherited"] = inherited
     if inherited is None:
         return model, job.train
@@ -230,15 +233,7 @@ def _train_candidate(
         _add(measured, "eval_images", data.val.num_samples)
         measured["train_s"] = time.perf_counter() - tic
         return
-    history = train(
-        model,
-        data.train,
-        data.val,
-        train_cfg,
-        checkpoint_path=workdir / TRAIN_CHECKPOINT,
-        progress=progress,
-        owner=owner,
-    )
+    history = train_candidate(model, data, train_cfg, workdir / TRAIN_CHECKPOINT, owner=owner, progress=progress)
     measured["train_s"] = time.perf_counter() - tic
     _account(measured, history, data)
     measured["train_epoch_s"] = [e.train_seconds for e in history.epochs]

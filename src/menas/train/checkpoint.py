@@ -1,6 +1,7 @@
 """Everything menas writes to disk about a network, and reads back: training checkpoints (resumable state of a
 training run), final weights (safetensors with the genome in the metadata), and checkpoint folders (weights plus
-the `run.json` record that `menas train` and `menas lottery --out` write beside them).
+the `run.json` record beside them, built by `run_record` for every writer: `menas train`, `menas lottery --out`,
+search trials, `menas retrain` and `menas transfer`).
 
 Export, the CLI, diagnostics and trials all load networks through here, so none of them depends on the training
 stack to read a file.
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from menas.config import DataConfig, TrainConfig, to_dict
 from menas.errors import UserError
 from menas.files import write_atomically
 from menas.folders import RUN_FILE, WEIGHTS_FILE
@@ -104,6 +106,33 @@ def load_weights(path: str | Path, num_classes: int | None = None, in_chans: int
 
 
 # ------------------------------------------------------------------------------------ checkpoint folders
+
+#: What wrote a run.json (its `kind`): `menas train`, `menas lottery --out`, a search trial, `menas retrain`,
+#: `menas transfer`.
+RUN_KINDS = ("train", "lottery", "trial", "retrain", "transfer")
+
+
+def run_record(
+    kind: str,
+    genome: Genome,
+    data: DataConfig,
+    train: TrainConfig,
+    preprocessing: dict[str, Any] | None = None,
+    **provenance: Any,
+) -> dict[str, Any]:
+    """The run.json of a folder holding a network's weights: what wrote it (`kind`, one of `RUN_KINDS`), the
+    genome, the data and training configs it was trained with, what its loaders fed it (`preprocessing`, from
+    `menas.data.splits.preprocessing`; left out when None) and the writer's own provenance (`menas train`'s
+    device and split digest, a ticket's `pruned_from`, a trial's `trial_id`, a retrain's `source` and `init`).
+
+    Readers rely on `genome`, `data`, `train`, `preprocessing` and `split_digest` (`resolve_checkpoint`, `menas
+    lottery`, `menas.winner.load`, export, evaluate) and on `kind` (`menas retrain`/`transfer` resume only their
+    own folders)."""
+    assert kind in RUN_KINDS, kind
+    record: dict[str, Any] = {"kind": kind, "genome": genome.to_str(), "data": to_dict(data), "train": to_dict(train)}
+    if preprocessing is not None:
+        record["preprocessing"] = preprocessing
+    return {**record, **provenance}
 
 
 def resolve_checkpoint(path: str | Path, missing: str) -> tuple[Path, dict[str, Any]]:

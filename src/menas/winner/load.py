@@ -64,10 +64,16 @@ class NetworkSource:
 
 
 def find_network(
-    path: str | Path, trial: int | None = None, rank: int | None = None, *, need_weights: bool = True
+    path: str | Path,
+    trial: int | None = None,
+    rank: int | None = None,
+    front: int | None = None,
+    *,
+    need_weights: bool = True,
 ) -> NetworkSource:
     """Resolves an export folder, a checkpoint folder, a run folder (its best done trial by the store's ranking,
-    trial `trial` or the `rank`-th best, 1 = best) or a .safetensors file: the one resolver of network paths for
+    trial `trial`, the `rank`-th best, 1 = best, or the `front`-th member of its Pareto front by rising MACs,
+    1 = the cheapest, `Store.front`) or a .safetensors file: the one resolver of network paths for
     `menas.load`, export, evaluate, retrain, transfer and distillation teachers (a genome string is the caller's
     case, where it allows one).
 
@@ -76,17 +82,18 @@ def find_network(
             scratch needs only its genome and data config).
 
     Raises:
-        UserError: nothing usable at `path` (one line naming the path and what was expected), `trial`/`rank`
-            without a run or unknown in it, a run with no finished trial or with the trial's weights missing, an
-            unreadable record.
+        UserError: nothing usable at `path` (one line naming the path and what was expected), `trial`, `rank`
+            or `front` without a run or unknown in it, a run with no finished trial or with the trial's weights
+            missing, an unreadable record.
     """
     from menas.search.store import store_path
 
     path = Path(path)
     if path.is_dir() and store_path(path).is_file():
-        return _run_source(path, trial, rank, need_weights)
-    if trial is not None or rank is not None:
-        raise UserError(f"--trial/--rank: only with a run folder, and {str(path)!r} holds no search (no menas.sqlite)")
+        return _run_source(path, trial, rank, front, need_weights)
+    if trial is not None or rank is not None or front is not None:
+        flags = "--front" if front is not None else "--trial/--rank"
+        raise UserError(f"{flags}: only with a run folder, and {str(path)!r} holds no search (no menas.sqlite)")
     if not path.exists():
         raise UserError(
             f"{str(path)!r}: not found (give an export folder, a checkpoint folder, a run folder or a "
@@ -102,10 +109,10 @@ def find_network(
     )
 
 
-def _pick_trial(store: Any, run: Path, trial: int | None, rank: int | None) -> Any:
-    """The run's trial record: `trial` (a done one), the `rank`-th best or the best."""
-    if trial is not None and rank is not None:
-        raise UserError("--trial and --rank: give one of them")
+def _pick_trial(store: Any, run: Path, trial: int | None, rank: int | None, front: int | None) -> Any:
+    """The run's trial record: `trial` (a done one), the `rank`-th best, the `front`-th front member or the best."""
+    if sum(x is not None for x in (trial, rank, front)) > 1:
+        raise UserError("--trial, --rank and --front: give one of them")
     if trial is not None:
         try:
             record = store.trial(trial)
@@ -116,6 +123,8 @@ def _pick_trial(store: Any, run: Path, trial: int | None, rank: int | None) -> A
         if record.status != "done":
             raise UserError(f"--trial: trial {trial} of run {str(run)!r} is {record.status}, allowed: done trials")
         return record
+    if front is not None:
+        return _front_member(store, run, front)
     ranked = store.ranked()
     if not ranked:
         raise UserError(f"run {str(run)!r}: no finished trial yet")
@@ -124,15 +133,27 @@ def _pick_trial(store: Any, run: Path, trial: int | None, rank: int | None) -> A
     return ranked[(rank or 1) - 1]
 
 
-def _run_source(run: Path, trial: int | None, rank: int | None, need_weights: bool) -> NetworkSource:
+def _front_member(store: Any, run: Path, k: int) -> Any:
+    """The `k`-th member (1-based) of the run's Pareto front by rising MACs (`Store.front`)."""
+    members = store.front()
+    if not members:
+        raise UserError(f"run {str(run)!r}: no finished trial yet")
+    if not 1 <= k <= len(members):
+        raise UserError(
+            f"--front: got {k}, allowed: 1..{len(members)} (the run's Pareto front by rising MACs, 1 = the cheapest)"
+        )
+    return members[k - 1]
+
+
+def _run_source(run: Path, trial: int | None, rank: int | None, front: int | None, need_weights: bool) -> NetworkSource:
     """A search's trial: its weights, the trial's run.json when it has one, and the run's data config."""
     from menas.config import SearchConfig
     from menas.search.store import Store
 
     with Store.open(run, readonly=True) as store:
-        best = _pick_trial(store, run, trial, rank)
+        best = _pick_trial(store, run, trial, rank, front)
         stored = store.config()  # the run's one source of truth (config.yaml may have been edited since)
-    which = "the best trial's" if trial is None and rank is None else f"trial {best.trial_id}'s"
+    which = "the best trial's" if trial is None and rank is None and front is None else f"trial {best.trial_id}'s"
     recorded = RunFolder(run).resolve(best.weights, best.trial_id)  # the run folder may have moved
     missing = f"run {str(run)!r}: {which} weights {best.weights!r} are missing"
     weights, record = None, {}

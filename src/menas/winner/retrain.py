@@ -39,6 +39,7 @@ from menas.train.checkpoint import (
     WEIGHTS_FILE,
     load_checkpoint,
     load_weights,
+    run_record,
     save_weights,
 )
 from menas.train.loop import RESUME_TOLERATED, EpochStats, History, evaluate, seed_trial, train
@@ -235,18 +236,12 @@ def fit(
 
 
 def make_run_record(kind: str, genome: Genome, cfg: RetrainConfig, label: str, **extra: Any) -> dict[str, Any]:
-    """The run.json of a retrain or transfer folder. Its data config is what `menas lottery`/`export` rebuild
-    loaders from: without the retrain-only augmentation (RandAugment would also reach the lottery's
-    BN-recalibration batches); recipe.yaml keeps the whole recipe."""
+    """The run.json of a retrain or transfer folder (`menas.train.checkpoint.run_record` with the source's label
+    and `extra`; `write_outputs` adds the kept weights and their test top-1). Its data config is what
+    `menas lottery`/`export` rebuild loaders from: without the retrain-only augmentation (RandAugment would also
+    reach the lottery's BN-recalibration batches); recipe.yaml keeps the whole recipe."""
     plain_data = dataclasses.replace(cfg.data, randaugment=None, random_erasing=0.0)
-    return {
-        "kind": kind,
-        "genome": genome.to_str(),
-        "data": to_dict(plain_data),
-        "train": to_dict(cfg.train),
-        "source": label,
-        **extra,
-    }
+    return run_record(kind, genome, plain_data, cfg.train, source=label, **extra)
 
 
 def begin(
