@@ -36,6 +36,7 @@ def _model(seed: int = 0) -> torch.nn.Module:
     return model
 
 
+@pytest.mark.slow  # ~8 s: the ONNX and torch.export graphs
 def test_export_all_formats_match_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model()
     result = export_model(model, tmp_path / "out", 32, ("torchscript", "pt2", "onnx"), {"source": "test"})

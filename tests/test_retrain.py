@@ -297,6 +297,7 @@ def _run(tmp_path: Path, done: bool = True) -> Path:
     return run
 
 
+@pytest.mark.slow  # ~14 s: two retrains
 def test_retrain_of_a_run_is_recorded_in_its_store_status_and_report(tmp_path, capsys):
     run = _run(tmp_path)
     out = tmp_path / "out"

@@ -185,6 +185,7 @@ def test_an_interrupted_inheriting_search_resumes_to_the_same_rows(
         assert strip == [{k: v for k, v in (t.inherited or {}).items() if k != "seconds"} for t in reference.history()]
 
 
+@pytest.mark.slow  # ~7 s: a pool of 2 processes
 def test_pool_inheriting_search_equals_the_in_process_one(inherit_run: Path, tmp_path: Path) -> None:
     """Two workers: a child starts only after every trial of the generation before it finished (its parents'
     weights were on disk), inherits, and the rows equal the in-process search's."""

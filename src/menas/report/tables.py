@@ -1,0 +1,191 @@
+"""The report's tables: `trials.csv` (every field of every trial's record, then the derived values) and
+`report.md` (generations, best network, Pareto front, retrains, weight inheritance). No torch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from menas.files import write_atomically
+from menas.report.points import FIGURES, Point, inheritance, pareto_front
+from menas.search.record import DERIVED, FIELDS, TrialRecord
+from menas.search.store import RetrainRecord
+from menas.space.cost import format_count
+
+#: The CSV's columns: every field of the trial record (tuples and mappings as JSON), its derived values, and the
+#: means of its per-epoch times.
+_MEANS = {"epoch_s_mean": "epoch_s", "train_epoch_s_mean": "train_epoch_s", "finetune_epoch_s_mean": "finetune_epoch_s"}
+CSV_FIELDS = (*(f.name for f in FIELDS), *DERIVED, *_MEANS)
+
+
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def write_csv(records: Sequence[TrialRecord], path: Path) -> Path:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_FIELDS)
+            for r in records:
+                means = {f: statistics.fmean(getattr(r, a)) if getattr(r, a) else None for f, a in _MEANS.items()}
+                writer.writerow([_csv_cell(means[f] if f in means else getattr(r, f)) for f in CSV_FIELDS])
+
+    return write_atomically(path, write)
+
+
+def _cell(text: str) -> str:
+    """Genome strings separate stages with '|', which would split a Markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+def title(run_dir: str | os.PathLike[str], config: dict, status: str) -> str:
+    strategy, space = (config.get("strategy") or {}).get("name", "?"), config.get("space", "?")
+    return f"Search report: {Path(run_dir).resolve().name} (strategy {strategy}, space {space}, {status})"
+
+
+def _retrain_lines(retrains: Sequence[RetrainRecord], pts: Sequence[Point]) -> list[str]:
+    """The "Retrained" section: each `menas retrain` of a network of the run, test top-1 beside its search score."""
+    if not retrains:
+        return []
+    search = {p.trial_id: p.score for p in pts}
+    lines = [
+        "",
+        "## Retrained (test split)",
+        "",
+        "| trial | search-val top-1 | recipe | epochs | test top-1 | test top-5 | EMA top-1 | EMA top-5 | kept | "
+        "MACs | params | minutes | img/s | device |",
+        "|---" * 14 + "|",
+    ]
+    for r in retrains:
+        trial = "-" if r.trial_id is None else str(r.trial_id)
+        recipe = r.recipe + (f" + KD from {_cell(r.teacher)}" if r.teacher else "")
+        lines.append(
+            f"| {trial} | {_pct(search.get(r.trial_id))} | {recipe} | {r.epochs} | {_pct(r.test_top1)} | "
+            f"{_pct(r.test_top5)} | {_pct(r.ema_top1)} | {_pct(r.ema_top5)} | {r.kept} | "
+            f"{format_count(r.macs or 0)} | {format_count(r.params or 0)} | {(r.wall_s or 0) / 60:.1f} | "
+            f"{r.images_per_s or 0:,.0f} | {r.device or '-'} |"
+        )
+    return lines
+
+
+def _spread(value: tuple[float, float] | None, count: bool = True) -> str:
+    """ "mean ± std" of a (mean, std) pair, counts with K/M suffixes; "-" for None."""
+    if value is None:
+        return "-"
+    mean, std = value
+    return f"{format_count(mean)} ± {format_count(std)}" if count else f"{mean:.2f} ± {std:.2f}"
+
+
+def _phase_lines(phases) -> list[str]:
+    """The per-generation table of the paper's Fig. 4a/4b: candidate and ticket cost, epoch time, share replaced."""
+    if not phases:
+        return []
+    lines = [
+        "",
+        "## Per generation (mean ± std over done trials)",
+        "",
+        "| generation | done | candidate params | candidate MACs | training epoch (s) | ticket params | "
+        "ticket MACs | replaced | compute (training-image equivalents) |",
+        "|---" * 9 + "|",
+    ]
+    for p in phases:
+        share = "-" if p.replaced_share is None else f"{100 * p.replaced_share:.0f}%"
+        lines.append(
+            f"| {p.generation} | {p.done} | {_spread(p.params)} | {_spread(p.macs)} | "
+            f"{_spread(p.train_epoch_s, count=False)} | {_spread(p.ticket_params)} | "
+            f"{_spread(p.ticket_macs)} | {share} | {format_count(p.compute_images)} |"
+        )
+    return lines
+
+
+def _inheritance_lines(records: Sequence[TrialRecord]) -> list[str]:
+    """The "Weight inheritance" table: per generation what the bred children inherited and the training saved."""
+    rows = inheritance(records)
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Weight inheritance (done trials)",
+        "",
+        "| generation | done | inherited | fallbacks | tensors copied | sliced | padded | fresh | epochs saved | "
+        "images saved |",
+        "|---" * 10 + "|",
+    ]
+    for g in rows:
+        share = "-" if g.inherited_share is None else f"{g.inherited} ({100 * g.inherited_share:.0f}%)"
+        lines.append(
+            f"| {g.generation} | {g.done} | {share} | {g.fallbacks} | {g.copied} | {g.sliced} | "
+            f"{g.padded} | {g.fresh} | {g.epochs_saved} | {format_count(g.images_saved)} "
+            f"({100 * g.saved_share:.0f}%) |"
+        )
+    return lines
+
+
+def write_markdown(
+    title: str,
+    summaries,
+    pts: Sequence[Point],
+    best: Point,
+    path: Path,
+    retrains: Sequence[RetrainRecord] = (),
+    phases=(),
+    records: Sequence[TrialRecord] = (),
+) -> Path:
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(pts)} finished trials. Best: trial {best.trial_id}, {best.score:.2f}% search-val top-1, "
+        f"{format_count(best.macs)} MACs, {format_count(best.params)} params"
+        f"{' (a lottery ticket)' if best.ticket else ''}:",
+        "",
+        f"`{best.genome}`",
+        "",
+        "## Generations",
+        "",
+        "| generation | done | failed | best final top-1 | median candidate top-1 | mean final MACs | mean training "
+        "epoch (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        macs = "-" if s.ticket_macs_mean is None else format_count(s.ticket_macs_mean)
+        epoch = "-" if s.epoch_s_mean is None else f"{s.epoch_s_mean:.2f}"
+        lines.append(
+            f"| {s.generation} | {s.done} | {s.failed} | {_pct(s.ticket_score_best)} | "
+            f"{_pct(s.score_median)} | {macs} | {epoch} |"
+        )
+    lines += _phase_lines(phases)
+    lines += _inheritance_lines(records)
+    front = pareto_front([p.macs for p in pts], [p.score for p in pts])
+    lines += [
+        "",
+        "## Pareto front (MACs)",
+        "",
+        "Final search-val top-1 against final MACs, by rising MACs; `menas export RUN --front K` exports row K.",
+        "",
+        "| trial | top-1 | MACs | params | ticket | genome |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i in front:
+        p = pts[i]
+        lines.append(
+            f"| {p.trial_id} | {p.score:.2f}% | {format_count(p.macs)} | {format_count(p.params)} | "
+            f"{'yes' if p.ticket else 'no'} | `{_cell(p.genome)}` |"
+        )
+    lines += _retrain_lines(retrains, pts)
+    lines += ["", "Figures: " + ", ".join(f"[{name}]({name})" for name in FIGURES), ""]
+    return write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines)))
