@@ -28,6 +28,8 @@ WEIGHTS_FILE = "model.safetensors"
 RUN_FILE = "run.json"
 #: The ticket search's record: parent, every proposal (MACs, params, scores), the ticket.
 LOTTERY_FILE = "lottery.json"
+#: A trained network's per-epoch history (`menas train`'s checkpoint folder).
+HISTORY_FILE = "history.json"
 #: Weight inheritance's decision, read back when a trial resumes.
 INHERIT_FILE = "inherit.json"
 #: A trial's epoch checkpoints (training, fine-tuning): they resume an interrupted trial, nothing more.
@@ -133,6 +135,7 @@ __all__ = [
     "CONFIG_FILE",
     "EPOCH_CHECKPOINTS",
     "FINETUNE_CHECKPOINT",
+    "HISTORY_FILE",
     "INHERIT_FILE",
     "LOCK_FILE",
     "LOTTERY_FILE",

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from menas.cli.common import make_console, make_progress, num, pct
 from menas.errors import UserError
+from menas.folders import RunFolder
 from menas.space.cost import format_count
 
 
@@ -82,10 +83,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continues a search after a crash or Ctrl-C: finished trials are kept, in-flight ones re-run."""
-    from menas.search.engine import CONFIG_FILE, Search, load_run_config
+    from menas.search.engine import Search, load_run_config
 
     run = Path(args.run)
-    cfg = load_run_config(run) if (run / CONFIG_FILE).is_file() else None  # None: the store's config as it is
+    cfg = load_run_config(run) if RunFolder(run).config.is_file() else None  # None: the store's config as it is
     return _run_search(Search(cfg, run, resume=True, accept_config_change=args.accept_config_change), make_console())
 
 

@@ -18,12 +18,11 @@ from rich.table import Table
 from menas.cli.common import make_console, make_progress
 from menas.errors import UserError
 from menas.files import write_json
-from menas.folders import LOTTERY_FILE, RUN_FILE, TRAIN_CHECKPOINT, WEIGHTS_FILE
+from menas.folders import HISTORY_FILE, LOTTERY_FILE, RUN_FILE, TRAIN_CHECKPOINT, WEIGHTS_FILE
 from menas.space.cost import count_cost, format_count, parse_range
 from menas.space.genome import parse_genome_arg
 
 #: `menas train`'s per-epoch history, beside the checkpoint folder's weights and run.json.
-HISTORY_FILE = "history.json"
 
 
 def _data_config(args: argparse.Namespace, base: Any = None) -> Any:
@@ -73,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from menas.data.splits import build_loaders, preprocessing
     from menas.prune.pipeline import build_candidate, save_network, train_candidate
     from menas.train.checkpoint import run_record
-    from menas.train.loop import check_checkpoint_owner, check_resumable
+    from menas.train.resume import check_checkpoint_owner, check_resumable
 
     genome = parse_genome_arg(args.genome)
     data_cfg = _data_config(args)

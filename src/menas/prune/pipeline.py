@@ -34,8 +34,6 @@ from menas.space.genome import Genome
 from menas.train.checkpoint import save_weights
 from menas.train.loop import EpochStats, History, seed_trial, train
 
-#: `train.loop.train`'s signature: (model, train loader, val loader, cfg, *, checkpoint_path, ...) -> History.
-TrainFn = Callable[..., History]
 Progress = Callable[[EpochStats], None] | None
 
 

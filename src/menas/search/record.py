@@ -197,8 +197,10 @@ def column_sql(name: str) -> str:
     sql = f"{name} {_SQL_TYPES[TYPES[name]]}"
     if default is not None:
         sql += f" NOT NULL DEFAULT {_sql_literal(default)}"
-    elif name in ("genome",):
+    elif name == "genome":
         sql += " NOT NULL"
+    if name == "status":
+        sql += f" CHECK (status IN ({', '.join(_sql_literal(s) for s in TRIAL_STATUSES)}))"
     return sql
 
 
@@ -254,7 +256,8 @@ def _check_fields(record: TrialRecord) -> None:
         if kind is int:
             check(is_int(value) and value >= 0, where, value, "None or integers >= 0")
         elif kind is float:
-            check(is_real(value) and (f.name.endswith("score") or value >= 0), where, value, "finite numbers")
+            score = f.name.endswith("score")
+            check(is_real(value) and (score or value >= 0), where, value, "finite numbers" + ("" if score else " >= 0"))
             object.__setattr__(record, f.name, float(value))
         elif kind is bool:
             check(isinstance(value, bool), where, value, "true or false")

@@ -10,8 +10,7 @@ bit-identically on CPU. Under torchrun, `train` shards the loader and trains thr
 A trainer consumes any `Loader`-like object (see `menas.data.loaders.Loader`): iterable of (images, labels) already on
 the training device, with `device`, `batch_size`, `num_samples`, `num_classes` and `set_epoch(epoch)`.
 
-Imports `menas.config`, `menas.errors`, `menas.train.distributed` and `menas.train.checkpoint` (the checkpoint files)
-from menas.
+Epoch checkpoints and the checks before resuming one are `menas.train.resume`'s.
 """
 
 from __future__ import annotations
@@ -23,37 +22,29 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from menas.config import TrainConfig, to_dict
+from menas.config import TrainConfig
+from menas.data.loaders import Loader
 from menas.errors import TrialFailed, UserError
 from menas.train import distributed
-from menas.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from menas.train.checkpoint import load_checkpoint, save_checkpoint
+from menas.train.resume import (
+    Parts,
+    check_checkpoint_owner,
+    check_payload_resumable,
+    checkpoint_identity,
+    checkpoint_payload,
+    restore,
+)
 
 #: A loss above this many times its reference (its first value, or the chance level ln(classes) if lower) is a
 #: failed run: such a loss has diverged even when it is not yet NaN.
 EXPLODE_FACTOR = 100.0
-
-#: Config keys that may differ between a checkpoint and the run resuming it (they do not change the result).
-RESUME_TOLERATED = {"threads", "eval_every", "tune_allocator", "recipe"}
-
-
-class _Loader(Protocol):
-    device: torch.device
-    batch_size: int
-    num_samples: int
-    num_classes: int
-
-    def __iter__(self) -> Any: ...
-
-    def __len__(self) -> int: ...
-
-    def set_epoch(self, epoch: int) -> None: ...
-
 
 # --------------------------------------------------------------------------------------------- results
 
@@ -298,17 +289,6 @@ def check_explosion(history: History, num_classes: int, factor: float = EXPLODE_
 # --------------------------------------------------------------------------------------------- training parts
 
 
-@dataclasses.dataclass
-class _Parts:
-    """Optimizer, scheduler, EMA and grad scaler of one run (everything a checkpoint must restore)."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    ema: Any | None
-    scaler: torch.amp.GradScaler | None
-    amp: torch.dtype | None
-
-
 def _build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     from timm.optim import create_optimizer_v2
 
@@ -335,7 +315,7 @@ def _build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_p
     return StepLRScheduler(optimizer, decay_t=decay_t, decay_rate=cfg.decay_rate, **common)
 
 
-def _build_parts(model: nn.Module, cfg: TrainConfig, loader: _Loader) -> _Parts:
+def _build_parts(model: nn.Module, cfg: TrainConfig, loader: Loader) -> Parts:
     from timm.utils import ModelEmaV3
 
     optimizer = _build_optimizer(model, cfg, cfg.peak_lr(loader.batch_size))
@@ -345,127 +325,7 @@ def _build_parts(model: nn.Module, cfg: TrainConfig, loader: _Loader) -> _Parts:
         ema = ModelEmaV3(model, decay=cfg.ema_decay_for(loader.batch_size), use_warmup=cfg.ema_warmup)
     dtype = amp_dtype(cfg.amp, loader.device)
     scaler = torch.amp.GradScaler(loader.device.type) if dtype == torch.float16 else None
-    return _Parts(optimizer, scheduler, ema, scaler, dtype)
-
-
-# --------------------------------------------------------------------------------------------- checkpoints
-
-
-def _rng_state() -> dict[str, Any]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {"cpu": torch.get_rng_state(), "cuda": cuda}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def checkpoint_identity(model: nn.Module, owner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Which network a training checkpoint belongs to: the model's genome string (when it has one) plus the
-    caller's `owner` fields (a search's trial id). Stored in every checkpoint and compared on resume, so a folder
-    never resumes another network's weights."""
-    genome = getattr(model, "genome", None)
-    return {**({"genome": genome.to_str()} if genome is not None else {}), **(owner or {})}
-
-
-def _describe_identity(identity: dict[str, Any]) -> str:
-    extra = ", ".join(f"{key} {value}" for key, value in sorted(identity.items()) if key != "genome")
-    genome = f"genome {identity['genome']}" if "genome" in identity else "a network without a genome"
-    return genome + (f" ({extra})" if extra else "")
-
-
-def check_checkpoint_owner(path: str | Path, identity: dict[str, Any], payload: dict[str, Any] | None = None) -> None:
-    """Refuses to resume a checkpoint that belongs to another network (nothing to check when `path` does not
-    exist or predates identities: then loading the state dict still refuses other shapes).
-
-    Raises:
-        UserError: one line naming the checkpoint's network and this one.
-    """
-    if payload is None:
-        if not Path(path).is_file():
-            return
-        payload = load_checkpoint(path)
-    saved = payload.get("identity")
-    if saved is not None and saved != identity:
-        raise UserError(
-            f"checkpoint {str(path)!r} belongs to {_describe_identity(saved)}, not to {_describe_identity(identity)}:"
-            " start over (`--restart`, or resume=False) or use another folder"
-        )
-
-
-def check_resumable(path: str | Path, cfg: TrainConfig, loader: _Loader) -> None:
-    """Refuses, before a caller writes anything, what `train(..., resume=True)` would refuse only once it starts:
-    resuming the checkpoint at `path` with another recipe (seed included) or data order. Nothing to check when
-    `path` does not exist.
-
-    Raises:
-        UserError: one line naming the setting, its checkpointed value and the new one.
-    """
-    if Path(path).is_file():
-        _check_resumable(load_checkpoint(path), cfg, loader, path)
-
-
-def _checkpoint_payload(
-    model: nn.Module,
-    parts: _Parts,
-    cfg: TrainConfig,
-    loader: _Loader,
-    epochs_done: int,
-    history: History,
-    identity: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "identity": identity,
-        "epoch": epochs_done,
-        "num_updates": epochs_done * len(loader),
-        "model": model.state_dict(),
-        "optimizer": parts.optimizer.state_dict(),
-        "scheduler": parts.scheduler.state_dict(),
-        "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
-        "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
-        "rng": _rng_state(),
-        "loader": {"seed": getattr(loader, "seed", None), "steps_per_epoch": len(loader), "batch": loader.batch_size},
-        "history": history.to_dict(),
-        "config": to_dict(cfg),
-    }
-
-
-def _check_resumable(payload: dict[str, Any], cfg: TrainConfig, loader: _Loader, path: str | Path) -> None:
-    saved, now = payload["config"], to_dict(cfg)
-    defaults = to_dict(TrainConfig())
-    for key in sorted(set(saved) | set(now)):
-        if key not in saved and now.get(key) == defaults.get(key):
-            continue  # a key added after the checkpoint was written, at its default
-        if key not in RESUME_TOLERATED and saved.get(key) != now.get(key):
-            raise UserError(
-                f"checkpoint {str(path)!r}: train.{key} was {saved.get(key)!r}, now {now.get(key)!r} "
-                "(resume with the same settings, or resume=False to start over)"
-            )
-    expected = {"seed": getattr(loader, "seed", None), "steps_per_epoch": len(loader), "batch": loader.batch_size}
-    for key, value in expected.items():
-        if payload["loader"].get(key) != value:
-            raise UserError(f"checkpoint {str(path)!r}: data {key} was {payload['loader'].get(key)!r}, now {value!r}")
-
-
-def _restore(model: nn.Module, parts: _Parts, payload: dict[str, Any], path: str | Path) -> None:
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as exc:  # a checkpoint without an identity, of another network
-        first = str(exc).splitlines()[0]
-        raise UserError(
-            f"checkpoint {str(path)!r}: its weights do not fit this network ({first}); start over "
-            "(`--restart`, or resume=False)"
-        ) from None
-    parts.optimizer.load_state_dict(payload["optimizer"])
-    parts.scheduler.load_state_dict(payload["scheduler"])
-    if parts.ema is not None and payload["ema"] is not None:
-        parts.ema.module.load_state_dict(payload["ema"])
-    if parts.scaler is not None and payload["scaler"] is not None:
-        parts.scaler.load_state_dict(payload["scaler"])
-    _set_rng_state(payload["rng"])
+    return Parts(optimizer, scheduler, ema, scaler, dtype)
 
 
 # --------------------------------------------------------------------------------------------- the loop
@@ -503,7 +363,7 @@ class _LossLog:
 
 
 def _train_step(
-    model: nn.Module, parts: _Parts, criterion: _Criterion, images: torch.Tensor, labels: torch.Tensor
+    model: nn.Module, parts: Parts, criterion: _Criterion, images: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:
     with _autocast(images.device, parts.amp):
         loss = criterion(model(images), images, labels)
@@ -519,7 +379,7 @@ def _train_step(
 
 
 def _train_epoch(
-    model: nn.Module, parts: _Parts, criterion: _Criterion, loader: _Loader, epoch: int, num_updates: int
+    model: nn.Module, parts: Parts, criterion: _Criterion, loader: Loader, epoch: int, num_updates: int
 ) -> tuple[float, int, int]:
     """One pass over the training loader. Returns (mean loss, updates done so far, images seen)."""
     model.train()
@@ -542,7 +402,7 @@ def _train_epoch(
 
 def train(
     model: nn.Module,
-    train_loader: _Loader,
+    train_loader: Loader,
     val_loader: Iterable | None,
     cfg: TrainConfig,
     *,
@@ -593,8 +453,8 @@ def train(
     if checkpoint_path is not None and resume and Path(checkpoint_path).is_file():
         payload = load_checkpoint(checkpoint_path)
         check_checkpoint_owner(checkpoint_path, identity, payload)
-        _check_resumable(payload, cfg, train_loader, checkpoint_path)
-        _restore(model, parts, payload, checkpoint_path)
+        check_payload_resumable(payload, cfg, train_loader, checkpoint_path)
+        restore(model, parts, payload, checkpoint_path)
         history, start = History.from_dict(payload["history"]), payload["epoch"]
         history.resumed_at = start
     else:
@@ -623,7 +483,7 @@ def train(
         history.epochs.append(stats)
         check_explosion(history, train_loader.num_classes)
         if checkpoint_path is not None and distributed.is_main():
-            payload = _checkpoint_payload(model, parts, cfg, train_loader, epoch + 1, history, identity)
+            payload = checkpoint_payload(model, parts, cfg, train_loader, epoch + 1, history.to_dict(), identity)
             save_checkpoint(checkpoint_path, payload)
         distributed.barrier()  # the other ranks read the checkpoint only once rank 0 wrote it
         if progress is not None:

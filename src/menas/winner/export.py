@@ -28,6 +28,7 @@ import torch
 
 from menas.errors import MenasError, UserError
 from menas.files import write_atomically, write_json
+from menas.folders import WEIGHTS_FILE
 from menas.nn.builder import MenasNet
 from menas.space.cost import count_cost
 from menas.train.checkpoint import save_weights
@@ -38,7 +39,7 @@ DEFAULT_FORMATS = ("safetensors", "torchscript", "pt2")
 #: Packages a format needs beyond the base install, all from `pip install 'menas[export]'`.
 REQUIRES = {"onnx": ("onnx", "onnxscript")}
 FILES = {
-    "safetensors": "model.safetensors",
+    "safetensors": WEIGHTS_FILE,
     "torchscript": "model.torchscript.pt",
     "pt2": "model.pt2",
     "onnx": "model.onnx",

@@ -42,7 +42,8 @@ from menas.train.checkpoint import (
     run_record,
     save_weights,
 )
-from menas.train.loop import RESUME_TOLERATED, EpochStats, History, evaluate, seed_trial, train
+from menas.train.loop import EpochStats, History, evaluate, seed_trial, train
+from menas.train.resume import RESUME_TOLERATED
 from menas.winner.load import NetworkSource, find_network
 
 RETRAIN_FILE = "retrain.json"
