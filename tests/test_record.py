@@ -63,7 +63,8 @@ def test_no_ticket_is_none_everywhere() -> None:
                         finetuned_score=55.0)  # fmt: skip
     assert (plain.ticket, plain.final_genome, plain.final_score, plain.final_macs) == (None, "g", 55.0, 5)
     assert TrialOutcome.from_record(plain) == TrialOutcome(1, "g", "done", 55.0, 5, 2, None)
-    assert TrialOutcome.from_record(FULL) == TrialOutcome(0, "g", "done", 61.0, 800, 8, "t")
+    lineage = {"role": FULL.role, "parent_ids": FULL.parent_ids, "rung": FULL.rung}
+    assert TrialOutcome.from_record(FULL) == TrialOutcome(0, "g", "done", 61.0, 800, 8, "t", **lineage)
     with pytest.raises(ValueError, match="ticket: got None, allowed: a genome string when ticket_macs"):
         TrialRecord(trial_id=1, genome="g", status="done", macs=5, params=2, trained_score=5.0, ticket_macs=3)
     with pytest.raises(ValueError, match="finetuned_score: got 1.0, allowed: None with a ticket"):

@@ -13,6 +13,7 @@ Imports only `menas.errors` from menas; never imports torch.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from pathlib import Path
@@ -306,6 +307,45 @@ class InheritConfig:
 
 
 @dataclasses.dataclass
+class FidelityConfig:
+    """Multi-fidelity selection and the search's noise estimate (`menas.search.fidelity`), for menas,
+    menas-no-tickets and random. With `rungs`, every child trains `rungs[0]` epochs (instead of `train.epochs`;
+    then tickets and fine-tuning as always); the best 1/eta of a generation's networks continue from their own
+    weights to `rungs[1]` epochs, the best 1/eta of those to `rungs[2]`, and so on. Selection ranks a network by
+    its highest rung reached, then its score there. Every rung is a trial (resumable, counted by `compute`)."""
+
+    rungs: list[int] | None = None  # cumulative training epochs per rung, e.g. [1, 3, 9]; null: one rung
+    eta: int = 3  # the best ceil(n / eta) of a rung's n networks continue to the next
+    # a continuation's peak lr as a share of the training peak lr (cosine to 0, no warmup: a warm restart)
+    lr_scale: float = 1.0
+    # children per generation (the best) trained again from scratch with another seed: `menas status` and the
+    # report show the score noise they measure; they never change selection
+    repeats: int = 0
+
+    def __post_init__(self) -> None:
+        rungs = self.rungs
+        if rungs is not None and not (
+            isinstance(rungs, list | tuple)
+            and rungs
+            and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rungs)
+            and all(a < b for a, b in itertools.pairwise(rungs))
+        ):
+            raise UserError(
+                f"fidelity.rungs: got {rungs!r}, allowed: null or a rising list of epochs >= 1, e.g. [1, 3, 9]"
+            )
+        if rungs is not None:
+            self.rungs = list(rungs)
+        _check_min("fidelity.eta", self.eta, 2)
+        _check_min("fidelity.repeats", self.repeats, 0)
+        _check_min("fidelity.lr_scale", self.lr_scale, 0.0, strict=True)
+
+    @property
+    def staged(self) -> bool:
+        """Whether generations have stages after their children (promotions or repeats)."""
+        return (self.rungs is not None and len(self.rungs) > 1) or self.repeats > 0
+
+
+@dataclasses.dataclass
 class ExecutorConfig:
     """Where trials run. `local`: one at a time in the search's process. `pool`: `workers` processes, each
     running one trial at a time with `threads` torch threads (CPU) or its own GPU (one worker per GPU). `ray`: each
@@ -338,9 +378,15 @@ class SearchConfig:
     compute: ComputeConfig = dataclasses.field(default_factory=ComputeConfig)  # search compute budget
     max_failure_share: float = 0.5  # stop when more than this share of (at least 5) trials failed
     inherit: InheritConfig = dataclasses.field(default_factory=InheritConfig)  # children start from parents' weights
+    fidelity: FidelityConfig = dataclasses.field(default_factory=FidelityConfig)  # rungs and noise repeats
 
     def __post_init__(self) -> None:
         _check_min("finetune_epochs", self.finetune_epochs, 0)
+        if self.fidelity.staged and self.strategy.name == "evolution":
+            raise UserError(
+                "fidelity: rungs and repeats need generations, which strategy evolution has not; allowed with "
+                "strategy.name menas, menas-no-tickets, menas-inherit or random"
+            )
         _check_range("max_failure_share", self.max_failure_share, 0.0, 1.0)
         epochs = self.inherit.epochs
         if epochs is not None and epochs > self.train.epochs:

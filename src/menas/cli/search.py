@@ -107,6 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         used = store.compute_used()
         best = store.best()
         front = store.front()
+        noise = store.noise()
         cfg = from_dict(SearchConfig, store.config(), "run config")
     total = make_strategy(cfg).total_trials
     counts = {
@@ -148,11 +149,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(_compute_line(used, compute_limits(cfg)))
     if best is not None:
+        rung = f" (rung {best.rung})" if best.rung else ""
         console.print(
-            f"best so far: trial {best.trial_id}, {pct(best.final_score)}, "
+            f"best so far: trial {best.trial_id}{rung}, {pct(best.final_score)}, "
             f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params\n"
             f"{best.final_genome}"
         )
+    if noise is not None:
+        console.print(noise.describe())
     _print_front(front, cfg.strategy.objective == "pareto", run, console)
     if trials:
         started = min(t.queued_at for t in trials)

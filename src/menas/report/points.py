@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from menas.folders import RunFolder
-from menas.search import pareto, ranking
+from menas.search import fidelity, pareto, ranking
 from menas.search.record import TrialRecord
 
 #: Files `write_report` creates in the report folder.
@@ -68,8 +68,9 @@ def points(records: Sequence[TrialRecord]) -> list[Point]:
 
 
 def best_point(records: Sequence[TrialRecord]) -> Point | None:
-    """The best done trial by `menas.search.ranking.rank_key` (the store's and the strategies' definition), as drawn."""
-    top = ranking.best(r for r in records if r.status == "done")
+    """The best network's trial by `menas.search.ranking.rank_key` over `fidelity.representatives` (the store's and
+    the strategies' definition), as drawn."""
+    top = ranking.best(fidelity.representatives(records))
     return None if top is None else Point.from_record(top)
 
 

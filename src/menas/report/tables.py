@@ -12,6 +12,7 @@ from pathlib import Path
 
 from menas.files import write_atomically
 from menas.report.points import FIGURES, Point, inheritance, pareto_front
+from menas.search import fidelity
 from menas.search.record import DERIVED, FIELDS, TrialRecord
 from menas.search.store import RetrainRecord
 from menas.space.cost import format_count
@@ -113,6 +114,46 @@ def _phase_lines(phases) -> list[str]:
     return lines
 
 
+def _front_points(pts: Sequence[Point], records: Sequence[TrialRecord]) -> list[Point]:
+    """The points the front is drawn from, as `Store.front` chooses them: one per network, at the highest rung
+    any reached (all points when no records are given)."""
+    if not records:
+        return list(pts)
+    lineages = fidelity.representatives(records)
+    top = max((t.rung for t in lineages), default=0)
+    ids = {t.trial_id for t in lineages if t.rung == top}
+    return [p for p in pts if p.trial_id in ids]
+
+
+def _fidelity_lines(records: Sequence[TrialRecord]) -> list[str]:
+    """The score noise the repeated trials measured, and with rungs each generation's networks per rung."""
+    lines: list[str] = []
+    noise = fidelity.noise_estimate(fidelity.repeat_pairs([r for r in records if r.status == "done"]))
+    if noise is not None:
+        lines += ["", "## Score noise", "", noise.describe() + "."]
+    if len({r.rung for r in records}) < 2:
+        return lines
+    lines += [
+        "",
+        "## Rungs",
+        "",
+        "Per generation and rung: networks trained to it (rung 0: the children; a promotion continues its network "
+        "from its weights), and their search-val top-1.",
+        "",
+        "| generation | rung | networks | done | best top-1 | median top-1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    trials = [r for r in records if r.role != fidelity.ROLE_REPEAT]
+    for generation in sorted({r.generation for r in trials}):
+        for rung in sorted({r.rung for r in trials if r.generation == generation}):
+            at = [r for r in trials if r.generation == generation and r.rung == rung]
+            scores = [r.final_score for r in at if r.status == "done" and r.final_score is not None]
+            best = _pct(max(scores)) if scores else "-"
+            median = _pct(statistics.median(scores)) if scores else "-"
+            lines.append(f"| {generation} | {rung} | {len(at)} | {len(scores)} | {best} | {median} |")
+    return lines
+
+
 def _inheritance_lines(records: Sequence[TrialRecord]) -> list[str]:
     """The "Weight inheritance" table: per generation what the bred children inherited and the training saved."""
     rows = inheritance(records)
@@ -168,9 +209,11 @@ def write_markdown(
             f"| {s.generation} | {s.done} | {s.failed} | {_pct(s.ticket_score_best)} | "
             f"{_pct(s.score_median)} | {macs} | {epoch} |"
         )
+    lines += _fidelity_lines(records)
     lines += _phase_lines(phases)
     lines += _inheritance_lines(records)
-    front = pareto_front([p.macs for p in pts], [p.score for p in pts])
+    front_pts = _front_points(pts, records)
+    front = [pts.index(front_pts[i]) for i in pareto_front([p.macs for p in front_pts], [p.score for p in front_pts])]
     lines += [
         "",
         "## Pareto front (MACs)",

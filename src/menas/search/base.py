@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from menas.errors import UserError, check, is_int
+from menas.search import fidelity, pareto
 from menas.search.protocol import TRIES_PER_SLOT, Recipe, SearchExhausted, TrialOutcome, TrialSpec, spec_diff
+from menas.search.ranking import rank_key
 from menas.space.cost import Budget
 from menas.space.genome import Genome
 from menas.space.operators import Origin, check_feasible, sample
@@ -149,15 +151,24 @@ class Strategy:
                     raise ValueError(
                         f"tell: trial {tid} ticket {outcome.ticket!r} is not canonical, use Genome.to_str()"
                     )
-        for outcome in batch:
-            self._outcomes[outcome.trial_id] = outcome
+        for outcome in batch:  # the lineage fields come from the spec, whatever the caller filled in
+            spec = self._specs[outcome.trial_id]
+            rung = (spec.recipe or {}).get("rung", 0)
+            self._outcomes[outcome.trial_id] = dataclasses.replace(
+                outcome, role=spec.role, parent_ids=spec.parent_ids, rung=rung
+            )
 
     # -- queries --------------------------------------------------------------------------------------
 
     @property
     def finished(self) -> bool:
-        """True once every trial was asked and told."""
-        return len(self._outcomes) == self.total_trials
+        """True once every trial was asked and told (with fidelity stages, `total_trials` is the most a run asks:
+        a rung promotes only networks that finished the one before)."""
+        return not self._queue and len(self._outcomes) == len(self._specs) and self._proposed_all()
+
+    def _proposed_all(self) -> bool:
+        """Whether nothing is left to propose, once every asked trial is told."""
+        return len(self._specs) >= self.total_trials
 
     @property
     def asked(self) -> int:
@@ -254,15 +265,52 @@ class Strategy:
         role: str,
         parents: tuple[TrialOutcome, ...] = (),
         origin: Origin | None = None,
+        recipe: dict[str, Any] | None = None,
+        use_tickets: bool | None = None,
     ) -> None:
         trial_id = len(self._specs) + len(self._queue)
         recorded = None if origin is None else origin.to_dict()
         genomes, ids = tuple(p.final_genome for p in parents), tuple(p.trial_id for p in parents)
-        recipe = self.recipe.for_trial(bred=origin is not None, finetunes=self.use_tickets or self.finetunes)
-        self._queue.append(
-            TrialSpec(trial_id, genome, generation, role, genomes, self.use_tickets, recorded, ids, recipe)
-        )
+        if recipe is None:
+            recipe = self.recipe.for_trial(bred=origin is not None, finetunes=self.use_tickets or self.finetunes)
+        tickets = self.use_tickets if use_tickets is None else use_tickets
+        self._queue.append(TrialSpec(trial_id, genome, generation, role, genomes, tickets, recorded, ids, recipe))
         self._seen.add(genome)
+
+    # -- fidelity stages (`menas.search.fidelity`) ----------------------------------------------------
+
+    def order(self, outcomes: list[TrialOutcome]) -> list[TrialOutcome]:
+        """Done outcomes of one rung, best first by the strategy's objective: `rank_key`, or NSGA-II's order under
+        `objective="pareto"` (ties in it broken by `rank_key`)."""
+        ranked = sorted(outcomes, key=rank_key)
+        return pareto.nsga2_sorted(ranked) if getattr(self, "objective", "accuracy") == "pareto" else ranked
+
+    def _generation_outcomes(self, generation: int) -> list[TrialOutcome]:
+        """The told outcomes of one generation's asked trials, in trial_id order (call once all are told)."""
+        return [self._outcomes[s.trial_id] for s in self._specs if s.generation == generation]
+
+    def _next_stage(self, generation: int) -> list[tuple[str, TrialOutcome, int]]:
+        """What generation `generation`'s next fidelity stage proposes ([]: the generation is complete)."""
+        if generation < 0 or not self.recipe.fidelity.staged:
+            return []
+        return fidelity.next_stage(self.recipe.fidelity, self._generation_outcomes(generation), self.order)
+
+    def _enqueue_stage(self, generation: int) -> bool:
+        """Enqueues generation `generation`'s next fidelity stage; False when it is complete. A repeat trains its
+        source's candidate from scratch with its own seed (tickets as the source did); a promotion continues its
+        source's final network from its weights, without tickets."""
+        proposals = self._next_stage(generation)
+        for role, source, rung in proposals:
+            if role == fidelity.ROLE_REPEAT:
+                finetunes = self.use_tickets or self.finetunes
+                recipe = self.recipe.for_trial(bred=False, finetunes=finetunes)
+                tickets = self._specs[source.trial_id].use_tickets
+                self._enqueue(source.genome, generation, role, (source,), recipe=recipe, use_tickets=tickets)
+            else:
+                genome = source.final_genome
+                recipe = self.recipe.for_promotion(rung)
+                self._enqueue(genome, generation, role, (source,), recipe=recipe, use_tickets=False)
+        return bool(proposals)
 
     def _fresh(self, count: int, taboo: set[str]) -> list[str]:
         """`count` new budgeted samples, not in `taboo` or already proposed; bounded tries.

@@ -251,17 +251,25 @@ class Search:
         """The trial's job, as its spec's recipe says (the strategy decided fine-tuning and inheritance)."""
         cfg, recipe = self.cfg, spec.recipe
         assert recipe is not None, f"trial {spec.trial_id}: a spec without its recipe"
+        seed = cfg.seed + spec.trial_id
+        # a child trains the recipe's epochs (an inheriting one: the full first training, `inherit.epochs` applied
+        # by the trial); a promotion continues its parent's network: a warm restart at `lr_scale` x the peak lr
+        epochs = self.strategy.recipe.first_epochs if recipe["inherit"] else recipe["epochs"]
+        train = dataclasses.replace(cfg.train, seed=seed, epochs=epochs)
+        if recipe.get("continues"):
+            train = train.finetune(recipe["epochs"], cfg.data.batch_size, recipe["lr_scale"])
         return TrialJob(
             trial_id=spec.trial_id,
             genome=spec.genome,
             data=cfg.data,
-            train=dataclasses.replace(cfg.train, seed=cfg.seed + spec.trial_id),
+            train=train,
             lottery=cfg.lottery if spec.use_tickets else None,
             finetune_epochs=recipe["finetune_epochs"],
             workdir=str(self.folder.trial(spec.trial_id).path),
-            seed=cfg.seed + spec.trial_id,
+            seed=seed,
             device=cfg.device,
             finetune_lr_scale=cfg.lottery.finetune_lr_scale if self.strategy.finetunes else None,
+            init_weights=self.parent_weights(spec.parent_ids[0]) if recipe.get("continues") else None,
             **self._inheritance(spec),
         )
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from menas.errors import MenasError, check, is_int, is_real
+from menas.search.fidelity import ROLE_PROMOTE, ROLE_REPEAT, Fidelity
 
 #: Outcome statuses a strategy accepts.
 STATUSES = ("done", "failed")
@@ -18,6 +19,7 @@ ROLE_SAMPLE = "sample"  # drawn uniformly within the budget (initial population,
 ROLE_CROSSOVER = "crossover"  # one of two children of two parents, repaired into the budget
 ROLE_MUTATION = "mutation"  # a mutated copy of one parent
 ROLE_FILL = "fill"  # a fresh sample standing in after breeding ran out of tries (or of parents)
+# ROLE_REPEAT ("repeat", a noise probe) and ROLE_PROMOTE ("promote", the next rung): `menas.search.fidelity`
 
 #: Bounded loops: tries allowed per genome still needed before breeding gives up and falls back.
 TRIES_PER_SLOT = 50
@@ -40,20 +42,41 @@ class Recipe:
         finetune_epochs: fine-tune epochs of a trial that fine-tunes (`finetune_epochs`).
         inherit: whether bred children start from their parents' weights (`inherit.enabled`).
         inherit_epochs: training epochs of an inheriting child (`inherit.epochs`; None: `epochs`).
+        fidelity: the rungs, promotions and noise repeats (`fidelity`); with rungs a child trains `rungs[0]`
+            epochs instead of `epochs`.
     """
 
     epochs: int = 1
     finetune_epochs: int = 0
     inherit: bool = False
     inherit_epochs: int | None = None
+    fidelity: Fidelity = field(default_factory=Fidelity)
+
+    @property
+    def first_epochs(self) -> int:
+        """Training epochs of a child from scratch: the first rung's, else `epochs`."""
+        return self.fidelity.rungs[0] if self.fidelity.rungs else self.epochs
 
     def for_trial(self, bred: bool, finetunes: bool) -> dict[str, Any]:
-        """A trial's recipe as plain data: {"epochs", "finetune_epochs", "inherit"}. A bred child (one with a gene
-        origin) inherits when inheritance is on; a trial fine-tunes when its strategy fine-tunes every candidate or
-        it searches tickets."""
+        """A trial's recipe as plain data: {"epochs", "finetune_epochs", "inherit"} (and "rung": 0 when the
+        search has rungs). A bred child (one with a gene origin) inherits when inheritance is on; a trial
+        fine-tunes when its strategy fine-tunes every candidate or it searches tickets."""
         inherit = self.inherit and bred
-        epochs = self.inherit_epochs if inherit and self.inherit_epochs is not None else self.epochs
-        return {"epochs": epochs, "finetune_epochs": self.finetune_epochs if finetunes else 0, "inherit": inherit}
+        epochs = self.inherit_epochs if inherit and self.inherit_epochs is not None else self.first_epochs
+        recipe = {"epochs": epochs, "finetune_epochs": self.finetune_epochs if finetunes else 0, "inherit": inherit}
+        return {**recipe, "rung": 0} if len(self.fidelity.rungs) > 1 else recipe
+
+    def for_promotion(self, rung: int) -> dict[str, Any]:
+        """A promotion's recipe: `rungs[rung] - rungs[rung - 1]` more epochs from its parent's weights at
+        `lr_scale` x the peak lr, no lottery, no fine-tuning."""
+        return {
+            "epochs": self.fidelity.extra_epochs(rung),
+            "finetune_epochs": 0,
+            "inherit": False,
+            "rung": rung,
+            "continues": True,
+            "lr_scale": self.fidelity.lr_scale,
+        }
 
 
 @dataclass(frozen=True)
@@ -149,6 +172,9 @@ class TrialOutcome:
         params: the final network's parameter count; required when done.
         ticket: the lottery ticket's genome string when one replaced the candidate (then the final network and a
             parent in its stead), else None.
+        role: the spec's role (repeats and promotions are read by `menas.search.fidelity`).
+        parent_ids: the spec's parents' trial ids (a repeat's or a promotion's: the trial it repeats or continues).
+        rung: the rung the trial's network reached (0 without rungs).
     """
 
     trial_id: int
@@ -158,6 +184,9 @@ class TrialOutcome:
     macs: int | None = None
     params: int | None = None
     ticket: str | None = None
+    role: str = ROLE_SAMPLE
+    parent_ids: tuple[int, ...] = ()
+    rung: int = 0
 
     def __post_init__(self) -> None:
         check(is_int(self.trial_id) and self.trial_id >= 0, "TrialOutcome.trial_id", self.trial_id, "integers >= 0")
@@ -200,8 +229,13 @@ class TrialOutcome:
         """The outcome of a trial record (`TrialRecord`); None while the trial is in flight."""
         if record.status not in STATUSES:
             return None
+        lineage = {
+            "role": getattr(record, "role", ROLE_SAMPLE),
+            "parent_ids": tuple(getattr(record, "parent_ids", ())),
+            "rung": (getattr(record, "recipe", None) or {}).get("rung", 0),
+        }
         if record.status == "failed":
-            return cls(trial_id=record.trial_id, genome=record.genome, status="failed")
+            return cls(trial_id=record.trial_id, genome=record.genome, status="failed", **lineage)
         return cls(
             record.trial_id,
             record.genome,
@@ -210,6 +244,7 @@ class TrialOutcome:
             record.final_macs,
             record.final_params,
             record.ticket,
+            **lineage,
         )
 
 
@@ -227,6 +262,8 @@ __all__ = [
     "ROLE_CROSSOVER",
     "ROLE_FILL",
     "ROLE_MUTATION",
+    "ROLE_PROMOTE",
+    "ROLE_REPEAT",
     "ROLE_SAMPLE",
     "STATUSES",
     "TRIES_PER_SLOT",

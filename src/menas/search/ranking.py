@@ -5,9 +5,11 @@ A finished trial's *final* network is its lottery ticket when the trial kept one
 final score and MACs are the ticket's or the candidate's accordingly (`menas.search.record.TrialRecord.final_score`,
 `final_macs`; a strategy's `TrialOutcome` carries them). Trials rank by `rank_key`, best first:
 
-1. higher final score (search-val top-1);
-2. then fewer final MACs (of two networks that score the same, the cheaper one is the better find);
-3. then the earlier trial (lower trial_id), so the order is total and never depends on the order results arrive.
+1. higher rung (`menas.search.fidelity`: a network trained to a later rung is scored with less noise; every trial
+   is at rung 0 in a search without rungs);
+2. then higher final score (search-val top-1);
+3. then fewer final MACs (of two networks that score the same, the cheaper one is the better find);
+4. then the earlier trial (lower trial_id), so the order is total and never depends on the order results arrive.
 
 Parent pools, tournaments, `Store.best()` and the report all sort with `rank_key` (under `strategy.objective:
 pareto`, parent pools and tournaments order by `menas.search.pareto`'s NSGA-II instead). This module
@@ -31,13 +33,14 @@ class Ranked(Protocol):
 T = TypeVar("T", bound=Ranked)
 
 
-def rank_key(trial: Ranked) -> tuple[float, int, int]:
-    """Sort key of finished trials, best first: higher final score, then fewer final MACs, then earlier trial.
+def rank_key(trial: Ranked) -> tuple[int, float, int, int]:
+    """Sort key of finished trials, best first: higher rung, then higher final score, then fewer final MACs, then
+    earlier trial.
 
     Only for trials that finished (final score and MACs set): a failed trial is never ranked.
     """
     assert trial.final_score is not None and trial.final_macs is not None, f"trial {trial.trial_id} is unfinished"
-    return (-trial.final_score, trial.final_macs, trial.trial_id)
+    return (-getattr(trial, "rung", 0), -trial.final_score, trial.final_macs, trial.trial_id)
 
 
 def best(trials: Iterable[T]) -> T | None:

@@ -126,6 +126,11 @@ class TrialRecord:
         return self.status == "done"
 
     @property
+    def rung(self) -> int:
+        """The rung the trial's network reached (`menas.search.fidelity`; 0 without rungs)."""
+        return int((self.recipe or {}).get("rung", 0))
+
+    @property
     def final_genome(self) -> str:
         """The network the trial ends with: its ticket when it kept one, else the candidate."""
         return self.ticket if self.ticket is not None else self.genome

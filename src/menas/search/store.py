@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from menas import __version__
 from menas.errors import UserError, check, is_int, is_real
 from menas.folders import STORE_FILE
-from menas.search import pareto, ranking
+from menas.search import fidelity, pareto, ranking
 from menas.search.record import (
     FIELDS,
     FORWARD_IMAGES_PER_TRAINING_IMAGE,
@@ -495,21 +495,34 @@ class Store:
         """Done and failed trials, in trial_id order."""
         return self.trials(("done", "failed"))
 
+    def lineages(self) -> list[TrialRecord]:
+        """The done trials that stand for a network (`menas.search.fidelity.representatives`): every done trial
+        in a search without fidelity stages; with them, each network at its highest rung reached and no noise
+        repeats."""
+        return fidelity.representatives(self.trials("done"))
+
     def best(self) -> TrialRecord | None:
-        """The best done trial by `menas.search.ranking.rank_key` (final score, then fewer final MACs, then the earlier
-        trial); None before any trial is done."""
-        return ranking.best(self.trials("done"))
+        """The best network's trial by `menas.search.ranking.rank_key` (highest rung, final score, then fewer final
+        MACs, then the earlier trial); None before any trial is done."""
+        return ranking.best(self.lineages())
 
     def ranked(self, limit: int | None = None) -> list[TrialRecord]:
-        """Done trials, best first, by `menas.search.ranking.rank_key` (at most `limit`)."""
-        ordered = sorted(self.trials("done"), key=ranking.rank_key)
+        """The networks' trials (`lineages`), best first, by `menas.search.ranking.rank_key` (at most `limit`)."""
+        ordered = sorted(self.lineages(), key=ranking.rank_key)
         return ordered if limit is None else ordered[:limit]
 
     def front(self) -> list[TrialRecord]:
-        """The done trials on the first Pareto front of final search-val score (up) and final MACs (down), by rising
-        MACs; of trials equal in both, the earliest (`menas.search.pareto.trial_front`): a run's result under
-        `strategy.objective: pareto`, and what `menas export --front K` counts."""
-        return pareto.trial_front(self.trials("done"))
+        """The networks' trials (`lineages`; with rungs, those at the highest rung any reached) on the first Pareto
+        front of final search-val score (up) and final MACs (down), by rising MACs; of trials equal in both, the
+        earliest (`menas.search.pareto.trial_front`): a run's result under `strategy.objective: pareto`, and what
+        `menas export --front K` counts."""
+        lineages = self.lineages()
+        top = max((t.rung for t in lineages), default=0)
+        return pareto.trial_front([t for t in lineages if t.rung == top])
+
+    def noise(self) -> fidelity.NoiseEstimate | None:
+        """The score noise the run's repeated trials measure (`fidelity.repeats`); None without a done pair."""
+        return fidelity.noise_estimate(fidelity.repeat_pairs(self.trials("done")))
 
     def generation_summary(self) -> list[GenerationSummary]:
         """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from menas.config import SearchConfig
 from menas.errors import BudgetError, UserError, check, is_int, is_real
-from menas.search import pareto
+from menas.search import fidelity, pareto
 from menas.search.base import Strategy
 from menas.search.protocol import (
     ROLE_CROSSOVER,
@@ -161,7 +161,7 @@ class MENAS(Strategy):
 
     @property
     def total_trials(self) -> int:
-        return self.population * self.generations
+        return self.generations * self.recipe.fidelity.planned(self.population)
 
     @property
     def generation(self) -> int:
@@ -183,21 +183,30 @@ class MENAS(Strategy):
         best-ranked trial). With the pareto objective "best first" is NSGA-II's order over those distinct
         outcomes: lower front, then larger crowding distance, then trial_id."""
         ranked, seen = [], set()
-        for outcome in sorted((o for o in self._outcomes.values() if o.ok), key=rank_key):
+        lineages = fidelity.representatives(self._outcomes[t] for t in sorted(self._outcomes))
+        for outcome in sorted(lineages, key=rank_key):
             if outcome.final_genome not in seen:
                 seen.add(outcome.final_genome)
                 ranked.append(outcome)
-        if self.objective == "pareto":
-            ranked = pareto.nsga2_sorted(ranked)
+        if self.objective == "pareto":  # NSGA-II within each rung, the highest rung first
+            rungs = sorted({o.rung for o in ranked}, reverse=True)
+            ranked = [o for rung in rungs for o in pareto.nsga2_sorted([x for x in ranked if x.rung == rung])]
         n_large = round(self.keep_largest * self.num_parents)
         top = ranked[: self.num_parents - n_large]
         rest = sorted(ranked[len(top) :], key=lambda o: (-o.macs, o.trial_id))
         return top + rest[:n_large]
 
+    def _proposed_all(self) -> bool:
+        return len(self._pools) == self.generations and not self._next_stage(self.generation)
+
     def _refill(self) -> None:
+        if len(self._outcomes) < len(self._specs):
+            return  # waiting for the current stage's results
+        if self._enqueue_stage(self.generation):
+            return  # the current generation's repeats or next rung
         generation = len(self._pools)
-        if generation >= self.generations or len(self._outcomes) < len(self._specs):
-            return  # all generations proposed, or waiting for the current one's results
+        if generation >= self.generations:
+            return  # all generations proposed
         if generation == 0:
             pool: tuple[str, ...] = ()
             children: list[_Child] = [(text, ROLE_SAMPLE, (), None) for text in self._fresh(self.population, set())]
@@ -292,16 +301,46 @@ class RandomSearch(Strategy):
         super().__init__(space, budget, seed, use_tickets, recipe)
         self.trials = trials
         self.batch = batch
+        self._samples = 0  # samples proposed so far
 
     @property
     def total_trials(self) -> int:
-        return self.trials
+        if not self.recipe.fidelity.staged:
+            return self.trials
+        size = self.batch or self.trials
+        batches = [min(size, self.trials - start) for start in range(0, self.trials, size)]
+        return sum(self.recipe.fidelity.planned(n) for n in batches)
+
+    def _proposed_all(self) -> bool:
+        if not self.recipe.fidelity.staged:
+            return super()._proposed_all()
+        return self._samples >= self.trials and not self._next_stage(self._samples_generation(self._samples - 1))
+
+    def _samples_generation(self, sample: int) -> int:
+        return sample // (self.batch or self.trials)
 
     def _refill(self) -> None:
+        if self.recipe.fidelity.staged:  # a batch at a time: its stages run before the next batch
+            self._refill_batch()
+            return
         trial_id = len(self._specs) + len(self._queue)
         if trial_id < self.trials:
             (text,) = self._fresh(1, set())
-            self._enqueue(text, trial_id // (self.batch or self.trials), ROLE_SAMPLE)
+            self._enqueue(text, self._samples_generation(trial_id), ROLE_SAMPLE)
+            self._samples += 1
+
+    def _refill_batch(self) -> None:
+        """With fidelity stages: the current batch's next stage, else the next batch of samples."""
+        if len(self._outcomes) < len(self._specs):
+            return
+        if self._samples and self._enqueue_stage(self._samples_generation(self._samples - 1)):
+            return
+        if self._samples >= self.trials:
+            return
+        count = min(self.batch or self.trials, self.trials - self._samples)
+        for text in self._fresh(count, set()):
+            self._enqueue(text, self._samples_generation(self._samples), ROLE_SAMPLE)
+        self._samples += count
 
 
 # --------------------------------------------------------------------------------------------- regularized evolution
@@ -362,6 +401,11 @@ class RegularizedEvolution(Strategy):
         check(is_int(parallel) and parallel >= 1, "parallel", parallel, "integers >= 1")
         _check_objective(objective)
         super().__init__(space, budget, seed, use_tickets, recipe)
+        if self.recipe.fidelity.staged:
+            raise UserError(
+                "fidelity: rungs and repeats need generations; regularized evolution has none yet, allowed: strategy "
+                "menas, menas-no-tickets or random with fidelity.rungs / fidelity.repeats"
+            )
         self.population = population
         self.sample_size = sample_size
         self.cycles = cycles
@@ -469,7 +513,9 @@ def _menas(cfg: SearchConfig, space: SearchSpace, budget: Budget | None, use_tic
 
 def recipe_of(cfg: SearchConfig) -> Recipe:
     """The strategy's `Recipe` from a search config."""
-    return Recipe(cfg.train.epochs, cfg.finetune_epochs, cfg.inherits, cfg.inherit.epochs)
+    f = cfg.fidelity
+    schedule = fidelity.Fidelity(tuple(f.rungs or ()), f.eta, f.repeats, f.lr_scale)
+    return Recipe(cfg.train.epochs, cfg.finetune_epochs, cfg.inherits, cfg.inherit.epochs, schedule)
 
 
 def _menas_no_tickets(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> Strategy:

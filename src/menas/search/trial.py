@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from menas.config import DataConfig, InheritConfig, LotteryConfig, TrainConfig, to_dict
 from menas.data.device import resolve_device
@@ -48,7 +49,7 @@ from menas.search.record import TrialRecord
 from menas.space.cost import count_cost
 from menas.space.genome import Genome
 from menas.space.operators import Origin
-from menas.train.checkpoint import run_record
+from menas.train.checkpoint import read_genome, run_record
 from menas.train.loop import History, evaluate, seed_trial
 
 
@@ -72,6 +73,9 @@ class TrialJob:
     parent_genomes: tuple[str, ...] = ()  # the parents' final genomes (the tickets when tickets replaced them)
     parent_weights: tuple[str, ...] = ()  # their trials' model.safetensors; "": no done trial with weights
     inherit_calib_batches: int = 4  # training batches to recalibrate the inherited child's BN statistics on
+    # a promotion to the next rung (`menas.search.fidelity`): the weights file of the network it continues ("": the
+    # parent has none, a failed trial); None: the trial starts from a fresh network
+    init_weights: str | None = None
 
 
 _DATA_CACHE: dict[str, SearchData] = {}
@@ -205,11 +209,23 @@ def _start(
     model = inherited.pop("model", None) if inherited is not None else None
     if model is None:  # seeds again, to the same state: the fork left torch's generator as seeded above
         model = build_candidate(genome, data, job.seed)
+    if job.init_weights is not None:  # a promotion: its parent's network, as it ended (train.ckpt may resume it)
+        _continue_from(model, genome, job.init_weights)
     measured["inherited"] = inherited
     if inherited is None:
         return model, job.train
     _add(measured, "calib_images", inherited["calib_images"])
     return model, dataclasses.replace(job.train, epochs=inherited["epochs"]) if inherited["epochs"] else None
+
+
+def _continue_from(model: torch.nn.Module, genome: Genome, path: str) -> None:
+    """Loads the weights of the network a promotion continues into `model` (built from the same genome)."""
+    if not path or not Path(path).is_file():
+        raise TrialFailed(f"the network this promotion continues has no weights file ({path or 'none recorded'})")
+    stored = read_genome(path)
+    if stored.to_str() != genome.to_str():
+        raise TrialFailed(f"{path} holds {stored.to_str()!r}, not the promoted network {genome.to_str()!r}")
+    model.load_state_dict(load_file(path))
 
 
 def _train_candidate(

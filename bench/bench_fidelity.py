@@ -1,0 +1,135 @@
+"""Does multi-fidelity selection make the demo's search climb? The demo search (configs/demo.yaml) with and without
+`fidelity` rungs, per seed (issue 20 item 3).
+
+Variants (`--set` overrides on top of configs/demo.yaml; every run also gets `--set` from the command line):
+
+* `demo`: the demo as it is (2 training epochs + 1 fine-tune epoch per child, 8 children x 3 generations);
+* `rungs`: every child trains 1 epoch (+ its lottery and 1 fine-tune epoch), the best 3 of 8 continue 2 more
+  epochs from their weights (rung 1 = 3 training epochs), and one child per generation is repeated with another
+  seed (the run's noise estimate): about the demo's compute (BENCHMARKS.md says what each used);
+* `rungs-e2`: as `rungs` with children trained 2 epochs and continued to 5.
+
+Each (variant, seed) is one run folder `--out`/VARIANT-sSEED, searched by `bench_policy.search` (a finished folder is
+skipped, an unfinished one resumed). Per run and generation it prints the best search-val top-1 at the run's top
+rung and at rung 0, the median at rung 0 and the trials; per run the top-rung best of the last generation minus
+generation 0's (the demo goal: > 0 in at least 4 of 5 seeds), the run's noise estimate (repeats), the compute used
+(training-image equivalents) and the trial seconds. `results.json` in `--out` holds every figure printed.
+
+Usage:
+    python bench/bench_fidelity.py --out runs/fidelity --seeds 0 1 2 3 4 --variants demo rungs \
+        --set compute.trial_s=null --set train.threads=1
+    python bench/bench_fidelity.py --out runs/fidelity --collect-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))  # run from a checkout without installing
+
+import bench_policy  # noqa: E402
+from menas.search import fidelity  # noqa: E402
+from menas.search.store import Store, TrialRecord  # noqa: E402
+
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "demo": (),
+    "rungs": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=1"),
+    "rungs-e2": ("fidelity.rungs=[2, 5]", "fidelity.eta=3", "fidelity.repeats=1"),
+}
+
+
+def generation_rows(records: list[TrialRecord]) -> list[dict[str, Any]]:
+    """Per generation: the best final score at the run's top rung and at rung 0, rung 0's median, trial count."""
+    top = max((r.rung for r in records if r.status == "done"), default=0)
+    rows = []
+    for gen in sorted({r.generation for r in records}):
+        done = [r for r in records if r.generation == gen and r.ok and r.role != fidelity.ROLE_REPEAT]
+        at_top = [r.final_score for r in done if r.rung == top]
+        at_zero = [r.final_score for r in done if r.rung == 0]
+        rows.append({"generation": gen, "trials": sum(r.generation == gen for r in records),
+                     "best_top_rung": max(at_top, default=None), "best_rung0": max(at_zero, default=None),
+                     "median_rung0": statistics.median(at_zero) if at_zero else None})  # fmt: skip
+    return rows
+
+
+def collect(folder: Path) -> dict[str, Any]:
+    """A run's rows and summary from its store."""
+    with Store.open(folder, readonly=True) as store:
+        records, used, noise, best = store.trials(), store.compute_used(), store.noise(), store.best()
+    rows = generation_rows(records)
+    first, last = rows[0]["best_top_rung"], rows[-1]["best_top_rung"]
+    return {
+        "run": folder.name,
+        "rows": rows,
+        "climb": None if first is None or last is None else last - first,
+        "noise_sigma": None if noise is None else noise.sigma,
+        "noise_pairs": 0 if noise is None else noise.pairs,
+        "compute_images": used.images,
+        "trial_s": used.trial_s,
+        "trials": used.trials,
+        "best": None
+        if best is None
+        else {
+            "trial": best.trial_id,
+            "rung": best.rung,
+            "score": best.final_score,
+            "macs": best.final_macs,
+            "genome": best.final_genome,
+        },
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def print_tables(results: list[dict[str, Any]]) -> None:
+    print("| run | best at top rung per generation | best at rung 0 | median at rung 0 | last - first (top rung) "
+          "| noise σ (pairs) | compute (images) | trial s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for res in results:
+        rows = res["rows"]
+        cells = [" / ".join(_fmt(r[key]) for r in rows) for key in ("best_top_rung", "best_rung0", "median_rung0")]
+        noise = "-" if res["noise_sigma"] is None else f"{res['noise_sigma']:.2f} ({res['noise_pairs']})"
+        print(f"| {res['run']} | {' | '.join(cells)} | {_fmt(res['climb'])} | {noise} | "
+              f"{res['compute_images'] / 1e6:.3f}M | {res['trial_s']:.0f} |")  # fmt: skip
+    by_variant: dict[str, list[float]] = {}
+    for res in results:
+        if res["climb"] is not None:
+            by_variant.setdefault(res["run"].rsplit("-s", 1)[0], []).append(res["climb"])
+    for variant, climbs in by_variant.items():
+        print(f"{variant}: top-rung best rose in {sum(c > 0 for c in climbs)} of {len(climbs)} runs "
+              f"(last - first: {', '.join(f'{c:+.2f}' for c in climbs)})")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--variants", nargs="+", default=["demo", "rungs"], choices=list(VARIANTS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for every run")
+    parser.add_argument("--collect-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.collect_only:
+        bench_policy.VARIANTS.update(VARIANTS)
+        for seed in args.seeds:  # seed-major: a cut run has every variant on the same first seeds
+            for variant in args.variants:
+                folder = bench_policy.run_dir(args.out, variant, seed)
+                bench_policy.search(folder, variant, seed, False, tuple(args.set))
+    folders = sorted(p for p in args.out.iterdir() if (p / "menas.sqlite").exists())
+    results = [collect(folder) for folder in folders]
+    print_tables(results)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
