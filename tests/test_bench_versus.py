@@ -1,0 +1,136 @@
+"""bench/versus/references.py: MACs of timm models counted as menas counts them, the results.json schema and its
+t-intervals, and a finished job folder read instead of trained again."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench() -> ModuleType:
+    """bench/versus/references.py, loaded as a module (it is a script, not part of the package)."""
+    path = ROOT / "bench" / "versus" / "references.py"
+    spec = importlib.util.spec_from_file_location("versus_references", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_100", "mobilenetv3_large_100"])
+def test_timm_macs_agree_with_menas_count_of_the_same_network(name: str) -> None:
+    """FlopCounterMode / 2 on timm's model = count_cost of menas' genome of it (32 px, 1 channel, 10 classes)."""
+    from menas.nn.builder import build_model
+    from menas.space.cost import count_cost
+    from menas.space.genome import REFERENCE_GENOMES, Genome
+
+    bench = _bench()
+    genome = Genome.from_str(REFERENCE_GENOMES[name])
+    menas = count_cost(genome, 32, 1, 10)
+    macs, params = bench.counted_cost(bench.timm_model(name, 10, 1), 32, 1)
+    assert macs == pytest.approx(menas.macs, rel=0.03)
+    assert params == pytest.approx(menas.params, rel=0.03)
+    # the counter measures menas' own network the same way
+    assert bench.counted_cost(build_model(genome, 10, 1), 32, 1) == pytest.approx((menas.macs, menas.params), rel=0.03)
+
+
+def test_every_timm_reference_builds_for_one_channel_at_32_px() -> None:
+    bench = _bench()
+    for name, built_by in bench.REFERENCES.items():
+        if built_by == "timm":
+            macs, params = bench.counted_cost(bench.timm_model(name, 10, 1), 32, 1)
+            assert 0.3e6 < macs < 10e6 and 0.3e6 < params < 5e6, name
+
+
+def test_t_interval_on_a_hand_made_example() -> None:
+    bench = _bench()
+    mean, half = bench.t_interval([88.0, 90.0])  # s = sqrt(2), t_{0.975,1} = 12.706
+    assert mean == 89.0 and half == pytest.approx(12.706 * math.sqrt(2) / math.sqrt(2))
+    mean, half = bench.t_interval([1.0, 2.0, 3.0])  # s = 1, t_{0.975,2} = 4.303
+    assert mean == 2.0 and half == pytest.approx(4.303 / math.sqrt(3))
+    assert bench.t_interval([5.0]) == (5.0, None)
+
+
+def _record(name: str, seed: int, epochs: int, top1: float, arm: str = "reference") -> dict[str, Any]:
+    return {"arm": arm, "seed": seed, "budget_macs": None, "name": name, "macs": 2_000_000, "params": 1_500_000,
+            "test_top1": top1, "chosen_by": "hand-designed", "built_by": "timm", "epochs": epochs,
+            "holdout_top1": top1 - 1, "kept": "ema", "train_seconds_per_epoch": 100.0,
+            "history": [{"epoch": 1}]}  # fmt: skip
+
+
+def test_results_schema_plateau_pairs_and_kept_searched_arms() -> None:
+    bench = _bench()
+    records = [_record("mobilenetv3_small_100", 0, 10, 88.0), _record("mobilenetv3_small_100", 1, 10, 90.0),
+               _record("mobilenetv3_small_100", 0, 15, 88.1), _record("mobilenetv3_small_100", 1, 15, 90.3),
+               _record("lcnet_050", 1, 10, 85.0), _record("lcnet_050", 0, 10, 84.0)]  # fmt: skip
+    searched = {"arm": "menas", "seed": 0, "budget_macs": 8_000_000, "name": "stem_...", "macs": 7e6, "params": 1e6,
+                "test_top1": 91.0, "chosen_by": "search-val top-1"}  # fmt: skip
+    previous = {"networks": [_record("lcnet_050", 0, 10, 1.0), searched], "generations": [{"arm": "menas"}],
+                "meta": {"date": "old"}}  # fmt: skip
+    results = bench.build_results(records, 10, {"date": "now", "command": "x"}, previous)
+    assert set(results) >= {"networks", "generations", "meta", "plateau_check"}
+    assert results["generations"] == [{"arm": "menas"}] and results["meta"]["date"] == "now"
+    refs = [n for n in results["networks"] if n["arm"] == "reference"]
+    # the 15-epoch runs are the plateau check's, not networks; the old reference entry is replaced; order by REFERENCES
+    assert [(n["name"], n["seed"]) for n in refs] == [("mobilenetv3_small_100", 0), ("mobilenetv3_small_100", 1),
+                                                      ("lcnet_050", 0), ("lcnet_050", 1)]  # fmt: skip
+    assert results["networks"][-1] == searched
+    for n in refs:
+        assert {"arm", "seed", "budget_macs", "name", "macs", "params", "test_top1", "chosen_by"} <= set(n)
+        assert n["budget_macs"] is None and "history" not in n
+    plateau = results["plateau_check"]
+    assert (plateau["epochs"], plateau["long_epochs"]) == (10, 15)
+    assert [p["gain"] for p in plateau["pairs"]] == pytest.approx([0.1, 0.3])
+    assert plateau["mean_gain"] == pytest.approx(0.2) and plateau["mean_gain_below_limit"]
+    assert plateau["ci95_half_width"] == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
+    json.dumps(results)  # plain JSON
+    text = bench.table(results)
+    assert "| reference | lcnet_050 | timm | 1.50M | 2.00M | 84.00 (s0) / 85.00 (s1) | 84.50 ± 6.35 | 100 |" in text
+    assert "| menas | stem_... |" in text and "Plateau check" in text
+
+
+def test_plan_runs_the_plateau_pair_first_and_each_job_once() -> None:
+    bench = _bench()
+    jobs = bench.plan(["mobilenetv3_small_100", "lcnet_050"], [0, 1], 10, plateau=True)
+    assert [j.folder for j in jobs] == [
+        "reference-mobilenetv3_small_100-s0-e10", "reference-mobilenetv3_small_100-s0-e15",
+        "reference-lcnet_050-s0-e10", "reference-mobilenetv3_small_100-s1-e10", "reference-lcnet_050-s1-e10",
+        "reference-mobilenetv3_small_100-s1-e15"]  # fmt: skip
+    assert jobs[0].built_by == "menas-genome" and jobs[0].genome and jobs[2].built_by == "timm"
+    assert bench.plateau_epochs(1) == 2 and bench.plateau_epochs(5) == 8
+
+
+def test_a_finished_job_is_read_not_trained_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 1-epoch job per builder on synthetic 8 px data, then the same command again trains nothing."""
+    bench = _bench()
+    argv = ["--out", str(tmp_path), "--epochs", "1", "--seeds", "0", "--networks", "mobilenetv3_small_100",
+            "lcnet_050", "--data", "synthetic", "--set", "data.input_size=8"]  # fmt: skip
+    assert bench.main(argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(n["name"], n["built_by"]) for n in results["networks"]] == [
+        ("mobilenetv3_small_100", "menas-genome"), ("lcnet_050", "timm")]  # fmt: skip
+    for n in results["networks"]:
+        assert 0 <= n["test_top1"] <= 100 and n["kept"] in ("raw", "ema") and n["epochs"] == 1
+    assert results["meta"]["command"].startswith("python bench/versus/references.py")
+    assert (tmp_path / "table.md").is_file()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "jobs").glob("*/versus.json")}
+
+    def no_training(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a finished job was trained again")
+
+    monkeypatch.setattr(bench, "_train_genome", no_training)
+    monkeypatch.setattr(bench, "_train_timm", no_training)
+    assert bench.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert json.loads((tmp_path / "results.json").read_text())["networks"] == results["networks"]
+    assert bench.main([*argv, "--collect-only"]) == 0
