@@ -22,7 +22,7 @@ from menas.prune import pipeline as pipeline_module
 from menas.search import fidelity
 from menas.search.engine import Search, load_run_config
 from menas.search.fidelity import ROLE_PROMOTE, ROLE_REPEAT, Fidelity, next_stage, noise_estimate, representatives
-from menas.search.protocol import Recipe, TrialOutcome
+from menas.search.protocol import ROLE_FILL, ROLE_MUTATION, Recipe, TrialOutcome
 from menas.search.ranking import rank_key
 from menas.search.store import Store
 from menas.search.strategies import MENAS, RandomSearch, RegularizedEvolution, make_strategy
@@ -61,8 +61,7 @@ def test_a_schedule_is_checked_and_counts_its_trials() -> None:
                          ({"lr_scale": 0}, "fidelity.lr_scale: got 0, allowed: > 0")):  # fmt: skip
         with pytest.raises(UserError, match=message):
             FidelityConfig(**bad)
-    with pytest.raises(UserError, match="fidelity: rungs and repeats need generations"):
-        SearchConfig(strategy=StrategyConfig(name="evolution"), fidelity=FidelityConfig(rungs=[1, 2]))
+    assert SearchConfig(strategy=StrategyConfig(name="evolution"), fidelity=FidelityConfig(rungs=[1, 2]))
 
 
 def test_a_generation_runs_repeats_then_each_rung() -> None:
@@ -189,8 +188,26 @@ def test_random_search_halves_each_batch_and_evolution_refuses_stages() -> None:
     assert [(s.generation, s.role) for s, _ in history if s.role == ROLE_PROMOTE] == [(0, "promote"), (1, "promote"),
                                                                                      (2, "promote")]  # fmt: skip
     assert sum(s.role == "sample" for s, _ in history) == 10 and len(history) == strategy.total_trials == 13
-    with pytest.raises(UserError, match="regularized evolution has none"):
-        RegularizedEvolution(MT, BUDGET, 0, population=4, sample_size=2, cycles=4, recipe=recipe)
+
+
+def test_regularized_evolution_breeds_blocks_and_promotions_keep_their_age() -> None:
+    recipe = Recipe(epochs=2, fidelity=Fidelity(rungs=(1, 2), eta=2, repeats=1))
+
+    def evolution() -> RegularizedEvolution:
+        return RegularizedEvolution(MT, BUDGET, 4, population=4, sample_size=2, cycles=6, recipe=recipe)
+
+    strategy = drive(evolution(), workers=3, order_seed=1)
+    history = strategy.history()
+    assert len(history) == strategy.total_trials == (4 + 1 + 2) + (4 + 1 + 2) + (2 + 1 + 1)
+    assert [s.generation for s, _ in history] == [0] * 7 + [1] * 7 + [2] * 4
+    assert [s.role for s, _ in history][4:7] == [ROLE_REPEAT, ROLE_PROMOTE, ROLE_PROMOTE]
+    assert all(s.role in (ROLE_MUTATION, ROLE_FILL) for s, _ in history[7:11])
+    # after the last block, the population holds its 4 newest networks, promoted ones by their promotion
+    members = strategy.members
+    promoted = {s.parent_ids[0]: s.trial_id for s, _ in history if s.role == ROLE_PROMOTE}
+    assert len(members) == 4 and not any(m.trial_id in promoted for m in members)
+    assert any(m.role == ROLE_PROMOTE for m in members)
+    assert drive(evolution(), workers=1).history() == history
 
 
 def test_a_config_builds_the_schedule() -> None:

@@ -308,11 +308,12 @@ class InheritConfig:
 
 @dataclasses.dataclass
 class FidelityConfig:
-    """Multi-fidelity selection and the search's noise estimate (`menas.search.fidelity`), for menas,
-    menas-no-tickets and random. With `rungs`, every child trains `rungs[0]` epochs (instead of `train.epochs`;
-    then tickets and fine-tuning as always); the best 1/eta of a generation's networks continue from their own
-    weights to `rungs[1]` epochs, the best 1/eta of those to `rungs[2]`, and so on. Selection ranks a network by
-    its highest rung reached, then its score there. Every rung is a trial (resumable, counted by `compute`)."""
+    """Multi-fidelity selection and the search's noise estimate (`menas.search.fidelity`), for every strategy
+    (regularized evolution then breeds `population` children at a time). With `rungs`, every child trains
+    `rungs[0]` epochs (instead of `train.epochs`; then tickets and fine-tuning as always); the best 1/eta of a
+    generation's networks continue from their own weights to `rungs[1]` epochs, the best 1/eta of those to
+    `rungs[2]`, and so on. Selection ranks a network by its highest rung reached, then its score there. Every rung
+    is a trial (resumable, counted by `compute`)."""
 
     rungs: list[int] | None = None  # cumulative training epochs per rung, e.g. [1, 3, 9]; null: one rung
     eta: int = 3  # the best ceil(n / eta) of a rung's n networks continue to the next
@@ -382,11 +383,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         _check_min("finetune_epochs", self.finetune_epochs, 0)
-        if self.fidelity.staged and self.strategy.name == "evolution":
-            raise UserError(
-                "fidelity: rungs and repeats need generations, which strategy evolution has not; allowed with "
-                "strategy.name menas, menas-no-tickets, menas-inherit or random"
-            )
+
         _check_range("max_failure_share", self.max_failure_share, 0.0, 1.0)
         epochs = self.inherit.epochs
         if epochs is not None and epochs > self.train.epochs:

@@ -401,11 +401,6 @@ class RegularizedEvolution(Strategy):
         check(is_int(parallel) and parallel >= 1, "parallel", parallel, "integers >= 1")
         _check_objective(objective)
         super().__init__(space, budget, seed, use_tickets, recipe)
-        if self.recipe.fidelity.staged:
-            raise UserError(
-                "fidelity: rungs and repeats need generations; regularized evolution has none yet, allowed: strategy "
-                "menas, menas-no-tickets or random with fidelity.rungs / fidelity.repeats"
-            )
         self.population = population
         self.sample_size = sample_size
         self.cycles = cycles
@@ -415,9 +410,18 @@ class RegularizedEvolution(Strategy):
         self._members: deque[TrialOutcome] = deque()  # the aging population, oldest first
         self._applied = 0  # outcomes of trials < _applied are applied to the population
         self._member_tickets: set[str] = set()  # tickets of applied outcomes (dedup)
+        self._blocks = 0  # with fidelity stages: blocks of `population` children proposed (the first: samples)
+        self._children = 0  # ... and children (samples and mutations, not stage trials) proposed
+
+    def _block_sizes(self) -> list[int]:
+        """Children per block with fidelity stages: the initial population, then `population` at a time."""
+        rest = [min(self.population, self.cycles - start) for start in range(0, self.cycles, self.population)]
+        return [self.population, *rest]
 
     @property
     def total_trials(self) -> int:
+        if self.recipe.fidelity.staged:
+            return sum(self.recipe.fidelity.planned(n) for n in self._block_sizes())
         return self.population + self.cycles
 
     @property
@@ -425,7 +429,15 @@ class RegularizedEvolution(Strategy):
         """The current population (as applied so far), oldest first."""
         return list(self._members)
 
+    def _proposed_all(self) -> bool:
+        if not self.recipe.fidelity.staged:
+            return super()._proposed_all()
+        return self._blocks == len(self._block_sizes()) and not self._next_stage(self._blocks - 1)
+
     def _refill(self) -> None:
+        if self.recipe.fidelity.staged:
+            self._refill_block()
+            return
         trial_id = len(self._specs) + len(self._queue)
         if trial_id >= self.total_trials:
             return
@@ -444,7 +456,50 @@ class RegularizedEvolution(Strategy):
                 if len(self._members) > self.population:
                     self._members.popleft()
         self._applied = need
-        generation = 1 + (trial_id - self.population) // self.population
+        self._breed_one(1 + (trial_id - self.population) // self.population)
+
+    def _refill_block(self) -> None:
+        """With fidelity stages the cycles run in blocks of `population` children: a block's children are bred
+        from the population as it stands, its stages (repeats, promotions) run, then its outcomes join the
+        population (a promotion takes its network's place, keeping its age) and the oldest members leave."""
+        if len(self._outcomes) < len(self._specs):
+            return
+        block = self._blocks - 1
+        if self._enqueue_stage(block):
+            return
+        if block >= 0 and self._applied <= block:
+            self._apply_block(block)
+        if self._blocks >= len(self._block_sizes()):
+            return
+        count = self._block_sizes()[self._blocks]
+        if self._blocks == 0:
+            for text in self._fresh(count, set()):
+                self._enqueue(text, 0, ROLE_SAMPLE)
+        else:
+            for _ in range(count):
+                self._breed_one(self._blocks)
+        self._blocks += 1
+        self._children += count
+
+    def _apply_block(self, block: int) -> None:
+        """Block `block`'s done children join the population, its done promotions replace the network they
+        continue in place (`_applied` then counts applied blocks)."""
+        for outcome in self._generation_outcomes(block):
+            if not outcome.ok or outcome.role == fidelity.ROLE_REPEAT:
+                continue
+            if outcome.role == fidelity.ROLE_PROMOTE:
+                for k, member in enumerate(self._members):
+                    if member.trial_id == outcome.parent_ids[0]:
+                        self._members[k] = outcome
+                continue
+            self._members.append(outcome)
+            self._member_tickets.add(outcome.final_genome)
+            if len(self._members) > self.population:
+                self._members.popleft()
+        self._applied = block + 1
+
+    def _breed_one(self, generation: int) -> None:
+        """One child of a tournament over the current members (a fresh sample when mutation finds nothing new)."""
         members = list(self._members)
         key = self._tournament_key(members)
         for _ in range(TRIES_PER_SLOT if members else 0):
