@@ -22,8 +22,11 @@ _V4_COLUMNS = ("origin TEXT", "inherited TEXT")
 
 
 def make_old_store(run_dir: Path, version: int) -> None:
-    """Replaces the trials table of a new store with one of schema `version` (1 to 4) holding two trials: 0 done
+    """Replaces the trials table of a new store with one of schema `version` (1 to 5) holding two trials: 0 done
     (score 70, 100 images, weights at an absolute path), 1 queued; version 1 has no retrains table either."""
+    if version == 5:
+        _make_v5_store(run_dir)
+        return
     conn = sqlite3.connect(run_dir / "menas.sqlite")
     conn.execute("DROP TABLE trials")
     if version == 1:
@@ -37,5 +40,21 @@ def make_old_store(run_dir: Path, version: int) -> None:
     conn.execute("INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at) "
                  "VALUES (1, 'genome-1', 0, 'sample', '[]', 0, 'queued', 1.0)")  # fmt: skip
     conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+
+
+def _make_v5_store(run_dir: Path) -> None:
+    """A store of schema 5 (the one trial record, before the per-epoch training losses): the new store's table
+    without `train_losses`, holding the same two trials under the record's names."""
+    conn = sqlite3.connect(run_dir / "menas.sqlite")
+    conn.execute("ALTER TABLE trials DROP COLUMN train_losses")
+    conn.execute("INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at, "
+                 "macs, params, trained_score, epoch_s, weights, train_images) VALUES (0, 'genome-0', 0, "
+                 "'sample', '[]', 0, 'done', 1.0, 1000, 10, 70.0, '[2.0]', '/gone/trials/00000/model.safetensors', "
+                 "100)")  # fmt: skip
+    conn.execute("INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at) "
+                 "VALUES (1, 'genome-1', 0, 'sample', '[]', 0, 'queued', 1.0)")  # fmt: skip
+    conn.execute("PRAGMA user_version = 5")
     conn.commit()
     conn.close()

@@ -96,6 +96,8 @@ class TrialRecord:
     eval_s: float | None = _measured()  # search-val scoring inside training and fine-tuning epochs
     epoch_s: tuple[float, ...] = _measured(())  # every epoch, training and fine-tuning, scoring included
     train_epoch_s: tuple[float, ...] = _measured(())  # training passes of the candidate's epochs (no scoring)
+    # mean training loss of each of the candidate's training epochs (their sum is the training-speed estimate TSE)
+    train_losses: tuple[float, ...] = _measured(())
     finetune_epoch_s: tuple[float, ...] = _measured(())  # training passes of the fine-tune epochs
     epochs: int | None = _measured()  # epochs run, training and fine-tuning
     finetune_epochs: int | None = _measured()

@@ -16,7 +16,7 @@ from menas.search.record import FIELDS, column_sql
 BUSY_TIMEOUT_S = 30.0
 
 #: Schema version, kept in SQLite's `user_version`; `Store.open` migrates older versions and refuses others.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = (
     """CREATE TABLE run (
@@ -94,6 +94,8 @@ _RECORD_MIGRATION = (
     f"ALTER TABLE trials ADD COLUMN {column_sql('parent_ids')}",
     f"ALTER TABLE trials ADD COLUMN {column_sql('recipe')}",
 )
+#: Schema version 6: the candidate's training loss per epoch (the training-speed estimate's terms).
+_LOSSES_ALTERS = (f"ALTER TABLE trials ADD COLUMN {column_sql('train_losses')}",)
 SCHEMA = (*SCHEMA, _RETRAINS_TABLE)
 #: Statements that take a store from version N to N + 1.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -101,6 +103,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: _PHASE_ALTERS,
     3: _INHERIT_ALTERS,
     4: _RECORD_MIGRATION,
+    5: _LOSSES_ALTERS,
 }
 
 

@@ -253,6 +253,7 @@ def _train_candidate(
     measured["train_s"] = time.perf_counter() - tic
     _account(measured, history, data)
     measured["train_epoch_s"] = [e.train_seconds for e in history.epochs]
+    measured["train_losses"] = [e.train_loss for e in history.epochs]
     measured["trained_score"] = history.val_top1
 
 
