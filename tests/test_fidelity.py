@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
@@ -320,3 +321,29 @@ def test_a_search_resumes_mid_rung(staged_run: Path, tmp_path: Path, monkeypatch
             [getattr(t, f) for f in fields] for t in b.trials()
         ]
         assert a.trial(4).epochs == 2  # one epoch before the crash, one after: not two more
+
+
+def test_common_random_numbers_every_trial_of_a_generation_sees_the_same_batches(tmp_path: Path) -> None:
+    """Data order and augmentation come from the data seed, not the trial's: two trials of a generation (and a
+    promotion) train on the same batches, epoch for epoch, while their initialisation seeds differ."""
+    from menas.data.splits import build_loaders
+
+    search = Search(staged_config(), tmp_path / "run")
+    try:
+        specs = search.strategy.ask()
+        jobs = [search.job(spec) for spec in specs[:2]]
+    finally:
+        search.close()
+    assert jobs[0].seed != jobs[1].seed and jobs[0].data == jobs[1].data
+    batches = []
+    for job in jobs:
+        loader = build_loaders(job.data, torch.device("cpu")).train
+        epochs = []
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            epochs.append([(images.clone(), labels.clone()) for images, labels in loader])
+        batches.append(epochs)
+    for (a_images, a_labels), (b_images, b_labels) in zip(*[e[1] for e in batches], strict=True):
+        assert a_images.equal(b_images) and a_labels.equal(b_labels)
+    first, second = batches[0][0][0][1], batches[0][1][0][1]
+    assert not first.equal(second)  # the order does change from epoch to epoch
