@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from menas.cli.main import main
+from menas.config import StrategyConfig
 from menas.errors import UserError
 from menas.search import pareto
 from menas.search.pareto import MAX, MIN
@@ -187,6 +188,22 @@ def test_trial_front_and_nsga2_order_of_trials() -> None:
     assert [t.trial_id for t in pareto.nsga2_sorted(trials)] == [3, 6, 1, 0, 2, 4, 5]  # the failed one left out
     assert pareto.nsga2_ranks(trials)[1] == (0, -2.0, 1)
     assert pareto.trial_front([]) == []
+
+
+def test_a_front_may_trade_params_and_the_objectives_are_checked() -> None:
+    """With `pareto: [accuracy, params]` a network cheap in parameters but not in MACs is on the front; with
+    [accuracy, macs, params] a front of three objectives holds every network one of the two costs keeps."""
+    trials = [TrialOutcome(0, "a", "done", 70.0, 100, 50), TrialOutcome(1, "b", "done", 60.0, 50, 80),
+              TrialOutcome(2, "c", "done", 60.0, 200, 10)]  # fmt: skip
+    assert [t.trial_id for t in pareto.trial_front(trials)] == [1, 0]
+    assert [t.trial_id for t in pareto.trial_front(trials, ("accuracy", "params"))] == [2, 0]  # rising params
+    assert [t.trial_id for t in pareto.trial_front(trials, ("accuracy", "macs", "params"))] == [1, 0, 2]
+    assert [t.trial_id for t in pareto.nsga2_sorted(trials, ("accuracy", "params"))] == [0, 2, 1]  # b dominated
+    for bad in (["macs", "accuracy"], ["accuracy"], ["accuracy", "latency"], ["accuracy", "macs", "macs"]):
+        with pytest.raises(ValueError, match="strategy.pareto"):
+            pareto.check_objectives(bad)
+        with pytest.raises(UserError, match="strategy.pareto: got"):
+            StrategyConfig(pareto=bad)
 
 
 def _store(run: Path, objective: str) -> Path:

@@ -269,6 +269,8 @@ class StrategyConfig:
     # top-1 (then fewer MACs). pareto: NSGA-II over final top-1 (up) and final MACs (down): lower Pareto front,
     # then larger crowding distance; the run's result is then its front (`menas status`, `menas export --front K`)
     objective: ObjectiveName = "accuracy"
+    # with objective pareto: what the front trades, accuracy first, then one or more costs (macs, params)
+    pareto: list[str] = dataclasses.field(default_factory=lambda: ["accuracy", "macs"])
 
     def __post_init__(self) -> None:
         for name in ("population", "generations", "parents", "trials", "sample_size", "cycles"):
@@ -277,6 +279,20 @@ class StrategyConfig:
             raise UserError(
                 f"strategy.objective: got {self.objective!r}, allowed: {', '.join(typing.get_args(ObjectiveName))}"
             )
+        costs = ("macs", "params")
+        pareto = self.pareto
+        if not (
+            isinstance(pareto, list | tuple)
+            and len(pareto) >= 2
+            and pareto[0] == "accuracy"
+            and len(set(pareto)) == len(pareto)
+            and set(pareto[1:]) <= set(costs)
+        ):
+            raise UserError(
+                f"strategy.pareto: got {pareto!r}, allowed: [accuracy, then one or more of {', '.join(costs)}], "
+                "e.g. [accuracy, macs]"
+            )
+        self.pareto = list(pareto)
         if not 0.0 <= self.keep_largest < 1.0:  # as MENAS: some parents are always taken by score
             raise UserError(f"strategy.keep_largest: got {self.keep_largest!r}, allowed: 0 <= share < 1")
         _check_range("strategy.mutation_prob", self.mutation_prob, 0.0, 1.0)

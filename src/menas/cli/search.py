@@ -157,7 +157,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     if noise is not None:
         console.print(noise.describe())
-    _print_front(front, cfg.strategy.objective == "pareto", run, console)
+    _print_front(front, cfg.strategy.objective == "pareto", run, console, tuple(cfg.strategy.pareto[1:]))
     if trials:
         started = min(t.queued_at for t in trials)
         last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
@@ -170,20 +170,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_front(front: list[Any], full: bool, run: Path, console: Console) -> None:
-    """The run's Pareto front of final top-1 against final MACs (`Store.front`): a table, member K being what
-    `menas export --front K` exports, when the search optimised it (`strategy.objective: pareto`); else one line."""
+def _print_front(front: list[Any], full: bool, run: Path, console: Console, costs: tuple[str, ...]) -> None:
+    """The run's Pareto front of final top-1 against its costs (`Store.front`, `strategy.pareto`): a table, member K
+    being what `menas export --front K` exports, when the search optimised it (`strategy.objective: pareto`); else
+    one line."""
     if not front:
         return
     hint = f"`menas export {run} --front K --out DIR` exports member K"
+    against = " and ".join("MACs" if c == "macs" else c for c in costs)
     if not full:
         cheap, top = front[0], front[-1]
         console.print(
-            f"Pareto front (top-1 vs MACs): {len(front)} trials, from {format_count(cheap.final_macs)} MACs at "
+            f"Pareto front (top-1 vs {against}): {len(front)} trials, from {format_count(cheap.final_macs)} MACs at "
             f"{pct(cheap.final_score)} to {format_count(top.final_macs)} MACs at {pct(top.final_score)}; {hint}"
         )
         return
-    table = Table(title="Pareto front (final top-1 vs MACs)")
+    table = Table(title=f"Pareto front (final top-1 vs {against})")
     for column in ("K", "trial", "gen", "top-1", "MACs", "params", "ticket"):
         table.add_column(column, justify="right")
     for k, t in enumerate(front, 1):

@@ -39,6 +39,7 @@ from menas.report.points import (
     points,
 )
 from menas.report.tables import CSV_FIELDS, title, write_csv, write_markdown
+from menas.search.pareto import DEFAULT_OBJECTIVES
 from menas.search.store import Store
 
 
@@ -71,6 +72,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
             retrains,
             phases,
             records,
+            tuple(config.get("strategy", {}).get("pareto", DEFAULT_OBJECTIVES)),
         ),
     ]
     searches = lottery_records(run_dir, records)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from menas.files import write_atomically
 from menas.report.points import FIGURES, Point, inheritance, pareto_front
-from menas.search import fidelity
+from menas.search import fidelity, pareto
 from menas.search.record import DERIVED, FIELDS, TrialRecord
 from menas.search.store import RetrainRecord
 from menas.space.cost import format_count
@@ -114,15 +114,16 @@ def _phase_lines(phases) -> list[str]:
     return lines
 
 
-def _front_points(pts: Sequence[Point], records: Sequence[TrialRecord]) -> list[Point]:
-    """The points the front is drawn from, as `Store.front` chooses them: one per network, at the highest rung
-    any reached (all points when no records are given)."""
+def _front(pts: Sequence[Point], records: Sequence[TrialRecord], objectives: Sequence[str]) -> list[int]:
+    """Indices into `pts` of the run's front as `Store.front` finds it: one trial per network, at the highest rung
+    any reached, over the run's objectives (`strategy.pareto`); without records, the MACs front of all points."""
     if not records:
-        return list(pts)
+        return pareto_front([p.macs for p in pts], [p.score for p in pts])
     lineages = fidelity.representatives(records)
     top = max((t.rung for t in lineages), default=0)
-    ids = {t.trial_id for t in lineages if t.rung == top}
-    return [p for p in pts if p.trial_id in ids]
+    front = pareto.trial_front([t for t in lineages if t.rung == top], objectives)
+    index = {p.trial_id: i for i, p in enumerate(pts)}
+    return [index[t.trial_id] for t in front if t.trial_id in index]
 
 
 def _fidelity_lines(records: Sequence[TrialRecord]) -> list[str]:
@@ -186,6 +187,7 @@ def write_markdown(
     retrains: Sequence[RetrainRecord] = (),
     phases=(),
     records: Sequence[TrialRecord] = (),
+    objectives: Sequence[str] = pareto.DEFAULT_OBJECTIVES,
 ) -> Path:
     lines = [
         f"# {title}",
@@ -212,13 +214,13 @@ def write_markdown(
     lines += _fidelity_lines(records)
     lines += _phase_lines(phases)
     lines += _inheritance_lines(records)
-    front_pts = _front_points(pts, records)
-    front = [pts.index(front_pts[i]) for i in pareto_front([p.macs for p in front_pts], [p.score for p in front_pts])]
+    front = _front(pts, records, objectives)
     lines += [
         "",
-        "## Pareto front (MACs)",
+        f"## Pareto front ({', '.join(objectives[1:])})",
         "",
-        "Final search-val top-1 against final MACs, by rising MACs; `menas export RUN --front K` exports row K.",
+        f"Final search-val top-1 against final {' and '.join(objectives[1:])}, by rising {objectives[1]}; "
+        "`menas export RUN --front K` exports row K.",
         "",
         "| trial | top-1 | MACs | params | ticket | genome |",
         "|---|---|---|---|---|---|",

@@ -283,7 +283,9 @@ class Strategy:
         """Done outcomes of one rung, best first by the strategy's objective: `rank_key`, or NSGA-II's order under
         `objective="pareto"` (ties in it broken by `rank_key`)."""
         ranked = sorted(outcomes, key=rank_key)
-        return pareto.nsga2_sorted(ranked) if getattr(self, "objective", "accuracy") == "pareto" else ranked
+        if getattr(self, "objective", "accuracy") != "pareto":
+            return ranked
+        return pareto.nsga2_sorted(ranked, getattr(self, "pareto", pareto.DEFAULT_OBJECTIVES))
 
     def _generation_outcomes(self, generation: int) -> list[TrialOutcome]:
         """The told outcomes of one generation's asked trials, in trial_id order (call once all are told)."""

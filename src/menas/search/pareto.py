@@ -32,8 +32,30 @@ MAX = "max"
 MIN = "min"
 #: The senses an objective may have.
 SENSES = (MAX, MIN)
-#: A trial's objectives under `strategy.objective: pareto`: final search-val score (up), final MACs (down).
+#: A trial's objectives under `strategy.objective: pareto` by default: final search-val score (up), final MACs
+#: (down); `strategy.pareto` may name others (`OBJECTIVES`).
 TRIAL_SENSES = (MAX, MIN)
+DEFAULT_OBJECTIVES = ("accuracy", "macs")
+#: The objectives a front may trade (`strategy.pareto`), each with its sense and the trial attribute it reads.
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "accuracy": (MAX, "final_score"),
+    "macs": (MIN, "final_macs"),
+    "params": (MIN, "final_params"),
+}
+
+
+def check_objectives(objectives: Sequence[str], where: str = "strategy.pareto") -> tuple[str, ...]:
+    """`objectives` as a tuple: accuracy first, then one or more distinct costs of `OBJECTIVES`."""
+    names = tuple(objectives) if isinstance(objectives, list | tuple) else ()
+    costs = [name for name in OBJECTIVES if name != "accuracy"]
+    check(
+        len(names) >= 2 and names[0] == "accuracy" and len(set(names)) == len(names) and set(names[1:]) <= set(costs),
+        where,
+        list(objectives) if isinstance(objectives, list | tuple) else objectives,
+        f"[accuracy, then one or more of {', '.join(costs)}], e.g. [accuracy, macs]",
+    )
+    return names
+
 
 Point = Sequence[float]
 T = TypeVar("T", bound=Ranked)
@@ -164,47 +186,62 @@ def pareto_front(points: Sequence[Point], senses: Sequence[str], keys: Sequence[
 # --------------------------------------------------------------------------------------------- trials
 
 
-def trial_point(trial: Ranked) -> tuple[float, float]:
-    """A finished trial's objectives: (final search-val score, final MACs), under `TRIAL_SENSES`."""
-    assert trial.final_score is not None and trial.final_macs is not None, f"trial {trial.trial_id} is unfinished"
-    return (trial.final_score, float(trial.final_macs))
+def trial_point(trial: Ranked, objectives: Sequence[str] = DEFAULT_OBJECTIVES) -> tuple[float, ...]:
+    """A finished trial's objective values (default: final search-val score, final MACs), under
+    `trial_senses(objectives)`."""
+    values = tuple(getattr(trial, OBJECTIVES[name][1]) for name in objectives)
+    assert None not in values, f"trial {trial.trial_id} is unfinished"
+    return tuple(float(v) for v in values)
 
 
-def _finished(trials: Iterable[T]) -> list[T]:
-    """The trials with a final score and MACs, in trial_id order."""
-    usable = (t for t in trials if t.final_score is not None and t.final_macs is not None)
+def trial_senses(objectives: Sequence[str] = DEFAULT_OBJECTIVES) -> tuple[str, ...]:
+    """The sense of each objective (`OBJECTIVES`)."""
+    return tuple(OBJECTIVES[name][0] for name in objectives)
+
+
+def _finished(trials: Iterable[T], objectives: Sequence[str] = DEFAULT_OBJECTIVES) -> list[T]:
+    """The trials with every objective value, in trial_id order."""
+    names = [OBJECTIVES[name][1] for name in objectives]
+    usable = (t for t in trials if all(getattr(t, n, None) is not None for n in names))
     return sorted(usable, key=lambda t: t.trial_id)
 
 
-def trial_front(trials: Iterable[T]) -> list[T]:
-    """The finished trials on the first Pareto front of final score (up) and final MACs (down), by rising MACs;
-    of trials equal in both, the earliest. Trials without a final score or MACs are left out."""
-    usable = _finished(trials)
-    points = [trial_point(t) for t in usable]
-    front = pareto_front(points, TRIAL_SENSES, [t.trial_id for t in usable])
-    return sorted((usable[i] for i in front), key=lambda t: (t.final_macs, t.trial_id))
+def trial_front(trials: Iterable[T], objectives: Sequence[str] = DEFAULT_OBJECTIVES) -> list[T]:
+    """The finished trials on the first Pareto front of the objectives (default: final score up, final MACs
+    down), by rising first cost; of trials equal in all, the earliest. Trials without a value are left out."""
+    usable = _finished(trials, objectives)
+    points = [trial_point(t, objectives) for t in usable]
+    front = pareto_front(points, trial_senses(objectives), [t.trial_id for t in usable])
+    cost = OBJECTIVES[objectives[1]][1]
+    return sorted((usable[i] for i in front), key=lambda t: (getattr(t, cost), t.trial_id))
 
 
-def nsga2_ranks(trials: Iterable[T]) -> dict[int, tuple[int, float, int]]:
+def nsga2_ranks(
+    trials: Iterable[T], objectives: Sequence[str] = DEFAULT_OBJECTIVES
+) -> dict[int, tuple[int, float, int]]:
     """trial_id -> NSGA-II sort key (front, -crowding distance, trial_id) of finished trials, computed over all
     of them (`nsga2_keys` on `trial_point`)."""
-    usable = _finished(trials)
+    usable = _finished(trials, objectives)
     ids = [t.trial_id for t in usable]
-    return dict(zip(ids, nsga2_keys([trial_point(t) for t in usable], TRIAL_SENSES, ids), strict=True))
+    points = [trial_point(t, objectives) for t in usable]
+    return dict(zip(ids, nsga2_keys(points, trial_senses(objectives), ids), strict=True))
 
 
-def nsga2_sorted(trials: Iterable[T]) -> list[T]:
+def nsga2_sorted(trials: Iterable[T], objectives: Sequence[str] = DEFAULT_OBJECTIVES) -> list[T]:
     """Finished trials in NSGA-II order: front, then larger crowding distance, then trial_id."""
-    usable = _finished(trials)
-    ranks = nsga2_ranks(usable)
+    usable = _finished(trials, objectives)
+    ranks = nsga2_ranks(usable, objectives)
     return sorted(usable, key=lambda t: ranks[t.trial_id])
 
 
 __all__ = [
+    "DEFAULT_OBJECTIVES",
     "MAX",
     "MIN",
+    "OBJECTIVES",
     "SENSES",
     "TRIAL_SENSES",
+    "check_objectives",
     "crowding_distances",
     "dominates",
     "fronts",
@@ -214,4 +251,5 @@ __all__ = [
     "pareto_front",
     "trial_front",
     "trial_point",
+    "trial_senses",
 ]

@@ -224,6 +224,10 @@ class TrialOutcome:
     def final_macs(self) -> int | None:
         return self.macs
 
+    @property
+    def final_params(self) -> int | None:
+        return self.params
+
     @classmethod
     def from_record(cls, record: Any) -> TrialOutcome | None:
         """The outcome of a trial record (`TrialRecord`); None while the trial is in flight."""

@@ -513,12 +513,17 @@ class Store:
 
     def front(self) -> list[TrialRecord]:
         """The networks' trials (`lineages`; with rungs, those at the highest rung any reached) on the first Pareto
-        front of final search-val score (up) and final MACs (down), by rising MACs; of trials equal in both, the
+        front of the run's `strategy.pareto` objectives (by default final search-val score up, final MACs down), by
+        rising first cost; of trials equal in both, the
         earliest (`menas.search.pareto.trial_front`): a run's result under `strategy.objective: pareto`, and what
         `menas export --front K` counts."""
         lineages = self.lineages()
         top = max((t.rung for t in lineages), default=0)
-        return pareto.trial_front([t for t in lineages if t.rung == top])
+        return pareto.trial_front([t for t in lineages if t.rung == top], self.pareto_objectives())
+
+    def pareto_objectives(self) -> tuple[str, ...]:
+        """What the run's front trades (`strategy.pareto` of its config; accuracy and MACs before it existed)."""
+        return tuple(self.config().get("strategy", {}).get("pareto", pareto.DEFAULT_OBJECTIVES))
 
     def noise(self) -> fidelity.NoiseEstimate | None:
         """The score noise the run's repeated trials measure (`fidelity.repeats`); None without a done pair."""

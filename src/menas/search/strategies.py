@@ -29,7 +29,8 @@ from typing import Any
 
 from menas.config import SearchConfig
 from menas.errors import BudgetError, UserError, check, is_int, is_real
-from menas.search import fidelity, pareto
+from menas.search import fidelity
+from menas.search import pareto as pareto_module
 from menas.search.base import Strategy
 from menas.search.protocol import (
     ROLE_CROSSOVER,
@@ -120,6 +121,7 @@ class MENAS(Strategy):
         "mutation_prob",
         "crossover_share",
         "objective",
+        "pareto",
     )
 
     def __init__(
@@ -136,6 +138,7 @@ class MENAS(Strategy):
         use_tickets: bool = True,
         recipe: Recipe | None = None,
         objective: str = "accuracy",
+        pareto: tuple[str, ...] = pareto_module.DEFAULT_OBJECTIVES,
     ) -> None:
         check(is_int(population) and population >= 1, "population", population, "integers >= 1")
         check(is_int(generations) and generations >= 1, "generations", generations, "integers >= 1")
@@ -157,6 +160,7 @@ class MENAS(Strategy):
         self.mutation_prob = mutation_prob
         self.crossover_share = crossover_share
         self.objective = objective
+        self.pareto = pareto_module.check_objectives(pareto)
         self._pools: list[tuple[str, ...]] = []  # parent pool used to breed each generation (gen 0: ())
 
     @property
@@ -190,7 +194,9 @@ class MENAS(Strategy):
                 ranked.append(outcome)
         if self.objective == "pareto":  # NSGA-II within each rung, the highest rung first
             rungs = sorted({o.rung for o in ranked}, reverse=True)
-            ranked = [o for rung in rungs for o in pareto.nsga2_sorted([x for x in ranked if x.rung == rung])]
+            ranked = [
+                o for r in rungs for o in pareto_module.nsga2_sorted([x for x in ranked if x.rung == r], self.pareto)
+            ]
         n_large = round(self.keep_largest * self.num_parents)
         top = ranked[: self.num_parents - n_large]
         rest = sorted(ranked[len(top) :], key=lambda o: (-o.macs, o.trial_id))
@@ -373,7 +379,7 @@ class RegularizedEvolution(Strategy):
     """
 
     name = "regularized-evolution"
-    setting_names = ("population", "sample_size", "cycles", "mutation_prob", "parallel", "objective")
+    setting_names = ("population", "sample_size", "cycles", "mutation_prob", "parallel", "objective", "pareto")
 
     def __init__(
         self,
@@ -388,6 +394,7 @@ class RegularizedEvolution(Strategy):
         use_tickets: bool = False,
         recipe: Recipe | None = None,
         objective: str = "accuracy",
+        pareto: tuple[str, ...] = pareto_module.DEFAULT_OBJECTIVES,
     ) -> None:
         check(is_int(population) and population >= 1, "population", population, "integers >= 1")
         check(
@@ -407,6 +414,7 @@ class RegularizedEvolution(Strategy):
         self.mutation_prob = mutation_prob
         self.parallel = parallel
         self.objective = objective
+        self.pareto = pareto_module.check_objectives(pareto)
         self._members: deque[TrialOutcome] = deque()  # the aging population, oldest first
         self._applied = 0  # outcomes of trials < _applied are applied to the population
         self._member_tickets: set[str] = set()  # tickets of applied outcomes (dedup)
@@ -521,7 +529,7 @@ class RegularizedEvolution(Strategy):
         distance, trial_id) computed over the current population `members`."""
         if self.objective != "pareto":
             return rank_key
-        ranks = pareto.nsga2_ranks(members)
+        ranks = pareto_module.nsga2_ranks(members, self.pareto)
         return lambda outcome: ranks[outcome.trial_id]
 
 
@@ -563,6 +571,7 @@ def _menas(cfg: SearchConfig, space: SearchSpace, budget: Budget | None, use_tic
         use_tickets=use_tickets,
         recipe=recipe_of(cfg),
         objective=s.objective,
+        pareto=tuple(s.pareto),
     )
 
 
@@ -599,6 +608,7 @@ def _evolution(cfg: SearchConfig, space: SearchSpace, budget: Budget | None) -> 
         parallel=parallel,
         recipe=recipe_of(cfg),
         objective=s.objective,
+        pareto=tuple(s.pareto),
     )
 
 
