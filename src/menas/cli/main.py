@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from menas import __version__
-from menas.cli import evaluate, export, genomes, report, retrain, search, train, transfer
+from menas.cli import evaluate, export, genomes, latency, report, retrain, search, train, transfer
 from menas.cli.common import EXIT_FAILURE, EXIT_USAGE, Parser
 from menas.errors import MenasError, UserError
 
@@ -28,12 +28,14 @@ COMMANDS = (
     "status",
     "export",
     "evaluate",
+    "latency",
+    "latency-table",
     "report",
     "lottery",
     "space",
 )
 #: The modules whose `PARSERS` (command name -> function adding its parser) make up the command line.
-MODULES = (genomes, train, search, retrain, transfer, export, evaluate, report)
+MODULES = (genomes, train, search, retrain, transfer, export, evaluate, latency, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

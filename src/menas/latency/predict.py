@@ -1,0 +1,195 @@
+"""Predicted latency of a genome from a lookup table, and how good a latency predictor is.
+
+The prediction is the sum of the genome's blocks' table entries (`latency.blocks.genome_blocks` on the table's
+channel grid) corrected by a fitted overhead: `scale * sum + overhead_ms + per_block_ms * blocks`, fitted by least
+squares on genomes measured whole (`Predictor.fit`). The per-block term is there because a block measured alone
+pays its own call overhead (an onnxruntime session run, a Python call) that a whole network pays once, and the
+number of blocks varies with depth. Optionally a small scikit-learn regression (gradient-boosted trees on the
+per-stage sums, MACs and depth) corrects what is left (`regression="gbr"`). A genome block the table does not
+hold is a one-line `UserError` naming the block and its place.
+
+`evaluate` scores predictions against measurements the way the issue asks: the share within +-10%, RMSE, the
+worst relative error and Spearman's rank correlation; `macs_factor` fits MACs to latency by one factor, so that
+MACs can be scored as a predictor on the same genomes.
+
+This module never imports torch (numpy, and scipy or scikit-learn inside the functions that need them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from menas.errors import UserError, check
+from menas.latency.blocks import Block, genome_blocks
+from menas.latency.table import LatencyTable
+from menas.space.cost import count_macs
+from menas.space.genome import Genome
+
+REGRESSIONS = ("none", "gbr")
+#: Genomes at least, to fit the three coefficients of the overhead.
+MIN_FIT = 3
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """Latency of genomes from `table`: `scale * table sum + overhead_ms + per_block_ms * blocks` (+ the
+    regression's correction when fitted with one). Unfitted: the plain sum of the table's entries."""
+
+    table: LatencyTable
+    scale: float = 1.0
+    overhead_ms: float = 0.0
+    per_block_ms: float = 0.0
+    regression: Any = None
+    fitted_on: int = 0
+
+    def blocks(self, genome: Genome) -> list[tuple[str, Block]]:
+        """The genome's blocks as the table keys them (channel counts on the table's grid), with their places."""
+        t = self.table.target
+        return genome_blocks(genome, t.input_size, t.in_chans, t.num_classes, self.table.grid)
+
+    def table_sum(self, genome: Genome) -> float:
+        """The sum of the genome's blocks' median latencies in the table, ms; a block the table does not hold is
+        a `UserError` naming it."""
+        total = 0.0
+        for place, block in self.blocks(genome):
+            latency = self.table.latency_ms(block)
+            if latency is None:
+                raise UserError(
+                    f"{self.table.where()}: no entry for block {block.key} ({place} of genome {genome.to_str()}); "
+                    f"the table holds {len(self.table.entries)} blocks of {self.table.target.describe()}"
+                )
+            total += latency
+        return total
+
+    def features(self, genome: Genome) -> list[float]:
+        """What the optional regression reads: the table sum, the stem + ds, per-stage and head sums, MACs (M) and
+        the number of layers."""
+        sums: dict[str, float] = {}
+        for place, block in self.blocks(genome):
+            group = place.rsplit(".", 1)[0] if place.startswith("stages.") else place
+            sums[group] = sums.get(group, 0.0) + (self.table.latency_ms(block) or 0.0)
+        stages = [sums.get(f"stages.{i}", 0.0) for i in range(len(self.table.space.stages))]
+        t = self.table.target
+        macs = count_macs(genome, t.input_size, t.in_chans, t.num_classes) / 1e6
+        return [self.table_sum(genome), sums["stem"] + sums["ds"], *stages, sums["head"], macs, float(genome.depth)]
+
+    def linear(self, genome: Genome) -> float:
+        """The table sum with the fitted overhead, ms (no regression)."""
+        n_blocks = genome.depth + 3  # stem, ds, the layers, head
+        return self.scale * self.table_sum(genome) + self.overhead_ms + self.per_block_ms * n_blocks
+
+    def predict(self, genome: Genome) -> float:
+        """The predicted latency of the genome, ms."""
+        value = self.linear(genome)
+        if self.regression is not None:
+            value += float(self.regression.predict([self.features(genome)])[0])
+        return value
+
+    def fit(self, genomes: Sequence[Genome], measured_ms: Sequence[float], regression: str = "none") -> Predictor:
+        """A predictor whose overhead (scale, constant, per block) is fitted by least squares to the measured
+        latencies of whole genomes, and with `regression="gbr"` a gradient-boosted correction of what is left."""
+        import numpy as np
+
+        check(regression in REGRESSIONS, "regression", regression, ", ".join(REGRESSIONS))
+        check(
+            len(genomes) == len(measured_ms), "measured latencies", len(measured_ms), f"{len(genomes)} (one a genome)"
+        )
+        check(len(genomes) >= MIN_FIT, "measured genomes", len(genomes), f">= {MIN_FIT}")
+        sums = [self.table_sum(g) for g in genomes]
+        design = np.array([[s, 1.0, g.depth + 3] for s, g in zip(sums, genomes, strict=True)])
+        target = np.asarray(measured_ms, dtype=float)
+        (scale, overhead, per_block), *_ = np.linalg.lstsq(design, target, rcond=None)
+        fitted = replace(self, scale=float(scale), overhead_ms=float(overhead), per_block_ms=float(per_block),
+                         regression=None, fitted_on=len(genomes))  # fmt: skip
+        if regression == "gbr":
+            residual = target - np.array([fitted.linear(g) for g in genomes])
+            fitted = replace(fitted, regression=_gbr([fitted.features(g) for g in genomes], residual))
+        return fitted
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted coefficients (the regression, if any, is named, not serialised)."""
+        return {
+            "scale": self.scale,
+            "overhead_ms": self.overhead_ms,
+            "per_block_ms": self.per_block_ms,
+            "regression": None if self.regression is None else type(self.regression).__name__,
+            "fitted_on": self.fitted_on,
+            "table": str(self.table.path) if self.table.path else None,
+            "target": asdict(self.table.target),
+        }
+
+
+def _gbr(features: list[list[float]], residual: Any) -> Any:
+    """A small gradient-boosted tree ensemble on the features (shallow trees, few of them: a few hundred genomes
+    fit it)."""
+    try:
+        from sklearn.ensemble import GradientBoostingRegressor
+    except ImportError:
+        raise UserError("regression gbr: needs scikit-learn, not installed: pip install scikit-learn") from None
+    model = GradientBoostingRegressor(n_estimators=100, max_depth=2, learning_rate=0.05, subsample=0.8, random_state=0)
+    return model.fit(features, residual)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How well predictions match measurements: the share within +-`tolerance` (relative to the measurement),
+    RMSE in ms, the worst and mean relative errors, and Spearman's rank correlation."""
+
+    n: int
+    tolerance: float
+    within: float
+    rmse_ms: float
+    worst_rel_error: float
+    mean_rel_error: float
+    spearman: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self, label: str) -> str:
+        """One line: "LABEL: 97.0% within +-10% of 200, RMSE 0.041 ms, worst 12.3%, Spearman 0.981"."""
+        return (
+            f"{label}: {self.within:.1%} within +-{self.tolerance:.0%} of {self.n}, RMSE {self.rmse_ms:.4g} ms, "
+            f"worst {self.worst_rel_error:.1%}, mean {self.mean_rel_error:.1%}, Spearman {self.spearman:.3f}"
+        )
+
+
+def evaluate(predicted: Sequence[float], measured: Sequence[float], tolerance: float = 0.10) -> Evaluation:
+    """Scores predicted latencies against measured ones (same order, measured > 0)."""
+    import numpy as np
+
+    check(len(predicted) == len(measured) and len(measured) >= 1, "predictions", len(predicted),
+          f"{len(measured)} (one a measurement, at least one)")  # fmt: skip
+    pred, meas = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    check(bool((meas > 0).all()), "measured latencies", float(meas.min()), "numbers > 0")
+    rel = np.abs(pred - meas) / meas
+    return Evaluation(
+        n=len(meas),
+        tolerance=tolerance,
+        within=float((rel <= tolerance).mean()),
+        rmse_ms=float(np.sqrt(((pred - meas) ** 2).mean())),
+        worst_rel_error=float(rel.max()),
+        mean_rel_error=float(rel.mean()),
+        spearman=spearman(pred, meas),
+    )
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (ties averaged); NaN for fewer than 2 points or a constant sequence."""
+    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
+        return math.nan
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def macs_factor(macs: Sequence[float], measured_ms: Sequence[float]) -> float:
+    """The least-squares factor (ms per MAC, through the origin) that turns MACs into latency: MACs as a latency
+    predictor, fitted like the table's overhead."""
+    num = sum(m * y for m, y in zip(macs, measured_ms, strict=True))
+    den = sum(m * m for m in macs)
+    check(den > 0, "MACs", den, "a positive count")
+    return num / den

@@ -1,0 +1,319 @@
+"""Latency: the lookup table enumerates every block a space can produce (checked against every genome of a small
+space), the predictor is exact on a synthetic table, a table for another target is refused, a missing block is
+named, blocks measured alone chain like the network, and `menas latency` / `latency-table` print one line and
+refuse bad threads or a missing runtime in one line (exit 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from menas.cli.main import main
+from menas.errors import UserError
+from menas.latency.blocks import Block, ChannelGrid, genome_blocks, space_blocks
+from menas.latency.measure import Settings, measure, statistics, usable_cores
+from menas.latency.predict import Predictor, evaluate, macs_factor, spearman
+from menas.latency.table import LatencyTable, build_table, open_table
+from menas.space.genome import MOBILENETV3_SMALL, Genome, LayerGene, StageGene
+from menas.space.operators import random_genome
+from menas.space.spaces import PRESETS, SearchSpace, StageSpace
+
+SIZE, CHANS, CLASSES = 32, 3, 10
+#: A host record for synthetic tables (no torch needed to describe it).
+HOST = {"cpu": "test cpu", "device_name": "test cpu", "torch": "0", "runtime_version": "0"}
+
+TINY = SearchSpace(
+    name="tiny",
+    stages=(
+        StageSpace(base_chs=16, depths=(1, 2), width_mults=(0.5, 1.0), strides=(1, 2), expand_ratios=(1, 2),
+                   kernels=(3, 5), se=(False,), acts=("relu",)),
+        StageSpace(base_chs=24, depths=(1, 2), width_mults=(0.5, 1.0), strides=(1, 2), expand_ratios=(1, 2),
+                   kernels=(3,), se=(False, True), acts=("hardswish",)),
+    ),
+    max_downsamples=1,
+    head_ratio=2.0,
+    feat_chs=64,
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _stage_options(space: SearchSpace, i: int, in_chs: int, outs: tuple[int, ...]) -> Iterator[tuple]:
+    """Every (out, layers) stage i can take after `in_chs` inputs; with pruning, every pruned width too."""
+    choices, d = space.stages[i], space.divisor
+
+    def mids(a: int) -> tuple[int, ...]:
+        top = space.mid_choices(i, a)
+        return tuple(range(d, top[-1] + 1, d)) if space.allow_pruning else top
+
+    for out in outs:
+        for depth in choices.depths:
+            per_layer = []
+            for j in range(depth):
+                a = in_chs if j == 0 else out
+                per_layer.append([LayerGene(k, m, se, act) for m in mids(a) for k in choices.kernels
+                                  for se in choices.se for act in choices.acts])  # fmt: skip
+            for layers in itertools.product(*per_layer):
+                yield out, layers
+
+
+def every_genome(space: SearchSpace) -> Iterator[Genome]:
+    """Every genome of a (small) space, enumerated gene by gene; with pruning every pruned width and expansion
+    (a ticket keeps its head conv's width, the unpruned last stage's)."""
+    d = space.divisor
+
+    def outs(i: int) -> tuple[int, ...]:
+        top = space.stage_outs(i)
+        return tuple(range(d, top[-1] + 1, d)) if space.allow_pruning else top
+
+    for strides in space.stride_vectors:
+        for first in _stage_options(space, 0, space.ds.out_chs, outs(0)):
+            for second in _stage_options(space, 1, first[0], outs(1)):
+                stages = tuple(StageGene(o, s, layers) for (o, layers), s in zip((first, second), strides, strict=True))
+                last = second[0]
+                heads = {space.head_gene(o) for o in space.stage_outs(1) if o >= last or not space.allow_pruning}
+                for head in heads if space.allow_pruning else {space.head_gene(last)}:
+                    yield Genome(space.stem, space.ds, stages, head)
+
+
+def fake_cost(block: Block, settings: Settings | None = None) -> dict[str, float]:
+    """A known per-block latency (ms) for synthetic tables: any deterministic function of the block."""
+    work = block.in_chs * block.mid_chs + block.mid_chs * block.kernel**2 + block.mid_chs * block.out_chs
+    return {"median_ms": 0.001 * (block.res + work / 100 + 3 * block.se + len(block.kind))}
+
+
+def synthetic_table(tmp_path: Path, space: SearchSpace = TINY, **kwargs) -> LatencyTable:
+    out = tmp_path / "table.json"
+    return build_table(space, SIZE, CHANS, CLASSES, Settings(), out, measure=fake_cost, host=HOST, **kwargs).table
+
+
+# --------------------------------------------------------------------------------------------- enumeration
+
+
+def test_the_table_holds_exactly_the_blocks_of_every_genome_of_the_space() -> None:
+    table_blocks = set(space_blocks(TINY, SIZE, CHANS, CLASSES))
+    produced, n = set(), 0
+    for genome in every_genome(TINY):
+        assert TINY.contains(genome)
+        produced.update(block for _, block in genome_blocks(genome, SIZE, CHANS, CLASSES))
+        n += 1
+    assert n > 1000  # the enumeration is real
+    assert produced == table_blocks  # none missing, none the space cannot produce
+    assert {b.kind for b in table_blocks} == {"stem", "ds", "ir", "head"}
+
+
+def test_pruned_genomes_round_up_onto_the_space_choices_and_are_exact_on_a_step_grid() -> None:
+    stages = (dataclasses.replace(TINY.stages[0], kernels=(3,)), dataclasses.replace(TINY.stages[1], se=(True,)))
+    pruned = dataclasses.replace(TINY, allow_pruning=True, stages=stages)  # fewer genes, every width pruned
+    choices_grid, step_grid = ChannelGrid(pruned), ChannelGrid(pruned, pruned.divisor)
+    on_choices = set(space_blocks(pruned, SIZE, CHANS, CLASSES, choices_grid))
+    unpruned = set(space_blocks(dataclasses.replace(pruned, allow_pruning=False), SIZE, CHANS, CLASSES))
+    assert unpruned < on_choices and {b.kind for b in on_choices - unpruned} == {"head"}  # a pruned last stage
+    on_steps = set(space_blocks(pruned, SIZE, CHANS, CLASSES, step_grid))
+    produced = set()
+    for genome in every_genome(pruned):
+        exact = genome_blocks(genome, SIZE, CHANS, CLASSES)
+        rounded = genome_blocks(genome, SIZE, CHANS, CLASSES, choices_grid)
+        assert {b for _, b in rounded} <= on_choices  # every ticket is priced
+        for (_, block), (_, up) in zip(exact, rounded, strict=True):  # by a block at least as wide: an upper bound
+            assert up.in_chs >= block.in_chs and up.mid_chs >= block.mid_chs and up.out_chs >= block.out_chs
+        produced.update(block for _, block in genome_blocks(genome, SIZE, CHANS, CLASSES, step_grid))
+    assert produced == on_steps
+
+
+def test_the_mt_table_at_32_px_has_every_block_of_sampled_genomes() -> None:
+    space = PRESETS["mobilenet3-mt"]
+    blocks = set(space_blocks(space, SIZE, CHANS, CLASSES))
+    assert len(blocks) == 47518  # docs/latency.md states this size
+    rng, grid = random.Random(0), ChannelGrid(space)
+    for _ in range(200):
+        assert {b for _, b in genome_blocks(random_genome(space, rng), SIZE, CHANS, CLASSES, grid)} <= blocks
+
+
+def test_blocks_chain_with_the_shapes_the_network_feeds_them() -> None:
+    import torch
+
+    from menas.latency.modules import block_module
+    from menas.nn.builder import build_model
+
+    genome = Genome.from_str(MOBILENETV3_SMALL)
+    model = build_model(genome, CLASSES, CHANS).eval()
+    seen: list[tuple[int, ...]] = []
+    parts = [model.stem, model.ds, *[layer for stage in model.stages for layer in stage], model.head_conv]
+    for part in parts:
+        part.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[1:])))
+    with torch.no_grad():
+        model(torch.zeros(1, CHANS, 36, 36))  # 36 px: odd sizes on the way exercise the rounding up
+    blocks = [b for _, b in genome_blocks(genome, 36, CHANS, CLASSES)]
+    assert [b.input_shape for b in blocks] == seen
+    with torch.no_grad():
+        for block in blocks:
+            out = block_module(block)(torch.zeros(1, *block.input_shape))
+            assert out.shape[1] == block.out_chs
+
+
+# --------------------------------------------------------------------------------------------- table and predictor
+
+
+def test_the_predictor_is_exact_on_a_synthetic_table(tmp_path: Path) -> None:
+    table = synthetic_table(tmp_path)
+    assert table.complete and len(table.entries) == table.total
+    rng = random.Random(1)
+    genomes = list({g.to_str(): g for g in (random_genome(TINY, rng) for _ in range(40))}.values())
+    sums = [sum(fake_cost(b)["median_ms"] for _, b in genome_blocks(g, SIZE, CHANS, CLASSES)) for g in genomes]
+    assert [Predictor(table).predict(g) for g in genomes] == pytest.approx(sums, rel=1e-9)
+    measured = [1.3 * s + 0.7 + 0.02 * (g.depth + 3) for s, g in zip(sums, genomes, strict=True)]
+    fitted = Predictor(table).fit(genomes[:10], measured[:10])
+    assert (fitted.scale, fitted.overhead_ms, fitted.per_block_ms) == pytest.approx((1.3, 0.7, 0.02), rel=1e-6)
+    predicted = [fitted.predict(g) for g in genomes[10:]]
+    assert predicted == pytest.approx(measured[10:], rel=1e-9)
+    scores = evaluate(predicted, measured[10:])
+    assert scores.within == 1.0 and scores.worst_rel_error < 1e-9 and scores.spearman == pytest.approx(1.0)
+
+
+def test_evaluation_and_the_macs_baseline() -> None:
+    scores = evaluate([1.0, 2.1, 2.5], [1.0, 2.0, 3.0])
+    assert scores.within == pytest.approx(2 / 3) and scores.worst_rel_error == pytest.approx(1 / 6)
+    assert scores.rmse_ms == pytest.approx(((0.01 + 0.25) / 3) ** 0.5) and scores.spearman == pytest.approx(1.0)
+    assert macs_factor([1e6, 2e6], [1.0, 2.0]) == pytest.approx(1e-6)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    with pytest.raises(UserError, match="measured latencies"):
+        evaluate([1.0], [0.0])
+
+
+def test_a_missing_block_is_named(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    first = random_genome(TINY, rng)
+    only = [b for _, b in genome_blocks(first, SIZE, CHANS, CLASSES)]
+    table = synthetic_table(tmp_path, only=only)
+    assert not table.complete and Predictor(table).predict(first) > 0
+    stage = first.stages[0]
+    wide = dataclasses.replace(stage, layers=(dataclasses.replace(stage.layers[0], kernel=7), *stage.layers[1:]))
+    outside = dataclasses.replace(first, stages=(wide, *first.stages[1:]))
+    with pytest.raises(UserError, match=r"no entry for block ir_r16_k7_\S+ \(stages\.0\.0 of genome"):
+        Predictor(table).predict(outside)
+
+
+def test_a_table_for_another_target_is_refused(tmp_path: Path) -> None:
+    table = synthetic_table(tmp_path)
+    path = table.path
+    assert open_table(path, TINY, SIZE, CHANS, CLASSES, runtime="torch").total == table.total
+    with pytest.raises(UserError, match="measured for input_size 32, this asks 64"):
+        open_table(path, TINY, 64, CHANS, CLASSES)
+    with pytest.raises(UserError, match="measured for runtime 'torch', this asks 'onnxruntime'"):
+        open_table(path, TINY, SIZE, CHANS, CLASSES, runtime="onnxruntime")
+    edited = dataclasses.replace(TINY, feat_chs=128)  # same name, another definition
+    with pytest.raises(UserError, match="space_hash"):
+        open_table(path, edited, SIZE, CHANS, CLASSES)
+    with pytest.raises(UserError, match="measured for batch 1, this asks 2"):  # no resume into another target
+        build_table(TINY, SIZE, CHANS, CLASSES, Settings(batch=2), path, measure=fake_cost, host=HOST)
+    with pytest.raises(UserError, match="measured with cpu 'test cpu'"):  # nor on another machine
+        build_table(TINY, SIZE, CHANS, CLASSES, Settings(), path, measure=fake_cost, host={**HOST, "cpu": "other"})
+    path.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(UserError, match="not a menas latency table"):
+        LatencyTable.load(path)
+
+
+def test_the_build_is_resumable_and_saves_as_it_goes(tmp_path: Path) -> None:
+    out, calls = tmp_path / "t.json", []
+
+    def counting(block: Block, settings: Settings) -> dict[str, float]:
+        calls.append(block.key)
+        if len(calls) == 7:
+            raise KeyboardInterrupt  # stopped mid-build: what was measured is on disk
+        return fake_cost(block)
+
+    with pytest.raises(KeyboardInterrupt):
+        build_table(TINY, SIZE, CHANS, CLASSES, Settings(), out, measure=counting, host=HOST, save_every=4)
+    assert len(LatencyTable.load(out).entries) == 6
+    first = build_table(TINY, SIZE, CHANS, CLASSES, Settings(), out, measure=fake_cost, host=HOST, max_new=5)
+    assert (first.measured_before, first.measured_now, first.table.complete) == (6, 5, False)
+    rest = build_table(TINY, SIZE, CHANS, CLASSES, Settings(), out, measure=counting, host=HOST)
+    assert rest.measured_before == 11 and rest.table.complete
+    assert len(set(calls)) == len(calls)  # no block measured twice
+
+
+def test_measured_blocks_of_every_kind_make_a_table_that_predicts(tmp_path: Path) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    settings = Settings(warmup=1, runs=2)
+    table = build_table(TINY, SIZE, CHANS, CLASSES, settings, tmp_path / "real.json").table
+    assert table.complete and table.host["torch"] == torch.__version__ and torch.get_num_threads() == threads
+    assert all(0 < e["median_ms"] <= e["p90_ms"] for e in table.entries.values())
+    assert Predictor(table).predict(random_genome(TINY, random.Random(3))) > 0
+
+
+def test_measure_records_settings_and_restores_threads() -> None:
+    import torch
+
+    from menas.latency.modules import block_module
+
+    module = block_module(Block("ir", 8, 16, 16, 32, 3, 1, True, "hardswish"))
+    result = measure(module, (16, 8, 8), Settings(warmup=1, runs=1, min_time_s=0.02))
+    assert result.runs > 1 and result.timed_s > 0.01 and torch.get_num_threads() == 1
+    assert result.to_dict()["settings"]["threads"] == 1 and result.host["cpu"]
+    assert result.input_shape == (1, 16, 8, 8)
+    stats = statistics([0.001, 0.002, 0.003, 0.004, 0.100])
+    assert stats["median_ms"] == pytest.approx(3.0) and stats["iqr_ms"] == pytest.approx(2.0)
+    pytest.importorskip("onnxruntime")
+    onnx = measure(module, (16, 8, 8), Settings(runtime="onnxruntime", warmup=1, runs=3))
+    assert onnx.runs == 3 and onnx.host["onnxruntime"] == onnx.host["runtime_version"]
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def test_menas_latency_prints_one_line_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "latency.json"
+    args = ["latency", "mobilenetv3_small_100", "--input-size", "32", "--num-classes", "10"]
+    assert main([*args, "--runs", "3", "--warmup", "1", "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and " ms median (p90 " in lines[0] and "1 thread(s), torch" in lines[0]
+    record = json.loads(out.read_text())
+    assert record["genome"] == Genome.from_str(MOBILENETV3_SMALL).to_str() and record["runs"] == 3
+    assert record["input_shape"] == [1, 3, 32, 32] and record["median_ms"] > 0 and record["host"]["cpu"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--threads", str(usable_cores() + 1)], f"--threads: got {usable_cores() + 1}, allowed: 1..{usable_cores()}"),
+        (["--runtime", "onnxruntime"], "--runtime onnxruntime: the onnxruntime package is not installed"),
+        (["--batch", "0"], "--batch: got 0"),
+    ],
+)
+def test_bad_measure_flags_are_one_line_errors(
+    extra: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the export extra were not installed
+    assert main(["latency", "mobilenetv3_small_100", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert main(["latency-table", "--space", "mobilenet3-ws", "--out", "x.json", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_menas_latency_table_counts_builds_and_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY.to_yaml())
+    args = ["latency-table", "--space", str(space), "--input-size", "32", "--num-classes", "10"]
+    assert main([*args, "--count"]) == 0
+    total = len(space_blocks(TINY, SIZE, CHANS, CLASSES))
+    assert capsys.readouterr().out.startswith(f"{total} blocks of space tiny at 32 px (1 stem, 1 ds, ")
+    out = tmp_path / "table.json"
+    run = [*args, "--runs", "2", "--warmup", "0", "--out", str(out), "--max-blocks", "4"]
+    assert main(run) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{out}: 4/{total} blocks (4 measured now, 0 before), incomplete"), line
+    other = ["latency-table", "--space", str(space), "--input-size", "64", "--num-classes", "10", "--runs", "2"]
+    assert main([*other, "--warmup", "0", "--out", str(out)]) == 2
+    assert "measured for input_size 32, this asks 64" in capsys.readouterr().err
