@@ -451,3 +451,14 @@ def test_final_mode_trains_on_everything_and_validates_on_test():
     assert data.train.num_samples == 5000 and data.val is data.test and data.test.num_samples == 1000
     with pytest.raises(ValueError, match="mode: got 'other'"):
         build_loaders(DataConfig(dataset="synthetic"), mode="other")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (5, 4), (64, 4)])
+def test_image_folder_workers_default_to_the_cores_less_one(
+    cores: int, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data.workers: null` starts min(4, cores - 1) loader processes, leaving a core to training."""
+    from menas import machine
+
+    monkeypatch.setattr(machine, "cpu_cores", lambda: cores)
+    assert DataConfig().workers is None and machine.default_workers() == workers

@@ -18,9 +18,10 @@ import pytest
 from menas.cli.main import main
 from menas.errors import UserError
 from menas.latency.blocks import Block, ChannelGrid, genome_blocks, space_blocks
-from menas.latency.measure import Settings, measure, statistics, usable_cores
+from menas.latency.measure import Settings, measure, statistics
 from menas.latency.predict import Predictor, evaluate, macs_factor, spearman
 from menas.latency.table import LatencyTable, build_table, open_table
+from menas.machine import cpu_cores
 from menas.space.genome import MOBILENETV3_SMALL, Genome, LayerGene, StageGene
 from menas.space.operators import random_genome
 from menas.space.spaces import PRESETS, SearchSpace, StageSpace
@@ -286,7 +287,7 @@ def test_menas_latency_prints_one_line_and_writes_json(tmp_path: Path, capsys: p
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--threads", str(usable_cores() + 1)], f"--threads: got {usable_cores() + 1}, allowed: 1..{usable_cores()}"),
+        (["--threads", str(cpu_cores() + 1)], f"--threads: got {cpu_cores() + 1}, allowed: 1..{cpu_cores()}"),
         (["--runtime", "onnxruntime"], "--runtime onnxruntime: the onnxruntime package is not installed"),
         (["--batch", "0"], "--batch: got 0"),
     ],

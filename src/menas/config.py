@@ -48,7 +48,7 @@ class DataConfig:
     batch_size: int = 128  # training batch; evaluation uses eval_batch_size
     eval_batch_size: int = 512
     seed: int = 0  # split indices and per-epoch shuffling/augmentation derive from this
-    workers: int = 4  # DataLoader worker processes (imagefolder only; small datasets live on the device)
+    workers: int | None = None  # DataLoader worker processes (imagefolder only); null: min(4, CPU cores - 1)
     augment: bool = True  # master switch for training augmentation
     crop_padding: int | None = None  # random-crop padding in px for in-memory data; None: input_size // 8
     hflip: bool | None = None  # random horizontal flip; None: on, except for digits and synthetic
@@ -66,7 +66,7 @@ class DataConfig:
         _check_min("data.input_size", self.input_size, 1, optional=True)
         _check_min("data.batch_size", self.batch_size, 1)
         _check_min("data.eval_batch_size", self.eval_batch_size, 1)
-        _check_min("data.workers", self.workers, 0)
+        _check_min("data.workers", self.workers, 0, optional=True)
         _check_min("data.crop_padding", self.crop_padding, 0, optional=True)
         _check_range("data.random_erasing", self.random_erasing, 0.0, 1.0)
 

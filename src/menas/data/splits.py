@@ -29,6 +29,7 @@ from menas.data.augment import RandAugmentSpec
 from menas.data.datasets import ImageArrays, class_balanced_split, default_input_size, folder_samples, load_arrays
 from menas.data.loaders import DeviceLoader, FolderLoader, Loader, channel_stats, resize_uint8
 from menas.errors import UserError
+from menas.machine import default_workers
 
 _NO_FLIP = {"digits", "synthetic"}  # flipping changes what a digit or a synthetic pattern means
 
@@ -213,7 +214,7 @@ def _build_folder(
         "device": device,
         "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD,
-        "workers": cfg.workers,
+        "workers": default_workers() if cfg.workers is None else cfg.workers,
         "channels_last": channels_last,
         "seed": cfg.seed,
     }

@@ -12,7 +12,6 @@ argument refused) without it.
 
 from __future__ import annotations
 
-import os
 import platform
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from menas.errors import UserError, check, is_int, is_real
+from menas.machine import cpu_cores
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,13 +31,6 @@ RUNTIMES = ("torch", "onnxruntime")
 DEVICES = ("cpu", "cuda")
 #: Timed runs stop at this many times `runs` even when `min_time_s` has not passed (a bounded loop).
 MAX_RUNS_FACTOR = 100
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         check(is_int(self.batch) and self.batch >= 1, "--batch", self.batch, "integers >= 1")
-        cores = usable_cores()
+        cores = cpu_cores()
         check(
             is_int(self.threads) and 1 <= self.threads <= cores,
             "--threads",
@@ -116,7 +109,7 @@ def host_info(settings: Settings) -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "cpu": cpu_model(),
-        "cores": usable_cores(),
+        "cores": cpu_cores(),
         "device_name": torch.cuda.get_device_name() if settings.device == "cuda" else cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,

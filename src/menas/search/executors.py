@@ -22,6 +22,7 @@ from typing import Any
 
 from menas.config import ExecutorConfig
 from menas.errors import MenasError, UserError
+from menas.machine import cpu_cores
 
 Finished = tuple[Any, Any]  # (the spec, a TrialRecord or the exception the trial raised)
 
@@ -30,14 +31,6 @@ logger = logging.getLogger(__name__)
 
 class WorkerLost(MenasError):
     """A worker process died (killed, out of memory); the trials it ran are still in the store as running."""
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may use (the affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def pool_shape(cfg: ExecutorConfig, gpus: int, cores: int) -> tuple[int, int]:
