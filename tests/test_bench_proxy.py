@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    """bench/bench_proxy.py, loaded as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("bench_proxy", ROOT / "bench" / "bench_proxy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_proxy"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """bench/bench_proxy.py, loaded as a module."""
+    return load_script("bench/bench_proxy.py", "bench_proxy")
 
 
 def _row(variant: str, genome: int, seed: int, final: float, losses: tuple[float, ...] = (2.0, 1.0)) -> dict[str, Any]:

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import ROOT, load_script
 
 
 def _bench() -> ModuleType:
-    """bench/bench_retrain_table.py, loaded as a module (it is a script, not part of the package)."""
-    path = ROOT / "bench" / "bench_retrain_table.py"
-    spec = importlib.util.spec_from_file_location("bench_retrain_table", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """bench/bench_retrain_table.py, loaded as a module."""
+    return load_script("bench/bench_retrain_table.py", "bench_retrain_table")
 
 
 def _record(held_out: float, test: float, kept: str = "ema") -> dict[str, Any]:

@@ -3,28 +3,20 @@ t-intervals, and a finished job folder read instead of trained again."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import load_script
 
 
 def _bench() -> ModuleType:
-    """bench/versus/references.py, loaded as a module (it is a script, not part of the package)."""
-    path = ROOT / "bench" / "versus" / "references.py"
-    spec = importlib.util.spec_from_file_location("versus_references", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """bench/versus/references.py, loaded as a module."""
+    return load_script("bench/versus/references.py", "versus_references")
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3_small_100", "mobilenetv3_large_100"])

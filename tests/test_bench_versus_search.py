@@ -3,7 +3,6 @@ statistics and goal verdicts on hand-made rows, and results.json merged without 
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 from dataclasses import dataclass
@@ -13,18 +12,12 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import load_script
 
 
 def _bench() -> ModuleType:
-    """bench/versus/search.py, loaded as a module (it is a script, not part of the package)."""
-    path = ROOT / "bench" / "versus" / "search.py"
-    spec = importlib.util.spec_from_file_location("versus_search", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """bench/versus/search.py, loaded as a module."""
+    return load_script("bench/versus/search.py", "versus_search")
 
 
 @dataclass
@@ -153,8 +146,8 @@ def test_summary_statistics_and_goal_verdicts_on_hand_made_rows() -> None:
     assert second["reference"]["name"] == "c" and second["paired"]["n"] == 3 and not second["paired"]["met"]
     assert second["arms"]["menas"]["half"] == pytest.approx(0.0) and not second["arms"]["menas"]["vs_reference"]["met"]
     assert summary["climb"]["menas"]["rose"] == 4 and summary["climb"]["menas"]["met"]
-    assert summary["climb"]["random-mt"] == {"per_seed": dict.fromkeys(range(5)), "n": 0, "rose": 0, "need": 4,
-                                             "met": False}  # fmt: skip
+    unmeasured = dict.fromkeys(f"s{s}" for s in range(5))
+    assert summary["climb"]["random-mt"] == {"per_seed": unmeasured, "n": 0, "rose": 0, "need": 4, "met": False}
     text = bench.summary_text(summary)
     assert "| <= 1.50M | best reference: b | 1.50M | 89.00 (s0) / 89.60 (s1) | 89.30 ± 3.81 (n 2) |" in text
     assert f"> {threshold:.2f} in 4 of 5 seeds (need 4 of >= 5): **met**" in text

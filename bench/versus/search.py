@@ -2,10 +2,12 @@
 network chosen on search-val only, retrained with the references' recipe and set against the hand-designed networks
 (bench/versus/references.py) at three MACs budgets.
 
-Arms `menas` and `random-mt` are `bench/versus/base.yaml` with their strategy (`ARMS`): the same space, data, MACs
-window, fidelity rungs and repeats, Pareto objective and search compute (`compute.images`). Each (arm, seed) is one
-run folder ``--out/runs/ARM-sSEED`` searched by ``python -m menas.cli search`` in a subprocess (its output in
-``--out/logs``): a finished run is skipped, an unfinished one resumed with ``menas resume``.
+Arms `menas` and `random-mt` are `bench/versus/base.yaml` with their strategy (`ARMS`): the same space, data,
+fidelity rungs and repeats, Pareto objective and search compute (`compute.images`). Each (arm, budget, seed) is one
+search under that budget (MACs window [WINDOW x budget, budget], as a user deploying at that budget would search;
+`--wide`: one search per arm and seed over base.yaml's window instead), run folder ``--out/runs/ARM-bBUDGET-sSEED``
+searched by ``python -m menas.cli search`` in a subprocess (its output in ``--out/logs``): a finished run is
+skipped, an unfinished one resumed with ``menas resume``.
 
 For each (arm, seed, budget) the network is chosen on search-val only (`choose`): among the run's networks
 (`Store.lineages()`: each at its highest rung reached), those whose final MACs (the ticket's when one was kept) are
@@ -77,7 +79,10 @@ PAIR = ("menas", "random-mt")  # the paired difference: first - second
 SEARCHED_GAIN = 0.5  # points the searched network should beat the best reference at <= budget by (issue 20)
 SHARE = 0.8  # "4 of 5 seeds"
 MIN_SEEDS = 5
-RUN_NAME = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
+RUN_NAME = re.compile(r"^(?P<arm>.+?)(?:-b(?P<budget>\d+))?-s(?P<seed>\d+)$")
+#: Each budget's own search: MACs window [WINDOW x budget, budget] (a user searches under the budget they deploy at;
+#: one wide window leaves the small budgets empty: 0 of 200 samples of 0.8-5M were <= 2.1M, they cluster near the top)
+WINDOW = 0.5
 
 #: --smoke: every step on synthetic 16 px data (1,000 search-train images), one generation of 4, rungs [1, 2].
 SMOKE_SEARCH: dict[str, Any] = {
@@ -116,13 +121,15 @@ def choose(trials: Iterable[Any], budget: float) -> Any | None:
     return ranking.best(fitting)
 
 
-def searched_job(arm: str, seed: int, trial: Any, epochs: int) -> refs.Job:
+def searched_job(arm: str, seed: int, trial: Any, epochs: int, budget: int | None = None) -> refs.Job:
     """The retrain job of a chosen network: references.py's genome path, training seed = the search seed. Its
-    identity does not name the budget, so a network chosen at two budgets is one job."""
+    identity names the search (the budget it searched under, if any) and the trial, not the budget it is chosen
+    for, so a network a wide search offers at two budgets is one job."""
     from menas.space.genome import Genome
 
     genome = Genome.from_str(trial.final_genome).to_str()
-    return refs.Job(arm, f"s{seed}-t{trial.trial_id}", seed, epochs, "menas-genome", genome, None, CHOSEN_BY)
+    run = f"s{seed}" if budget is None else f"b{budget}-s{seed}"
+    return refs.Job(arm, f"{run}-t{trial.trial_id}", seed, epochs, "menas-genome", genome, None, CHOSEN_BY)
 
 
 # --------------------------------------------------------------------------------------------- generations
@@ -224,6 +231,11 @@ def best_reference(reference_rows: Sequence[dict[str, Any]], budget: float) -> d
     return {"name": name, "macs": macs[name], **_spread(by_name[name])}
 
 
+def _run_key(seed: int, budget: int | None) -> str:
+    """A search's name in the climb table: its seed, and its budget when it searched under one."""
+    return f"s{seed}" if budget is None else f"s{seed} b{budget}"
+
+
 def summarize(
     networks: Sequence[dict[str, Any]],
     generations: Sequence[dict[str, Any]],
@@ -263,7 +275,11 @@ def summarize(
         out["budgets"].append(entry)
     for arm in arms:
         rows = [g for g in generations if g["arm"] == arm]
-        climbs = {s: climb([g for g in rows if g["seed"] == s]) for s in sorted({g["seed"] for g in rows})}
+        searches = sorted({(g["seed"], g.get("budget_macs")) for g in rows}, key=lambda k: (k[1] or 0, k[0]))
+        climbs = {  # one search per seed (and budget): "s0", or "s0 b2096064"
+            _run_key(seed, budget): climb([g for g in rows if (g["seed"], g.get("budget_macs")) == (seed, budget)])
+            for seed, budget in searches
+        }
         measured = {s: c for s, c in climbs.items() if c is not None}
         rose = sum(c > 0 for c in measured.values())
         need, met = enough(rose, len(measured))
@@ -318,8 +334,8 @@ def summary_text(summary: dict[str, Any], arms: Sequence[str] = tuple(ARMS), not
     for arm in arms:
         c = summary["climb"].get(arm)
         if c:
-            per_seed = ", ".join(f"{'-' if v is None else f'{v:+.2f}'} (s{s})" for s, v in c["per_seed"].items())
-            lines.append(f"- {arm}: last - first {per_seed or '-'}; rose in {c['rose']} of {c['n']} seeds")
+            per_seed = ", ".join(f"{'-' if v is None else f'{v:+.2f}'} ({k})" for k, v in c["per_seed"].items())
+            lines.append(f"- {arm}: last - first {per_seed or '-'}; rose in {c['rose']} of {c['n']} searches")
     a, b = PAIR
     lines += ["", "Goals (issue 20 item 5):", "",
               f"1. Searched beats the best hand-designed network at <= budget by >= {SEARCHED_GAIN} points (met: "
@@ -389,15 +405,17 @@ def network_row(record: dict[str, Any], trial: Any, budget: float, run: str) -> 
             "search_params": trial.final_params, "run": run}  # fmt: skip
 
 
-def runs(out: Path, arms: Sequence[str] = tuple(ARMS)) -> list[tuple[str, int, Path]]:
-    """(arm, seed, folder) of every run folder under `out/runs` of the given arms, by arm then seed."""
+def runs(out: Path, arms: Sequence[str] = tuple(ARMS)) -> list[tuple[str, int, int | None, Path]]:
+    """(arm, seed, budget, folder) of every run folder under `out/runs` of the given arms, by arm, budget, seed;
+    budget None for a run over the whole MACs window (`--wide`)."""
     found = []
     for path in sorted((out / "runs").glob("*-s*")):
         match = RUN_NAME.match(path.name)
         if match and match["arm"] in arms and (path / "menas.sqlite").is_file():
-            found.append((match["arm"], int(match["seed"]), path))
+            budget = None if match["budget"] is None else int(match["budget"])
+            found.append((match["arm"], int(match["seed"]), budget, path))
     order = {arm: i for i, arm in enumerate(arms)}
-    return sorted(found, key=lambda x: (order[x[0]], x[1]))
+    return sorted(found, key=lambda x: (order[x[0]], x[2] or 0, x[1]))
 
 
 def read_run(folder: Path) -> tuple[str, list[Any], dict[str, Any]]:
@@ -420,20 +438,20 @@ def collect(args: argparse.Namespace, command: str) -> dict[str, Any]:
     networks: list[dict[str, Any]] = []
     generations: list[dict[str, Any]] = []
     missing, notes, totals = [], [], []
-    for arm, seed, folder in runs(out):  # every arm's runs there, whatever --arms ran this time
+    for arm, seed, run_budget, folder in runs(out):  # every arm's runs there, whatever --arms ran this time
         status, trials, total = read_run(folder)
         if status != "finished":
             notes.append(f"{folder.name}: search {status}, left out")
             continue
-        generations += generation_rows(arm, seed, trials)
-        totals.append({"arm": arm, "seed": seed, **total})
-        for budget in args.budgets:
+        generations += [{**row, "budget_macs": run_budget} for row in generation_rows(arm, seed, trials)]
+        totals.append({"arm": arm, "seed": seed, "budget_macs": run_budget, **total})
+        for budget in args.budgets if run_budget is None else [run_budget]:
             trial = choose(trials, budget)
             if trial is None:
                 missing.append({"arm": arm, "seed": seed, "budget_macs": budget, "why": "no network <= budget"})
                 notes.append(f"{folder.name}: no network at <= {_m(budget)} MACs")
                 continue
-            result = out / "jobs" / searched_job(arm, seed, trial, args.epochs).folder / refs.RESULT_FILE
+            result = out / "jobs" / searched_job(arm, seed, trial, args.epochs, run_budget).folder / refs.RESULT_FILE
             if not result.is_file():
                 missing.append({"arm": arm, "seed": seed, "budget_macs": budget, "why": "not retrained"})
                 notes.append(f"{folder.name}: trial {trial.trial_id} (<= {_m(budget)}) not retrained yet")
@@ -473,20 +491,21 @@ def reference_results(args: argparse.Namespace, merged: dict[str, Any] | None = 
 # --------------------------------------------------------------------------------------------- running
 
 
-def search_overrides(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
+def search_overrides(arm: str, seed: int, args: argparse.Namespace, budget: int | None = None) -> list[str]:
     """The `--set` assignments of one run on top of base.yaml: the arm's keys, the seed, the smoke setting's,
-    the torch threads, then `--search-set`."""
+    the budget's MACs window, the torch threads, then `--search-set`."""
+    window = {} if budget is None else {"budget.macs_min": round(WINDOW * budget), "budget.macs_max": budget}
     keys = {**ARMS.get(arm, {"strategy.name": arm}), "seed": seed, **(SMOKE_SEARCH if args.smoke else {}),
-            "train.threads": args.threads}  # fmt: skip
+            **window, "train.threads": args.threads}  # fmt: skip
     return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in keys.items()] + list(args.search_set)  # fmt: skip
 
 
-def run_search(arm: str, seed: int, args: argparse.Namespace) -> Path:
-    """Searches (or resumes, or skips when finished) run folder `--out/runs/ARM-sSEED` with `python -m menas.cli`
-    in a subprocess, its output appended to `--out/logs/ARM-sSEED.log`."""
+def run_search(arm: str, seed: int, args: argparse.Namespace, budget: int | None = None) -> Path:
+    """Searches (or resumes, or skips when finished) run folder `--out/runs/ARM-bBUDGET-sSEED` (`ARM-sSEED` for a
+    wide run) with `python -m menas.cli` in a subprocess, its output appended to `--out/logs/FOLDER.log`."""
     out = Path(args.out)
-    folder = out / "runs" / f"{arm}-s{seed}"
+    folder = out / "runs" / (f"{arm}-s{seed}" if budget is None else f"{arm}-b{budget}-s{seed}")
     if (folder / "menas.sqlite").is_file():
         status = read_run(folder)[0]
         if status == "finished":
@@ -495,7 +514,7 @@ def run_search(arm: str, seed: int, args: argparse.Namespace) -> Path:
         refs._log(f"{folder.name}: resume the search (status {status})")
     else:
         command = ["search", "--config", str(BASE), "--out", str(folder)]
-        for assignment in search_overrides(arm, seed, args):
+        for assignment in search_overrides(arm, seed, args, budget):
             command += ["--set", assignment]
         refs._log(f"{folder.name}: search")
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -514,18 +533,20 @@ def run_search(arm: str, seed: int, args: argparse.Namespace) -> Path:
     return folder
 
 
-def retrain_choices(arm: str, seed: int, folder: Path, args: argparse.Namespace) -> None:
+def retrain_choices(
+    arm: str, seed: int, folder: Path, args: argparse.Namespace, budgets: Sequence[float] | None = None
+) -> None:
     """Retrains the network chosen at each budget (each distinct one once) with references.py's job code."""
     _, trials, _ = read_run(folder)
     chosen: dict[int, tuple[Any, list[float]]] = {}
-    for budget in args.budgets:
+    for budget in args.budgets if budgets is None else budgets:
         trial = choose(trials, budget)
         if trial is None:
             refs._log(f"{folder.name}: no network at <= {_m(budget)} MACs")
             continue
         chosen.setdefault(trial.trial_id, (trial, []))[1].append(budget)
     for trial, budgets in chosen.values():
-        job = searched_job(arm, seed, trial, args.epochs)
+        job = searched_job(arm, seed, trial, args.epochs, None if budgets is None else budgets[0])
         refs._log(f"{folder.name}: trial {trial.trial_id} (rung {trial.rung}, search-val {trial.final_score:.2f}, "
                   f"{_m(trial.final_macs)} MACs) for <= {', '.join(_m(b) for b in budgets)}")  # fmt: skip
         refs.run_job(job, args)
@@ -614,6 +635,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE",
                         help="search config override for every run, e.g. executor.workers=1")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads per trial and retrain (default 1)")
+    parser.add_argument("--wide", action="store_true",
+                        help="per arm and seed one search over base.yaml's MACs window")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="every step on a tiny setting into a temp --out")
     parser.add_argument("--collect-only", action="store_true", help="run nothing: rebuild results and summary")
     return resolve(parser.parse_args(argv), parser)
@@ -630,9 +653,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke:
             run_smoke_references(args)
         for seed in args.seeds:  # seeds outermost: a cut benchmark has both arms at the same seeds
-            for arm in args.arms:
-                folder = run_search(arm, seed, args)
-                retrain_choices(arm, seed, folder, args)
+            for budget in [None] if args.wide else args.budgets:
+                for arm in args.arms:
+                    folder = run_search(arm, seed, args, budget)
+                    retrain_choices(arm, seed, folder, args, None if budget is None else [budget])
     collect(args, command)
     return 0
 
