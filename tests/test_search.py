@@ -277,6 +277,9 @@ def test_cli_search_status_and_existing_run(tmp_path: Path, capsys: pytest.Captu
     assert main(["search", "--config", config, "--set", "finetune_epochs=0", "--out", run]) == 0
     out = capsys.readouterr().out
     assert "best:" in out and "overhead" in out
+    flat = "".join(out.split())  # rich wraps long lines anywhere
+    assert "search-valtop-1isaproxy:1trainingepochson10%ofthetrainingsplitat16px" in flat
+    assert f"`menasretrain{run}--epochs5--outDIR`" in flat
     assert main(["status", run]) == 0
     assert "2 done, 0 failed" in capsys.readouterr().out
     assert main(["search", "--config", config, "--out", run]) == 2

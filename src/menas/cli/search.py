@@ -56,6 +56,10 @@ def _run_search(search: Any, console: Console) -> int:
         summary = search.run(on_result=on_result, on_epoch=on_epoch)
     for line in describe(summary):
         console.print(line)
+    console.print(_what_the_score_is(search))
+    noise = search.store.noise()
+    if noise is not None:
+        console.print(noise.describe())
     console.print(f"run folder: {search.run_dir} (config.yaml, menas.sqlite, trials/)")
     console.print(
         f"next: `menas report {search.run_dir}` (figures, tables), `menas export {search.run_dir} --out "
@@ -67,6 +71,20 @@ def _run_search(search: Any, console: Console) -> int:
             f"lists them, `menas export {search.run_dir} --front K --out DIR` exports member K"
         )
     return 0
+
+
+def _what_the_score_is(search: Any) -> str:
+    """One line on what the search-val score is: a short proxy training's, which ranks networks but is not what
+    the network reaches trained fully (`menas retrain`)."""
+    cfg, shape = search.cfg, search.shape
+    rungs = cfg.fidelity.rungs
+    epochs = f"{rungs[0]}-{rungs[-1]}" if rungs and len(rungs) > 1 else str(rungs[0] if rungs else cfg.train.epochs)
+    images = f"{cfg.data.search_train_fraction:.0%} of the training split"
+    return (
+        f"search-val top-1 is a proxy: {epochs} training epochs on {images} at {shape[0]} px, to rank "
+        f"networks; it is not their accuracy. `menas retrain {search.run_dir} --epochs 5 --out DIR` trains the best "
+        "one on the whole training split and scores it once on the test split"
+    )
 
 
 def cmd_search(args: argparse.Namespace) -> int:
