@@ -313,3 +313,25 @@ def test_inheritance_table_csv_and_status_line(tmp_path: Path, capsys: pytest.Ca
     out = " ".join(capsys.readouterr().out.split())
     assert "weight inheritance: 2 of 3 bred children inherited (25 tensors), 1 fell back to scratch; saved 4 " \
            "epochs, 4K training images" in out  # fmt: skip
+
+
+def test_a_tickets_arrow_starts_inside_the_accuracy_figure() -> None:
+    """The arrow from a candidate to its ticket starts inside the axes even when the candidate is far from every
+    drawn point (matplotlib scales to scatter points, not to annotations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from menas.report.figures import draw_accuracy_vs_macs
+    from menas.report.points import Point
+
+    pts = [Point(0, 0, "a", 60.0, 2_000_000, 10, None, None, False, None),
+           Point(1, 0, "t", 58.0, 3_000_000, 10, 90.0, 9_000_000, True, None)]  # fmt: skip
+    fig, ax = plt.subplots()
+    try:
+        draw_accuracy_vs_macs(ax, pts, plt.get_cmap("viridis"))
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    finally:
+        plt.close(fig)
+    assert x0 <= 9.0 <= x1 and y0 <= 90.0 <= y1

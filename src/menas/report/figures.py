@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from menas.files import write_atomically
 from menas.report.points import Point, pareto_front
@@ -29,7 +30,13 @@ def _generations(pts: Sequence[Point]) -> list[int]:
 def plot_accuracy_vs_macs(pts: Sequence[Point], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
-    cmap = plt.get_cmap("viridis")
+    draw_accuracy_vs_macs(ax, pts, plt.get_cmap("viridis"))
+    return _save(fig, path, plt)
+
+
+def draw_accuracy_vs_macs(ax: Any, pts: Sequence[Point], cmap: Any) -> None:
+    """Accuracy against MACs per generation on `ax`, tickets edged in black with an arrow from their candidate; the
+    axes take in the arrows' starts too (matplotlib does not scale to annotations), so no arrow comes from outside."""
     gens = _generations(pts)
     for k, gen in enumerate(gens):
         color = cmap(k / max(1, len(gens) - 1))
@@ -50,13 +57,17 @@ def plot_accuracy_vs_macs(pts: Sequence[Point], path: Path) -> Path:
                     xytext=(p.candidate_macs / 1e6, p.candidate_score),
                     arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.6},
                 )
+    starts = [(p.candidate_macs / 1e6, p.candidate_score) for p in pts
+              if p.ticket and p.candidate_macs is not None and p.candidate_score is not None]  # fmt: skip
+    if starts:
+        ax.update_datalim(starts)
+        ax.autoscale_view()
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel("search-val top-1 (%)")
     ax.set_title("accuracy vs MACs per generation (black edge: lottery ticket; arrow: from its candidate)")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path, plt)
 
 
 def plot_epoch_time(pts: Sequence[Point], path: Path) -> Path:
