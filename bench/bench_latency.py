@@ -4,7 +4,9 @@ the genomes and scored on the rest (share within +-10%, RMSE, worst case, Spearm
 fitted factor. The issue's goal: >= 95% of 200 genomes within +-10% and Spearman >= 0.95, on a quiet machine.
 
 Run: .venv/bin/python bench/bench_latency.py --space mobilenet3-mt --input-size 32 --n 200 [--runtime onnxruntime]
-     [--threads 2] [--regression gbr] [--out results.json]
+     [--threads 2] [--regression gbr] [--out results.json] [--table T.json --save-fit]
+With `--table T.json --save-fit` (T a table of `menas latency-table` with the same settings: its blocks are not
+measured again) the fitted overhead is stored in T, where a latency budget (`budget.latency_table`) reads it.
 A tiny check that it runs: --space mobilenet3-ws --n 8 --runs 20 --warmup 2 (timings on a busy machine are noise).
 """
 
@@ -69,6 +71,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", default=None, help="the (partial) table file, continued when it exists")
     parser.add_argument("--out", default=None, help="write the evaluation as JSON here")
+    parser.add_argument(
+        "--save-fit",
+        action="store_true",
+        help="store the fitted overhead (regression none) in the table, where a latency budget reads it",
+    )
     args = parser.parse_args()
 
     settings = Settings(args.batch, args.threads, args.runtime, args.device, args.warmup, args.runs)
@@ -113,6 +120,8 @@ def main() -> None:
     print(f"overhead: {fitted.to_dict()}; MACs factor {factor * 1e6:.4g} ms per MMAC")
     for label, evaluation in results.items():
         print(evaluation.line(label))
+    if args.save_fit:
+        print(f"overhead stored in {fitted.save_fit()} (a latency budget's predictor reads it)")
     if args.out:
         record = {
             "args": vars(args),

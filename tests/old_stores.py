@@ -22,10 +22,10 @@ _V4_COLUMNS = ("origin TEXT", "inherited TEXT")
 
 
 def make_old_store(run_dir: Path, version: int) -> None:
-    """Replaces the trials table of a new store with one of schema `version` (1 to 5) holding two trials: 0 done
+    """Replaces the trials table of a new store with one of schema `version` (1 to 6) holding two trials: 0 done
     (score 70, 100 images, weights at an absolute path), 1 queued; version 1 has no retrains table either."""
-    if version == 5:
-        _make_v5_store(run_dir)
+    if version in (5, 6):
+        _make_record_store(run_dir, version)
         return
     conn = sqlite3.connect(run_dir / "menas.sqlite")
     conn.execute("DROP TABLE trials")
@@ -44,17 +44,24 @@ def make_old_store(run_dir: Path, version: int) -> None:
     conn.close()
 
 
-def _make_v5_store(run_dir: Path) -> None:
-    """A store of schema 5 (the one trial record, before the per-epoch training losses): the new store's table
-    without `train_losses`, holding the same two trials under the record's names."""
+#: The columns each schema version of the one trial record added, dropped from a new store to make an old one.
+_ADDED_SINCE = {6: ("train_losses",), 7: ("latency_ms", "ticket_latency_ms")}
+
+
+def _make_record_store(run_dir: Path, version: int) -> None:
+    """A store of schema 5 (the one trial record, before the per-epoch training losses) or 6 (before the predicted
+    latencies): the new store's table without the columns added since, holding the same two trials under the
+    record's names."""
     conn = sqlite3.connect(run_dir / "menas.sqlite")
-    conn.execute("ALTER TABLE trials DROP COLUMN train_losses")
+    for later, columns in _ADDED_SINCE.items():
+        for column in columns if later > version else ():
+            conn.execute(f"ALTER TABLE trials DROP COLUMN {column}")
     conn.execute("INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at, "
                  "macs, params, trained_score, epoch_s, weights, train_images) VALUES (0, 'genome-0', 0, "
                  "'sample', '[]', 0, 'done', 1.0, 1000, 10, 70.0, '[2.0]', '/gone/trials/00000/model.safetensors', "
                  "100)")  # fmt: skip
     conn.execute("INSERT INTO trials (trial_id, genome, generation, role, parents, use_tickets, status, queued_at) "
                  "VALUES (1, 'genome-1', 0, 'sample', '[]', 0, 'queued', 1.0)")  # fmt: skip
-    conn.execute("PRAGMA user_version = 5")
+    conn.execute(f"PRAGMA user_version = {version}")
     conn.commit()
     conn.close()

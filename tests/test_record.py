@@ -19,8 +19,9 @@ FULL = TrialRecord(
     trial_id=0, genome="g", generation=1, role="mutation", parents=("p",), parent_ids=(0,), use_tickets=True,
     origin={"parents": 1}, recipe={"epochs": 2, "finetune_epochs": 1, "inherit": True}, status="done", attempts=1,
     worker="host:1", error=None, queued_at=1.0, started_at=2.0,
-    finished_at=3.0, macs=1000, params=10, trained_score=60.0, finetuned_score=None, ticket="t", ticket_macs=800,
-    ticket_params=8, ticket_recalibrated_score=58.0, ticket_finetuned_score=61.0,
+    finished_at=3.0, macs=1000, params=10, latency_ms=2.5, trained_score=60.0, finetuned_score=None, ticket="t",
+    ticket_macs=800, ticket_params=8, ticket_latency_ms=2.25, ticket_recalibrated_score=58.0,
+    ticket_finetuned_score=61.0,
     weights="trials/00000/model.safetensors", train_s=1.0, lottery_s=0.5, finetune_s=0.25, eval_s=0.125,
     epoch_s=(1.0, 0.25), train_epoch_s=(0.75,), train_losses=(2.25,), finetune_epoch_s=(0.2,), epochs=2,
     finetune_epochs=1,
@@ -68,6 +69,9 @@ def test_no_ticket_is_none_everywhere() -> None:
     assert TrialOutcome.from_record(FULL) == TrialOutcome(0, "g", "done", 61.0, 800, 8, "t", **lineage)
     with pytest.raises(ValueError, match="ticket: got None, allowed: a genome string when ticket_macs"):
         TrialRecord(trial_id=1, genome="g", status="done", macs=5, params=2, trained_score=5.0, ticket_macs=3)
+    with pytest.raises(ValueError, match="ticket: got None, allowed: a genome string when ticket_latency_ms"):
+        TrialRecord(trial_id=1, genome="g", status="done", macs=5, params=2, trained_score=5.0, ticket_latency_ms=1.0)
+    assert FULL.final_latency_ms == 2.25 and plain.final_latency_ms is None
     with pytest.raises(ValueError, match="finetuned_score: got 1.0, allowed: None with a ticket"):
         TrialRecord(trial_id=1, genome="g", status="done", macs=5, params=2, trained_score=5.0, ticket="t",
                     ticket_macs=3, ticket_params=1, ticket_finetuned_score=2.0, finetuned_score=1.0)  # fmt: skip

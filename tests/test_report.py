@@ -17,6 +17,7 @@ from menas.folders import LOTTERY_FILE
 from menas.report.build import (
     FIGURES,
     LOTTERY_FIGURE,
+    PAGE,
     TABLES,
     best_point,
     lottery_records,
@@ -92,7 +93,7 @@ def _run_with_trials(tmp_path: Path) -> Path:
 def test_write_report_figures_and_tables(tmp_path: Path) -> None:
     run = _run_with_trials(tmp_path)
     paths = write_report(run)
-    assert [p.name for p in paths] == [*FIGURES, *TABLES] and all(p.parent == run / "report" for p in paths)
+    assert [p.name for p in paths] == [*FIGURES, *TABLES, PAGE] and all(p.parent == run / "report" for p in paths)
     for figure in FIGURES:
         assert (run / "report" / figure).read_bytes()[:8] == PNG_MAGIC
     rows = list(csv.DictReader((run / "report" / "trials.csv").open()))
@@ -121,7 +122,7 @@ def test_points_skip_unfinished_and_failed(tmp_path: Path) -> None:
 def test_report_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = _run_with_trials(tmp_path)
     assert main(["report", str(run), "--out", str(tmp_path / "elsewhere")]) == 0
-    assert f"wrote {len(FIGURES) + len(TABLES)} files" in capsys.readouterr().out
+    assert f"wrote {len(FIGURES) + len(TABLES) + 1} files" in capsys.readouterr().out
     assert (tmp_path / "elsewhere" / "pareto.png").exists()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "holds no search" in capsys.readouterr().err
@@ -188,7 +189,7 @@ def test_generation_figures_and_tables_from_a_synthetic_store(tmp_path: Path) ->
     assert phases[1].compute_images == 2 * 2500 and phases[1].final_score_best == 73.0  # 2000 + (500 + 1000) / 3
     assert [r.trial_id for r, _ in lottery_records(run, records)] == [1]
     paths = write_report(run)
-    assert [p.name for p in paths] == [*FIGURES, *TABLES, LOTTERY_FIGURE]
+    assert [p.name for p in paths] == [*FIGURES, *TABLES, LOTTERY_FIGURE, PAGE]
     for name in (*FIGURES, LOTTERY_FIGURE):
         assert (run / "report" / name).read_bytes()[:8] == PNG_MAGIC
     text = (run / "report" / "report.md").read_text()

@@ -225,11 +225,30 @@ ObjectiveName = Literal["accuracy", "pareto"]
 @dataclasses.dataclass
 class BudgetConfig:
     """The compute budget candidates are sampled under, at the dataset's input shape. Numbers or strings with
-    K/M/G suffixes ("150M"); null means unbounded."""
+    K/M/G suffixes ("150M"); null means unbounded. A latency bound is predicted from a per-block lookup table
+    measured on the target (docs/latency.md): latency_ms_max and latency_table go together."""
 
     macs_min: float | str = 0  # multiply-accumulates of conv and linear layers (the paper's "FLOPs")
     macs_max: float | str | None = None
     params_max: float | str | None = None
+    # predicted inference latency bound in ms on the table's target (sampling, mutation, repair and tickets keep to it)
+    latency_ms_max: float | None = None
+    # the lookup table's JSON file (`menas latency-table`) for this space and input size, complete; with its fitted
+    # overhead when it has one (bench/bench_latency.py --save-fit), else the plain sum of its blocks
+    latency_table: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_min("budget.latency_ms_max", self.latency_ms_max, 0.0, optional=True, strict=True)
+
+    def check_latency(self) -> None:
+        """Both latency keys or neither. Checked when a search builds its budget, not on construction, so that
+        `--set budget.latency_ms_max=2 --set budget.latency_table=T` (one key at a time) is accepted."""
+        if (self.latency_ms_max is None) != (self.latency_table is None):
+            missing, given = ("latency_table", "latency_ms_max")[:: 1 if self.latency_table is None else -1]
+            raise UserError(
+                f"budget.{missing}: got null with budget.{given}, allowed: both set (a bound in ms and the lookup "
+                "table it is predicted from) or neither"
+            )
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ from menas.errors import UserError
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Figures and tables of a search (works while it runs): accuracy vs MACs per generation, epoch time per
-    generation, Pareto front, trials.csv and report.md."""
+    generation, Pareto front, trials.csv, report.md and report.html (all of it in one self-contained page)."""
     from menas.report.build import write_report
     from menas.search.store import store_path
 
@@ -21,6 +21,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     paths = write_report(run, args.out)
     console = make_console()
     console.print(f"wrote {len(paths)} files to {paths[0].parent}/: " + ", ".join(p.name for p in paths))
+    console.print(f"open {paths[-1]} in a browser: the report in one page, interactive, works offline")
     return 0
 
 

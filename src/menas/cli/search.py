@@ -170,8 +170,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         rung = f" (rung {best.rung})" if best.rung else ""
         console.print(
             f"best so far: trial {best.trial_id}{rung}, {pct(best.final_score)}, "
-            f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params\n"
-            f"{best.final_genome}"
+            f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params"
+            f"{_latency_text(best, cfg.budget.latency_ms_max)}\n{best.final_genome}"
         )
     if noise is not None:
         console.print(noise.describe())
@@ -186,6 +186,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     if estimate is not None:
         console.print(_time_left_line(estimate, total))
     return 0
+
+
+def _latency_text(best: Any, bound_ms: float | None) -> str:
+    """The best network's predicted latency for a run with a latency budget (from the budget's lookup table), as
+    ", predicted latency 1.23 ms (budget 1.5 ms)"; "" without one."""
+    if bound_ms is None or best.final_latency_ms is None:
+        return ""
+    return f", predicted latency {best.final_latency_ms:.3g} ms (budget {bound_ms:g} ms)"
 
 
 def _print_front(front: list[Any], full: bool, run: Path, console: Console, costs: tuple[str, ...]) -> None:

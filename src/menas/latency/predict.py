@@ -20,17 +20,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from menas.errors import UserError, check
 from menas.latency.blocks import Block, genome_blocks
-from menas.latency.table import LatencyTable
+from menas.latency.table import LatencyTable, open_table
 from menas.space.cost import count_macs
 from menas.space.genome import Genome
+from menas.space.spaces import SearchSpace
 
 REGRESSIONS = ("none", "gbr")
 #: Genomes at least, to fit the three coefficients of the overhead.
 MIN_FIT = 3
+#: The fitted overhead's coefficients, as a table stores them (`LatencyTable.fit`).
+FIT_KEYS = ("scale", "overhead_ms", "per_block_ms")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,11 @@ class Predictor:
             value += float(self.regression.predict([self.features(genome)])[0])
         return value
 
+    def latency_ms(self, genome: Genome) -> float:
+        """What a latency budget compares and a trial records: `predict`, never below 0 (a fitted negative
+        constant or per-block term could take a tiny genome below)."""
+        return max(0.0, self.predict(genome))
+
     def fit(self, genomes: Sequence[Genome], measured_ms: Sequence[float], regression: str = "none") -> Predictor:
         """A predictor whose overhead (scale, constant, per block) is fitted by least squares to the measured
         latencies of whole genomes, and with `regression="gbr"` a gradient-boosted correction of what is left."""
@@ -109,6 +118,28 @@ class Predictor:
             fitted = replace(fitted, regression=_gbr([fitted.features(g) for g in genomes], residual))
         return fitted
 
+    @classmethod
+    def from_table(cls, table: LatencyTable) -> Predictor:
+        """The predictor stored with `table`: its fitted overhead (`save_fit`) when it has one, else the plain
+        sum of its entries."""
+        if table.fit is None:
+            return cls(table)
+        try:
+            coefficients = [float(table.fit[k]) for k in FIT_KEYS]
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{table.where()}: its fit is damaged, allowed: numbers {', '.join(FIT_KEYS)}") from None
+        if not all(math.isfinite(c) for c in coefficients):
+            raise UserError(f"{table.where()}: its fit {coefficients} is not finite")
+        return cls(table, *coefficients, fitted_on=int(table.fit.get("fitted_on", 0)))
+
+    def save_fit(self) -> Path:
+        """Stores the fitted overhead (scale, constant, per block) in the table's file, where a latency budget
+        (`open_predictor`) reads it. A regression is not stored: refused in one line."""
+        if self.regression is not None:
+            raise UserError("regression: a fitted regression is not stored in a table; fit with regression none")
+        self.table.fit = {k: getattr(self, k) for k in (*FIT_KEYS, "fitted_on")}
+        return self.table.save()
+
     def to_dict(self) -> dict[str, Any]:
         """The fitted coefficients (the regression, if any, is named, not serialised)."""
         return {
@@ -120,6 +151,20 @@ class Predictor:
             "table": str(self.table.path) if self.table.path else None,
             "target": asdict(self.table.target),
         }
+
+
+def open_predictor(path: str | Path, space: SearchSpace, input_size: int, in_chans: int, num_classes: int) -> Predictor:
+    """The predictor a latency budget uses (`budget.latency_table`): the table at `path`, refused in one line
+    unless measured for this space and input shape (`open_table`) and complete (a search prices every genome it
+    samples), with the overhead stored in it (`Predictor.from_table`)."""
+    table = open_table(path, space, input_size, in_chans, num_classes)
+    if not table.complete:
+        raise UserError(
+            f"{table.where()} holds {len(table.entries)} of the space's {table.total} blocks, "
+            f"allowed: a complete table; finish it with `menas latency-table --out {table.path}` and the settings "
+            f"it was started with ({table.target.describe()})"
+        )
+    return Predictor.from_table(table)
 
 
 def _gbr(features: list[list[float]], residual: Any) -> Any:

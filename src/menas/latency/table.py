@@ -94,7 +94,9 @@ class Target:
 class LatencyTable:
     """Per-block latencies of one target. `entries` maps `Block.key` to its statistics (`median_ms`, `p90_ms`,
     `iqr_ms`); `total` is the number of blocks the space produces on the grid (the table is complete when it holds
-    them all); `path` is the file it was read from or written to."""
+    them all); `path` is the file it was read from or written to; `fit` the predictor's overhead fitted on whole
+    genomes measured on the same target (`Predictor.save_fit`: scale, overhead_ms, per_block_ms, fitted_on), None
+    before one is fitted (a prediction is then the plain sum)."""
 
     target: Target
     space: SearchSpace
@@ -103,6 +105,7 @@ class LatencyTable:
     entries: dict[str, dict[str, float]]
     total: int
     path: Path | None = None
+    fit: dict[str, Any] | None = None
 
     @property
     def grid(self) -> ChannelGrid:
@@ -143,6 +146,7 @@ class LatencyTable:
             "measured": len(self.entries),
             "complete": self.complete,
             "entries": self.entries,
+            **({} if self.fit is None else {"fit": self.fit}),
         }
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -168,7 +172,8 @@ class LatencyTable:
         try:
             target = Target(**{f.name: data["target"][f.name] for f in fields(Target)})
             space = SearchSpace.from_dict(data["space"])
-            table = cls(target, space, data["host"], data["settings"], data["entries"], data["total"], path)
+            fit = data.get("fit")
+            table = cls(target, space, data["host"], data["settings"], data["entries"], data["total"], path, fit)
         except (KeyError, TypeError) as exc:
             raise UserError(f"{where}: incomplete or damaged ({type(exc).__name__}: {exc})") from None
         if space_hash(space) != target.space_hash:

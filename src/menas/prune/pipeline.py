@@ -67,12 +67,14 @@ def search_and_choose_ticket(
     cfg: LotteryConfig,
     rng: random.Random,
     calib_epoch: int,
+    admits: Callable[[Genome], bool] | None = None,
 ) -> LotteryResult:
     """The ticket search on a trained `model` (left unchanged): `cfg.calib_batches` search-train batches of epoch
-    `calib_epoch` recalibrate BN, `rng` draws the proposals, search-val scores them; the ticket is chosen by
-    `cfg.policy` (`LotteryResult.chosen`, None when the unpruned network stays)."""
+    `calib_epoch` recalibrate BN, `rng` draws the proposals, search-val scores those `admits` lets through (all
+    without it; a search's latency bound), and the ticket is chosen by `cfg.policy` (`LotteryResult.chosen`, None
+    when the unpruned network stays)."""
     calib = calibration_batches(data.train, cfg.calib_batches, epoch=calib_epoch)
-    return search_ticket(model, calib, data.val, cfg, rng, data.input_size)
+    return search_ticket(model, calib, data.val, cfg, rng, data.input_size, admits=admits)
 
 
 def finetune_lr_scale(scale: float | None, lottery: LotteryConfig | None) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +179,7 @@ def search_ticket(
     rng: random.Random,
     input_size: int,
     channels_last: bool = True,
+    admits: Callable[[Genome], bool] | None = None,
 ) -> LotteryResult:
     """Finds the lottery ticket of a trained candidate (the ticket step of a trial, see ARCHITECTURE.md).
 
@@ -190,6 +191,8 @@ def search_ticket(
     whatever its score (`policy: always`, the paper's reading: every candidate is replaced by its ticket); its
     model, with the statistics it was scored with, is returned. `val_batches` must be re-iterable (a loader or a
     list): it is read up to three times. The result counts the images recalibration and scoring passed through.
+    `admits` (a search's latency bound) refuses proposals: one it refuses is neither scored nor listed, and never
+    the ticket (the proposals are drawn all the same, so the others are those drawn without it).
     """
     start = time.perf_counter()
     timings = {"parent": 0.0, "inherit": 0.0, "recalibrate": 0.0, "score": 0.0, "finalists": 0.0}
@@ -214,6 +217,8 @@ def search_ticket(
         return -item[0].subset_score, item[0].macs
 
     for index, proposal in enumerate(propose(genome, cfg, rng, input_size, in_chans, model.num_classes)):
+        if admits is not None and not admits(proposal.genome):
+            continue
         t0 = time.perf_counter()
         child = inherit_weights(model, proposal.genome, cfg.importance, channels_last)
         t1 = time.perf_counter()

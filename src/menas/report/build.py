@@ -5,10 +5,11 @@ it was cut from), training epoch time per generation (Fig. 4a), the Pareto front
 params over every finished trial, the per-generation mean and spread of candidate and ticket cost, epoch time and
 the share replaced (Fig. 4a/4b, `generations.png`), and, when trials kept their ticket search (`lottery.json`),
 candidates beside their proposals and chosen tickets (Fig. 4c, `lottery.png`). Plus `trials.csv` (one row per
-trial, every per-phase measurement) and `report.md` (generation tables, best network, Pareto front, and with
-individual weight sharing what the bred children inherited and the training it saved: `inheritance`).
-Torch-free, and matplotlib is imported only to draw, so `menas report` starts fast; it reads the store read-only
-and works while the search runs.
+trial, every per-phase measurement), `report.md` (generation tables, best network, Pareto front, and with
+individual weight sharing what the bred children inherited and the training it saved: `inheritance`) and
+`report.html` (`menas.report.html`: the same figures interactive, and a sortable, filterable table of every trial,
+in one self-contained page that opens offline). Torch-free, and matplotlib is imported only to draw, so `menas
+report` starts fast; it reads the store read-only and works while the search runs.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from menas.report.figures import (
     plot_lottery,
     plot_pareto,
 )
+from menas.report.html import write_page
 from menas.report.points import (
     FIGURES,
     LOTTERY_FIGURE,
     LOTTERY_PANELS,
+    PAGE,
     TABLES,
     GenerationInheritance,
     Point,
@@ -45,7 +48,7 @@ from menas.search.store import Store
 
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> list[Path]:
     """Writes the figures and tables of the run in `run_dir` to `out` (default: `run_dir/report`) and returns
-    their paths. Raises ValueError when the run has no finished trial yet (nothing to draw)."""
+    their paths, `report.html` last. Raises UserError when the run has no finished trial yet (nothing to draw)."""
     with Store.open(run_dir, readonly=True) as store:
         info, records = store.snapshot()
         summaries = store.generation_summary()
@@ -57,6 +60,8 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         raise UserError(f"run {os.fspath(run_dir)!r}: no finished trial yet, nothing to report")
     folder = Path(out) if out is not None else RunFolder(run_dir).report
     folder.mkdir(parents=True, exist_ok=True)
+    heading = title(run_dir, config, info.status)
+    objectives = tuple(config.get("strategy", {}).get("pareto", DEFAULT_OBJECTIVES))
     paths = [
         plot_accuracy_vs_macs(pts, folder / FIGURES[0]),
         plot_epoch_time(pts, folder / FIGURES[1]),
@@ -64,7 +69,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         plot_generations(phases, folder / FIGURES[3]),
         write_csv(records, folder / TABLES[0]),
         write_markdown(
-            title(run_dir, config, info.status),
+            heading,
             summaries,
             pts,
             best_point(records),
@@ -72,12 +77,13 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
             retrains,
             phases,
             records,
-            tuple(config.get("strategy", {}).get("pareto", DEFAULT_OBJECTIVES)),
+            objectives,
         ),
     ]
     searches = lottery_records(run_dir, records)
     if searches:
         paths.append(plot_lottery(searches, folder / LOTTERY_FIGURE))
+    paths.append(write_page(folder / PAGE, heading, records, phases, searches, objectives))
     return paths
 
 
@@ -86,6 +92,7 @@ __all__ = [
     "FIGURES",
     "LOTTERY_FIGURE",
     "LOTTERY_PANELS",
+    "PAGE",
     "TABLES",
     "GenerationInheritance",
     "Point",

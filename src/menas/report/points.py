@@ -16,6 +16,8 @@ from menas.search.record import TrialRecord
 #: Files `write_report` creates in the report folder.
 FIGURES = ("accuracy_vs_macs.png", "epoch_time.png", "pareto.png", "generations.png")
 TABLES = ("trials.csv", "report.md")
+#: The one self-contained page (`menas.report.html`), written last.
+PAGE = "report.html"
 #: Written after the tables when some trial folder holds a ticket search record (`trials/NNNNN/lottery.json`).
 LOTTERY_FIGURE = "lottery.png"
 #: Trials drawn in the Fig. 4c analogue: the best ones with a ticket search record.
@@ -80,6 +82,18 @@ def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:
     --front` use too. Of several points with the same cost and score, the first is kept."""
     front = pareto.pareto_front(list(zip(scores, costs, strict=True)), (pareto.MAX, pareto.MIN))
     return sorted(front, key=lambda i: (costs[i], i))
+
+
+def run_front(pts: Sequence[Point], records: Sequence[TrialRecord], objectives: Sequence[str]) -> list[int]:
+    """Indices into `pts` of the run's front as `Store.front` finds it: one trial per network, at the highest rung
+    any reached, over the run's objectives (`strategy.pareto`); without records, the MACs front of all points."""
+    if not records:
+        return pareto_front([p.macs for p in pts], [p.score for p in pts])
+    lineages = fidelity.representatives(records)
+    top = max((t.rung for t in lineages), default=0)
+    front = pareto.trial_front([t for t in lineages if t.rung == top], objectives)
+    index = {p.trial_id: i for i, p in enumerate(pts)}
+    return [index[t.trial_id] for t in front if t.trial_id in index]
 
 
 @dataclass(frozen=True)

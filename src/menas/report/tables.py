@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from menas.files import write_atomically
-from menas.report.points import FIGURES, Point, inheritance, pareto_front
+from menas.report.points import FIGURES, Point, inheritance, run_front
 from menas.search import fidelity, pareto
 from menas.search.record import DERIVED, FIELDS, TrialRecord
 from menas.search.store import RetrainRecord
@@ -114,18 +114,6 @@ def _phase_lines(phases) -> list[str]:
     return lines
 
 
-def _front(pts: Sequence[Point], records: Sequence[TrialRecord], objectives: Sequence[str]) -> list[int]:
-    """Indices into `pts` of the run's front as `Store.front` finds it: one trial per network, at the highest rung
-    any reached, over the run's objectives (`strategy.pareto`); without records, the MACs front of all points."""
-    if not records:
-        return pareto_front([p.macs for p in pts], [p.score for p in pts])
-    lineages = fidelity.representatives(records)
-    top = max((t.rung for t in lineages), default=0)
-    front = pareto.trial_front([t for t in lineages if t.rung == top], objectives)
-    index = {p.trial_id: i for i, p in enumerate(pts)}
-    return [index[t.trial_id] for t in front if t.trial_id in index]
-
-
 def _fidelity_lines(records: Sequence[TrialRecord]) -> list[str]:
     """The score noise the repeated trials measured, and with rungs each generation's networks per rung."""
     lines: list[str] = []
@@ -214,7 +202,7 @@ def write_markdown(
     lines += _fidelity_lines(records)
     lines += _phase_lines(phases)
     lines += _inheritance_lines(records)
-    front = _front(pts, records, objectives)
+    front = run_front(pts, records, objectives)
     lines += [
         "",
         f"## Pareto front ({', '.join(objectives[1:])})",

@@ -45,14 +45,16 @@ from menas.data.device import resolve_device
 from menas.errors import MenasError, UserError
 from menas.files import FolderLock, FolderLocked, write_atomically
 from menas.folders import CONFIG_FILE, LOCK_FILE, RunFolder
+from menas.latency.predict import open_predictor
 from menas.search.executors import WorkerLost, make_executor
 from menas.search.record import TrialRecord
 from menas.search.store import FILENAME, Store, store_path
 from menas.search.strategies import TrialOutcome, TrialSpec, compute_budget_used, compute_limits, make_strategy
 from menas.search.trial import TrialJob, run_trial
 from menas.space.cost import Budget, format_count, parse_count
+from menas.space.genome import Genome
 from menas.space.operators import check_feasible
-from menas.space.spaces import load_space
+from menas.space.spaces import SearchSpace, load_space
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +106,16 @@ def _count(value: float | str | None, field: str, default: float) -> float:
     return parse_count(value, field) if isinstance(value, str) else float(value)
 
 
-def make_budget(cfg: SearchConfig, shape: tuple[int, int, int]) -> Budget:
-    """The config's budget at the dataset's (input size, input channels, classes) (strings like "150M" accepted)."""
+def make_budget(cfg: SearchConfig, shape: tuple[int, int, int], space: SearchSpace | None = None) -> Budget:
+    """The config's budget at the dataset's (input size, input channels, classes) (strings like "150M" accepted).
+    With a latency bound, its lookup table is opened here (`latency.predict.open_predictor`: refused in one line
+    when measured for another space or input shape, or incomplete) and predicts each genome's latency, torch-free."""
     b = cfg.budget
+    b.check_latency()
     input_size, in_chans, num_classes = shape
+    latency = None
+    if b.latency_table is not None:
+        latency = _latency_model(b.latency_table, space or load_space(cfg.space), shape)
     return Budget(
         macs_min=_count(b.macs_min, "budget.macs_min", 0.0),
         macs_max=_count(b.macs_max, "budget.macs_max", math.inf),
@@ -115,7 +123,22 @@ def make_budget(cfg: SearchConfig, shape: tuple[int, int, int]) -> Budget:
         input_size=input_size,
         in_chans=in_chans,
         num_classes=num_classes,
+        latency_ms_max=math.inf if b.latency_ms_max is None else float(b.latency_ms_max),
+        latency=latency,
     )
+
+
+def _latency_model(path: str, space: SearchSpace, shape: tuple[int, int, int]) -> Callable[[Genome], float]:
+    """The latency budget's predictor (`Predictor.latency_ms`); a missing, mismatched or incomplete table is one
+    line naming `budget.latency_table`."""
+    if not Path(path).is_file():
+        raise UserError(
+            f"budget.latency_table: got {path!r}, allowed: a lookup table file of `menas latency-table` (none there)"
+        )
+    try:
+        return open_predictor(path, space, *shape).latency_ms
+    except UserError as exc:
+        raise UserError(f"budget.latency_table: {exc}") from None
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
@@ -186,7 +209,7 @@ class Search:
         if cfg.device != "auto":  # a bad device name fails here, before any training ("auto" would query CUDA)
             resolve_device(cfg.device)
         self.shape = dataset_shape(cfg.data)
-        self.budget = make_budget(cfg, self.shape)
+        self.budget = make_budget(cfg, self.shape, self.space)
         check_feasible(self.space, self.budget)
         compute_limits(cfg)  # a bad compute budget fails here, before any training
         self.strategy = make_strategy(cfg, self.space, self.budget)
@@ -270,8 +293,16 @@ class Search:
             device=cfg.device,
             finetune_lr_scale=cfg.lottery.finetune_lr_scale if self.strategy.finetunes else None,
             init_weights=self.parent_weights(spec.parent_ids[0]) if recipe.get("continues") else None,
+            latency_table=self._latency_table(),
+            latency_ms_max=cfg.budget.latency_ms_max,
             **self._inheritance(spec),
         )
+
+    def _latency_table(self) -> str | None:
+        """The latency budget's table as an absolute path (a worker may run elsewhere than the config's folder);
+        None without a latency budget."""
+        table = self.cfg.budget.latency_table
+        return None if table is None else str(Path(table).resolve())
 
     def _inheritance(self, spec: TrialSpec) -> dict[str, Any]:
         """The `TrialJob` fields of weight inheritance for a child whose recipe inherits (else none)."""

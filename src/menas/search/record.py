@@ -16,7 +16,8 @@ The fields come in three parts (`PART` in each field's metadata):
   `final_score`: the final network's last score.
 
 One convention for "no ticket": `ticket` is None and so are the ticket's fields. The *final* network is the ticket
-when one was kept, else the candidate (`final_genome`, `final_macs`, `final_params`). Image counts are raw
+when one was kept, else the candidate (`final_genome`, `final_macs`, `final_params`, `final_latency_ms`: the
+predicted latency of a search with a latency budget, None without one). Image counts are raw
 (`train_images`, `calib_images`, `eval_images`, `raw_images`) or weighted as the compute budget counts them
 (`budget_images`). No torch.
 """
@@ -80,12 +81,14 @@ class TrialRecord:
     # -- measured: the candidate
     macs: int | None = _measured()
     params: int | None = _measured()
+    latency_ms: float | None = _measured()  # predicted inference latency, ms (a latency budget's table; else None)
     trained_score: float | None = _measured()  # after the training epochs
     finetuned_score: float | None = _measured()  # after fine-tuning, when no ticket was kept
     # -- measured: the ticket (all None when none was kept)
     ticket: str | None = _measured()
     ticket_macs: int | None = _measured()
     ticket_params: int | None = _measured()
+    ticket_latency_ms: float | None = _measured()  # predicted, as `latency_ms` (pruned widths rounded up)
     ticket_recalibrated_score: float | None = _measured()  # right after weight inheritance and BN recalibration
     ticket_finetuned_score: float | None = _measured()  # after fine-tuning
     # -- measured: files, time and work
@@ -154,6 +157,11 @@ class TrialRecord:
         return self.ticket_params if self.ticket is not None else self.params
 
     @property
+    def final_latency_ms(self) -> float | None:
+        """The final network's predicted latency, ms; None when the search had no latency budget."""
+        return self.ticket_latency_ms if self.ticket is not None else self.latency_ms
+
+    @property
     def raw_images(self) -> int | None:
         """Every image the trial passed through a network (trained, calibrated, scored); None when not counted."""
         counted = [v for v in (self.train_images, self.calib_images, self.eval_images) if v is not None]
@@ -179,7 +187,15 @@ FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(TrialRecord)
 #: Field name -> its part (spec, life, measured).
 PART = {f.name: f.metadata["part"] for f in FIELDS}
 #: Derived values the CSV and the report print beside the fields.
-DERIVED = ("final_genome", "final_score", "final_macs", "final_params", "raw_images", "budget_images")
+DERIVED = (
+    "final_genome",
+    "final_score",
+    "final_macs",
+    "final_params",
+    "final_latency_ms",
+    "raw_images",
+    "budget_images",
+)
 
 
 def _base_type(annotation: str) -> type:
@@ -284,7 +300,8 @@ def _check_fields(record: TrialRecord) -> None:
             check(getattr(record, name) is not None, f"TrialRecord.{name}", None, "a value when status is done")
     ticket_fields = ("ticket_macs", "ticket_params", "ticket_finetuned_score")
     if record.ticket is None:
-        given = [n for n in (*ticket_fields, "ticket_recalibrated_score") if getattr(record, n) is not None]
+        of_ticket = (*ticket_fields, "ticket_recalibrated_score", "ticket_latency_ms")
+        given = [n for n in of_ticket if getattr(record, n) is not None]
         check(not given, "TrialRecord.ticket", None, f"a genome string when {', '.join(given)} is given")
     elif record.status == "done":
         missing = [n for n in ticket_fields if getattr(record, n) is None]

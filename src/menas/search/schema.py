@@ -16,7 +16,7 @@ from menas.search.record import FIELDS, column_sql
 BUSY_TIMEOUT_S = 30.0
 
 #: Schema version, kept in SQLite's `user_version`; `Store.open` migrates older versions and refuses others.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = (
     """CREATE TABLE run (
@@ -96,6 +96,8 @@ _RECORD_MIGRATION = (
 )
 #: Schema version 6: the candidate's training loss per epoch (the training-speed estimate's terms).
 _LOSSES_ALTERS = (f"ALTER TABLE trials ADD COLUMN {column_sql('train_losses')}",)
+#: Schema version 7: the predicted latency of the candidate and of its ticket (a search with a latency budget).
+_LATENCY_ALTERS = tuple(f"ALTER TABLE trials ADD COLUMN {column_sql(n)}" for n in ("latency_ms", "ticket_latency_ms"))
 SCHEMA = (*SCHEMA, _RETRAINS_TABLE)
 #: Statements that take a store from version N to N + 1.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -104,6 +106,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: _INHERIT_ALTERS,
     4: _RECORD_MIGRATION,
     5: _LOSSES_ALTERS,
+    6: _LATENCY_ALTERS,
 }
 
 

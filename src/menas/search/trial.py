@@ -1,7 +1,8 @@
 """One trial of a search: build a candidate from its genome (or inherit it from its parents' weights), train it
 briefly, find its lottery ticket, fine-tune the ticket, and measure everything the search records. The steps are
 `menas.prune.pipeline`'s, shared with `menas train` / `menas lottery`; the trial adds inheritance, its checkpoints'
-owner, the measurements and the `TrialRecord`.
+owner, the measurements and the `TrialRecord`. Under a latency budget (`TrialJob.latency_table`) it records the
+predicted latency of the candidate and of its ticket, and a ticket proposal predicted over the bound is not kept.
 
 A trial is resumable: training and fine-tuning write epoch checkpoints in the trial's folder, and the ticket
 search in between is deterministic (seeded proposals, fixed calibration batches), so a trial interrupted at any
@@ -30,9 +31,11 @@ from safetensors.torch import load_file
 from menas.config import DataConfig, InheritConfig, LotteryConfig, TrainConfig, to_dict
 from menas.data.device import resolve_device
 from menas.data.splits import SearchData, build_loaders, preprocessing
-from menas.errors import TrialFailed
+from menas.errors import TrialFailed, UserError
 from menas.files import write_json
 from menas.folders import FINETUNE_CHECKPOINT, INHERIT_FILE, TRAIN_CHECKPOINT
+from menas.latency.predict import Predictor
+from menas.latency.table import LatencyTable
 from menas.prune.pipeline import (
     build_candidate,
     finetune,
@@ -76,9 +79,14 @@ class TrialJob:
     # a promotion to the next rung (`menas.search.fidelity`): the weights file of the network it continues ("": the
     # parent has none, a failed trial); None: the trial starts from a fresh network
     init_weights: str | None = None
+    # a latency budget: its lookup table (an absolute path) and bound, ms; the trial records its networks' predicted
+    # latency, and a ticket proposal predicted over the bound is not scored nor kept. None: no latency budget
+    latency_table: str | None = None
+    latency_ms_max: float | None = None
 
 
 _DATA_CACHE: dict[str, SearchData] = {}
+_PREDICTORS: dict[str, Predictor] = {}
 
 
 def load_data(cfg: DataConfig, device: torch.device) -> SearchData:
@@ -100,6 +108,9 @@ def run_trial(job: TrialJob, on_epoch: Callable[[str, Any], None] | None = None)
     data = load_data(job.data, device)
     cost = count_cost(genome, data.input_size, data.in_chans, data.num_classes)
     measured: dict[str, Any] = {"macs": cost.macs, "params": cost.params, **_COUNTED}
+    predictor = latency_predictor(job, data)
+    if predictor is not None:
+        measured["latency_ms"] = predictor.latency_ms(genome)
     workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     status, error = "done", None
@@ -152,7 +163,9 @@ def _ticket(model: torch.nn.Module, job: TrialJob, data: SearchData, measured: d
     records what it cost and, when one was kept, the ticket."""
     assert job.lottery is not None
     tic = time.perf_counter()
-    found = search_and_choose_ticket(model, data, job.lottery, random.Random(job.seed), job.train.epochs)
+    predictor = latency_predictor(job, data)
+    admits = None if predictor is None or job.latency_ms_max is None else _within(predictor, job.latency_ms_max)
+    found = search_and_choose_ticket(model, data, job.lottery, random.Random(job.seed), job.train.epochs, admits=admits)
     measured["lottery_s"] = time.perf_counter() - tic
     _add(measured, "calib_images", found.calib_images)
     _add(measured, "eval_images", found.scored_images)
@@ -165,7 +178,37 @@ def _ticket(model: torch.nn.Module, job: TrialJob, data: SearchData, measured: d
             ticket_recalibrated_score=found.ticket_score,
             ticket_finetuned_score=found.ticket_score,
         )
+        if predictor is not None:
+            measured["ticket_latency_ms"] = predictor.latency_ms(found.ticket_genome)
     return found
+
+
+def latency_predictor(job: TrialJob, data: SearchData) -> Predictor | None:
+    """The latency budget's predictor (None without one), read once per process and table. The search checked the
+    table against its space and input shape before any training; a trial checks the shape it trains at."""
+    path = job.latency_table
+    if path is None:
+        return None
+    if path not in _PREDICTORS:
+        table = LatencyTable.load(path)
+        table.check_target(input_size=data.input_size, in_chans=data.in_chans, num_classes=data.num_classes)
+        _PREDICTORS.clear()  # one table at a time: a worker runs trials of one search
+        _PREDICTORS[path] = Predictor.from_table(table)
+    return _PREDICTORS[path]
+
+
+def _within(predictor: Predictor, bound_ms: float) -> Callable[[Genome], bool]:
+    """Whether a ticket proposal's predicted latency is within the bound. A pruned width rounds up to the next
+    width the table holds (`latency.blocks.ChannelGrid`), so a proposal is priced at an upper bound; one with a
+    block the table cannot price is not shown to be within, and refused."""
+
+    def admits(genome: Genome) -> bool:
+        try:
+            return predictor.latency_ms(genome) <= bound_ms
+        except UserError:
+            return False
+
+    return admits
 
 
 def _finetune(

@@ -5,13 +5,16 @@ literature; the paper's "FLOPs" are these MACs). Batch norm, activations, poolin
 element-wise product are not counted. Parameters count every trainable tensor (convs, BN affine, biases).
 
 The formula is checked against a forward-hook count on the built model (`count_with_hooks`, torch imported
-lazily) in the tests. `Budget` is the constraint a search samples under.
+lazily) in the tests. `Budget` is the constraint a search samples under: MACs, params and, optionally, a
+predicted latency (a callable from genome to milliseconds, `menas.latency.predict.Predictor.latency_ms`, handed
+in by whoever built the budget, so this module never imports the latency package).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from menas.errors import UserError
@@ -168,7 +171,13 @@ def count_params(genome: Genome, in_chans: int = 3, num_classes: int = 1000) -> 
 
 @dataclass(frozen=True)
 class Budget:
-    """A compute constraint: MACs in [macs_min, macs_max] and params <= params_max at a given input shape."""
+    """A compute constraint: MACs in [macs_min, macs_max], params <= params_max and, with a latency model,
+    predicted latency <= latency_ms_max (ms), at a given input shape.
+
+    `latency` maps a genome to its predicted latency in ms (a lookup-table predictor); it is not part of the
+    budget's equality or hash. Every operator that respects the budget (`contains`) respects the latency bound
+    with it: sampling, mutation, crossover repair and the strategies need no change.
+    """
 
     macs_min: float = 0
     macs_max: float = math.inf
@@ -176,6 +185,8 @@ class Budget:
     input_size: int = 224
     in_chans: int = 3
     num_classes: int = 1000
+    latency_ms_max: float = math.inf
+    latency: Callable[[Genome], float] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("macs_min", "macs_max", "params_max"):
@@ -190,20 +201,47 @@ class Budget:
             raise UserError(f"budget.in_chans: got {self.in_chans!r}, allowed: integers >= 1")
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise UserError(f"budget.num_classes: got {self.num_classes!r}, allowed: integers >= 2")
+        self._check_latency()
+
+    def _check_latency(self) -> None:
+        """A latency bound is a number > 0 and needs a latency model to compare with (and a model needs a bound)."""
+        bound = self.latency_ms_max
+        if isinstance(bound, bool) or not isinstance(bound, int | float) or not bound > 0:
+            raise UserError(f"budget.latency_ms_max: got {bound!r}, allowed: numbers > 0")
+        if math.isfinite(bound) != (self.latency is not None):
+            raise UserError(
+                f"budget.latency_table: got {'none' if self.latency is None else 'one'} with latency_ms_max "
+                f"{bound!r}, allowed: a latency table (its predictor) exactly when latency_ms_max is finite"
+            )
+
+    @property
+    def bounds_latency(self) -> bool:
+        return self.latency is not None
 
     def cost(self, genome: Genome) -> Cost:
         return count_cost(genome, self.input_size, self.in_chans, self.num_classes)
 
     def admits(self, cost: Cost) -> bool:
+        """Whether MACs and params are within the budget (the latency bound is `fast_enough`'s)."""
         return self.macs_min <= cost.macs <= self.macs_max and cost.params <= self.params_max
 
+    def latency_ms(self, genome: Genome) -> float | None:
+        """The genome's predicted latency in ms; None without a latency model."""
+        return None if self.latency is None else self.latency(genome)
+
+    def fast_enough(self, genome: Genome) -> bool:
+        """Whether the genome's predicted latency is within the bound (always, without a latency model)."""
+        return self.latency is None or self.latency(genome) <= self.latency_ms_max
+
     def contains(self, genome: Genome) -> bool:
-        return self.admits(self.cost(genome))
+        return self.admits(self.cost(genome)) and self.fast_enough(genome)
 
     def describe(self) -> str:
         parts = [f"MACs {format_count(self.macs_min)}..{format_count(self.macs_max)}"]
         if math.isfinite(self.params_max):
             parts.append(f"params <= {format_count(self.params_max)}")
+        if self.latency is not None:
+            parts.append(f"predicted latency <= {self.latency_ms_max:g} ms")
         parts.append(f"at {self.input_size} px, {self.in_chans} channel(s), {self.num_classes} classes")
         return ", ".join(parts)
 

@@ -1,9 +1,11 @@
 """Genetic operators on genomes: sampling, mutation, crossover, and budget repair.
 
-Every function takes an explicit `random.Random`; the same seed gives the same genomes. All loops are
-bounded: an operator that cannot meet a budget raises `BudgetError` instead of trying forever. The public
-operators are an entry point of the library: they check their genomes against the space and `mutate` checks
-its probability (`check_mutation_prob`), so a direct caller gets a one-line `UserError`.
+Every function takes an explicit `random.Random`; the same seed gives the same genomes. A budget bounds MACs,
+params and, with a latency model, predicted latency (`Budget.contains`); repair shrinks a genome that is too
+expensive or predicted too slow, and feasibility names the latency the space reaches. All loops are bounded: an
+operator that cannot meet a budget raises `BudgetError` instead of trying forever. The public operators are an
+entry point of the library: they check their genomes against the space and `mutate` checks its probability
+(`check_mutation_prob`), so a direct caller gets a one-line `UserError`.
 
 The genes an operator touches are, per stage: depth, output width, stride (down-sampling); per layer:
 kernel, expanded width, SE, activation. A layer's expanded width is tied to the input width it was chosen
@@ -144,19 +146,34 @@ def reachable_costs(space: SearchSpace, budget: Budget) -> tuple[Cost, Cost]:
     return budget.cost(extreme_genome(space, False)), budget.cost(extreme_genome(space, True))
 
 
+def reachable_latency(space: SearchSpace, budget: Budget) -> tuple[float, float] | None:
+    """(cheapest genome's, most expensive genome's) predicted latency in ms under the budget's latency model
+    (`extreme_genome`: every choice smallest or largest); None without one. With a table whose latency grows with
+    width, kernel, depth and resolution these are the space's extremes; a table that does not can leave a budget
+    below the first unmet, and sampling then says so after its bounded tries."""
+    if budget.latency is None:
+        return None
+    return budget.latency(extreme_genome(space, False)), budget.latency(extreme_genome(space, True))
+
+
 def _reach_text(space: SearchSpace, budget: Budget) -> str:
     low, high = reachable_costs(space, budget)
+    latency = reachable_latency(space, budget)
+    reach = "" if latency is None else f", predicted latency {latency[0]:.3g}..{latency[1]:.3g} ms"
     return (
         f"space {space.name} reaches MACs {format_count(low.macs)}..{format_count(high.macs)} and params "
-        f"{format_count(low.params)}..{format_count(high.params)} at {budget.input_size} px, {budget.in_chans} "
-        f"channel(s), {budget.num_classes} classes"
+        f"{format_count(low.params)}..{format_count(high.params)}{reach} at {budget.input_size} px, "
+        f"{budget.in_chans} channel(s), {budget.num_classes} classes"
     )
 
 
 def check_feasible(space: SearchSpace, budget: Budget) -> None:
-    """Raises BudgetError naming the reachable range when no genome of the space can meet the budget."""
+    """Raises BudgetError naming the reachable range when no genome of the space can meet the budget (its MACs,
+    params or predicted latency)."""
     low, high = reachable_costs(space, budget)
-    if low.macs > budget.macs_max or high.macs < budget.macs_min or low.params > budget.params_max:
+    latency = reachable_latency(space, budget)
+    too_slow = latency is not None and latency[0] > budget.latency_ms_max
+    if low.macs > budget.macs_max or high.macs < budget.macs_min or low.params > budget.params_max or too_slow:
         raise BudgetError(f"budget ({budget.describe()}) is infeasible: {_reach_text(space, budget)}")
 
 
@@ -364,7 +381,8 @@ def _apply(
 def repair(
     genome: Genome, space: SearchSpace, rng: random.Random, budget: Budget, max_steps: int = 200
 ) -> Genome | None:
-    """Walks the genome into the budget by random single-gene shrinks (too expensive) or grows (too cheap).
+    """Walks the genome into the budget by random single-gene shrinks (too expensive, too many params or too slow
+    by the budget's latency model) or grows (too cheap).
 
     Returns None when `max_steps` edits did not suffice; the caller re-draws.
     """
@@ -399,12 +417,12 @@ def _repair(
     max_steps: int = 200,
 ) -> Genome | None:
     for _ in range(max_steps):
-        cost = budget.cost(genome)
-        if budget.admits(cost):
+        cost, slow = budget.cost(genome), not budget.fast_enough(genome)
+        if budget.admits(cost) and not slow:
             return genome
-        shrink = cost.macs > budget.macs_max or cost.params > budget.params_max
-        # strides change MACs, never params: use them unless only the parameter count is too high
-        strides = not shrink or cost.macs > budget.macs_max
+        shrink = slow or cost.macs > budget.macs_max or cost.params > budget.params_max
+        # strides change MACs and latency, never params: use them unless only the parameter count is too high
+        strides = not shrink or slow or cost.macs > budget.macs_max
         moves = _moves(genome, space, shrink, strides)
         if not moves:
             return None
@@ -456,6 +474,7 @@ __all__ = [
     "mutate_traced",
     "random_genome",
     "reachable_costs",
+    "reachable_latency",
     "repair",
     "repair_traced",
     "sample",

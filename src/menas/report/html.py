@@ -1,0 +1,602 @@
+"""`report.html`: the report as one self-contained page that opens offline, the figures interactive.
+
+The page holds plotly.js (inlined once, from the `plotly` package: no CDN, nothing fetched), the figures as Plotly
+JSON specs built here from the same data the PNGs draw (`menas.report.points`, the store's `GenerationPhases`,
+the ticket searches), a table of every trial and a little vanilla JS: the table sorts on a header click and filters
+on the words typed; hovering a point shows its trial, clicking it highlights and shows the trial's row. The specs
+are plain dicts (the `plotly` package is read only for its JS), so writing the page costs no plotting import.
+No torch.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from menas.files import write_atomically
+from menas.report.points import Point, best_point, points, run_front
+from menas.search.record import TrialRecord
+from menas.search.summaries import GenerationPhases
+from menas.space.cost import format_count
+
+Figure = dict[str, Any]  # a Plotly figure spec: {"data": [traces], "layout": {...}}
+
+CANDIDATE, TICKET, FRONT, OTHERS = "#1f77b4", "#d62728", "#d62728", "#bbbbbb"
+#: viridis at 0, 1/4, 1/2, 3/4 and 1, as the PNGs colour generations
+_VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
+#: the phases' scores drawn per generation: record field -> label
+PHASE_SCORES = {
+    "trained_score": "candidate trained",
+    "finetuned_score": "candidate fine-tuned",
+    "ticket_recalibrated_score": "ticket recalibrated",
+    "ticket_finetuned_score": "ticket fine-tuned",
+}
+TOP1 = "search-val top-1 (%)"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _viridis(k: int, n: int) -> str:
+    """The colour of generation number `k` of `n` (linear between viridis' anchors)."""
+    x = (k / max(1, n - 1)) * (len(_VIRIDIS) - 1)
+    i = min(int(x), len(_VIRIDIS) - 2)
+    rgb = (round(a + (b - a) * (x - i)) for a, b in zip(_VIRIDIS[i], _VIRIDIS[i + 1], strict=True))
+    return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
+def _spread(values: Sequence[float]) -> tuple[float, float] | None:
+    return (statistics.fmean(values), statistics.pstdev(values)) if values else None
+
+
+def _genome_lines(genome: str) -> str:
+    """A genome for a hover box: one stage a line."""
+    return "<br>".join(html.escape(stage) for stage in genome.split("|"))
+
+
+def _hover(p: Point) -> str:
+    """What hovering a trial's point shows: its id, generation, final score and cost, candidate, genome."""
+    lines = [
+        f"<b>trial {p.trial_id}</b> (generation {p.generation})",
+        f"top-1 {p.score:.2f}%, {format_count(p.macs)} MACs, {format_count(p.params)} params",
+    ]
+    if _linked(p):
+        lines.append(f"a lottery ticket of a {p.candidate_score:.2f}%, {format_count(p.candidate_macs)} candidate")
+    return "<br>".join([*lines, _genome_lines(p.genome)])
+
+
+def _suffix(k: int) -> str:
+    """Plotly's name suffix of the axes of subplot `k` (0-based): x, x2, x3, ..."""
+    return "" if k == 0 else str(k + 1)
+
+
+def _axes(k: int) -> dict[str, str]:
+    """A trace's axes in subplot `k`."""
+    return {"xaxis": "x" + _suffix(k), "yaxis": "y" + _suffix(k)}
+
+
+def _layout(title: str, height: int, panels: Sequence[tuple[str, str]], columns: int = 1, **extra: Any) -> dict:
+    """A figure's layout: its title and height, an (x title, y title) per panel, `columns` panels a row."""
+    layout = {"title": {"text": title}, "height": height, "hovermode": "closest", "margin": {"t": 60}, **extra}
+    if len(panels) > 1:
+        layout["grid"] = {"rows": -(-len(panels) // columns), "columns": columns, "pattern": "independent"}
+    for k, (x, y) in enumerate(panels):
+        layout["xaxis" + _suffix(k)] = {"title": {"text": x}}
+        layout["yaxis" + _suffix(k)] = {"title": {"text": y}}
+    return layout
+
+
+def _band(x: list[int], spreads: list[tuple[float, float] | None], scale: float = 1.0) -> dict[str, Any]:
+    """A trace of mean +- standard deviation per generation, generations without a value left out."""
+    shown = [(g, s) for g, s in zip(x, spreads, strict=True) if s is not None]
+    return {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "x": [g for g, _ in shown],
+        "y": [m / scale for _, (m, _) in shown],
+        "error_y": {"type": "data", "array": [s / scale for _, (_, s) in shown], "visible": True},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def generations_figure(
+    phases: Sequence[GenerationPhases], pts: Sequence[Point], records: Sequence[TrialRecord]
+) -> Figure:
+    """Fig. 4a/4b analogue, one panel each: candidate and ticket params and MACs (mean +- std), the trials' training
+    epoch times (a box per generation), the share of candidates a ticket replaced, the phases' scores (mean +- std)
+    and the compute each generation used."""
+    gens = [p.generation for p in phases]
+    data: list[dict[str, Any]] = []
+    for k, what in enumerate(("params", "macs")):
+        for name, attr, color in (("candidates", what, CANDIDATE), ("tickets", f"ticket_{what}", TICKET)):
+            trace = _band(gens, [getattr(p, attr) for p in phases], 1e6)
+            if not trace["x"]:
+                continue
+            data.append(
+                {
+                    **trace,
+                    **_axes(k),
+                    "name": name,
+                    "legendgroup": name,
+                    "showlegend": k == 0,
+                    "marker": {"color": color},
+                }
+            )
+    data += _epoch_traces(pts, _axes(2))
+    data.append(
+        {
+            "type": "bar",
+            "name": "replaced by a ticket",
+            "marker": {"color": "#2ca02c"},
+            **_axes(3),
+            "x": [p.generation for p in phases if p.replaced_share is not None],
+            "y": [100.0 * p.replaced_share for p in phases if p.replaced_share is not None],
+        }
+    )
+    for field, label in PHASE_SCORES.items():
+        spreads = [_spread(_scores(records, g, field)) for g in gens]
+        if any(spreads):
+            data.append({**_band(gens, spreads), **_axes(4), "name": label})
+    data.append(
+        {
+            "type": "bar",
+            "name": "compute",
+            "x": gens,
+            "y": [p.compute_images for p in phases],
+            "marker": {"color": "#7f7f7f"},
+            **_axes(5),
+        }
+    )
+    titles = (
+        "params (millions)",
+        "MACs (millions)",
+        "training epoch (s)",
+        "replaced by a ticket (%)",
+        TOP1,
+        "compute (training images)",
+    )
+    layout = _layout("per generation: mean and standard deviation (Fig. 4a/4b)", 900,
+                     [("generation", title) for title in titles], columns=2)  # fmt: skip
+    for k in range(len(titles)):
+        layout["xaxis" + _suffix(k)]["dtick"] = 1
+    layout["yaxis4"]["range"] = [0, 100]
+    return {"data": data, "layout": layout}
+
+
+def _scores(records: Sequence[TrialRecord], generation: int, field: str) -> list[float]:
+    """The done trials' scores of one phase in one generation."""
+    return [
+        getattr(r, field)
+        for r in records
+        if r.status == "done" and r.generation == generation and getattr(r, field) is not None
+    ]
+
+
+def _epoch_traces(pts: Sequence[Point], axes: dict[str, str]) -> list[dict[str, Any]]:
+    """The trials' training epoch times as one box per generation, and their means joined (`plot_epoch_time`)."""
+    timed = [p for p in pts if p.epoch_s is not None]
+    gens = sorted({p.generation for p in timed})
+    means = [statistics.fmean(p.epoch_s for p in timed if p.generation == g) for g in gens]
+    box = {
+        "type": "box",
+        "name": "epoch time",
+        "x": [p.generation for p in timed],
+        "y": [p.epoch_s for p in timed],
+        "boxpoints": "all",
+        "customdata": [p.trial_id for p in timed],
+        "marker": {"color": CANDIDATE},
+        "hovertext": [f"trial {p.trial_id}: {p.epoch_s:.2f} s" for p in timed],
+        **axes,
+    }
+    mean = {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": "mean epoch time",
+        "x": gens,
+        "y": means,
+        "marker": {"color": "#ff7f0e"},
+        **axes,
+    }
+    return [box, mean]
+
+
+def accuracy_figure(pts: Sequence[Point]) -> Figure:
+    """Accuracy against MACs, a trace per generation (each point a trial, tickets edged in black), the candidates
+    tickets were cut from as open circles with an arrow to their ticket (`plot_accuracy_vs_macs`)."""
+    gens = sorted({p.generation for p in pts})
+    data, arrows = [], []
+    for k, gen in enumerate(gens):
+        color, group = _viridis(k, len(gens)), [p for p in pts if p.generation == gen]
+        data.append(_trial_trace(f"generation {gen}", group, color))
+        arrows += [_arrow(p, color) for p in group if _linked(p)]
+    linked = [p for p in pts if _linked(p)]
+    if linked:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "candidate of a ticket",
+                "x": [p.candidate_macs / 1e6 for p in linked],
+                "y": [p.candidate_score for p in linked],
+                "customdata": [p.trial_id for p in linked],
+                "hovertext": [
+                    f"trial {p.trial_id}'s candidate: {p.candidate_score:.2f}%, {format_count(p.candidate_macs)} MACs"
+                    for p in linked
+                ],
+                "hoverinfo": "text",
+                "marker": {"symbol": "circle-open", "size": 9, "color": "#555555"},
+            }
+        )
+    title = "accuracy vs MACs per generation (black edge: lottery ticket; arrow: from its candidate)"
+    layout = _layout(title, 560, [("MACs (millions)", TOP1)], annotations=arrows)
+    return {"data": data, "layout": layout}
+
+
+def _linked(p: Point) -> bool:
+    """Whether the point is a ticket whose candidate's score and MACs are known (an arrow links them)."""
+    return p.ticket and p.candidate_macs is not None and p.candidate_score is not None
+
+
+def _trial_trace(name: str, group: Sequence[Point], color: str) -> dict[str, Any]:
+    """One marker per trial, its id as customdata (a click picks its table row) and its hover box."""
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "name": name,
+        "x": [p.macs / 1e6 for p in group],
+        "y": [p.score for p in group],
+        "customdata": [p.trial_id for p in group],
+        "hovertext": [_hover(p) for p in group],
+        "hoverinfo": "text",
+        "marker": {
+            "color": color,
+            "size": 10,
+            "line": {"color": ["black" if p.ticket else color for p in group], "width": 2},
+        },
+    }
+
+
+def _arrow(p: Point, color: str) -> dict[str, Any]:
+    """An arrow from a ticket's candidate to the ticket, in data coordinates (the axes take in both ends)."""
+    return {
+        "x": p.macs / 1e6,
+        "y": p.score,
+        "ax": p.candidate_macs / 1e6,
+        "ay": p.candidate_score,
+        "xref": "x",
+        "yref": "y",
+        "axref": "x",
+        "ayref": "y",
+        "text": "",
+        "showarrow": True,
+        "arrowhead": 2,
+        "arrowcolor": color,
+        "opacity": 0.6,
+    }
+
+
+def pareto_figure(pts: Sequence[Point], front: Sequence[int], objectives: Sequence[str]) -> Figure:
+    """The run's front (`run_front` over `objectives`) among every finished trial, against MACs and params; the
+    front joined as a staircase on the panel of its one cost."""
+    panels = (("macs", "MACs (millions)"), ("params", "params (millions)"))
+    members = [pts[i] for i in front]
+    others = [p for i, p in enumerate(pts) if i not in set(front)]
+    data = []
+    for k, (cost, _) in enumerate(panels):
+        staircase = list(objectives[1:]) == [cost]
+        for name, group, color in (("other trials", others, OTHERS), ("Pareto front", members, FRONT)):
+            trace = {**_trial_trace(name, group, color), **_axes(k), "legendgroup": name, "showlegend": k == 0}
+            trace["x"] = [getattr(p, cost) / 1e6 for p in group]
+            data.append(trace)
+        if staircase:
+            data[-1].update(mode="lines+markers", line={"shape": "hv", "color": FRONT})
+    title = f"Pareto front ({', '.join(objectives)}) of the networks at the highest rung"
+    layout = _layout(title, 480, [(label, TOP1) for _, label in panels], columns=2)
+    return {"data": data, "layout": layout}
+
+
+def lottery_figure(searches: Sequence[tuple[TrialRecord, dict]]) -> Figure:
+    """Fig. 4c analogue, a panel per trial (`plot_lottery`): the candidate (trained, recalibrated, fine-tuned)
+    beside its pruning proposals and the chosen ticket before and after fine-tuning, against MACs."""
+    data = []
+    for k, (record, search) in enumerate(searches):
+        data += [
+            {**trace, **_axes(k), "legendgroup": trace["name"], "showlegend": k == 0}
+            for trace in _lottery_traces(record, search)
+        ]
+    panels = [(f"trial {r.trial_id} (gen. {r.generation}, {s.get('policy', '?')}): MACs (M)", TOP1 if k == 0 else "")
+              for k, (r, s) in enumerate(searches)]  # fmt: skip
+    layout = _layout("candidates beside their pruning proposals and tickets (Fig. 4c)", 440, panels, len(searches))
+    return {"data": data, "layout": layout}
+
+
+def _lottery_traces(record: TrialRecord, search: dict) -> list[dict[str, Any]]:
+    """One panel's traces: proposals, the candidate's three scores and the ticket's two (those measured)."""
+    proposals, parent, ticket = search["proposals"], search["parent"], search.get("ticket") or {}
+    scores = [p["full_score"] if p["full_score"] is not None else p["subset_score"] for p in proposals]
+    traces = [
+        _marks(
+            "proposals",
+            [p["macs"] for p in proposals],
+            scores,
+            "circle",
+            OTHERS,
+            [
+                f"proposal {p['index']}: {s:.2f}%<br>{_genome_lines(p['genome'])}"
+                for p, s in zip(proposals, scores, strict=True)
+            ],
+        )
+    ]
+    marks = (
+        ("candidate (trained)", parent["macs"], record.trained_score, "star", CANDIDATE),
+        ("candidate (recalibrated)", parent["macs"], parent["score"], "circle-open", CANDIDATE),
+        ("candidate after fine-tune", parent["macs"], record.finetuned_score, "diamond", CANDIDATE),
+        ("ticket before fine-tune", ticket.get("macs"), ticket.get("score_before_ft"), "square", TICKET),
+        ("ticket after fine-tune", ticket.get("macs"), ticket.get("score_after_ft"), "diamond", TICKET),
+    )
+    for name, macs, score, symbol, color in marks:
+        if macs is not None and score is not None:
+            hover = f"trial {record.trial_id}, {name}: {score:.2f}%, {format_count(macs)} MACs"
+            traces.append({**_marks(name, [macs], [score], symbol, color, [hover]), "customdata": [record.trial_id]})
+    return traces
+
+
+def _marks(name: str, macs: list[int], scores: list[float], symbol: str, color: str, hover: list[str]) -> dict:
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "name": name,
+        "x": [m / 1e6 for m in macs],
+        "y": scores,
+        "hovertext": hover,
+        "hoverinfo": "text",
+        "marker": {"symbol": symbol, "size": 11, "color": color},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the table
+
+
+def _count(value: float | None) -> tuple[str, object]:
+    return ("", None) if value is None else (format_count(value), value)
+
+
+def _pct(value: float | None) -> tuple[str, object]:
+    return ("", None) if value is None else (f"{value:.2f}", value)
+
+
+def _seconds(value: float | None) -> tuple[str, object]:
+    return ("", None) if value is None else (f"{value:.1f}", value)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+#: The table's columns: header -> (a record, whether it is on the front) -> (text shown, value sorted by; None for
+#: the text). Scores in percent, costs final (the ticket's when kept), times in seconds.
+COLUMNS: dict[str, Callable[[TrialRecord, bool], tuple[str, object]]] = {
+    "trial": lambda r, _: (str(r.trial_id), r.trial_id),
+    "gen.": lambda r, _: (str(r.generation), r.generation),
+    "rung": lambda r, _: (str(r.rung), r.rung),
+    "role": lambda r, _: (r.role, None),
+    "status": lambda r, _: (r.status, None),
+    "front": lambda r, on: ("front" if on else "", None),
+    "final top-1": lambda r, _: _pct(r.final_score),
+    "trained": lambda r, _: _pct(r.trained_score),
+    "fine-tuned": lambda r, _: _pct(r.finetuned_score),
+    "ticket recal.": lambda r, _: _pct(r.ticket_recalibrated_score),
+    "ticket fine-tuned": lambda r, _: _pct(r.ticket_finetuned_score),
+    "MACs": lambda r, _: _count(r.final_macs),
+    "params": lambda r, _: _count(r.final_params),
+    "cand. MACs": lambda r, _: _count(r.macs),
+    "cand. params": lambda r, _: _count(r.params),
+    "epoch (s)": lambda r, _: _seconds(_mean(r.train_epoch_s or r.epoch_s)),
+    "train (s)": lambda r, _: _seconds(r.train_s),
+    "lottery (s)": lambda r, _: _seconds(r.lottery_s),
+    "fine-tune (s)": lambda r, _: _seconds(r.finetune_s),
+    "parents": lambda r, _: (" ".join(map(str, r.parent_ids)), None),
+    "genome": lambda r, _: (r.genome, None),
+    "ticket": lambda r, _: (r.ticket or "", None),
+}
+
+
+def table_rows(records: Sequence[TrialRecord], front: set[int]) -> str:
+    """The table body: a row per trial (`id="trial-N"`), numeric cells with their value to sort by."""
+    rows = []
+    for r in records:
+        cells = []
+        for fn in COLUMNS.values():
+            text, value = fn(r, r.trial_id in front)
+            sort = "" if value is None else f' data-v="{value!r}"'
+            cells.append(f"<td{sort}>{html.escape(text)}</td>")
+        rows.append(f'<tr id="trial-{r.trial_id}" class="{html.escape(r.status)}">{"".join(cells)}</tr>')
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------------------------------------ the page
+
+
+def _summary(records: Sequence[TrialRecord], objectives: Sequence[str]) -> str:
+    """The line under the title: trials by status, the best network."""
+    by_status = {s: sum(r.status == s for r in records) for s in ("done", "failed", "running", "queued")}
+    counts = ", ".join(f"{n} {s}" for s, n in by_status.items() if n)
+    best = best_point(records)
+    line = f"{len(records)} trials ({counts}); Pareto objectives: {', '.join(objectives)}."
+    if best is not None:
+        kind = " (a lottery ticket)" if best.ticket else ""
+        line += (
+            f" Best: trial {best.trial_id}, {best.score:.2f}% search-val top-1, {format_count(best.macs)} MACs, "
+            f"{format_count(best.params)} params{kind}."
+        )
+    return html.escape(line)
+
+
+def _json_script(data: object) -> str:
+    """JSON safe inside a <script> element ("<" escaped, so no "</script>" ends it early)."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+
+
+def plotly_js() -> str:
+    """plotly.js, minified, from the `plotly` package (the page inlines it once)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def page(
+    title: str,
+    records: Sequence[TrialRecord],
+    phases: Sequence[GenerationPhases],
+    searches: Sequence[tuple[TrialRecord, dict]],
+    objectives: Sequence[str],
+) -> str:
+    """The whole page: figures (the lottery's when `searches`), the trials table, plotly.js and the page's JS."""
+    pts = points(records)
+    front = run_front(pts, records, objectives)
+    figures = {
+        "generations": generations_figure(phases, pts, records),
+        "accuracy": accuracy_figure(pts),
+        "pareto": pareto_figure(pts, front, objectives),
+    }
+    if searches:
+        figures["lottery"] = lottery_figure(searches)
+    parts = {
+        "title": html.escape(title),
+        "summary": _summary(records, objectives),
+        "plots": "\n".join(f'<section><div class="plot" id="fig-{name}"></div></section>' for name in figures),
+        "headers": "".join(f"<th>{html.escape(name)}</th>" for name in COLUMNS),
+        "rows": table_rows(records, {pts[i].trial_id for i in front}),
+        "plotly": plotly_js(),
+        "figures": _json_script(figures),
+    }
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], TEMPLATE)  # one pass: inserted text is not read
+
+
+def write_page(
+    path: Path,
+    title: str,
+    records: Sequence[TrialRecord],
+    phases: Sequence[GenerationPhases],
+    searches: Sequence[tuple[TrialRecord, dict]],
+    objectives: Sequence[str],
+) -> Path:
+    """Writes the `page` of a run to `path` atomically."""
+    text = page(title, records, phases, searches, objectives)
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+SCRIPT = """
+(function () {
+  "use strict";
+  var body = document.getElementById("trials").tBodies[0];
+  var filter = document.getElementById("filter"), shown = document.getElementById("shown");
+  var figures = JSON.parse(document.getElementById("figures").textContent);
+  var rows = function () { return Array.prototype.slice.call(body.rows); };
+
+  function pick(id) {  // a clicked point: its row highlighted, shown and scrolled to
+    var row = document.getElementById("trial-" + id);
+    if (!row) return;
+    rows().forEach(function (r) { r.classList.remove("picked"); });
+    row.classList.add("picked");
+    row.hidden = false;
+    row.scrollIntoView({block: "center"});
+  }
+
+  function applyFilter() {  // rows holding every word typed
+    var words = filter.value.toLowerCase().split(/\\s+/).filter(Boolean), count = 0;
+    rows().forEach(function (row) {
+      var text = row.textContent.toLowerCase();
+      row.hidden = !words.every(function (w) { return text.indexOf(w) >= 0; });
+      if (!row.hidden) count += 1;
+    });
+    shown.textContent = count + " of " + body.rows.length + " trials";
+  }
+
+  function key(row, column) {  // numbers by value, text by text; empty cells last either way
+    var cell = row.cells[column];
+    if (cell.hasAttribute("data-v")) return parseFloat(cell.getAttribute("data-v"));
+    return cell.textContent === "" ? null : cell.textContent;
+  }
+
+  function sortBy(th) {
+    var column = th.cellIndex, up = th.getAttribute("aria-sort") !== "ascending", sign = up ? 1 : -1;
+    Array.prototype.forEach.call(th.parentNode.cells, function (c) { c.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", up ? "ascending" : "descending");
+    rows().map(function (row) { return [key(row, column), row]; }).sort(function (a, b) {
+      if (a[0] === null || b[0] === null) return (a[0] === null) - (b[0] === null);
+      return a[0] < b[0] ? -sign : a[0] > b[0] ? sign : 0;
+    }).forEach(function (pair) { body.appendChild(pair[1]); });
+  }
+
+  Object.keys(figures).forEach(function (name) {
+    var div = document.getElementById("fig-" + name);
+    Plotly.newPlot(div, figures[name].data, figures[name].layout, {responsive: true, displaylogo: false});
+    div.on("plotly_click", function (event) {
+      var point = event.points[0];
+      if (point && point.customdata !== undefined) pick(point.customdata);
+    });
+  });
+  document.querySelectorAll("#trials th").forEach(function (th) {
+    th.addEventListener("click", function () { sortBy(th); });
+  });
+  filter.addEventListener("input", applyFilter);
+  applyFilter();
+})();
+"""
+
+TEMPLATE = (
+    """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{title}}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+.plot { min-height: 300px; }
+#filter { width: 30em; padding: 0.3em; }
+table { border-collapse: collapse; font-size: 0.85em; margin-top: 0.5em; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.4em; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; cursor: pointer; position: sticky; top: 0; }
+th[aria-sort=ascending]::after { content: " \\25b2"; }
+th[aria-sort=descending]::after { content: " \\25bc"; }
+td:nth-last-child(-n+2) { text-align: left; font-family: monospace; white-space: normal; word-break: break-all;
+  min-width: 25em; }
+tr.failed { color: #a00; }
+tr.queued, tr.running { color: #888; }
+tr.picked { background: #fff3b0; }
+</style>
+</head>
+<body>
+<h1>{{title}}</h1>
+<p>{{summary}}</p>
+{{plots}}
+<section>
+<h2>Trials</h2>
+<p>Click a point to find its trial here; click a header to sort; type to keep the rows holding every word.</p>
+<input id="filter" type="search" placeholder="filter, e.g. done front 3" aria-label="filter the trials">
+<span id="shown"></span>
+<table id="trials">
+<thead><tr>{{headers}}</tr></thead>
+<tbody>
+{{rows}}
+</tbody>
+</table>
+</section>
+<script>{{plotly}}</script>
+<script type="application/json" id="figures">{{figures}}</script>
+<script>"""
+    + SCRIPT
+    + """</script>
+</body>
+</html>
+"""
+)
