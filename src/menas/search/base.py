@@ -40,6 +40,9 @@ class Strategy:
     finetunes: ClassVar[bool] = False
     #: The subclass's own settings (constructor arguments kept as attributes of the same name) for `settings()`.
     setting_names: ClassVar[tuple[str, ...]] = ()
+    #: What selection optimises and, under "pareto", the front's objectives: strategies that select set their own.
+    objective: str = "accuracy"
+    pareto: tuple[str, ...] = pareto.DEFAULT_OBJECTIVES
 
     def __init__(
         self, space: SearchSpace, budget: Budget | None, seed: int, use_tickets: bool, recipe: Recipe | None = None
@@ -283,9 +286,7 @@ class Strategy:
         """Done outcomes of one rung, best first by the strategy's objective: `rank_key`, or NSGA-II's order under
         `objective="pareto"` (ties in it broken by `rank_key`)."""
         ranked = sorted(outcomes, key=rank_key)
-        if getattr(self, "objective", "accuracy") != "pareto":
-            return ranked
-        return pareto.nsga2_sorted(ranked, getattr(self, "pareto", pareto.DEFAULT_OBJECTIVES))
+        return pareto.nsga2_sorted(ranked, self.pareto) if self.objective == "pareto" else ranked
 
     def _generation_outcomes(self, generation: int) -> list[TrialOutcome]:
         """The told outcomes of one generation's asked trials, in trial_id order (call once all are told)."""
