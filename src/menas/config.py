@@ -532,4 +532,3 @@ def _check_min(where: str, value: Any, low: float, optional: bool = False, stric
 def _check_range(where: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise UserError(f"{where}: got {value!r}, allowed: {low:g} <= value <= {high:g}")
-

@@ -20,7 +20,6 @@ from menas.errors import UserError
 T = TypeVar("T")
 
 
-
 def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if origin is Literal:
