@@ -1,7 +1,8 @@
 # Set-up and everyday commands. `make demo` and `make test` work on a fresh machine: they create .venv and
 # install the Fashion-MNIST dataset package when apt is available. `make demo` installs menas alone (what every
-# README command needs); `make test` adds the dev extra (Ray, ONNX, fvcore, pytest, ruff). Both install with
-# constraints.txt, the versions the tests ran with (`make constraints` rewrites it from .venv).
+# README command needs); `make test` adds the dev extra (Ray, ONNX, fvcore, pytest, ruff) and Debian's chromium
+# (the browser tests). Both install with constraints.txt, the versions the tests ran with (`make constraints`
+# rewrites it from .venv).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST := $(BIN)/python -m pytest -q --durations=15
 
-.PHONY: demo test test-all test-slow lint format bench dataset constraints clean docs
+.PHONY: demo test test-all test-slow lint format bench dataset browser constraints clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,20 +27,24 @@ $(DEV_STAMP): pyproject.toml constraints.txt | $(BIN)/python
 dataset:
 	@bash scripts/install-fashion-mnist.sh
 
+# headless Chromium for tests/test_browser.py (skipped without it)
+browser:
+	@bash scripts/install-chromium.sh
+
 demo: $(BASE_STAMP) dataset
 	rm -rf runs/demo
 	$(BIN)/menas search --config configs/demo.yaml --out runs/demo
 	$(BIN)/menas report runs/demo
 
 # the everyday suite: everything but the tests marked slow (CI runs those too: .ci/run)
-test: $(DEV_STAMP) dataset
+test: $(DEV_STAMP) dataset browser
 	$(BIN)/ruff check src tests bench
 	$(PYTEST) -m "not slow"
 
 test-slow: $(DEV_STAMP) dataset
 	$(PYTEST) -m slow
 
-test-all: $(DEV_STAMP) dataset
+test-all: $(DEV_STAMP) dataset browser
 	$(BIN)/ruff check src tests bench
 	$(PYTEST)
 

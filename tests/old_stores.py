@@ -22,9 +22,9 @@ _V4_COLUMNS = ("origin TEXT", "inherited TEXT")
 
 
 def make_old_store(run_dir: Path, version: int) -> None:
-    """Replaces the trials table of a new store with one of schema `version` (1 to 6) holding two trials: 0 done
+    """Replaces the trials table of a new store with one of schema `version` (1 to 7) holding two trials: 0 done
     (score 70, 100 images, weights at an absolute path), 1 queued; version 1 has no retrains table either."""
-    if version in (5, 6):
+    if version in (5, 6, 7):
         _make_record_store(run_dir, version)
         return
     conn = sqlite3.connect(run_dir / "menas.sqlite")
@@ -45,13 +45,17 @@ def make_old_store(run_dir: Path, version: int) -> None:
 
 
 #: The columns each schema version of the one trial record added, dropped from a new store to make an old one.
-_ADDED_SINCE = {6: ("train_losses",), 7: ("latency_ms", "ticket_latency_ms")}
+_ADDED_SINCE = {
+    6: ("train_losses",),
+    7: ("latency_ms", "ticket_latency_ms"),
+    8: ("measured_latency_ms", "latency_measurement"),
+}
 
 
 def _make_record_store(run_dir: Path, version: int) -> None:
-    """A store of schema 5 (the one trial record, before the per-epoch training losses) or 6 (before the predicted
-    latencies): the new store's table without the columns added since, holding the same two trials under the
-    record's names."""
+    """A store of schema 5 (the one trial record, before the per-epoch training losses), 6 (before the predicted
+    latencies) or 7 (before the measured latency): the new store's table without the columns added since, holding
+    the same two trials under the record's names."""
     conn = sqlite3.connect(run_dir / "menas.sqlite")
     for later, columns in _ADDED_SINCE.items():
         for column in columns if later > version else ():

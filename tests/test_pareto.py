@@ -18,6 +18,7 @@ from menas.config import StrategyConfig
 from menas.errors import UserError
 from menas.search import pareto
 from menas.search.pareto import MAX, MIN
+from menas.search.record import TrialRecord
 from menas.search.store import Store
 from menas.search.strategies import TrialOutcome, TrialSpec
 
@@ -199,11 +200,40 @@ def test_a_front_may_trade_params_and_the_objectives_are_checked() -> None:
     assert [t.trial_id for t in pareto.trial_front(trials, ("accuracy", "params"))] == [2, 0]  # rising params
     assert [t.trial_id for t in pareto.trial_front(trials, ("accuracy", "macs", "params"))] == [1, 0, 2]
     assert [t.trial_id for t in pareto.nsga2_sorted(trials, ("accuracy", "params"))] == [0, 2, 1]  # b dominated
-    for bad in (["macs", "accuracy"], ["accuracy"], ["accuracy", "latency"], ["accuracy", "macs", "macs"]):
+    for bad in (["macs", "accuracy"], ["accuracy"], ["accuracy", "speed"], ["accuracy", "macs", "macs"]):
         with pytest.raises(ValueError, match="strategy.pareto"):
             pareto.check_objectives(bad)
         with pytest.raises(UserError, match="strategy.pareto: got"):
             StrategyConfig(pareto=bad)
+
+
+#: (final score, final predicted latency ms, final MACs in millions) of hand-made trials for a latency front: by
+#: hand, B (1.0 ms, 60%) is the cheapest, E equals B (a later trial: left out), A (2.0 ms, 70%) beats C (3.0 ms,
+#: 65%) in both, D (5.0 ms, 80%) is the most accurate; F has no latency (a trial of no table: never on the front).
+LATENCY_HAND = [(70.0, 2.0, 9), (60.0, 1.0, 1), (65.0, 3.0, 1), (80.0, 5.0, 1), (60.0, 1.0, 1), (99.0, None, 1)]
+
+
+def _latency_trial(trial_id: int, score: float, latency: float | None, macs: int) -> TrialRecord:
+    return TrialRecord(trial_id=trial_id, genome=f"g{trial_id}", status="done", trained_score=score,
+                       macs=macs * 1_000_000, params=10, latency_ms=latency)  # fmt: skip
+
+
+def test_a_front_on_latency_matches_the_one_computed_by_hand() -> None:
+    """`pareto: [accuracy, latency]` trades the predicted latency: the front is B, A, D by rising latency (MACs
+    play no part: A has the most); NSGA-II orders the outcomes the strategy is told alike; [accuracy, macs,
+    latency] keeps what either cost keeps."""
+    trials = [_latency_trial(i, *t) for i, t in enumerate(LATENCY_HAND)]
+    random.Random(1).shuffle(trials)
+    assert [t.trial_id for t in pareto.trial_front(trials, ("accuracy", "latency"))] == [1, 0, 3]
+    outcomes = [TrialOutcome.from_record(t) for t in trials]
+    assert [o.final_latency_ms for o in sorted(outcomes, key=lambda o: o.trial_id)] == [2.0, 1.0, 3.0, 5.0, 1.0, None]
+    assert [t.trial_id for t in pareto.trial_front(outcomes, ("accuracy", "latency"))] == [1, 0, 3]
+    # fronts by hand: {A, B, D, E} then {C}; crowding on the first: B and D ends, A between, E equal to B
+    assert [o.trial_id for o in pareto.nsga2_sorted(outcomes, ("accuracy", "latency"))][-1] == 2
+    assert [t.trial_id for t in pareto.trial_front(trials, ("accuracy", "macs", "latency"))] == [1, 2, 3, 0]
+    with pytest.raises(ValueError, match="TrialOutcome.latency_ms: got -1"):
+        TrialOutcome(0, "g", "done", 1.0, 1, 1, latency_ms=-1)
+    assert StrategyConfig(objective="pareto", pareto=["accuracy", "latency"]).pareto == ["accuracy", "latency"]
 
 
 def _store(run: Path, objective: str) -> Path:

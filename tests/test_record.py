@@ -21,7 +21,8 @@ FULL = TrialRecord(
     worker="host:1", error=None, queued_at=1.0, started_at=2.0,
     finished_at=3.0, macs=1000, params=10, latency_ms=2.5, trained_score=60.0, finetuned_score=None, ticket="t",
     ticket_macs=800, ticket_params=8, ticket_latency_ms=2.25, ticket_recalibrated_score=58.0,
-    ticket_finetuned_score=61.0,
+    ticket_finetuned_score=61.0, measured_latency_ms=2.5,
+    latency_measurement={"p90_ms": 2.75, "settings": {"threads": 1}, "same_host": True},
     weights="trials/00000/model.safetensors", train_s=1.0, lottery_s=0.5, finetune_s=0.25, eval_s=0.125,
     epoch_s=(1.0, 0.25), train_epoch_s=(0.75,), train_losses=(2.25,), finetune_epoch_s=(0.2,), epochs=2,
     finetune_epochs=1,
@@ -66,7 +67,7 @@ def test_no_ticket_is_none_everywhere() -> None:
     assert (plain.ticket, plain.final_genome, plain.final_score, plain.final_macs) == (None, "g", 55.0, 5)
     assert TrialOutcome.from_record(plain) == TrialOutcome(1, "g", "done", 55.0, 5, 2, None)
     lineage = {"role": FULL.role, "parent_ids": FULL.parent_ids, "rung": FULL.rung}
-    assert TrialOutcome.from_record(FULL) == TrialOutcome(0, "g", "done", 61.0, 800, 8, "t", **lineage)
+    assert TrialOutcome.from_record(FULL) == TrialOutcome(0, "g", "done", 61.0, 800, 8, "t", **lineage, latency_ms=2.25)
     with pytest.raises(ValueError, match="ticket: got None, allowed: a genome string when ticket_macs"):
         TrialRecord(trial_id=1, genome="g", status="done", macs=5, params=2, trained_score=5.0, ticket_macs=3)
     with pytest.raises(ValueError, match="ticket: got None, allowed: a genome string when ticket_latency_ms"):

@@ -434,9 +434,9 @@ def test_worker_and_eval_seconds_are_written(tmp_path: Path) -> None:
         assert [(t.worker, t.eval_s) for t in store.trials()] == [("node7:4242", 0.25), ("slot-2", 0.5), (None, None)]
 
 
-@pytest.mark.parametrize("version", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("version", [2, 3, 4, 5, 6, 7])
 def test_an_older_store_reads_under_the_record_names_and_migrates(tmp_path: Path, version: int) -> None:
-    """A store of schema 2-6 reads read-only under the record's names (defaults for columns it lacks), and opened
+    """A store of schema 2-7 reads read-only under the record's names (defaults for columns it lacks), and opened
     for writing is migrated: the old columns renamed, the new ones added, its trials kept, new results recorded."""
     new_store(tmp_path).close()
     make_old_store(tmp_path / "run", version)
@@ -446,7 +446,7 @@ def test_an_older_store_reads_under_the_record_names_and_migrates(tmp_path: Path
         assert old.weights == "/gone/trials/00000/model.safetensors" and old.parent_ids == () and old.origin is None
         assert store.compute_used().images == 100
     with Store.open(tmp_path / "run") as store:
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
         columns = {row[1] for row in store._conn.execute("PRAGMA table_info(trials)")}
         assert {f.name for f in FIELDS} <= columns <= {f.name for f in FIELDS} | {"compute_images"}
         store.mark_running(1)
@@ -457,7 +457,10 @@ def test_an_older_store_reads_under_the_record_names_and_migrates(tmp_path: Path
         assert new.final_score == 65.0 and new.train_epoch_s == (1.5,) and new.raw_images == 150
         assert new.train_losses == (2.5,) and old.train_losses == ()
         assert new.final_latency_ms == 1.25 and old.latency_ms is None and old.final_latency_ms is None
+        assert old.measured_latency_ms is None and old.latency_measurement is None
         assert store.trial(0) == old
+        store.record_latency(1, 1.5, {"p90_ms": 1.75})  # schema 8's columns, written to a migrated store
+        assert (store.trial(1).measured_latency_ms, store.trial(1).latency_measurement) == (1.5, {"p90_ms": 1.75})
     with pytest.raises(ValueError, match="bogus"), Store.open(tmp_path / "run") as store:
         store.add_trials([spec(2)])
         store.finish_trial(2, trained_score=1.0, macs=1, params=1, bogus=3)

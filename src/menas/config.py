@@ -220,6 +220,8 @@ INHERITING_STRATEGIES = ("menas", "menas-no-tickets", "menas-inherit")
 ExecutorKind = Literal["local", "pool", "ray"]
 #: What selection optimises (`strategy.objective`; `menas.search.strategies.OBJECTIVES`).
 ObjectiveName = Literal["accuracy", "pareto"]
+#: Where a search logs its trials (`track`; `menas.track.hook`): none, or a tracker and the extra it needs.
+TrackerName = Literal["none", "tensorboard", "mlflow"]
 
 
 @dataclasses.dataclass
@@ -234,15 +236,25 @@ class BudgetConfig:
     # predicted inference latency bound in ms on the table's target (sampling, mutation, repair and tickets keep to it)
     latency_ms_max: float | None = None
     # the lookup table's JSON file (`menas latency-table`) for this space and input size, complete; with its fitted
-    # overhead when it has one (bench/bench_latency.py --save-fit), else the plain sum of its blocks
+    # overhead when it has one (bench/bench_latency.py --save-fit), else the plain sum of its blocks. Also what the
+    # `latency` objective of strategy.pareto is predicted from (then latency_ms_max may stay null); at the end the
+    # final front is measured on this machine at the table's settings
     latency_table: str | None = None
 
     def __post_init__(self) -> None:
         _check_min("budget.latency_ms_max", self.latency_ms_max, 0.0, optional=True, strict=True)
 
-    def check_latency(self) -> None:
-        """Both latency keys or neither. Checked when a search builds its budget, not on construction, so that
+    def check_latency(self, latency_objective: bool = False) -> None:
+        """Both latency keys or neither; with `latency_objective` (`strategy.pareto` names latency) the table is
+        required and the bound optional. Checked when a search builds its budget, not on construction, so that
         `--set budget.latency_ms_max=2 --set budget.latency_table=T` (one key at a time) is accepted."""
+        if latency_objective:
+            if self.latency_table is None:
+                raise UserError(
+                    "budget.latency_table: got null with latency in strategy.pareto, allowed: a lookup table of "
+                    "`menas latency-table` for this space and input size (it predicts the latency objective)"
+                )
+            return
         if (self.latency_ms_max is None) != (self.latency_table is None):
             missing, given = ("latency_table", "latency_ms_max")[:: 1 if self.latency_table is None else -1]
             raise UserError(
@@ -288,7 +300,8 @@ class StrategyConfig:
     # top-1 (then fewer MACs). pareto: NSGA-II over final top-1 (up) and final MACs (down): lower Pareto front,
     # then larger crowding distance; the run's result is then its front (`menas status`, `menas export --front K`)
     objective: ObjectiveName = "accuracy"
-    # with objective pareto: what the front trades, accuracy first, then one or more costs (macs, params)
+    # with objective pareto: what the front trades, accuracy first, then one or more costs (macs, params, latency:
+    # the predicted latency, which needs budget.latency_table)
     pareto: list[str] = dataclasses.field(default_factory=lambda: ["accuracy", "macs"])
 
     def __post_init__(self) -> None:
@@ -298,7 +311,7 @@ class StrategyConfig:
             raise UserError(
                 f"strategy.objective: got {self.objective!r}, allowed: {', '.join(typing.get_args(ObjectiveName))}"
             )
-        costs = ("macs", "params")
+        costs = ("macs", "params", "latency")  # `menas.search.pareto.OBJECTIVES`
         pareto = self.pareto
         if not (
             isinstance(pareto, list | tuple)
@@ -415,11 +428,20 @@ class SearchConfig:
     max_failure_share: float = 0.5  # stop when more than this share of (at least 5) trials failed
     inherit: InheritConfig = dataclasses.field(default_factory=InheritConfig)  # children start from parents' weights
     fidelity: FidelityConfig = dataclasses.field(default_factory=FidelityConfig)  # rungs and noise repeats
+    # log every trial as it finishes, and the best trial and Pareto front at the end, to an experiment tracker
+    # (docs/tracking.md): none, tensorboard (`pip install menas[tensorboard]`) or mlflow (`pip install menas[mlflow]`)
+    track: TrackerName = "none"
+    # where: tensorboard: this run's event-file folder (null: RUN/tensorboard); mlflow: the tracking URI, e.g.
+    # http://host:5000 (null: sqlite:///RUN/mlflow.db with artifacts in RUN/mlartifacts). Relative paths are taken
+    # from the working directory
+    track_uri: str | None = None
 
     def __post_init__(self) -> None:
         _check_min("finetune_epochs", self.finetune_epochs, 0)
 
         _check_range("max_failure_share", self.max_failure_share, 0.0, 1.0)
+        if self.track not in typing.get_args(TrackerName):  # a Python caller's value; YAML and --set are checked
+            raise UserError(f"track: got {self.track!r}, allowed: {', '.join(typing.get_args(TrackerName))}")
         epochs = self.inherit.epochs
         if epochs is not None and epochs > self.train.epochs:
             raise UserError(f"inherit.epochs: got {epochs!r}, allowed: null or 0..train.epochs ({self.train.epochs})")

@@ -1,10 +1,11 @@
 """Where a run keeps its files: the one owner of every path in a run folder and a trial folder.
 
 A run folder holds `config.yaml` (the resolved config), `menas.sqlite` (the store), `menas.lock` (held while a
-search writes), `trials/NNNNN/` (one folder per trial) and `report/` (after `menas report`). A trial folder holds
-`model.safetensors` (the final network's weights, the genome in their metadata), `run.json` (how it was trained),
-`lottery.json` (the ticket search), `inherit.json` (what weight inheritance did) and, only while the trial runs,
-its epoch checkpoints `train.ckpt` and `finetune.ckpt`.
+search writes), `trials/NNNNN/` (one folder per trial), `report/` (after `menas report`) and, when the search logs
+to a tracker (`track`), `tensorboard/` or `mlflow.db` and `mlartifacts/` (MLflow's store and artifacts). A trial
+folder holds `model.safetensors` (the final network's weights, the genome in their metadata), `run.json` (how it
+was trained), `lottery.json` (the ticket search), `inherit.json` (what weight inheritance did) and, only while the
+trial runs, its epoch checkpoints `train.ckpt` and `finetune.ckpt`.
 
 The store keeps paths relative to the run folder (`RunFolder.relative`), so a moved or copied run folder still
 works; paths recorded absolute by older versions are found again by their trial folder (`RunFolder.resolve`).
@@ -22,6 +23,10 @@ STORE_FILE = "menas.sqlite"
 LOCK_FILE = "menas.lock"
 TRIALS_DIR = "trials"
 REPORT_DIR = "report"
+#: `track: tensorboard`'s event files (one folder per trial and one for the search), unless `track_uri` says where.
+TENSORBOARD_DIR = "tensorboard"
+#: `track: mlflow`'s tracking store (SQLite) and artifact root, unless `track_uri` names another tracking URI.
+MLFLOW_DB, MLFLOW_ARTIFACTS_DIR = "mlflow.db", "mlartifacts"
 #: The weights of a trained network (safetensors, with the genome string in the metadata).
 WEIGHTS_FILE = "model.safetensors"
 #: How a network was trained: genome, data and training configs, preprocessing, provenance.
@@ -103,6 +108,18 @@ class RunFolder:
     def report(self) -> Path:
         return self.path / REPORT_DIR
 
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.path / MLFLOW_DB
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.path / MLFLOW_ARTIFACTS_DIR
+
     def trial(self, trial_id: int) -> TrialFolder:
         return TrialFolder(self.trials / f"{trial_id:05d}")
 
@@ -139,9 +156,12 @@ __all__ = [
     "INHERIT_FILE",
     "LOCK_FILE",
     "LOTTERY_FILE",
+    "MLFLOW_ARTIFACTS_DIR",
+    "MLFLOW_DB",
     "REPORT_DIR",
     "RUN_FILE",
     "STORE_FILE",
+    "TENSORBOARD_DIR",
     "TRAIN_CHECKPOINT",
     "TRIALS_DIR",
     "WEIGHTS_FILE",

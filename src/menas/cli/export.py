@@ -35,11 +35,27 @@ def cmd_export(args: argparse.Namespace) -> int:
             diff = result.max_abs_diff[name]
             checked = " (not checked)" if diff is None else f" (max |diff| vs the model {diff:.2g})"
         console.print(f"  {name}: {path}{checked}")
+    if "latency" in info:
+        console.print(_latency_line(info["latency"]))
     for note in result.notes:
         console.print(f"  note: {note}")
     if "mean" not in pre:
         console.print(f"  note: preprocessing unknown ({pre.get('reason')})")
     return 0
+
+
+def _latency_line(latency: dict[str, Any]) -> str:
+    """The exported network's latency as genome.json records it: predicted, measured (and how), or a note that it
+    was only predicted."""
+    predicted = latency.get("predicted_ms")
+    line = "latency: " + ("" if predicted is None else f"predicted {predicted:.3g} ms")
+    measured = latency.get("measured_ms")
+    if measured is None:
+        return f"{line}; {latency.get('note', 'not measured')}"
+    settings = (latency.get("measurement") or {}).get("settings", {})
+    batch, threads, runtime = (settings.get(k, "?") for k in ("batch", "threads", "runtime"))
+    how = f"batch {batch}, {threads} thread(s), {runtime}"
+    return f"{line}{'; ' if predicted is not None else ''}measured {measured:.3g} ms ({how})"
 
 
 def _export_source(
@@ -87,7 +103,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="K",
-        help="the K-th member of the run's Pareto front of search-val top-1 vs MACs, by rising MACs (1 = cheapest)",
+        help="the K-th member of the run's Pareto front (search-val top-1 vs its strategy.pareto costs, MACs by "
+        "default), by rising first cost (1 = cheapest)",
     )
     p.set_defaults(func=cmd_export)
 

@@ -1,5 +1,6 @@
-"""`menas latency` (one network's inference latency on this machine) and `menas latency-table` (a space's per-block
-lookup table); the torch-side modules are imported inside the commands."""
+"""`menas latency` (one network's inference latency on this machine; `--front`: a run's final front, recorded in its
+store) and `menas latency-table` (a space's per-block lookup table); the torch-side modules are imported inside the
+commands."""
 
 from __future__ import annotations
 
@@ -89,9 +90,12 @@ def _label(info: dict[str, Any]) -> str:
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    """Measures one network's inference latency and prints one line (and the whole record with --json)."""
+    """Measures one network's inference latency and prints one line (and the whole record with --json); with
+    `--front`, a run's final front into its store."""
     from menas.latency.measure import measure
 
+    if args.front:
+        return _measure_front(Path(args.source))
     settings = _settings(args)
     for flag, value, low in (("--input-size", args.input_size, 16), ("--in-chans", args.in_chans, 1),
                              ("--num-classes", args.num_classes, 2)):  # fmt: skip
@@ -106,6 +110,27 @@ def cmd_latency(args: argparse.Namespace) -> int:
         f"{result.median_ms:.3f} ms median (p90 {result.p90_ms:.3f} ms, IQR {result.iqr_ms:.3f} ms, {result.runs} "
         f"runs): {_label(info)} at {size} px, batch {settings.batch}, {settings.threads} thread(s), "
         f"{settings.runtime} {host['runtime_version']} on {settings.device} ({host['device_name']})"
+    )
+    return 0
+
+
+def _measure_front(run: Path) -> int:
+    """`menas latency RUN --front`: the run's result (its Pareto front, else its best) measured at its latency
+    table's settings and recorded in its store, what was measured before kept; one line a network."""
+    from menas.latency.front import measure_run_front
+    from menas.search.store import store_path
+
+    if not store_path(run).is_file():
+        raise UserError(f"--front: {str(run)!r} holds no search (no menas.sqlite), allowed: a run folder")
+
+    def show(trial: Any, median_ms: float) -> None:
+        predicted = "" if trial.final_latency_ms is None else f" (predicted {trial.final_latency_ms:.3f} ms)"
+        print(f"trial {trial.trial_id}: {median_ms:.3f} ms median measured{predicted}")
+
+    done = measure_run_front(run, " ".join(["menas latency", str(run), "--front"]), progress=show)
+    print(
+        f"run {run}: {len(done.measured)} network(s) measured now, {len(done.before)} measured before; "
+        f"`menas status {run}` shows them"
     )
     return 0
 
@@ -172,6 +197,13 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=None, help="classes (default: the recorded ones, or 1000)")
     _add_measure_args(p)
     p.add_argument("--json", default=None, metavar="OUT", help="write the whole measurement as JSON to OUT")
+    p.add_argument(
+        "--front",
+        action="store_true",
+        help="SOURCE is a run with a latency table: measure its final front (its best without a Pareto objective) "
+        "at the table's settings and record it in the run's store (what was measured before is kept; the "
+        "measurement flags do not apply)",
+    )
     p.set_defaults(func=cmd_latency)
 
 

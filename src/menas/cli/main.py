@@ -31,6 +31,7 @@ COMMANDS = (
     "latency",
     "latency-table",
     "report",
+    "dashboard",
     "lottery",
     "space",
 )

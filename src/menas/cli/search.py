@@ -60,6 +60,11 @@ def _run_search(search: Any, console: Console) -> int:
     noise = search.store.noise()
     if noise is not None:
         console.print(noise.describe())
+    if search.cfg.budget.latency_table is not None:
+        skipped = search.store.events("latency_not_measured")
+        final = search.store.final_networks()
+        for line in measured_lines(final, search.run_dir, "finished", skipped[-1].payload if skipped else None):
+            console.print(line)
     console.print(f"run folder: {search.run_dir} (config.yaml, menas.sqlite, trials/)")
     console.print(
         f"next: `menas report {search.run_dir}` (figures, tables), `menas export {search.run_dir} --out "
@@ -125,6 +130,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         used = store.compute_used()
         best = store.best()
         front = store.front()
+        final = store.final_networks()
+        not_measured = store.events("latency_not_measured")
         noise = store.noise()
         cfg = from_dict(SearchConfig, store.config(), "run config")
     total = make_strategy(cfg).total_trials
@@ -176,6 +183,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if noise is not None:
         console.print(noise.describe())
     _print_front(front, cfg.strategy.objective == "pareto", run, console, tuple(cfg.strategy.pareto[1:]))
+    if cfg.budget.latency_table is not None:
+        for line in measured_lines(final, run, info.status, not_measured[-1].payload if not_measured else None):
+            console.print(line)
     if trials:
         started = min(t.queued_at for t in trials)
         last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
@@ -189,11 +199,51 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _latency_text(best: Any, bound_ms: float | None) -> str:
-    """The best network's predicted latency for a run with a latency budget (from the budget's lookup table), as
-    ", predicted latency 1.23 ms (budget 1.5 ms)"; "" without one."""
-    if bound_ms is None or best.final_latency_ms is None:
+    """The best network's latency for a run with a latency table: predicted from the table, as ", predicted
+    latency 1.23 ms (budget 1.5 ms)" (the budget under a bound), then measured on this machine when it was
+    (", measured 1.31 ms"); "" without a table."""
+    if best.final_latency_ms is None:
         return ""
-    return f", predicted latency {best.final_latency_ms:.3g} ms (budget {bound_ms:g} ms)"
+    budget = "" if bound_ms is None else f" (budget {bound_ms:g} ms)"
+    measured = "" if best.measured_latency_ms is None else f", measured {best.measured_latency_ms:.3g} ms"
+    return f", predicted latency {best.final_latency_ms:.3g} ms{budget}{measured}"
+
+
+def measured_lines(final: list[Any], run: Path, status: str, skipped: dict[str, Any] | None) -> list[str]:
+    """What `menas status` and the end of a search say about the run's result measured on this machine at its
+    latency table's settings (`menas.latency.front`): one line a network measured, where and how; or that it is
+    not measured yet, why when the search said so, and how to measure it."""
+    if not final:
+        return []
+    what = "Pareto front" if len(final) > 1 else "network"
+    lines = []
+    for t in (t for t in final if t.measured_latency_ms is not None):
+        predicted = "" if t.final_latency_ms is None else f" (predicted {t.final_latency_ms:.3g} ms)"
+        lines.append(f"  trial {t.trial_id}: {t.measured_latency_ms:.3g} ms measured{predicted}, {_how(t)}")
+    missing = [t.trial_id for t in final if t.measured_latency_ms is None]
+    if not missing:
+        return [f"latency of the final {what}, measured on this machine at the table's settings:", *lines]
+    if status in ("created", "running"):
+        when = " yet (the search measures it when it finishes)"
+    else:
+        when = f": {skipped['error']}" if skipped else ""
+    head = (
+        f"latency of the final {what}: {len(missing)} of {len(final)} not measured{when}; trial(s) "
+        f"{', '.join(map(str, missing))} have predicted latencies only; `menas latency {run} --front` measures them"
+    )
+    return [head, *lines]
+
+
+def _how(t: Any) -> str:
+    """How a measurement was taken, in a few words: p90, runs, settings, host (and whether it is the table's)."""
+    m = t.latency_measurement or {}
+    s, host = m.get("settings", {}), m.get("host", {})
+    where = "the table's host" if m.get("same_host") else "not the table's host"
+    return (
+        f"p90 {m.get('p90_ms', 0):.3g} ms, {m.get('runs', '?')} runs, batch {s.get('batch', '?')}, "
+        f"{s.get('threads', '?')} thread(s), {s.get('runtime', '?')} on {s.get('device', '?')} "
+        f"({host.get('device_name', '?')}; {where})"
+    )
 
 
 def _print_front(front: list[Any], full: bool, run: Path, console: Console, costs: tuple[str, ...]) -> None:
@@ -212,10 +262,12 @@ def _print_front(front: list[Any], full: bool, run: Path, console: Console, cost
         )
         return
     table = Table(title=f"Pareto front (final top-1 vs {against})")
-    for column in ("K", "trial", "gen", "top-1", "MACs", "params", "ticket"):
+    latency = any(t.final_latency_ms is not None for t in front)
+    columns = ("K", "trial", "gen", "top-1", "MACs", "params", "ticket")
+    for column in columns + (("predicted ms", "measured ms") if latency else ()):
         table.add_column(column, justify="right")
     for k, t in enumerate(front, 1):
-        table.add_row(
+        cells = [
             str(k),
             str(t.trial_id),
             str(t.generation),
@@ -223,9 +275,16 @@ def _print_front(front: list[Any], full: bool, run: Path, console: Console, cost
             format_count(t.final_macs),
             format_count(t.final_params or 0),
             "yes" if t.ticket is not None else "no",
-        )
+        ]
+        if latency:
+            cells += [_ms(t.final_latency_ms), _ms(t.measured_latency_ms, "not measured")]
+        table.add_row(*cells)
     console.print(table)
     console.print(hint)
+
+
+def _ms(value: float | None, missing: str = "-") -> str:
+    return missing if value is None else f"{value:.3g}"
 
 
 def _print_inheritance(trials: Any, console: Any) -> None:

@@ -1,15 +1,17 @@
 """Plots and tables of a search, read from its store: what a user looks at after (or during) a run.
 
-The figures the paper shows: accuracy vs MACs per generation (with each lottery ticket linked to the candidate
-it was cut from), training epoch time per generation (Fig. 4a), the Pareto front of accuracy against MACs and
-params over every finished trial, the per-generation mean and spread of candidate and ticket cost, epoch time and
-the share replaced (Fig. 4a/4b, `generations.png`), and, when trials kept their ticket search (`lottery.json`),
-candidates beside their proposals and chosen tickets (Fig. 4c, `lottery.png`). Plus `trials.csv` (one row per
-trial, every per-phase measurement), `report.md` (generation tables, best network, Pareto front, and with
-individual weight sharing what the bred children inherited and the training it saved: `inheritance`) and
-`report.html` (`menas.report.html`: the same figures interactive, and a sortable, filterable table of every trial,
-in one self-contained page that opens offline). Torch-free, and matplotlib is imported only to draw, so `menas
-report` starts fast; it reads the store read-only and works while the search runs.
+The figures the paper shows: accuracy vs MACs per generation (with each lottery ticket linked to the candidate it
+was cut from), accuracy vs latency when the search had a latency table (`accuracy_vs_latency.png`: predicted, the
+final front measured on the search's machine, the front on latency when it is an objective), training epoch time per
+generation (Fig. 4a), the Pareto front of accuracy against MACs and params over every finished trial, the
+per-generation mean and spread of candidate and ticket cost, epoch time and the share replaced (Fig. 4a/4b,
+`generations.png`), and, when trials kept their ticket search (`lottery.json`), candidates beside their proposals
+and chosen tickets (Fig. 4c, `lottery.png`). Plus `trials.csv` (one row per trial, every per-phase measurement),
+`report.md` (generation tables, best network, Pareto front, and with individual weight sharing what the bred
+children inherited and the training it saved: `inheritance`) and `report.html` (`menas.report.html`: the same
+figures interactive, and a sortable, filterable table of every trial, in one self-contained page that opens
+offline). Torch-free, and matplotlib is imported only to draw, so `menas report` starts fast; it reads the store
+read-only and works while the search runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from menas.errors import UserError
 from menas.folders import RunFolder
 from menas.report.figures import (
+    plot_accuracy_vs_latency,
     plot_accuracy_vs_macs,
     plot_epoch_time,
     plot_generations,
@@ -29,6 +32,7 @@ from menas.report.figures import (
 from menas.report.html import write_page
 from menas.report.points import (
     FIGURES,
+    LATENCY_FIGURE,
     LOTTERY_FIGURE,
     LOTTERY_PANELS,
     PAGE,
@@ -40,6 +44,7 @@ from menas.report.points import (
     lottery_records,
     pareto_front,
     points,
+    run_front,
 )
 from menas.report.tables import CSV_FIELDS, title, write_csv, write_markdown
 from menas.search.pareto import DEFAULT_OBJECTIVES
@@ -55,6 +60,8 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         phases = store.generation_phases()
         config = store.config()
         retrains = store.retrains()
+        # a latency table's run measures its result (front, else best) at its end: the report says how it went
+        final = store.final_networks() if (config.get("budget") or {}).get("latency_table") else []
     pts = points(records)
     if not pts:
         raise UserError(f"run {os.fspath(run_dir)!r}: no finished trial yet, nothing to report")
@@ -78,8 +85,11 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
             phases,
             records,
             objectives,
+            final,
         ),
     ]
+    if any(p.latency_ms is not None for p in pts):
+        paths.append(_latency_figure(pts, records, objectives, folder / LATENCY_FIGURE))
     searches = lottery_records(run_dir, records)
     if searches:
         paths.append(plot_lottery(searches, folder / LOTTERY_FIGURE))
@@ -87,9 +97,17 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     return paths
 
 
+def _latency_figure(pts: list[Point], records: list, objectives: tuple[str, ...], path: Path) -> Path:
+    """Accuracy vs latency, with the run's front on it when latency is one of its objectives (a staircase when
+    it is the only cost)."""
+    front = run_front(pts, records, objectives) if "latency" in objectives else []
+    return plot_accuracy_vs_latency(pts, path, front, staircase=tuple(objectives[1:]) == ("latency",))
+
+
 __all__ = [
     "CSV_FIELDS",
     "FIGURES",
+    "LATENCY_FIGURE",
     "LOTTERY_FIGURE",
     "LOTTERY_PANELS",
     "PAGE",

@@ -1,6 +1,7 @@
 """The report's figures, drawn with matplotlib (imported only to draw): accuracy vs MACs per generation with
-tickets linked to their candidates, epoch time per generation, the Pareto front, the per-generation phases
-(the paper's Fig. 4a/4b) and candidates beside their pruning proposals (Fig. 4c). No torch."""
+tickets linked to their candidates, accuracy vs latency (predicted, and measured for the final front), epoch time
+per generation, the Pareto front, the per-generation phases (the paper's Fig. 4a/4b) and candidates beside their
+pruning proposals (Fig. 4c). No torch."""
 
 from __future__ import annotations
 
@@ -65,6 +66,50 @@ def draw_accuracy_vs_macs(ax: Any, pts: Sequence[Point], cmap: Any) -> None:
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel("search-val top-1 (%)")
     ax.set_title("accuracy vs MACs per generation (black edge: lottery ticket; arrow: from its candidate)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot_accuracy_vs_latency(
+    pts: Sequence[Point], path: Path, front: Sequence[int] = (), staircase: bool = False
+) -> Path:
+    """Accuracy against predicted latency per generation (the trials with one), the networks measured on the
+    search's machine as black diamonds at their measured latency (a dotted line from the prediction), and the
+    run's Pareto front (`front`: indices into `pts`, given when latency is one of its objectives) edged in red,
+    joined as a staircase when latency is its only cost."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    draw_accuracy_vs_latency(ax, pts, plt.get_cmap("viridis"), front, staircase)
+    return _save(fig, path, plt)
+
+
+def draw_accuracy_vs_latency(
+    ax: Any, pts: Sequence[Point], cmap: Any, front: Sequence[int] = (), staircase: bool = False
+) -> None:
+    """`plot_accuracy_vs_latency` on `ax`."""
+    predicted = [p for p in pts if p.latency_ms is not None]
+    gens = _generations(predicted)
+    for k, gen in enumerate(gens):
+        group = [p for p in predicted if p.generation == gen]
+        ax.scatter([p.latency_ms for p in group], [p.score for p in group], color=cmap(k / max(1, len(gens) - 1)),
+                   label=f"generation {gen} (predicted)", zorder=3)  # fmt: skip
+    members = sorted((pts[i] for i in front if pts[i].latency_ms is not None), key=lambda p: p.latency_ms)
+    if members:
+        xs, ys = [p.latency_ms for p in members], [p.score for p in members]
+        if staircase:
+            ax.step(xs, ys, where="post", color="tab:red", zorder=2)
+        ax.scatter(xs, ys, facecolors="none", edgecolors="tab:red", s=120, linewidths=2, label="Pareto front",
+                   zorder=4)  # fmt: skip
+    measured = [p for p in predicted if p.measured_latency_ms is not None]
+    for p in measured:
+        ax.plot([p.latency_ms, p.measured_latency_ms], [p.score, p.score], ":", color="gray", zorder=2)
+    if measured:
+        ax.scatter([p.measured_latency_ms for p in measured], [p.score for p in measured], marker="D",
+                   color="black", label="measured on the search's machine", zorder=5)  # fmt: skip
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("search-val top-1 (%)")
+    ax.set_title("accuracy vs latency (predicted from the table; diamonds: measured whole)")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -302,6 +302,41 @@ def pareto_figure(pts: Sequence[Point], front: Sequence[int], objectives: Sequen
     return {"data": data, "layout": layout}
 
 
+def latency_figure(pts: Sequence[Point], front: Sequence[int], objectives: Sequence[str]) -> Figure:
+    """Accuracy against predicted latency, a trace per generation (the trials with one), the networks measured on
+    the search's machine as black diamonds at their measured latency, and the run's front (`front` over
+    `objectives`) when latency is one of its objectives, a staircase when it is the only cost
+    (`plot_accuracy_vs_latency`)."""
+    predicted = [p for p in pts if p.latency_ms is not None]
+    gens = sorted({p.generation for p in predicted})
+    data = []
+    for k, gen in enumerate(gens):
+        trace = _trial_trace(f"generation {gen}", [p for p in predicted if p.generation == gen], _viridis(k, len(gens)))
+        data.append({**trace, "x": [p.latency_ms for p in predicted if p.generation == gen]})
+    if "latency" in objectives:
+        members = sorted((pts[i] for i in front if pts[i].latency_ms is not None), key=lambda p: p.latency_ms)
+        trace = {**_trial_trace("Pareto front", members, FRONT), "x": [p.latency_ms for p in members]}
+        trace["marker"] = {"color": "rgba(0,0,0,0)", "size": 14, "line": {"color": FRONT, "width": 2}}
+        if list(objectives[1:]) == ["latency"]:
+            trace.update(mode="lines+markers", line={"shape": "hv", "color": FRONT})
+        data.append(trace)
+    measured = [p for p in predicted if p.measured_latency_ms is not None]
+    if measured:
+        data.append(
+            {
+                **_trial_trace("measured on the search's machine", measured, "black"),
+                "x": [p.measured_latency_ms for p in measured],
+                "hovertext": [
+                    f"trial {p.trial_id}: {p.measured_latency_ms:.3g} ms measured, {p.latency_ms:.3g} ms predicted"
+                    for p in measured
+                ],
+                "marker": {"symbol": "diamond", "size": 10, "color": "black"},
+            }
+        )
+    title = "accuracy vs latency (predicted from the table; diamonds: measured whole on the search's machine)"
+    return {"data": data, "layout": _layout(title, 520, [("latency (ms)", TOP1)])}
+
+
 def lottery_figure(searches: Sequence[tuple[TrialRecord, dict]]) -> Figure:
     """Fig. 4c analogue, a panel per trial (`plot_lottery`): the candidate (trained, recalibrated, fine-tuned)
     beside its pruning proposals and the chosen ticket before and after fine-tuning, against MACs."""
@@ -376,6 +411,11 @@ def _seconds(value: float | None) -> tuple[str, object]:
     return ("", None) if value is None else (f"{value:.1f}", value)
 
 
+def _ms(value: float | None) -> tuple[str, object]:
+    """A latency in ms: predicted (`final_latency_ms`) or measured (`measured_latency_ms`)."""
+    return ("", None) if value is None else (f"{value:.3g}", value)
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
@@ -398,6 +438,8 @@ COLUMNS: dict[str, Callable[[TrialRecord, bool], tuple[str, object]]] = {
     "params": lambda r, _: _count(r.final_params),
     "cand. MACs": lambda r, _: _count(r.macs),
     "cand. params": lambda r, _: _count(r.params),
+    "latency (ms)": lambda r, _: _ms(r.final_latency_ms),
+    "measured (ms)": lambda r, _: _ms(r.measured_latency_ms),
     "epoch (s)": lambda r, _: _seconds(_mean(r.train_epoch_s or r.epoch_s)),
     "train (s)": lambda r, _: _seconds(r.train_s),
     "lottery (s)": lambda r, _: _seconds(r.lottery_s),
@@ -434,9 +476,18 @@ def _summary(records: Sequence[TrialRecord], objectives: Sequence[str]) -> str:
         kind = " (a lottery ticket)" if best.ticket else ""
         line += (
             f" Best: trial {best.trial_id}, {best.score:.2f}% search-val top-1, {format_count(best.macs)} MACs, "
-            f"{format_count(best.params)} params{kind}."
+            f"{format_count(best.params)} params{kind}{_latency_phrase(best)}."
         )
     return html.escape(line)
+
+
+def _latency_phrase(best: Point) -> str:
+    """The best network's latency for the summary: ", predicted latency 1.2 ms, measured 1.3 ms" (or "not
+    measured"); "" without a latency table."""
+    if best.latency_ms is None:
+        return ""
+    measured = "not measured" if best.measured_latency_ms is None else f"measured {best.measured_latency_ms:.3g} ms"
+    return f", predicted latency {best.latency_ms:.3g} ms, {measured}"
 
 
 def _json_script(data: object) -> str:
@@ -457,8 +508,12 @@ def page(
     phases: Sequence[GenerationPhases],
     searches: Sequence[tuple[TrialRecord, dict]],
     objectives: Sequence[str],
+    live: tuple[str, float] | None = None,
 ) -> str:
-    """The whole page: figures (the lottery's when `searches`), the trials table, plotly.js and the page's JS."""
+    """The whole page: figures (the lottery's when `searches`), the trials table, plotly.js and the page's JS.
+    `live` is (the store's version, seconds between checks) for `menas dashboard`: the page then asks its server
+    for the version that often and reloads when it changed (`LIVE_SCRIPT`); None for the file `menas report`
+    writes."""
     pts = points(records)
     front = run_front(pts, records, objectives)
     figures = {
@@ -466,6 +521,8 @@ def page(
         "accuracy": accuracy_figure(pts),
         "pareto": pareto_figure(pts, front, objectives),
     }
+    if any(p.latency_ms is not None for p in pts):
+        figures["latency"] = latency_figure(pts, front, objectives)
     if searches:
         figures["lottery"] = lottery_figure(searches)
     parts = {
@@ -476,8 +533,18 @@ def page(
         "rows": table_rows(records, {pts[i].trial_id for i in front}),
         "plotly": plotly_js(),
         "figures": _json_script(figures),
+        "live": _live_script(live),
     }
     return re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], TEMPLATE)  # one pass: inserted text is not read
+
+
+def _live_script(live: tuple[str, float] | None) -> str:
+    """The dashboard's script element (`LIVE_SCRIPT` given the page's version and its period), or nothing."""
+    if live is None:
+        return ""
+    version, every_s = live
+    data = _json_script({"version": version, "every_ms": max(100, round(every_s * 1000))})
+    return f"<script>{LIVE_SCRIPT}({data});</script>"
 
 
 def write_page(
@@ -552,6 +619,20 @@ SCRIPT = """
 })();
 """
 
+#: `menas dashboard`'s addition (`page(live=...)`): every `every_ms` it asks the server that sent the page for the
+#: store's version ("version", beside the page) and reloads once it differs from the page's, so the page follows a
+#: running search without a manual reload; a failed check (server busy or gone) is retried at the next period.
+LIVE_SCRIPT = """(function (live) {
+  "use strict";
+  function check() {
+    fetch("version", {cache: "no-store"})
+      .then(function (r) { return r.ok ? r.text() : live.version; })
+      .catch(function () { return live.version; })
+      .then(function (v) { if (v !== live.version) location.reload(); else setTimeout(check, live.every_ms); });
+  }
+  setTimeout(check, live.every_ms);
+})"""
+
 TEMPLATE = (
     """<!DOCTYPE html>
 <html lang="en">
@@ -596,6 +677,7 @@ tr.picked { background: #fff3b0; }
 <script>"""
     + SCRIPT
     + """</script>
+{{live}}
 </body>
 </html>
 """

@@ -1,4 +1,4 @@
-"""The finished trials as the report draws them (`Point`: final score and cost, and the candidate's), the
+"""The finished trials as the report draws them (`Point`: final score, cost and latency, and the candidate's), the
 Pareto front, what weight inheritance did per generation, and the trials whose ticket search is drawn. No torch."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ TABLES = ("trials.csv", "report.md")
 PAGE = "report.html"
 #: Written after the tables when some trial folder holds a ticket search record (`trials/NNNNN/lottery.json`).
 LOTTERY_FIGURE = "lottery.png"
+#: Written when trials have a predicted latency (a search with a latency table): accuracy against latency.
+LATENCY_FIGURE = "accuracy_vs_latency.png"
 #: Trials drawn in the Fig. 4c analogue: the best ones with a ticket search record.
 LOTTERY_PANELS = 4
 
@@ -39,6 +41,8 @@ class Point:
     candidate_macs: int | None
     ticket: bool
     epoch_s: float | None  # mean training epoch time of the trial (training passes; all epochs in old stores)
+    latency_ms: float | None = None  # the final network's predicted latency, ms (a search with a latency table)
+    measured_latency_ms: float | None = None  # measured on the search's machine (the final front's members)
 
     @classmethod
     def from_record(cls, record: TrialRecord) -> Point:
@@ -53,6 +57,8 @@ class Point:
             candidate_macs=record.macs,
             ticket=record.ticket is not None,
             epoch_s=_epoch_s(record),
+            latency_ms=record.final_latency_ms,
+            measured_latency_ms=record.measured_latency_ms,
         )
 
 

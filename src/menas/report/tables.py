@@ -1,5 +1,6 @@
 """The report's tables: `trials.csv` (every field of every trial's record, then the derived values) and
-`report.md` (generations, best network, Pareto front, retrains, weight inheritance). No torch."""
+`report.md` (generations, best network, Pareto front, the final networks' latency, retrains, weight inheritance).
+No torch."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from menas.files import write_atomically
-from menas.report.points import FIGURES, Point, inheritance, run_front
+from menas.report.points import FIGURES, LATENCY_FIGURE, Point, inheritance, run_front
 from menas.search import fidelity, pareto
 from menas.search.record import DERIVED, FIELDS, TrialRecord
 from menas.search.store import RetrainRecord
@@ -166,6 +167,51 @@ def _inheritance_lines(records: Sequence[TrialRecord]) -> list[str]:
     return lines
 
 
+def _ms(value: float | None, missing: str = "-") -> str:
+    return missing if value is None else f"{value:.3g}"
+
+
+def _best_latency(best: Point) -> str:
+    """The best network's latency for the summary line: ", predicted latency 1.2 ms, measured 1.3 ms" (or "not
+    measured"); "" without a latency table."""
+    if best.latency_ms is None:
+        return ""
+    return f", predicted latency {best.latency_ms:.3g} ms, " + (
+        "not measured" if best.measured_latency_ms is None else f"measured {best.measured_latency_ms:.3g} ms"
+    )
+
+
+def _latency_lines(final: Sequence[TrialRecord]) -> list[str]:
+    """The "Latency" section of a search with a latency table: the run's result (its front, else its best)
+    measured whole on the search's machine at the table's settings, or that it is not measured yet."""
+    if not final:
+        return []
+    lines = ["", "## Latency (the final networks, measured on the search's machine)", ""]
+    missing = [t.trial_id for t in final if t.measured_latency_ms is None]
+    if missing:
+        lines += [
+            f"Not measured: trial(s) {', '.join(map(str, missing))} (predicted latencies only; "
+            "`menas latency RUN --front` measures them).",
+            "",
+        ]
+    lines += [
+        "| trial | top-1 | predicted ms | measured ms | p90 ms | IQR ms | runs | batch | threads | runtime | device | "
+        "host |",
+        "|---" * 12 + "|",
+    ]
+    for t in final:
+        m = t.latency_measurement or {}
+        s, host = m.get("settings", {}), m.get("host", {})
+        where = "-" if not m else host.get("device_name", "?") + ("" if m.get("same_host") else " (not the table's)")
+        lines.append(
+            f"| {t.trial_id} | {_pct(t.final_score)} | {_ms(t.final_latency_ms)} | "
+            f"{_ms(t.measured_latency_ms, 'not measured')} | {_ms(m.get('p90_ms'))} | {_ms(m.get('iqr_ms'))} | "
+            f"{m.get('runs', '-')} | {s.get('batch', '-')} | {s.get('threads', '-')} | {s.get('runtime', '-')} | "
+            f"{s.get('device', '-')} | {_cell(where)} |"
+        )
+    return lines
+
+
 def write_markdown(
     title: str,
     summaries,
@@ -176,12 +222,15 @@ def write_markdown(
     phases=(),
     records: Sequence[TrialRecord] = (),
     objectives: Sequence[str] = pareto.DEFAULT_OBJECTIVES,
+    final: Sequence[TrialRecord] = (),
 ) -> Path:
+    """`report.md`; `final` is the run's result under a latency table (its front, else its best: the networks
+    measured at the search's end), () without one."""
     lines = [
         f"# {title}",
         "",
         f"{len(pts)} finished trials. Best: trial {best.trial_id}, {best.score:.2f}% search-val top-1, "
-        f"{format_count(best.macs)} MACs, {format_count(best.params)} params"
+        f"{format_count(best.macs)} MACs, {format_count(best.params)} params{_best_latency(best)}"
         f"{' (a lottery ticket)' if best.ticket else ''}:",
         "",
         f"`{best.genome}`",
@@ -210,15 +259,19 @@ def write_markdown(
         f"Final search-val top-1 against final {' and '.join(objectives[1:])}, by rising {objectives[1]}; "
         "`menas export RUN --front K` exports row K.",
         "",
-        "| trial | top-1 | MACs | params | ticket | genome |",
-        "|---|---|---|---|---|---|",
     ]
+    latency = any(pts[i].latency_ms is not None for i in front)
+    extra = " predicted ms | measured ms |" if latency else ""
+    lines += [f"| trial | top-1 | MACs | params |{extra} ticket | genome |", "|---" * (6 + 2 * latency) + "|"]
     for i in front:
         p = pts[i]
+        ms = f" {_ms(p.latency_ms)} | {_ms(p.measured_latency_ms, 'not measured')} |" if latency else ""
         lines.append(
-            f"| {p.trial_id} | {p.score:.2f}% | {format_count(p.macs)} | {format_count(p.params)} | "
+            f"| {p.trial_id} | {p.score:.2f}% | {format_count(p.macs)} | {format_count(p.params)} |{ms} "
             f"{'yes' if p.ticket else 'no'} | `{_cell(p.genome)}` |"
         )
+    lines += _latency_lines(final)
     lines += _retrain_lines(retrains, pts)
-    lines += ["", "Figures: " + ", ".join(f"[{name}]({name})" for name in FIGURES), ""]
+    figures = (*FIGURES, LATENCY_FIGURE) if any(p.latency_ms is not None for p in pts) else FIGURES
+    lines += ["", "Figures: " + ", ".join(f"[{name}]({name})" for name in figures), ""]
     return write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines)))

@@ -14,7 +14,9 @@ traceback in an event, never left "running".
 Events the search logs in the store: `resume` (requeued trial ids), `config_change` (key: [old, new]),
 `trial_exception` (trial id, one-line error, traceback), `inherit_fallback` (trial id and why a bred child could
 not inherit its parents' weights and trained from scratch), `search_stopped` (the failure share tripped),
-`search_failed` (error, traceback) and `search_interrupted` (error).
+`search_failed` (error, traceback) and `search_interrupted` (error); with a latency table, `latency_measured`
+(trial id: measured median ms of the final front's members measured at the end) or `latency_not_measured`
+(why).
 
 Individual weight sharing (`SearchConfig.inherits`): a bred child's job carries its gene origin and the weights
 files of its parents' trials (the spec's `parent_ids`: the trials whose final networks the strategy bred from).
@@ -45,7 +47,9 @@ from menas.data.device import resolve_device
 from menas.errors import MenasError, UserError
 from menas.files import FolderLock, FolderLocked, write_atomically
 from menas.folders import CONFIG_FILE, LOCK_FILE, RunFolder
+from menas.latency.front import measure_front
 from menas.latency.predict import open_predictor
+from menas.latency.table import open_table
 from menas.search.executors import WorkerLost, make_executor
 from menas.search.record import TrialRecord
 from menas.search.store import FILENAME, Store, store_path
@@ -55,6 +59,7 @@ from menas.space.cost import Budget, format_count, parse_count
 from menas.space.genome import Genome
 from menas.space.operators import check_feasible
 from menas.space.spaces import SearchSpace, load_space
+from menas.track.hook import make_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +113,17 @@ def _count(value: float | str | None, field: str, default: float) -> float:
 
 def make_budget(cfg: SearchConfig, shape: tuple[int, int, int], space: SearchSpace | None = None) -> Budget:
     """The config's budget at the dataset's (input size, input channels, classes) (strings like "150M" accepted).
-    With a latency bound, its lookup table is opened here (`latency.predict.open_predictor`: refused in one line
-    when measured for another space or input shape, or incomplete) and predicts each genome's latency, torch-free."""
+    With a latency table (a bound, or the `latency` objective of `strategy.pareto`), the table is opened here
+    (`latency.predict.open_predictor`: refused in one line when measured for another space or input shape, or
+    incomplete); under a bound it predicts each genome's latency for the budget, torch-free."""
     b = cfg.budget
-    b.check_latency()
+    b.check_latency("latency" in cfg.strategy.pareto)
     input_size, in_chans, num_classes = shape
     latency = None
     if b.latency_table is not None:
         latency = _latency_model(b.latency_table, space or load_space(cfg.space), shape)
+    if b.latency_ms_max is None:  # the table predicts the trials' latency (the objective), it bounds nothing
+        latency = None
     return Budget(
         macs_min=_count(b.macs_min, "budget.macs_min", 0.0),
         macs_max=_count(b.macs_max, "budget.macs_max", math.inf),
@@ -213,6 +221,7 @@ class Search:
         check_feasible(self.space, self.budget)
         compute_limits(cfg)  # a bad compute budget fails here, before any training
         self.strategy = make_strategy(cfg, self.space, self.budget)
+        self.tracking = make_tracking(cfg, self.run_dir)  # a tracker's missing extra fails here, before any write
 
     def _take_lock(self) -> FolderLock:
         program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
@@ -341,6 +350,7 @@ class Search:
             return run_trial(job, epoch_cb)
 
         try:
+            on_result = self.tracking.start(self.store, on_result)  # logs the finished trials it lacks
             executor = make_executor(self.cfg.executor, self.cfg.device, run_here, self.cfg.train.threads)
             try:
                 summary = self._loop(executor, on_result)
@@ -348,12 +358,31 @@ class Search:
                 executor.close(abort=True)  # running trials stay "running": resume re-runs them
                 raise
             executor.close()
+            self.measure_front()
             return summary
         except BaseException as exc:
             self._mark_stopped(exc)
             raise
         finally:
+            self.tracking.close(self.store)  # the best trial, the front and the run's status
             self.release_lock()
+
+    def measure_front(self) -> None:
+        """With a latency table, the run's result (its front, else its best) measured on this machine at the
+        table's settings and recorded (`menas.latency.front`), what was measured before skipped, under the run's
+        lock. Settings this machine cannot use (more threads than its cores, a runtime it lacks) end nothing: a
+        warning and a `latency_not_measured` event say why (`menas latency RUN --front` measures it later)."""
+        if self.cfg.budget.latency_table is None:
+            return
+        try:
+            table = open_table(self.cfg.budget.latency_table, self.space, *self.shape)
+            done = measure_front(self.store, table)
+        except (UserError, OSError) as exc:  # a table gone since the start, settings this machine cannot use
+            logger.warning("the final front's latency is not measured: %s", exc)
+            self.store.log_event("latency_not_measured", error=str(exc))
+            return
+        if done.measured:
+            self.store.log_event("latency_measured", trials={str(k): v for k, v in done.measured.items()})
 
     def _mark_stopped(self, exc: BaseException) -> None:
         """Records why the run ended early: "interrupted" for Ctrl-C, a lost worker or a kill-like exit,

@@ -14,9 +14,10 @@ position. Points with equal objectives never dominate each other, so they share 
 user is shown and exports) keeps only the earliest of them, and finds the first front alone without sorting the
 rest.
 
-For trials (`strategy.objective: pareto`) the objectives are the final search-val score, maximised, and the final
-MACs, minimised (`trial_point`, `TRIAL_SENSES`): `trial_front` is the run's result, `nsga2_sorted` and
-`nsga2_ranks` are what MENAS' parent pool and regularized evolution's tournaments use. No torch.
+For trials (`strategy.objective: pareto`) the objectives are the final search-val score, maximised, and by default
+the final MACs, minimised (`trial_point`, `TRIAL_SENSES`); `strategy.pareto` may name params or the predicted
+latency instead or beside (`OBJECTIVES`): `trial_front` is the run's result, `nsga2_sorted` and `nsga2_ranks` are
+what MENAS' parent pool and regularized evolution's tournaments use. No torch.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     "accuracy": (MAX, "final_score"),
     "macs": (MIN, "final_macs"),
     "params": (MIN, "final_params"),
+    # the final network's predicted latency (a latency table's, `budget.latency_table`; None without one)
+    "latency": (MIN, "final_latency_ms"),
 }
 
 

@@ -175,6 +175,8 @@ class TrialOutcome:
         role: the spec's role (repeats and promotions are read by `menas.search.fidelity`).
         parent_ids: the spec's parents' trial ids (a repeat's or a promotion's: the trial it repeats or continues).
         rung: the rung the trial's network reached (0 without rungs).
+        latency_ms: the final network's predicted latency in ms (`TrialRecord.final_latency_ms`: a search with a
+            latency table), what `strategy.pareto`'s latency objective reads; None without a table.
     """
 
     trial_id: int
@@ -187,6 +189,7 @@ class TrialOutcome:
     role: str = ROLE_SAMPLE
     parent_ids: tuple[int, ...] = ()
     rung: int = 0
+    latency_ms: float | None = None
 
     def __post_init__(self) -> None:
         check(is_int(self.trial_id) and self.trial_id >= 0, "TrialOutcome.trial_id", self.trial_id, "integers >= 0")
@@ -197,6 +200,12 @@ class TrialOutcome:
             "TrialOutcome.ticket",
             self.ticket,
             "a genome string or None",
+        )
+        check(
+            self.latency_ms is None or (is_real(self.latency_ms) and self.latency_ms >= 0),
+            "TrialOutcome.latency_ms",
+            self.latency_ms,
+            "None or numbers >= 0 (ms)",
         )
         if self.status != "done":
             return
@@ -228,6 +237,10 @@ class TrialOutcome:
     def final_params(self) -> int | None:
         return self.params
 
+    @property
+    def final_latency_ms(self) -> float | None:
+        return self.latency_ms
+
     @classmethod
     def from_record(cls, record: Any) -> TrialOutcome | None:
         """The outcome of a trial record (`TrialRecord`); None while the trial is in flight."""
@@ -249,6 +262,7 @@ class TrialOutcome:
             record.final_params,
             record.ticket,
             **lineage,
+            latency_ms=getattr(record, "final_latency_ms", None),
         )
 
 

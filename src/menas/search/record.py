@@ -17,9 +17,10 @@ The fields come in three parts (`PART` in each field's metadata):
 
 One convention for "no ticket": `ticket` is None and so are the ticket's fields. The *final* network is the ticket
 when one was kept, else the candidate (`final_genome`, `final_macs`, `final_params`, `final_latency_ms`: the
-predicted latency of a search with a latency budget, None without one). Image counts are raw
-(`train_images`, `calib_images`, `eval_images`, `raw_images`) or weighted as the compute budget counts them
-(`budget_images`). No torch.
+predicted latency of a search with a latency table, None without one). `measured_latency_ms` is the final
+network's latency measured whole on the search's machine when the search ends (the final front's members only).
+Image counts are raw (`train_images`, `calib_images`, `eval_images`, `raw_images`) or weighted as the compute
+budget counts them (`budget_images`). No torch.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ class TrialRecord:
     ticket_latency_ms: float | None = _measured()  # predicted, as `latency_ms` (pruned widths rounded up)
     ticket_recalibrated_score: float | None = _measured()  # right after weight inheritance and BN recalibration
     ticket_finetuned_score: float | None = _measured()  # after fine-tuning
+    # -- measured: the final network's inference latency on the search's machine, measured whole at the latency
+    # table's settings when the search ends (members of the final front; `menas.latency.front`); None until then
+    measured_latency_ms: float | None = _measured()  # the median of the timed runs, ms
+    # how: p90 and IQR (ms), runs, input shape, the settings (batch, threads, runtime, device, warm-up, runs), the
+    # host, whether it is the table's host (`same_host`), the table's path and the time it was measured
+    latency_measurement: dict[str, Any] | None = _measured(None)  # noqa: RUF009 (a field(), default None)
     # -- measured: files, time and work
     weights: str | None = _measured()  # the final network's weights, relative to the run folder
     train_s: float | None = _measured()  # the candidate's training epochs (scoring included)
@@ -158,8 +165,20 @@ class TrialRecord:
 
     @property
     def final_latency_ms(self) -> float | None:
-        """The final network's predicted latency, ms; None when the search had no latency budget."""
+        """The final network's predicted latency, ms; None when the search had no latency table."""
         return self.ticket_latency_ms if self.ticket is not None else self.latency_ms
+
+    def latency_info(self) -> dict[str, Any] | None:
+        """The final network's latency as status, export and `menas.load` show it: `predicted_ms` (the table's,
+        None without one), `measured_ms` (None until measured) and `measurement` (how); None when the run
+        predicted no latency and nothing was measured."""
+        if self.final_latency_ms is None and self.measured_latency_ms is None:
+            return None
+        return {
+            "predicted_ms": self.final_latency_ms,
+            "measured_ms": self.measured_latency_ms,
+            "measurement": self.latency_measurement,
+        }
 
     @property
     def raw_images(self) -> int | None:

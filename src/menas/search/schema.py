@@ -16,7 +16,7 @@ from menas.search.record import FIELDS, column_sql
 BUSY_TIMEOUT_S = 30.0
 
 #: Schema version, kept in SQLite's `user_version`; `Store.open` migrates older versions and refuses others.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA = (
     """CREATE TABLE run (
@@ -98,6 +98,10 @@ _RECORD_MIGRATION = (
 _LOSSES_ALTERS = (f"ALTER TABLE trials ADD COLUMN {column_sql('train_losses')}",)
 #: Schema version 7: the predicted latency of the candidate and of its ticket (a search with a latency budget).
 _LATENCY_ALTERS = tuple(f"ALTER TABLE trials ADD COLUMN {column_sql(n)}" for n in ("latency_ms", "ticket_latency_ms"))
+#: Schema version 8: the final network's latency measured on the search's machine (the final front, at the end).
+_MEASURED_LATENCY_ALTERS = tuple(
+    f"ALTER TABLE trials ADD COLUMN {column_sql(n)}" for n in ("measured_latency_ms", "latency_measurement")
+)
 SCHEMA = (*SCHEMA, _RETRAINS_TABLE)
 #: Statements that take a store from version N to N + 1.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -107,6 +111,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     4: _RECORD_MIGRATION,
     5: _LOSSES_ALTERS,
     6: _LATENCY_ALTERS,
+    7: _MEASURED_LATENCY_ALTERS,
 }
 
 

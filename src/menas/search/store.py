@@ -408,6 +408,28 @@ class Store:
                 )
         return sorted(ids)
 
+    def record_latency(self, trial_id: int, measured_ms: float, measurement: dict[str, Any]) -> None:
+        """Records the latency of a done trial's final network measured on this machine (`measured_latency_ms`,
+        ms, and how: `latency_measurement`), in one transaction; measuring it again replaces both.
+
+        Raises:
+            ValueError: an unknown trial or one not done, a latency that is not a number > 0, a measurement that
+                is not a mapping.
+        """
+        check(is_real(measured_ms) and measured_ms > 0, "measured_latency_ms", measured_ms, "numbers > 0 (ms)")
+        check(isinstance(measurement, dict), "latency_measurement", type(measurement).__name__, "a mapping")
+        try:
+            text = json.dumps(measurement, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"latency_measurement: not JSON-serialisable ({exc})") from None
+        self._update(
+            trial_id,
+            ("done",),
+            "record_latency",
+            "measured_latency_ms = ?, latency_measurement = ?",
+            (float(measured_ms), text),
+        )
+
     def add_retrain(self, **fields: Any) -> int:
         """Records a finished retrain (the fields of `RetrainRecord` but `id` and `time`; `config` a mapping);
         returns its id."""
@@ -520,6 +542,15 @@ class Store:
         lineages = self.lineages()
         top = max((t.rung for t in lineages), default=0)
         return pareto.trial_front([t for t in lineages if t.rung == top], self.pareto_objectives())
+
+    def final_networks(self) -> list[TrialRecord]:
+        """The run's result: its Pareto front (`front`) when the search optimised one (`strategy.objective:
+        pareto`), else its best network alone (`best`); [] before any trial is done. What the search measures for
+        real at its end under a latency table (`menas.latency.front`)."""
+        if self.config().get("strategy", {}).get("objective") == "pareto":
+            return self.front()
+        best = self.best()
+        return [] if best is None else [best]
 
     def pareto_objectives(self) -> tuple[str, ...]:
         """What the run's front trades (`strategy.pareto` of its config; accuracy and MACs before it existed)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import socket
@@ -79,8 +80,9 @@ class TrialJob:
     # a promotion to the next rung (`menas.search.fidelity`): the weights file of the network it continues ("": the
     # parent has none, a failed trial); None: the trial starts from a fresh network
     init_weights: str | None = None
-    # a latency budget: its lookup table (an absolute path) and bound, ms; the trial records its networks' predicted
-    # latency, and a ticket proposal predicted over the bound is not scored nor kept. None: no latency budget
+    # a latency table (an absolute path: a latency budget's, or the latency objective's) and the bound, ms (None:
+    # no bound); the trial records its networks' predicted latency, and a ticket proposal predicted over the bound
+    # is not scored nor kept. No table: no latency
     latency_table: str | None = None
     latency_ms_max: float | None = None
 
@@ -164,7 +166,10 @@ def _ticket(model: torch.nn.Module, job: TrialJob, data: SearchData, measured: d
     assert job.lottery is not None
     tic = time.perf_counter()
     predictor = latency_predictor(job, data)
-    admits = None if predictor is None or job.latency_ms_max is None else _within(predictor, job.latency_ms_max)
+    # without a bound (a latency objective), a proposal the table cannot price is still refused: a kept ticket is
+    # always priced
+    bound = math.inf if job.latency_ms_max is None else job.latency_ms_max
+    admits = None if predictor is None else _within(predictor, bound)
     found = search_and_choose_ticket(model, data, job.lottery, random.Random(job.seed), job.train.epochs, admits=admits)
     measured["lottery_s"] = time.perf_counter() - tic
     _add(measured, "calib_images", found.calib_images)

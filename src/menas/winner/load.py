@@ -62,6 +62,14 @@ class NetworkSource:
         size = self.record.get("input_size")
         return int(size) if isinstance(size, int) else None
 
+    @property
+    def latency(self) -> dict[str, Any] | None:
+        """The network's latency when a run recorded one (a run's trial, or an export of one: its genome.json):
+        `predicted_ms` (from the run's latency table), `measured_ms` (on a machine at the table's settings, None
+        when not measured, with a `note` saying so) and `measurement` (how); None otherwise."""
+        latency = self.info.get("latency", self.record.get("latency"))
+        return latency if isinstance(latency, dict) else None
+
 
 def find_network(
     path: str | Path,
@@ -72,7 +80,7 @@ def find_network(
     need_weights: bool = True,
 ) -> NetworkSource:
     """Resolves an export folder, a checkpoint folder, a run folder (its best done trial by the store's ranking,
-    trial `trial`, the `rank`-th best, 1 = best, or the `front`-th member of its Pareto front by rising MACs,
+    trial `trial`, the `rank`-th best, 1 = best, or the `front`-th member of its Pareto front by rising first cost,
     1 = the cheapest, `Store.front`) or a .safetensors file: the one resolver of network paths for
     `menas.load`, export, evaluate, retrain, transfer and distillation teachers (a genome string is the caller's
     case, where it allows one).
@@ -134,13 +142,14 @@ def _pick_trial(store: Any, run: Path, trial: int | None, rank: int | None, fron
 
 
 def _front_member(store: Any, run: Path, k: int) -> Any:
-    """The `k`-th member (1-based) of the run's Pareto front by rising MACs (`Store.front`)."""
+    """The `k`-th member (1-based) of the run's Pareto front by rising first cost (`Store.front`)."""
     members = store.front()
     if not members:
         raise UserError(f"run {str(run)!r}: no finished trial yet")
     if not 1 <= k <= len(members):
         raise UserError(
-            f"--front: got {k}, allowed: 1..{len(members)} (the run's Pareto front by rising MACs, 1 = the cheapest)"
+            f"--front: got {k}, allowed: 1..{len(members)} (the run's Pareto front by rising first cost, 1 = the "
+            "cheapest)"
         )
     return members[k - 1]
 
@@ -171,9 +180,24 @@ def _run_source(run: Path, trial: int | None, rank: int | None, front: int | Non
         "search_val_top1": best.final_score,
         "ticket": best.ticket is not None,
     }
+    latency = _latency(best, run)
+    if latency is not None:
+        info["latency"] = latency
     # the weights' own genome (what loads); the store's (the ticket's, else the trial's) when there are no weights
     genome = read_genome(weights) if weights is not None else Genome.from_str(best.final_genome)
     return NetworkSource(weights, run, record, data, info, genome, run, best.trial_id, f"{run} trial {best.trial_id}")
+
+
+def _latency(record: Any, run: Path) -> dict[str, Any] | None:
+    """The trial's latency (`TrialRecord.latency_info`: predicted from the run's table, measured on a machine when
+    it was), with a note when it was only predicted; None when the run knows no latency of it."""
+    latency = record.latency_info()
+    if latency is not None and latency["measured_ms"] is None:
+        latency["note"] = (
+            "predicted from the latency table only, not measured: `menas latency "
+            f"{run} --front` measures the run's final front (its best without a Pareto objective)"
+        )
+    return latency
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -199,8 +223,10 @@ def _data_config(value: Any, weights: Path | None) -> DataConfig | None:
 def load(path: str | Path, device: str | torch.device = "cpu") -> MenasNet:
     """The network at `path` (see `find_network`) as an `nn.Module` in eval mode on `device`.
 
-    An export's genome.json must name the same genome as the weights' metadata (a folder mixed from two
-    exports is an error, not a silently different network).
+    Its `latency` attribute is what the run recorded of its inference latency (`NetworkSource.latency`: predicted
+    and measured ms, and how it was measured), None when nothing did. An export's genome.json must name the same
+    genome as the weights' metadata (a folder mixed from two exports is an error, not a silently different
+    network).
     """
     source = find_network(path)
     exported = _read_record(source.weights.with_name(GENOME_FILE)).get("genome")
@@ -209,7 +235,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> MenasNet:
             f"{str(source.weights.parent)!r}: {GENOME_FILE} names another genome than "
             f"{source.weights.name} ({exported} vs {read_genome(source.weights).to_str()})"
         )
-    return load_weights(source.weights).to(device).eval()
+    model = load_weights(source.weights).to(device).eval()
+    model.latency = source.latency
+    return model
 
 
 def network_preprocessing(source: NetworkSource) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""The final front measured for real: what a search with a latency table ends with.
+
+A search with a latency table (`budget.latency_table`: a latency bound, or the `latency` objective of
+`strategy.pareto`) searches on *predicted* latency. When it ends, each network of its result
+(`Store.final_networks`: its Pareto front under `strategy.objective: pareto`, else its best) is built and its
+inference latency measured whole on this machine with `latency.measure`, at the table's settings (batch, threads,
+runtime, device, warm-up and timed runs) and input shape, and recorded in the store (`Store.record_latency`:
+`measured_latency_ms` and how it was measured, with the host and whether it is the table's). A network already
+measured is not measured again, so a resumed finished search, or `menas latency RUN --front` after it, measures
+only what is missing. Latency does not depend on the weights' values, so a network is built from its genome (a
+trial whose weights file is gone is measured the same).
+
+The store is written only under the run folder's lock: the search holds it while it ends; `measure_run_front`
+(`menas latency RUN --front`) takes it. Torch is imported only to measure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from menas.errors import UserError
+from menas.files import FolderLock, FolderLocked
+from menas.folders import LOCK_FILE
+from menas.latency.measure import Measurement, Settings, check_available
+from menas.latency.table import HOST_FIELDS, LatencyTable, space_hash
+from menas.search.store import Store, TrialRecord
+from menas.space.genome import Genome
+from menas.space.spaces import load_space
+
+logger = logging.getLogger(__name__)
+
+#: Measures one genome's network: (genome, table, settings) -> Measurement (`measure_genome`; tests pass a fake).
+MeasureGenome = Callable[[Genome, LatencyTable, Settings], Measurement]
+
+
+@dataclass(frozen=True)
+class FrontMeasured:
+    """What one pass did: the trials measured now (trial id -> median ms) and those found measured before."""
+
+    measured: dict[int, float] = field(default_factory=dict)
+    before: tuple[int, ...] = ()
+
+
+def table_settings(table: LatencyTable) -> Settings:
+    """The measurement settings the table was built with (batch, threads, runtime, device, warm-up, timed runs,
+    minimum time), checked on this machine: a thread count over its cores or a runtime or device it lacks is a
+    one-line `UserError` naming the table."""
+    known = set(Settings.__dataclass_fields__)
+    try:
+        settings = Settings(**{k: v for k, v in table.settings.items() if k in known})
+        check_available(settings)
+    except UserError as exc:
+        raise UserError(f"{table.where()}: its settings cannot be used on this machine ({exc})") from None
+    return settings
+
+
+def measure_genome(genome: Genome, table: LatencyTable, settings: Settings) -> Measurement:
+    """The genome's network, freshly built for the table's input channels and classes, measured whole at the
+    table's input size."""
+    from menas.latency.measure import measure
+    from menas.nn.builder import build_model
+
+    t = table.target
+    model = build_model(genome, t.num_classes, t.in_chans)
+    return measure(model, (t.in_chans, t.input_size, t.input_size), settings)
+
+
+def measurement_record(result: Measurement, table: LatencyTable) -> dict[str, Any]:
+    """What the store keeps of a measurement (`TrialRecord.latency_measurement`): its statistics, input shape,
+    settings and host, whether the host is the one the table was measured on (`same_host`: only then are
+    measured and predicted latencies of the same machine), the table's path and when."""
+    record = result.to_dict()
+    record["same_host"] = all(table.host.get(k) == result.host.get(k) for k in HOST_FIELDS)
+    record["table"] = None if table.path is None else str(table.path)
+    record["measured_at"] = time.time()
+    return record
+
+
+def measure_front(
+    store: Store,
+    table: LatencyTable,
+    measure: MeasureGenome = measure_genome,
+    progress: Callable[[TrialRecord, float], None] | None = None,
+) -> FrontMeasured:
+    """Measures the run's result (`Store.final_networks`) not measured yet at the table's settings and records
+    each in `store` (opened for writing, under the run's lock) as soon as it is measured, so an interrupted pass
+    keeps what it measured. `progress(trial, median_ms)` is called after each."""
+    members = store.final_networks()
+    todo = [t for t in members if t.measured_latency_ms is None]
+    before = tuple(t.trial_id for t in members if t.measured_latency_ms is not None)
+    if not todo:
+        return FrontMeasured({}, before)
+    settings = table_settings(table)
+    measured: dict[int, float] = {}
+    for trial in todo:
+        result = measure(Genome.from_str(trial.final_genome), table, settings)
+        store.record_latency(trial.trial_id, result.median_ms, measurement_record(result, table))
+        measured[trial.trial_id] = result.median_ms
+        logger.info("trial %d measured: %.3f ms median", trial.trial_id, result.median_ms)
+        if progress is not None:
+            progress(trial, result.median_ms)
+    return FrontMeasured(measured, before)
+
+
+def run_table(config: dict[str, Any], where: str = "budget.latency_table") -> LatencyTable | None:
+    """The run's latency table (its stored config's `budget.latency_table`, relative to the working directory as
+    the search read it), checked against the run's space; None when the run has none. A missing file or a table
+    of another space is a one-line `UserError` naming `where`."""
+    path = (config.get("budget") or {}).get("latency_table")
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise UserError(f"{where}: got {path!r}, allowed: the run's lookup table file (none there now)")
+    table = LatencyTable.load(path)
+    space = load_space(config.get("space", "mobilenet3-mt"))
+    try:
+        table.check_target(space=space.name, space_hash=space_hash(space))
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    return table
+
+
+def measure_run_front(
+    run_dir: str | os.PathLike[str],
+    command: str = "menas latency --front",
+    measure: MeasureGenome = measure_genome,
+    progress: Callable[[TrialRecord, float], None] | None = None,
+) -> FrontMeasured:
+    """Measures a run's result not measured yet (`measure_front`), holding the run folder's lock (a search or
+    resume in the folder is refused, and refuses this, in one line naming the holder). A run without a latency
+    table is a one-line `UserError`: it has no settings to measure at."""
+    run = Path(run_dir)
+    try:
+        lock = FolderLock(run, command, LOCK_FILE)
+    except FolderLocked as exc:
+        raise UserError(f"run {exc}") from None
+    with lock, Store.open(run) as store:
+        table = run_table(store.config())
+        if table is None:
+            raise UserError(
+                f"--front: run {str(run)!r} has no budget.latency_table (nothing says at which settings to measure); "
+                f"`menas latency {run}` measures its best network at the flags' settings"
+            )
+        return measure_front(store, table, measure, progress)
+
+
+__all__ = [
+    "FrontMeasured",
+    "MeasureGenome",
+    "measure_front",
+    "measure_genome",
+    "measure_run_front",
+    "measurement_record",
+    "run_table",
+    "table_settings",
+]
