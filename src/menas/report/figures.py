@@ -63,12 +63,9 @@ def draw_accuracy_vs_macs(ax: Any, pts: Sequence[Point], cmap: Any) -> None:
     if starts:
         ax.update_datalim(starts)
         ax.autoscale_view()
-    ax.set_xlabel("MACs (millions)")
-    ax.set_ylabel("search-val top-1 (%)")
-    ax.set_title("accuracy vs MACs per generation (black edge: lottery ticket; arrow: from its candidate)")
-    ax.title.set_fontsize(9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _label_accuracy_axes(
+        ax, "MACs (millions)", "accuracy vs MACs per generation (black edge: lottery ticket; arrow: from its candidate)"
+    )
 
 
 def plot_accuracy_vs_latency(
@@ -107,9 +104,14 @@ def draw_accuracy_vs_latency(
     if measured:
         ax.scatter([p.measured_latency_ms for p in measured], [p.score for p in measured], marker="D",
                    color="black", label="measured on the search's machine", zorder=5)  # fmt: skip
-    ax.set_xlabel("latency (ms)")
+    _label_accuracy_axes(ax, "latency (ms)", "accuracy vs latency (predicted from the table; diamonds: measured whole)")
+
+
+def _label_accuracy_axes(ax: Any, xlabel: str, title: str) -> None:
+    """Labels, a small title, a light grid and the legend of a search-val accuracy figure against a cost."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("search-val top-1 (%)")
-    ax.set_title("accuracy vs latency (predicted from the table; diamonds: measured whole)")
+    ax.set_title(title)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
