@@ -1,12 +1,13 @@
 """bench/versus/references.py: MACs of timm models counted as menas counts them, the results.json schema and its
-t-intervals, and a finished job folder read instead of trained again."""
+t-intervals, and a finished job folder read instead of trained again. bench/versus/carry.py: finished jobs and
+searches saved without weights and restored into a fresh --out, where nothing finished is done again."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -126,3 +127,109 @@ def test_a_finished_job_is_read_not_trained_again(tmp_path: Path, monkeypatch: p
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert json.loads((tmp_path / "results.json").read_text())["networks"] == results["networks"]
     assert bench.main([*argv, "--collect-only"]) == 0
+
+
+# --------------------------------------------------------------------------------------------- carry.py
+
+#: A search.py run as small as one gets: random search, 2 trials of 1 epoch at 16 px, one budget, one seed.
+TINY_SEARCH = ["data.dataset=synthetic", "data.input_size=16", "data.search_train_fraction=0.1",
+               "data.search_val_fraction=0.05", "strategy.population=2", "strategy.generations=1", "strategy.trials=2",
+               "fidelity.rungs=[1]", "fidelity.repeats=0", "compute.images=100K", "executor.kind=local"]  # fmt: skip
+#: The only file names a saved folder may hold (no weights, checkpoints, trial folders, locks or WAL files).
+SMALL_FILES = {"versus.json", "job.json", "menas.sqlite", "config.yaml", "results.json"}
+
+
+def _carry() -> ModuleType:
+    """bench/versus/carry.py, loaded as a module."""
+    return load_script("bench/versus/carry.py", "versus_carry")
+
+
+def _no_training(monkeypatch: pytest.MonkeyPatch, refs: ModuleType, search: ModuleType | None = None) -> None:
+    """Any training from here on fails the test: a reference or retrain job, or a search subprocess."""
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("finished work was done again")
+
+    monkeypatch.setattr(refs, "_train_genome", fail)
+    monkeypatch.setattr(refs, "_train_timm", fail)
+    if search is not None:
+        import subprocess
+
+        monkeypatch.setattr(search, "subprocess", SimpleNamespace(run=fail, STDOUT=subprocess.STDOUT))
+
+
+def _unfinished_leftovers(out: Path) -> None:
+    """What a session cut short leaves: a job with a checkpoint but no result, a search store not finished."""
+    from menas.search.store import Store
+
+    job = out / "jobs" / "reference-lcnet_075-s0-e1"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text("{}")
+    (job / "retrain.ckpt").write_bytes(b"weights")
+    Store.create(out / "runs" / "random-mt-b9-s0", {"seed": 0}).close()
+
+
+def _save_and_restore(carry: ModuleType, first: Path, second: Path, progress: Path) -> None:
+    """`carry.py save` from `first` (with an unfinished job and search beside the finished work), then checks the
+    saved folder: finished work only and small files only (no weights, checkpoints, trial folders, locks, WAL
+    files); saving again rewrites nothing; `carry.py restore` into `second`."""
+    _unfinished_leftovers(first)
+    assert carry.main(["save", "--out", str(first), "--progress", str(progress)]) == 0
+    files = [p for p in progress.rglob("*") if p.is_file()]
+    assert {p.name for p in files} <= SMALL_FILES, sorted(p.name for p in files)
+    assert not any(p.name == "trials" for p in progress.rglob("*"))
+    assert not (progress / "jobs" / "reference-lcnet_075-s0-e1").exists()
+    assert not (progress / "runs" / "random-mt-b9-s0").exists()
+    assert sum(p.stat().st_size for p in files) < 200_000
+    assert carry.save(first, progress)["written"] == 0  # the same bytes: nothing rewritten, no git churn
+    assert carry.main(["restore", "--out", str(second), "--progress", str(progress)]) == 0
+    assert carry.restore(progress, second) == {"copied": 0, "kept": len(files)}  # never over a file there
+
+
+def test_carry_restored_reference_jobs_are_not_trained_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished reference job saved from one --out and restored into a fresh one: references.py with the same
+    arguments trains nothing and writes the same results."""
+    bench, carry = _bench(), _carry()
+    first, second, progress = tmp_path / "first", tmp_path / "second", tmp_path / "progress"
+    argv = ["--epochs", "1", "--seeds", "0", "--networks", "lcnet_050", "--data", "synthetic",
+            "--set", "data.input_size=8"]  # fmt: skip
+    assert bench.main(["--out", str(first), *argv]) == 0
+    before = json.loads((first / "results.json").read_text())["networks"]
+    _save_and_restore(carry, first, second, progress)
+    assert sorted(p.name for p in (progress / "jobs" / "reference-lcnet_050-s0-e1").iterdir()) == [
+        "job.json", "versus.json"]  # fmt: skip
+    _no_training(monkeypatch, bench)
+    assert bench.main(["--out", str(second), *argv]) == 0
+    assert json.loads((second / "results.json").read_text())["networks"] == before
+
+
+@pytest.mark.slow
+def test_carry_restored_searches_are_not_searched_or_retrained_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished search (a `menas search` subprocess) and the retrain of its chosen network saved from one --out
+    and restored into a fresh one: search.py with the same arguments searches and trains nothing, chooses the same
+    network from the restored store alone (no trial weights there) and writes the same results."""
+    import sqlite3
+
+    search, carry = load_script("bench/versus/search.py", "versus_search"), _carry()
+    first, second, progress = tmp_path / "first", tmp_path / "second", tmp_path / "progress"
+    argv = ["--arms", "random-mt", "--seeds", "0", "--budgets", "2M", "--epochs", "1", "--data", "synthetic",
+            "--set", "data.input_size=8"]  # fmt: skip
+    for assignment in TINY_SEARCH:
+        argv += ["--search-set", assignment]
+    assert search.main(["--out", str(first), *argv]) == 0
+    before = json.loads((first / "results.json").read_text())
+    assert [n["arm"] for n in before["networks"]] == ["random-mt"]
+    _save_and_restore(carry, first, second, progress)
+    run = progress / "runs" / "random-mt-b2000000-s0"
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "menas.sqlite"]
+    with sqlite3.connect(f"file:{run / 'menas.sqlite'}?mode=ro", uri=True) as conn:  # one file: the WAL merged
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert conn.execute("SELECT status FROM run").fetchone()[0] == "finished"
+    assert len(list((progress / "jobs").iterdir())) == 1  # the chosen network's retrain
+    _no_training(monkeypatch, search.refs, search)
+    assert search.main(["--out", str(second), *argv]) == 0
+    after = json.loads((second / "results.json").read_text())
+    assert after["networks"] == before["networks"] and after["generations"] == before["generations"]
+    assert not (second / "runs" / "random-mt-b2000000-s0" / "trials").exists()

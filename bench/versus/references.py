@@ -23,6 +23,10 @@ Resumable: each (arm, network, seed, epochs) is a folder ``--out/jobs/ARM-NAME-s
 ``versus.json`` exists is read, not trained again; an interrupted one resumes from its epoch checkpoint
 (``retrain.ckpt``). Run the same command again after a stop. Jobs run one after another in this process
 (``--workers N``: N processes), each on ``--threads`` torch threads (default 1).
+Across sessions on fresh machines (only committed files survive): ``bench/versus/carry.py save --out OUT`` keeps
+each finished job's ``versus.json`` and ``job.json`` in ``bench/results/versus/progress`` (commit it),
+``carry.py restore --out OUT`` puts them back, and the same command then reads those jobs instead of training them;
+an unfinished job starts over.
 
 Output in ``--out``: ``results.json`` (``{"networks": [...], "generations": [], "plateau_check": ..., "meta": ...}``;
 one entry per (network, seed): arm, seed, budget_macs, name, macs, params, test_top1, chosen_by and more; entries of

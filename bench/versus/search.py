@@ -31,6 +31,13 @@ t-interval), the paired menas - random-mt difference against twice the pooled re
 reference's test top-1 between its seeds, pooled over the references), the top-rung climb per seed, and the
 issue's three goals, each "met" or "not met" with its numbers. ``--collect-only`` rebuilds both from the folders.
 
+Across sessions on fresh machines (only committed files survive): ``bench/versus/carry.py save --out OUT`` keeps
+each finished search's store (``menas.sqlite``, one self-contained snapshot) and ``config.yaml`` and each finished
+retrain's ``versus.json`` and ``job.json`` in ``bench/results/versus/progress`` (commit it), never trial weights;
+``carry.py restore --out OUT`` puts them back. The same command then skips each finished search and chooses and
+retrains its networks from the store alone (`read_run`: trial records and genomes; no file of ``trials/`` is read),
+reading each finished retrain instead of training it; an unfinished search or retrain starts over.
+
 Usage:
     PYTHONPATH=src python bench/versus/search.py --out runs/versus --references runs/versus/results.json
     PYTHONPATH=src python bench/versus/search.py --out runs/versus --references runs/versus/results.json \\
