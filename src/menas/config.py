@@ -19,7 +19,7 @@ import typing
 from typing import Any, ClassVar, Literal, TypeVar
 
 from menas.config_io import apply_override, dump_yaml, from_dict, load_yaml, to_dict  # noqa: F401 (re-exported)
-from menas.errors import UserError
+from menas.errors import UserError, check, is_int
 
 T = TypeVar("T")
 
@@ -397,17 +397,23 @@ class FidelityConfig:
 @dataclasses.dataclass
 class ExecutorConfig:
     """Where trials run. `local`: one at a time in the search's process. `pool`: `workers` processes, each
-    running one trial at a time with `threads` torch threads (CPU) or its own GPU (one worker per GPU). `ray`: each
-    trial a Ray task with one GPU (or `threads` CPUs), at most `workers` at once, on the cluster at `address`."""
+    running one trial at a time with `threads` torch threads (CPU) or on one GPU (`trials_per_gpu` workers per GPU).
+    `ray`: each trial a Ray task with 1 / `trials_per_gpu` of a GPU (or `threads` CPUs), at most `workers` at once,
+    on the cluster at `address`."""
 
     kind: ExecutorKind = "local"  # local | pool | ray
-    workers: int | None = None  # trials at once; None: one per GPU, else CPU cores // threads (at least 1)
+    workers: int | None = None  # trials at once; None: GPUs x trials_per_gpu, else CPU cores // threads (at least 1)
     threads: int | None = None  # torch threads per trial; None: CPU cores // workers (at least 1)
     address: str | None = None  # ray: the cluster ("auto", "ray://host:10001"); None: RAY_ADDRESS or a local Ray
+    # pool and ray with GPUs: trials sharing one GPU at once (1: a GPU per trial); ignored without GPUs. Above 1,
+    # start the CUDA MPS daemon (`nvidia-cuda-mps-control -d`, docs/distributed.md), else the trials time-slice it
+    trials_per_gpu: int = 1
 
     def __post_init__(self) -> None:
         _check_min("executor.workers", self.workers, 1, optional=True)
         _check_min("executor.threads", self.threads, 1, optional=True)
+        check(is_int(self.trials_per_gpu) and self.trials_per_gpu >= 1, "executor.trials_per_gpu",
+              self.trials_per_gpu, "integers >= 1")  # fmt: skip
 
 
 @dataclasses.dataclass

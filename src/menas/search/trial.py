@@ -15,6 +15,7 @@ files again.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -102,9 +103,10 @@ def load_data(cfg: DataConfig, device: torch.device) -> SearchData:
 
 def run_trial(job: TrialJob, on_epoch: Callable[[str, Any], None] | None = None) -> TrialRecord:
     """Runs a trial to the end and returns its record (the spec's fields left at their defaults but trial_id and
-    genome; `weights` is the absolute path of the final weights). A non-finite loss or out-of-memory gives a
-    failed record, never an exception; anything else (a bug, a user mistake) propagates. `on_epoch(phase, stats)`
-    is called after every training ("train") and fine-tuning ("finetune") epoch, for progress displays."""
+    genome; `weights` is the absolute path of the final weights). A non-finite loss or running out of CUDA memory in
+    any phase gives a failed record, never an exception, and frees the memory the trial held for the other trials
+    on its GPU; anything else (a bug, a user mistake) propagates. `on_epoch(phase, stats)` is called after every
+    training ("train") and fine-tuning ("finetune") epoch, for progress displays."""
     genome = Genome.from_str(job.genome)
     device = resolve_device(job.device)
     data = load_data(job.data, device)
@@ -120,9 +122,22 @@ def run_trial(job: TrialJob, on_epoch: Callable[[str, Any], None] | None = None)
         _run(job, genome, data, workdir, measured, on_epoch)
     except TrialFailed as exc:
         status, error = "failed", str(exc)
+    except torch.cuda.OutOfMemoryError as exc:  # outside a training step (ticket scoring, calibration, evaluation)
+        status, error = "failed", f"out of memory: {(str(exc) or 'CUDA').splitlines()[0]}"
+    if status == "failed":
+        release_device_memory()
     return TrialRecord(
         trial_id=job.trial_id, genome=job.genome, status=status, error=error, worker=_worker(), **measured
     )
+
+
+def release_device_memory() -> None:
+    """Hands the CUDA caching allocator's unused blocks back to the driver after a failed trial: a trial that ran
+    out of memory leaves its peak cached in this process, where the other trials on the same GPU
+    (`executor.trials_per_gpu` > 1) could not use it. A no-op where CUDA was never used."""
+    gc.collect()  # the failed trial's tensors, held in reference cycles through its traceback's frames
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _run(
