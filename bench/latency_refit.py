@@ -1,0 +1,56 @@
+"""Refits bench_latency.py's predictor on its saved measurements, measuring nothing: the genomes' measured latencies
+(`--results`, bench_latency's --out) and their table (`--table`) give the same split (the first `fit_share`
+fitted, the rest scored) under another regression, e.g. `--regression gbr`, next to MACs x one factor. With
+`--remeasure N` the first N genomes are measured again at the same settings: how far two measurements of one network
+are apart bounds what any predictor can reach.
+
+Run: .venv/bin/python bench/latency_refit.py --results R.json --table T.json --regression gbr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from menas.latency.measure import Settings, measure
+from menas.latency.predict import Predictor, evaluate, macs_factor
+from menas.latency.table import LatencyTable
+from menas.nn.builder import build_model
+from menas.space.cost import count_macs
+from menas.space.genome import Genome
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", required=True, help="bench_latency.py's --out JSON")
+    parser.add_argument("--table", required=True, help="the table it measured (--table)")
+    parser.add_argument("--regression", choices=("none", "gbr"), default="gbr")
+    parser.add_argument("--remeasure", type=int, default=0, help="genomes to measure again (default 0)")
+    args = parser.parse_args()
+    record = json.loads(Path(args.results).read_text())
+    run = record["args"]
+    genomes = [Genome.from_str(g["genome"]) for g in record["genomes"]]
+    measured = [g["measured_ms"] for g in record["genomes"]]
+    k = max(3, round(run["fit_share"] * len(genomes)))
+    fitted = Predictor(LatencyTable.load(args.table)).fit(genomes[:k], measured[:k], regression=args.regression)
+    shape = (run["input_size"], run["in_chans"], run["num_classes"])
+    factor = macs_factor([count_macs(g, *shape) for g in genomes[:k]], measured[:k])
+    label = f"table + overhead ({args.regression})"
+    print(evaluate([fitted.predict(g) for g in genomes[k:]], measured[k:]).line(label))
+    print(evaluate([factor * count_macs(g, *shape) for g in genomes[k:]], measured[k:]).line("MACs x factor"))
+    if args.remeasure:
+        again = remeasure(genomes[: args.remeasure], record["settings"], run)
+        print(evaluate(again, measured[: args.remeasure]).line("measured again"))
+
+
+def remeasure(genomes: list[Genome], settings: dict, run: dict) -> list[float]:
+    """The genomes' median latency measured again as bench_latency.py measured them (same settings and seeds)."""
+    again = Settings(**settings)
+    shape = (run["in_chans"], run["input_size"], run["input_size"])
+    models = (build_model(g, run["num_classes"], run["in_chans"]) for g in genomes)
+    return [measure(model, shape, again, seed=i).median_ms for i, model in enumerate(models)]
+
+
+if __name__ == "__main__":
+    main()
