@@ -1,0 +1,39 @@
+"""bench/bench_latency.py and bench/latency_refit.py on a tiny sample: the refit, measuring nothing, reproduces the
+benchmark's own fit from its saved measurements, and a remeasure prints its line (timings here are noise; only the
+arithmetic is checked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts import ROOT
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
+                          env=env, timeout=300, check=True)  # fmt: skip
+    return done.stdout
+
+
+def _line(output: str, label: str) -> str:
+    """The evaluation line of `label`, without its label."""
+    (line,) = [x for x in output.splitlines() if x.startswith(label + ":")]
+    return line.split(":", 1)[1]
+
+
+def test_the_refit_reproduces_the_benchmarks_fit_from_its_saved_measurements(tmp_path: Path) -> None:
+    results, table = tmp_path / "r.json", tmp_path / "t.json"
+    bench = _run("bench_latency.py", "--space", "mobilenet3-ws", "--n", "8", "--runs", "3", "--warmup", "1",
+                 "--in-chans", "1", "--table", str(table), "--out", str(results))  # fmt: skip
+    record = json.loads(results.read_text())
+    assert len(record["genomes"]) == 8 and all(g["measured_ms"] > 0 for g in record["genomes"])
+    refit = _run("latency_refit.py", "--results", str(results), "--table", str(table), "--regression", "none",
+                 "--remeasure", "2")  # fmt: skip
+    assert _line(refit, "table + overhead (none)") == _line(bench, "table + overhead")
+    assert _line(refit, "MACs x factor") == _line(bench, "MACs x factor")
+    assert "within +-10% of 2" in _line(refit, "measured again")
