@@ -13,6 +13,7 @@ A tiny check that it runs: --space mobilenet3-ws --n 8 --runs 20 --warmup 2 (tim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import time
@@ -68,6 +69,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--min-time", type=float, default=0.0, help="seconds of timed runs at least, per genome "
+                        "(`menas latency` uses 0.2)")  # fmt: skip
+    parser.add_argument("--table-min-time", type=float, default=0.0, help="seconds of timed runs at least, per "
+                        "table block (`menas latency-table` uses 0.02)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", default=None, help="the (partial) table file, continued when it exists")
     parser.add_argument("--out", default=None, help="write the evaluation as JSON here")
@@ -78,7 +83,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    settings = Settings(args.batch, args.threads, args.runtime, args.device, args.warmup, args.runs)
+    table_settings = Settings(
+        args.batch, args.threads, args.runtime, args.device, args.warmup, args.runs, args.table_min_time
+    )
+    settings = dataclasses.replace(table_settings, min_time_s=args.min_time)  # the genomes'
     check_available(settings)
     space = load_space(args.space)
     macs = parse_range(args.macs, "--macs") if args.macs else (0.0, float("inf"))
@@ -91,7 +99,9 @@ def main() -> None:
     grid, blocks = ChannelGrid(space), set()  # only the sampled genomes' blocks: a partial table
     for genome in genomes:
         blocks.update(b for _, b in genome_blocks(genome, args.input_size, args.in_chans, args.num_classes, grid))
-    built = build_table(space, args.input_size, args.in_chans, args.num_classes, settings, table_path, only=blocks)
+    built = build_table(
+        space, args.input_size, args.in_chans, args.num_classes, table_settings, table_path, only=blocks
+    )
     table_s = time.perf_counter() - start
     start = time.perf_counter()
     measured = measure_genomes(genomes, args, settings)

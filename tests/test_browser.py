@@ -295,6 +295,9 @@ def test_the_dashboard_shows_a_new_trial_by_itself(tmp_path: Path, tab: Tab) -> 
         tab.open(url(server))
         tab.wait_for(f"{ROWS} === {len(trials)} && document.querySelectorAll('path.point').length > 0", "the page")
         assert accuracy_marks(tab) == done
+        # the user's view: only finished trials, newest first
+        tab.evaluate("var f = document.getElementById('filter'); f.value = 'done'; f.dispatchEvent(new Event('input'))")
+        tab.evaluate("document.querySelector('#trials th').click(); document.querySelector('#trials th').click()")
         tab.evaluate("window.notReloaded = true")
         time.sleep(1.0)  # a few checks of an unchanged store: the page stays (no reload)
         assert tab.evaluate("window.notReloaded") is True
@@ -306,6 +309,11 @@ def test_the_dashboard_shows_a_new_trial_by_itself(tmp_path: Path, tab: Tab) -> 
         assert tab.evaluate("window.notReloaded") is None  # the page reloaded itself
         assert accuracy_marks(tab) == [*done, len(trials)]
         assert tab.evaluate(f"document.getElementById('trial-{len(trials)}').className") == "done"
+        # the reload kept the view: the filter typed, the rows it hides, the order chosen (the new trial first)
+        assert tab.evaluate("document.getElementById('filter').value") == "done"
+        assert tab.evaluate("document.querySelectorAll('#trials tbody tr:not([hidden])').length") == len(done) + 1
+        assert tab.evaluate("document.querySelector('#trials th').getAttribute('aria-sort')") == "descending"
+        assert tab.evaluate("document.querySelector('#trials tbody tr').id") == f"trial-{len(trials)}"
         assert_not_blank(tab.screenshot())
         assert tab.errors() == []  # while served: once it ends, a check that cannot connect is logged
     finally:

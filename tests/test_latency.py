@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from menas.cli.latency import NETWORK_MIN_TIME_S
 from menas.cli.main import main
 from menas.errors import UserError
 from menas.latency.blocks import Block, ChannelGrid, genome_blocks, space_blocks
@@ -276,12 +277,18 @@ def test_measure_records_settings_and_restores_threads() -> None:
 def test_menas_latency_prints_one_line_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "latency.json"
     args = ["latency", "mobilenetv3_small_100", "--input-size", "32", "--num-classes", "10"]
-    assert main([*args, "--runs", "3", "--warmup", "1", "--json", str(out)]) == 0
+    assert main([*args, "--runs", "3", "--warmup", "1", "--min-time", "0", "--json", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and " ms median (p90 " in lines[0] and "1 thread(s), torch" in lines[0]
     record = json.loads(out.read_text())
     assert record["genome"] == Genome.from_str(MOBILENETV3_SMALL).to_str() and record["runs"] == 3
     assert record["input_shape"] == [1, 3, 32, 32] and record["median_ms"] > 0 and record["host"]["cpu"]
+
+    # by default a network is timed for at least NETWORK_MIN_TIME_S, so a fast one gets many more runs
+    assert main([*args, "--runs", "3", "--warmup", "1", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["settings"]["min_time_s"] == NETWORK_MIN_TIME_S == 0.2
+    assert record["timed_s"] >= 0.5 * NETWORK_MIN_TIME_S and record["runs"] > 3  # 3 runs take ~5 ms
 
 
 @pytest.mark.parametrize(

@@ -179,14 +179,27 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_measure_args(p: argparse.ArgumentParser) -> None:
+#: Seconds of timed runs at least, by default, per measurement: a whole network (`menas latency`) and a table's
+#: block (`menas latency-table`). Sub-millisecond networks need ~1,000 runs for a stable median: onnxruntime at
+#: 32 px on one thread (0.1-0.3 ms a network) was 73% within ±10% of the table's prediction at 100 runs and 95% at
+#: 1,000 (BENCHMARKS.md "Latency predictor against measured latency"); slower networks keep their 100 runs.
+NETWORK_MIN_TIME_S = 0.2
+BLOCK_MIN_TIME_S = 0.02
+
+
+def _add_measure_args(p: argparse.ArgumentParser, min_time_s: float) -> None:
     p.add_argument("--batch", type=int, default=1, help="images per run (default 1)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, at most the cores (default 1)")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="torch (eager) or onnxruntime (default torch)")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--runs", type=int, default=100, help="timed runs, at least (default 100)")
-    p.add_argument("--min-time", type=float, default=0.0, help="time for at least this many seconds (default 0)")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=min_time_s,
+        help=f"and time for at least this many seconds (default {min_time_s:g}; at most 100 x --runs)",
+    )
 
 
 def _add_latency(sub: argparse._SubParsersAction) -> None:
@@ -195,7 +208,7 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=None, help="image side in px (default: the recorded one, or 224)")
     p.add_argument("--in-chans", type=int, default=None, help="input channels (default: the recorded ones, or 3)")
     p.add_argument("--num-classes", type=int, default=None, help="classes (default: the recorded ones, or 1000)")
-    _add_measure_args(p)
+    _add_measure_args(p, NETWORK_MIN_TIME_S)
     p.add_argument("--json", default=None, metavar="OUT", help="write the whole measurement as JSON to OUT")
     p.add_argument(
         "--front",
@@ -213,7 +226,7 @@ def _add_latency_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="image side in px (default 224)")
     p.add_argument("--in-chans", type=int, default=3, help="input channels (default 3)")
     p.add_argument("--num-classes", type=int, default=1000, help="classes (default 1000)")
-    _add_measure_args(p)
+    _add_measure_args(p, BLOCK_MIN_TIME_S)
     p.add_argument(
         "--channel-step",
         type=int,

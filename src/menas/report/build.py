@@ -47,7 +47,7 @@ from menas.report.points import (
     run_front,
 )
 from menas.report.tables import CSV_FIELDS, title, write_csv, write_markdown
-from menas.search.pareto import DEFAULT_OBJECTIVES
+from menas.search.pareto import config_objectives
 from menas.search.store import Store
 
 
@@ -68,7 +68,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     folder = Path(out) if out is not None else RunFolder(run_dir).report
     folder.mkdir(parents=True, exist_ok=True)
     heading = title(run_dir, config, info.status)
-    objectives = tuple(config.get("strategy", {}).get("pareto", DEFAULT_OBJECTIVES))
+    objectives = config_objectives(config)
     paths = [
         plot_accuracy_vs_macs(pts, folder / FIGURES[0]),
         plot_epoch_time(pts, folder / FIGURES[1]),

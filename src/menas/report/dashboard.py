@@ -35,7 +35,7 @@ from menas.folders import RunFolder
 from menas.report.html import page
 from menas.report.points import lottery_records
 from menas.report.tables import title
-from menas.search.pareto import DEFAULT_OBJECTIVES
+from menas.search.pareto import config_objectives
 from menas.search.record import TrialRecord
 from menas.search.store import Store, store_path
 from menas.search.summaries import generation_phases
@@ -120,7 +120,7 @@ class Dashboard:
     def _build(self, snap: Snapshot) -> str:
         """`menas report`'s page of the snapshot, with the live script."""
         records = list(snap.records)
-        objectives = tuple(snap.config.get("strategy", {}).get("pareto", DEFAULT_OBJECTIVES))
+        objectives = config_objectives(snap.config)
         searches = lottery_records(self.run_dir, records)
         live = (snap.version, self.poll_s)
         return page(snap.title, records, generation_phases(records), searches, objectives, live=live)

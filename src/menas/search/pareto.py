@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from menas.errors import check
 from menas.search.ranking import Ranked
@@ -45,6 +45,11 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     # the final network's predicted latency (a latency table's, `budget.latency_table`; None without one)
     "latency": (MIN, "final_latency_ms"),
 }
+
+
+def config_objectives(config: dict[str, Any]) -> tuple[str, ...]:
+    """The Pareto objectives of a run from its config dict as stored (`strategy.pareto`, else the default)."""
+    return tuple((config.get("strategy") or {}).get("pareto", DEFAULT_OBJECTIVES))
 
 
 def check_objectives(objectives: Sequence[str], where: str = "strategy.pareto") -> tuple[str, ...]:

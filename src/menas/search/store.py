@@ -554,7 +554,7 @@ class Store:
 
     def pareto_objectives(self) -> tuple[str, ...]:
         """What the run's front trades (`strategy.pareto` of its config; accuracy and MACs before it existed)."""
-        return tuple(self.config().get("strategy", {}).get("pareto", pareto.DEFAULT_OBJECTIVES))
+        return pareto.config_objectives(self.config())
 
     def noise(self) -> fidelity.NoiseEstimate | None:
         """The score noise the run's repeated trials measure (`fidelity.repeats`); None without a done pair."""
