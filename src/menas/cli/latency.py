@@ -12,7 +12,14 @@ from menas.cli.common import make_progress
 from menas.errors import UserError, check
 from menas.files import write_json
 from menas.latency.blocks import count_by_kind
-from menas.latency.measure import DEVICES, RUNTIMES, Settings, check_available
+from menas.latency.measure import (
+    BLOCK_MIN_TIME_S,
+    DEVICES,
+    NETWORK_MIN_TIME_S,
+    RUNTIMES,
+    Settings,
+    check_available,
+)
 from menas.space.cost import count_cost, format_count
 from menas.space.genome import REFERENCE_GENOMES, parse_genome_arg
 from menas.space.spaces import load_space
@@ -177,14 +184,6 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
         f"{result.measured_before} before), {state}; {table.target.describe()} on {table.host['device_name']}"
     )
     return 0
-
-
-#: Seconds of timed runs at least, by default, per measurement: a whole network (`menas latency`) and a table's
-#: block (`menas latency-table`). Sub-millisecond networks need ~1,000 runs for a stable median: onnxruntime at
-#: 32 px on one thread (0.1-0.3 ms a network) was 73% within ±10% of the table's prediction at 100 runs and 95% at
-#: 1,000 (BENCHMARKS.md "Latency predictor against measured latency"); slower networks keep their 100 runs.
-NETWORK_MIN_TIME_S = 0.2
-BLOCK_MIN_TIME_S = 0.02
 
 
 def _add_measure_args(p: argparse.ArgumentParser, min_time_s: float) -> None:

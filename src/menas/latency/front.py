@@ -20,14 +20,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from menas.errors import UserError
 from menas.files import FolderLock, FolderLocked
 from menas.folders import LOCK_FILE
-from menas.latency.measure import Measurement, Settings, check_available
+from menas.latency.measure import NETWORK_MIN_TIME_S, Measurement, Settings, check_available
 from menas.latency.table import HOST_FIELDS, LatencyTable, space_hash
 from menas.search.store import Store, TrialRecord
 from menas.space.genome import Genome
@@ -48,12 +48,14 @@ class FrontMeasured:
 
 
 def table_settings(table: LatencyTable) -> Settings:
-    """The measurement settings the table was built with (batch, threads, runtime, device, warm-up, timed runs,
-    minimum time), checked on this machine: a thread count over its cores or a runtime or device it lacks is a
-    one-line `UserError` naming the table."""
+    """The measurement settings the table was built with (batch, threads, runtime, device, warm-up, timed runs),
+    a whole network timed for at least `NETWORK_MIN_TIME_S` (or the table's minimum time when longer), checked on
+    this machine: a thread count over its cores or a runtime or device it lacks is a one-line `UserError` naming the
+    table."""
     known = set(Settings.__dataclass_fields__)
     try:
         settings = Settings(**{k: v for k, v in table.settings.items() if k in known})
+        settings = replace(settings, min_time_s=max(settings.min_time_s, NETWORK_MIN_TIME_S))
         check_available(settings)
     except UserError as exc:
         raise UserError(f"{table.where()}: its settings cannot be used on this machine ({exc})") from None

@@ -31,6 +31,13 @@ RUNTIMES = ("torch", "onnxruntime")
 DEVICES = ("cpu", "cuda")
 #: Timed runs stop at this many times `runs` even when `min_time_s` has not passed (a bounded loop).
 MAX_RUNS_FACTOR = 100
+#: Seconds of timed runs at least, by default, per measurement: a whole network (`menas latency`, the final front of
+#: a search) and a table's block (`menas latency-table`). Sub-millisecond networks need ~1,000 runs for a stable
+#: median: onnxruntime at 32 px on one thread (0.1-0.3 ms a network) was 73% within ±10% of the table's prediction
+#: at 100 runs and 95% at 1,000 (BENCHMARKS.md "Latency predictor against measured latency"); slower networks keep
+#: their `runs`.
+NETWORK_MIN_TIME_S = 0.2
+BLOCK_MIN_TIME_S = 0.02
 
 
 @dataclass(frozen=True)
