@@ -43,7 +43,6 @@ from typing import Any, Protocol
 from menas import __version__
 from menas.errors import UserError, check, is_int, is_real
 from menas.folders import STORE_FILE
-from menas.search import fidelity, pareto, ranking
 from menas.search.record import (
     FIELDS,
     FORWARD_IMAGES_PER_TRAINING_IMAGE,
@@ -56,6 +55,7 @@ from menas.search.record import (
     from_row,
     to_row,
 )
+from menas.search.run_views import RunViews
 from menas.search.schema import RECORD_RENAMES, SCHEMA, SCHEMA_VERSION, connect, migrate, publish
 from menas.search.summaries import (
     ComputeUsed,
@@ -152,7 +152,7 @@ class RunInfo:
 # --------------------------------------------------------------------------------------------- store
 
 
-class Store:
+class Store(RunViews):
     """A run's SQLite record. Build it with `Store.create` (new run) or `Store.open` (resume, status, report)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool, version: int = SCHEMA_VERSION) -> None:
@@ -516,49 +516,6 @@ class Store:
     def finished(self) -> list[TrialRecord]:
         """Done and failed trials, in trial_id order."""
         return self.trials(("done", "failed"))
-
-    def lineages(self) -> list[TrialRecord]:
-        """The done trials that stand for a network (`menas.search.fidelity.representatives`): every done trial
-        in a search without fidelity stages; with them, each network at its highest rung reached and no noise
-        repeats."""
-        return fidelity.representatives(self.trials("done"))
-
-    def best(self) -> TrialRecord | None:
-        """The best network's trial by `menas.search.ranking.rank_key` (highest rung, final score, then fewer final
-        MACs, then the earlier trial); None before any trial is done."""
-        return ranking.best(self.lineages())
-
-    def ranked(self, limit: int | None = None) -> list[TrialRecord]:
-        """The networks' trials (`lineages`), best first, by `menas.search.ranking.rank_key` (at most `limit`)."""
-        ordered = sorted(self.lineages(), key=ranking.rank_key)
-        return ordered if limit is None else ordered[:limit]
-
-    def front(self) -> list[TrialRecord]:
-        """The networks' trials (`lineages`; with rungs, those at the highest rung any reached) on the first Pareto
-        front of the run's `strategy.pareto` objectives (by default final search-val score up, final MACs down), by
-        rising first cost; of trials equal in both, the
-        earliest (`menas.search.pareto.trial_front`): a run's result under `strategy.objective: pareto`, and what
-        `menas export --front K` counts."""
-        lineages = self.lineages()
-        top = max((t.rung for t in lineages), default=0)
-        return pareto.trial_front([t for t in lineages if t.rung == top], self.pareto_objectives())
-
-    def final_networks(self) -> list[TrialRecord]:
-        """The run's result: its Pareto front (`front`) when the search optimised one (`strategy.objective:
-        pareto`), else its best network alone (`best`); [] before any trial is done. What the search measures for
-        real at its end under a latency table (`menas.latency.front`)."""
-        if self.config().get("strategy", {}).get("objective") == "pareto":
-            return self.front()
-        best = self.best()
-        return [] if best is None else [best]
-
-    def pareto_objectives(self) -> tuple[str, ...]:
-        """What the run's front trades (`strategy.pareto` of its config; accuracy and MACs before it existed)."""
-        return pareto.config_objectives(self.config())
-
-    def noise(self) -> fidelity.NoiseEstimate | None:
-        """The score noise the run's repeated trials measure (`fidelity.repeats`); None without a done pair."""
-        return fidelity.noise_estimate(fidelity.repeat_pairs(self.trials("done")))
 
     def generation_summary(self) -> list[GenerationSummary]:
         """Per generation, ascending: counts by status, score and cost statistics of done trials, epoch time."""
