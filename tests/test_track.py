@@ -194,6 +194,45 @@ def test_a_tracker_that_cannot_open_fails_the_search_before_any_trial(tmp_path: 
         assert store.run_info().status == "failed" and store.history() == []
 
 
+def test_a_tracker_error_is_recorded_shown_by_status_and_caught_up_by_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tracker that fails to log trial 1 once: the search goes on and ends, the warning is in the store
+    (`track_not_logged`) and `menas status` names the trial; the resume logs it and status says nothing more."""
+    from menas.track.tensorboard import TensorBoardTracker
+
+    real_log = TensorBoardTracker.log_trial
+    run_dir = tmp_path / "run"
+
+    def log_trial(self, log):
+        if log.trial_id == 1 and not state["resumed"]:
+            raise OSError("disk full\nsecond line")
+        return real_log(self, log)
+
+    state = {"resumed": False}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TensorBoardTracker, "log_trial", log_trial)
+        Search(_config("tensorboard"), run_dir).run()
+        with Store.open(run_dir, readonly=True) as store:
+            assert store.run_info().status == "finished" and len(store.finished()) == TRIALS
+            (event,) = store.events("track_not_logged")
+            assert event.payload == {"tracker": "tensorboard", "trial_id": 1, "error": "OSError: disk full"}
+        capsys.readouterr()
+        assert main(["status", str(run_dir)]) == 0
+        out = capsys.readouterr().out
+        assert "tracker tensorboard: 1 trial(s) (1) not logged (latest: OSError: disk full)" in out
+        assert f"menas resume {run_dir}` logs what it lacks" in " ".join(out.split())
+
+        state["resumed"] = True
+        Search(load_run_config(run_dir), run_dir, resume=True).run()
+    with Store.open(run_dir, readonly=True) as store:
+        kinds = [e.kind for e in store.events() if e.kind.startswith("track_")]
+        assert kinds == ["track_not_logged", "track_caught_up"]
+    assert (RunFolder(run_dir).tensorboard / base.trial_name(1)).is_dir()  # the trial's log is there now
+    assert main(["status", str(run_dir)]) == 0
+    assert "not logged" not in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------------------------- MLflow
 
 

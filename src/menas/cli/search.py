@@ -119,6 +119,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from menas.search.store import Store, store_path
     from menas.search.strategies import compute_limits, make_strategy
     from menas.search.summaries import estimate_time_left
+    from menas.track.hook import tracker_errors
 
     run = Path(args.run)
     if not store_path(run).exists():
@@ -132,6 +133,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         front = store.front()
         final = store.final_networks()
         not_measured = store.events("latency_not_measured")
+        not_tracked = tracker_errors(store.events())
         noise = store.noise()
         cfg = from_dict(SearchConfig, store.config(), "run config")
     total = make_strategy(cfg).total_trials
@@ -186,6 +188,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if cfg.budget.latency_table is not None:
         for line in measured_lines(final, run, info.status, not_measured[-1].payload if not_measured else None):
             console.print(line)
+    if not_tracked:
+        console.print(tracked_line(not_tracked, run))
     if trials:
         started = min(t.queued_at for t in trials)
         last = max(t.finished_at or t.started_at or t.queued_at for t in trials)
@@ -196,6 +200,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     if estimate is not None:
         console.print(_time_left_line(estimate, total))
     return 0
+
+
+def tracked_line(errors: list[Any], run: Path) -> str:
+    """What `menas status` says of a tracker that missed part of the run (`track_not_logged` events since it last
+    caught up): how many trials, the latest error, and that a resume logs what the tracker lacks."""
+    trials = sorted({e.payload["trial_id"] for e in errors if e.payload.get("trial_id") is not None})
+    ending = any(e.payload.get("trial_id") is None for e in errors)
+    parts = [f"{len(trials)} trial(s) ({', '.join(map(str, trials))})"] if trials else []
+    parts += ["the search's end"] if ending else []
+    last = errors[-1].payload
+    return (
+        f"tracker {last.get('tracker')}: {' and '.join(parts)} not logged (latest: {last.get('error')}); "
+        f"`menas resume {run}` logs what it lacks"
+    )
 
 
 def _latency_text(best: Any, bound_ms: float | None) -> str:

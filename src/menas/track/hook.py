@@ -114,8 +114,17 @@ class SearchTracking:
             self.tracker.log_trial(trial_log(record, self.config, len(self.logged) + 1, best, files))
         except Exception as exc:
             logger.warning("trial %d is not logged to %s (`menas resume` logs it): %s", trial_id, self._name, exc)
+            self._event(store, "track_not_logged", trial_id=trial_id, error=_one_line(exc))
             return
         self.logged.add(trial_id)
+
+    def _event(self, store: Any, kind: str, **payload: Any) -> None:
+        """Records a tracker's event in the store (`menas status` reads them), so a warning is not lost with the
+        terminal; a store that cannot take it (read-only, closed) leaves the warning alone."""
+        try:
+            store.log_event(kind, tracker=self._name, **payload)
+        except Exception as exc:
+            logger.warning("the %s event is not recorded in the store: %s", kind, exc)
 
     def close(self, store: Any) -> None:
         """Logs the end (best trial, Pareto front, the run's status) when the tracker opened, and closes it."""
@@ -131,8 +140,12 @@ class SearchTracking:
                     front=[network_summary(t) for t in store.front()],
                 )
                 self.tracker.log_end(end)
+                everything = all(r.trial_id in self.logged for r in store.finished())
+                if everything and tracker_errors(store.events()):  # what an outage left out is logged now
+                    self._event(store, "track_caught_up")
         except Exception as exc:
             logger.warning("the search's end is not logged to %s: %s", self._name, exc)
+            self._event(store, "track_not_logged", trial_id=None, error=_one_line(exc))
         finally:
             self._open = False
             self.tracker.close()
@@ -140,3 +153,14 @@ class SearchTracking:
     @property
     def _name(self) -> str:
         return str(self.config.get("track", "the tracker"))
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+
+
+def tracker_errors(events: list[Any]) -> list[Any]:
+    """The `track_not_logged` events since the tracker last caught up (`track_caught_up`): what the tracker may
+    still lack, until a `menas resume` logs it."""
+    last = max((i for i, e in enumerate(events) if e.kind == "track_caught_up"), default=-1)
+    return [e for e in events[last + 1 :] if e.kind == "track_not_logged"]
