@@ -23,6 +23,7 @@ from menas.latency.measure import Settings, measure, statistics
 from menas.latency.predict import Predictor, evaluate, macs_factor, spearman
 from menas.latency.table import LatencyTable, build_table, open_table
 from menas.machine import cpu_cores
+from menas.space.cost import count_params
 from menas.space.genome import MOBILENETV3_SMALL, Genome, LayerGene, StageGene
 from menas.space.operators import random_genome
 from menas.space.spaces import PRESETS, SearchSpace, StageSpace
@@ -172,9 +173,13 @@ def test_the_predictor_is_exact_on_a_synthetic_table(tmp_path: Path) -> None:
     genomes = list({g.to_str(): g for g in (random_genome(TINY, rng) for _ in range(40))}.values())
     sums = [sum(fake_cost(b)["median_ms"] for _, b in genome_blocks(g, SIZE, CHANS, CLASSES)) for g in genomes]
     assert [Predictor(table).predict(g) for g in genomes] == pytest.approx(sums, rel=1e-9)
-    measured = [1.3 * s + 0.7 + 0.02 * (g.depth + 3) for s, g in zip(sums, genomes, strict=True)]
+    mparams = [count_params(g, CHANS, CLASSES) / 1e6 for g in genomes]
+    measured = [
+        (1.3 + 0.2 * p) * s + 0.7 + 0.02 * (g.depth + 3) for s, p, g in zip(sums, mparams, genomes, strict=True)
+    ]
     fitted = Predictor(table).fit(genomes[:10], measured[:10])
-    assert (fitted.scale, fitted.overhead_ms, fitted.per_block_ms) == pytest.approx((1.3, 0.7, 0.02), rel=1e-6)
+    coefficients = (fitted.scale, fitted.sum_per_mparam, fitted.overhead_ms, fitted.per_block_ms)
+    assert coefficients == pytest.approx((1.3, 0.2, 0.7, 0.02), rel=1e-6)
     predicted = [fitted.predict(g) for g in genomes[10:]]
     assert predicted == pytest.approx(measured[10:], rel=1e-9)
     scores = evaluate(predicted, measured[10:])

@@ -189,13 +189,22 @@ def test_a_fitted_overhead_is_stored_in_the_table_and_used_by_the_budget(tmp_pat
     table = _table(TINY, tmp_path / "fit.json", (SIZE, CHANS, CLASSES))
     rng = random.Random(4)
     genomes = [random_genome(TINY, rng) for _ in range(8)]
-    measured = [1.5 * Predictor(table).predict(g) + 0.25 - 0.01 * (g.depth + 3) for g in genomes]
+    plain = Predictor(table)
+    measured = [(1.5 + 0.1 * plain.mparams(g)) * plain.predict(g) + 0.25 - 0.01 * (g.depth + 3) for g in genomes]
     fitted = Predictor(table).fit(genomes, measured)
     fitted.save_fit()
     opened = open_predictor(table.path, TINY, SIZE, CHANS, CLASSES)
-    assert (opened.scale, opened.overhead_ms, opened.per_block_ms) == pytest.approx((1.5, 0.25, -0.01))
+    coefficients = (opened.scale, opened.sum_per_mparam, opened.overhead_ms, opened.per_block_ms)
+    assert coefficients == pytest.approx((1.5, 0.1, 0.25, -0.01))
     assert opened.latency_ms(genomes[0]) == pytest.approx(measured[0])
     assert LatencyTable.load(table.path).fit["fitted_on"] == 8
+
+    # a table fitted before the parameter term existed (no sum_per_mparam) reads it as 0
+    older = LatencyTable.load(table.path)
+    older.fit = {k: v for k, v in older.fit.items() if k != "sum_per_mparam"}
+    older.save()
+    old_predictor = open_predictor(table.path, TINY, SIZE, CHANS, CLASSES)
+    assert old_predictor.sum_per_mparam == 0.0 and old_predictor.scale == pytest.approx(1.5)
 
 
 # --------------------------------------------------------------------------------------------- the search

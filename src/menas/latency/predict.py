@@ -1,12 +1,18 @@
 """Predicted latency of a genome from a lookup table, and how good a latency predictor is.
 
 The prediction is the sum of the genome's blocks' table entries (`latency.blocks.genome_blocks` on the table's
-channel grid) corrected by a fitted overhead: `scale * sum + overhead_ms + per_block_ms * blocks`, fitted by least
-squares on genomes measured whole (`Predictor.fit`). The per-block term is there because a block measured alone
-pays its own call overhead (an onnxruntime session run, a Python call) that a whole network pays once, and the
-number of blocks varies with depth. Optionally a small scikit-learn regression (gradient-boosted trees on the
-per-stage sums, MACs and depth) corrects what is left (`regression="gbr"`). A genome block the table does not
-hold is a one-line `UserError` naming the block and its place.
+channel grid) corrected by a fitted overhead: `(scale + sum_per_mparam * params in millions) * sum + overhead_ms +
+per_block_ms * blocks`, fitted on genomes measured whole by least squares of the relative error (the error the
++-10% goal counts; `Predictor.fit`). The per-block term is there because a block measured alone pays its own call
+overhead (an onnxruntime session run, a Python call) that a whole network pays once, and the number of blocks varies
+with depth. The parameter term is there because a block measured alone keeps its weights in cache and a whole
+network of many weights does not: on onnxruntime at 32 px the measured / table-sum ratio rose with the
+parameter count at Spearman 0.85 (median 0.79 at 1-2M parameters, 1.47 over 5M), and the term (with the relative
+fit) took the predictor from 48% to 73% of genomes within +-10% there, from 66% to 74% on torch (BENCHMARKS.md,
+"Latency predictor against measured latency"). Optionally a small
+scikit-learn regression (gradient-boosted trees on the per-stage sums, MACs and depth) corrects what is left
+(`regression="gbr"`). A genome block the table does not hold is a one-line `UserError` naming the block and its
+place.
 
 `evaluate` scores predictions against measurements the way the issue asks: the share within +-10%, RMSE, the
 worst relative error and Spearman's rank correlation; `macs_factor` fits MACs to latency by one factor, so that
@@ -26,21 +32,24 @@ from typing import Any
 from menas.errors import UserError, check
 from menas.latency.blocks import Block, genome_blocks
 from menas.latency.table import LatencyTable, open_table
-from menas.space.cost import count_macs
+from menas.space.cost import count_macs, count_params
 from menas.space.genome import Genome
 from menas.space.spaces import SearchSpace
 
 REGRESSIONS = ("none", "gbr")
-#: Genomes at least, to fit the three coefficients of the overhead.
-MIN_FIT = 3
-#: The fitted overhead's coefficients, as a table stores them (`LatencyTable.fit`).
+#: Genomes at least, to fit the four coefficients of the overhead.
+MIN_FIT = 4
+#: The fitted overhead's coefficients, as a table stores them (`LatencyTable.fit`) ...
 FIT_KEYS = ("scale", "overhead_ms", "per_block_ms")
+#: ... and those a table fitted before they existed lacks (read as 0).
+NEWER_FIT_KEYS = ("sum_per_mparam",)
 
 
 @dataclass(frozen=True)
 class Predictor:
-    """Latency of genomes from `table`: `scale * table sum + overhead_ms + per_block_ms * blocks` (+ the
-    regression's correction when fitted with one). Unfitted: the plain sum of the table's entries."""
+    """Latency of genomes from `table`: `(scale + sum_per_mparam * params / 1e6) * table sum + overhead_ms +
+    per_block_ms * blocks` (+ the regression's correction when fitted with one). Unfitted: the plain sum of the
+    table's entries."""
 
     table: LatencyTable
     scale: float = 1.0
@@ -48,6 +57,7 @@ class Predictor:
     per_block_ms: float = 0.0
     regression: Any = None
     fitted_on: int = 0
+    sum_per_mparam: float = 0.0  # the table sum's extra scale per million parameters (weights out of cache)
 
     def blocks(self, genome: Genome) -> list[tuple[str, Block]]:
         """The genome's blocks as the table keys them (channel counts on the table's grid), with their places."""
@@ -80,10 +90,16 @@ class Predictor:
         macs = count_macs(genome, t.input_size, t.in_chans, t.num_classes) / 1e6
         return [self.table_sum(genome), sums["stem"] + sums["ds"], *stages, sums["head"], macs, float(genome.depth)]
 
+    def mparams(self, genome: Genome) -> float:
+        """The genome's parameters in millions, at the table's input channels and classes."""
+        t = self.table.target
+        return count_params(genome, t.in_chans, t.num_classes) / 1e6
+
     def linear(self, genome: Genome) -> float:
         """The table sum with the fitted overhead, ms (no regression)."""
         n_blocks = genome.depth + 3  # stem, ds, the layers, head
-        return self.scale * self.table_sum(genome) + self.overhead_ms + self.per_block_ms * n_blocks
+        scale = self.scale + (self.sum_per_mparam * self.mparams(genome) if self.sum_per_mparam else 0.0)
+        return scale * self.table_sum(genome) + self.overhead_ms + self.per_block_ms * n_blocks
 
     def predict(self, genome: Genome) -> float:
         """The predicted latency of the genome, ms."""
@@ -98,8 +114,9 @@ class Predictor:
         return max(0.0, self.predict(genome))
 
     def fit(self, genomes: Sequence[Genome], measured_ms: Sequence[float], regression: str = "none") -> Predictor:
-        """A predictor whose overhead (scale, constant, per block) is fitted by least squares to the measured
-        latencies of whole genomes, and with `regression="gbr"` a gradient-boosted correction of what is left."""
+        """A predictor whose overhead (scale, constant, per block, per million parameters) is fitted to the
+        measured latencies of whole genomes by least squares of the relative error, and with `regression="gbr"` a
+        gradient-boosted correction of what is left."""
         import numpy as np
 
         check(regression in REGRESSIONS, "regression", regression, ", ".join(REGRESSIONS))
@@ -108,11 +125,14 @@ class Predictor:
         )
         check(len(genomes) >= MIN_FIT, "measured genomes", len(genomes), f">= {MIN_FIT}")
         sums = [self.table_sum(g) for g in genomes]
-        design = np.array([[s, 1.0, g.depth + 3] for s, g in zip(sums, genomes, strict=True)])
         target = np.asarray(measured_ms, dtype=float)
-        (scale, overhead, per_block), *_ = np.linalg.lstsq(design, target, rcond=None)
+        check(bool(np.all(target > 0)), "measured latencies", "a value <= 0", "milliseconds > 0")
+        rows = [[s, 1.0, g.depth + 3, s * self.mparams(g)] for s, g in zip(sums, genomes, strict=True)]
+        weights = 1.0 / target  # relative error: a 0.1 ms network counts as much as a 3 ms one
+        design = np.array(rows) * weights[:, None]
+        (scale, overhead, per_block, per_mparam), *_ = np.linalg.lstsq(design, target * weights, rcond=None)
         fitted = replace(self, scale=float(scale), overhead_ms=float(overhead), per_block_ms=float(per_block),
-                         regression=None, fitted_on=len(genomes))  # fmt: skip
+                         sum_per_mparam=float(per_mparam), regression=None, fitted_on=len(genomes))  # fmt: skip
         if regression == "gbr":
             residual = target - np.array([fitted.linear(g) for g in genomes])
             fitted = replace(fitted, regression=_gbr([fitted.features(g) for g in genomes], residual))
@@ -126,18 +146,20 @@ class Predictor:
             return cls(table)
         try:
             coefficients = [float(table.fit[k]) for k in FIT_KEYS]
+            newer = [float(table.fit.get(k, 0.0)) for k in NEWER_FIT_KEYS]
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{table.where()}: its fit is damaged, allowed: numbers {', '.join(FIT_KEYS)}") from None
-        if not all(math.isfinite(c) for c in coefficients):
-            raise UserError(f"{table.where()}: its fit {coefficients} is not finite")
-        return cls(table, *coefficients, fitted_on=int(table.fit.get("fitted_on", 0)))
+        if not all(math.isfinite(c) for c in coefficients + newer):
+            raise UserError(f"{table.where()}: its fit {coefficients + newer} is not finite")
+        return cls(table, *coefficients, fitted_on=int(table.fit.get("fitted_on", 0)),
+                   **dict(zip(NEWER_FIT_KEYS, newer, strict=True)))  # fmt: skip
 
     def save_fit(self) -> Path:
-        """Stores the fitted overhead (scale, constant, per block) in the table's file, where a latency budget
-        (`open_predictor`) reads it. A regression is not stored: refused in one line."""
+        """Stores the fitted overhead (scale, constant, per block, per million parameters) in the table's file,
+        where a latency budget (`open_predictor`) reads it. A regression is not stored: refused in one line."""
         if self.regression is not None:
             raise UserError("regression: a fitted regression is not stored in a table; fit with regression none")
-        self.table.fit = {k: getattr(self, k) for k in (*FIT_KEYS, "fitted_on")}
+        self.table.fit = {k: getattr(self, k) for k in (*FIT_KEYS, *NEWER_FIT_KEYS, "fitted_on")}
         return self.table.save()
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +168,7 @@ class Predictor:
             "scale": self.scale,
             "overhead_ms": self.overhead_ms,
             "per_block_ms": self.per_block_ms,
+            "sum_per_mparam": self.sum_per_mparam,
             "regression": None if self.regression is None else type(self.regression).__name__,
             "fitted_on": self.fitted_on,
             "table": str(self.table.path) if self.table.path else None,
