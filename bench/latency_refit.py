@@ -2,7 +2,8 @@
 (`--results`, bench_latency's --out) and their table (`--table`) give the same split (the first `fit_share`
 fitted, the rest scored) under another regression, e.g. `--regression gbr`, next to MACs x one factor. With
 `--remeasure N` the first N genomes are measured again at the same settings: how far two measurements of one network
-are apart bounds what any predictor can reach.
+are apart bounds what any predictor can reach. `--by-params` prints how the measured / table-sum ratio of all the
+genomes moves with their parameter count (what the fit's parameter term is for).
 
 Run: .venv/bin/python bench/latency_refit.py --results R.json --table T.json --regression gbr
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 from pathlib import Path
 
 from menas.latency.measure import Settings, measure
-from menas.latency.predict import Predictor, evaluate, macs_factor
+from menas.latency.predict import Predictor, evaluate, macs_factor, spearman
 from menas.latency.table import LatencyTable
 from menas.nn.builder import build_model
 from menas.space.cost import count_macs
@@ -27,6 +30,7 @@ def main() -> None:
     parser.add_argument("--table", required=True, help="the table it measured (--table)")
     parser.add_argument("--regression", choices=("none", "gbr"), default="gbr")
     parser.add_argument("--remeasure", type=int, default=0, help="genomes to measure again (default 0)")
+    parser.add_argument("--by-params", action="store_true", help="the measured / table-sum ratio by parameter count")
     args = parser.parse_args()
     record = json.loads(Path(args.results).read_text())
     run = record["args"]
@@ -39,9 +43,23 @@ def main() -> None:
     label = f"table + overhead ({args.regression})"
     print(evaluate([fitted.predict(g) for g in genomes[k:]], measured[k:]).line(label))
     print(evaluate([factor * count_macs(g, *shape) for g in genomes[k:]], measured[k:]).line("MACs x factor"))
+    if args.by_params:
+        print(ratio_by_params(Predictor(fitted.table), genomes, measured))
     if args.remeasure:
         again = remeasure(genomes[: args.remeasure], record["settings"], run)
         print(evaluate(again, measured[: args.remeasure]).line("measured again"))
+
+
+def ratio_by_params(plain: Predictor, genomes: list[Genome], measured: list[float]) -> str:
+    """Spearman of the measured / table-sum ratio with the parameter count, and its median per parameter bucket."""
+    ratios = [y / plain.table_sum(g) for g, y in zip(genomes, measured, strict=True)]
+    mparams = [plain.mparams(g) for g in genomes]
+    parts = [f"measured / table sum vs params: Spearman {spearman(ratios, mparams):.3f}"]
+    for lo, hi in ((0, 1), (1, 2), (2, 3), (3, 5), (5, math.inf)):
+        inside = [r for r, m in zip(ratios, mparams, strict=True) if lo <= m < hi]
+        if inside:
+            parts.append(f"{lo}-{hi}M params: n={len(inside)}, median {statistics.median(inside):.2f}")
+    return "; ".join(parts)
 
 
 def remeasure(genomes: list[Genome], settings: dict, run: dict) -> list[float]:

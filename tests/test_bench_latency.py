@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,9 @@ def test_the_refit_reproduces_the_benchmarks_fit_from_its_saved_measurements(tmp
     record = json.loads(results.read_text())
     assert len(record["genomes"]) == 8 and all(g["measured_ms"] > 0 for g in record["genomes"])
     refit = _run("latency_refit.py", "--results", str(results), "--table", str(table), "--regression", "none",
-                 "--remeasure", "2")  # fmt: skip
+                 "--remeasure", "2", "--by-params")  # fmt: skip
     assert _line(refit, "table + overhead (none)") == _line(bench, "table + overhead")
     assert _line(refit, "MACs x factor") == _line(bench, "MACs x factor")
     assert "within +-10% of 2" in _line(refit, "measured again")
+    by_params = _line(refit, "measured / table sum vs params")
+    assert by_params.startswith(" Spearman ") and sum(int(n) for n in re.findall(r"n=(\d+)", by_params)) == 8
