@@ -25,7 +25,7 @@ from menas.latency.measure import Settings, check_available, measure
 from menas.latency.predict import Predictor, evaluate, macs_factor
 from menas.latency.table import build_table
 from menas.nn.builder import build_model
-from menas.space.cost import Budget, count_macs, parse_range
+from menas.space.cost import Budget, count_macs, parse_count, parse_range
 from menas.space.genome import Genome
 from menas.space.operators import sample
 from menas.space.spaces import load_space
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--in-chans", type=int, default=3)
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--macs", default=None, help="a MACs range MIN:MAX for the sampled genomes (default: any)")
+    parser.add_argument("--params-max", default=None, help="a parameter bound for the sampled genomes (default: none)")
     parser.add_argument("--n", type=int, default=200, help="genomes to sample and measure")
     parser.add_argument("--fit-share", type=float, default=0.5, help="share of the genomes the overhead is fitted on")
     parser.add_argument("--regression", choices=("none", "gbr"), default="none")
@@ -90,7 +91,8 @@ def main() -> None:
     check_available(settings)
     space = load_space(args.space)
     macs = parse_range(args.macs, "--macs") if args.macs else (0.0, float("inf"))
-    budget = Budget(macs[0], macs[1], input_size=args.input_size, in_chans=args.in_chans, num_classes=args.num_classes)
+    params_max = parse_count(args.params_max, "--params-max") if args.params_max else float("inf")
+    budget = Budget(macs[0], macs[1], params_max, args.input_size, args.in_chans, args.num_classes)
     genomes = sample_genomes(space, args.n, budget, args.seed)
     table_path = Path(args.table or f"/tmp/menas-latency-{space.name}-{args.input_size}-{args.runtime}"
                       f"-t{args.threads}-b{args.batch}.json")  # fmt: skip

@@ -24,7 +24,9 @@ batch) is the deployment target. Steps, each resumable (run the same command aga
 Output: `results.json` (calibration, one row per arm and seed: trial, genome, MACs, params, search-val, predicted
 and measured latency, within the budget, test top-1; the share of each run's trials predicted within X) and
 `summary.md` (the printed table: per seed both arms, the paired latency - macs test top-1 difference with a 95%
-t-interval, how many chosen networks meet the measured budget). `--collect-only` rebuilds both.
+t-interval, how many chosen networks meet the measured budget). `--collect-only` rebuilds both. `--save-to DIR`
+then copies what is finished and small into DIR (to commit): those files, each finished run's store (a consistent
+snapshot) and config.yaml, each retrain's versus.json and job.json, the search logs; no weights.
 
 Usage:
     PYTHONPATH=src python bench/latency_search.py --table runs/latency/table.json --out runs/latency-search \\
@@ -261,6 +263,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads per retrain (default 1)")
     p.add_argument("--workers", type=int, default=2, help="retrains side by side (default 2)")
     p.add_argument("--collect-only", action="store_true")
+    p.add_argument("--save-to", default=None, metavar="DIR", help="copy the finished, small files here (to commit)")
     return p.parse_args(argv)
 
 
@@ -322,7 +325,36 @@ def main(argv: list[str] | None = None) -> int:
                                       "meta": {"command": command, "machine": refs.machine()}})  # fmt: skip
     (out / "summary.md").write_text(text)
     print(text, end="")
+    if args.save_to:
+        save_to(out, Path(args.save_to))
     return 0
+
+
+def save_to(out: Path, dst: Path) -> None:
+    """Copies the finished, small files of `out` to `dst`: results, calibration, measurements, each finished run's
+    store (a consistent snapshot, `carry.store_snapshot`) and config, each retrain's record, the logs."""
+    import shutil
+
+    import carry
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "summary.md", "calibration.json", "measured.json"):
+        if (out / name).is_file():
+            shutil.copy(out / name, dst / name)
+    for run in sorted((out / "runs").glob("*")):
+        if (run / "menas.sqlite").is_file() and read_run(run)[0] == "finished":
+            (dst / "runs" / run.name).mkdir(parents=True, exist_ok=True)
+            carry.store_snapshot(run / "menas.sqlite", dst / "runs" / run.name / "menas.sqlite")
+            shutil.copy(run / "config.yaml", dst / "runs" / run.name / "config.yaml")
+    for job in sorted((out / "jobs").glob("*")):
+        if (job / refs.RESULT_FILE).is_file():
+            (dst / "jobs" / job.name).mkdir(parents=True, exist_ok=True)
+            for name in (refs.RESULT_FILE, refs.JOB_FILE):
+                shutil.copy(job / name, dst / "jobs" / job.name / name)
+    for log in sorted((out / "logs").glob("*.log")):
+        (dst / "logs").mkdir(exist_ok=True)
+        shutil.copy(log, dst / "logs" / log.name)
+    refs._log(f"saved the finished files of {out} in {dst}")
 
 
 if __name__ == "__main__":
