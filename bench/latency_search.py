@@ -39,10 +39,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -138,18 +136,9 @@ def run_search(arm: str, seed: int, cal: dict[str, Any], args: argparse.Namespac
         for key, value in arm_overrides(arm, seed, cal, args).items():
             text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True)
             command += ["--set", f"{key}={text.strip().removesuffix('...').strip()}"]
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    log = out / "logs" / f"{folder.name}.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     refs._log(f"{folder.name}: {command[0]}")
     tic = time.perf_counter()
-    with log.open("a") as handle:
-        handle.write(f"\n$ {sys.executable} -m menas.cli {' '.join(command)}\n")
-        handle.flush()
-        rc = subprocess.run([sys.executable, "-m", "menas.cli", *command], stdout=handle, stderr=subprocess.STDOUT,
-                            env=env, check=False).returncode  # fmt: skip
-    if rc != 0:
-        raise SystemExit(f"{folder.name}: the search exited with {rc} (log {log})")
+    refs.run_menas_cli(command, out / "logs" / f"{folder.name}.log")
     refs._log(f"{folder.name}: done, {time.perf_counter() - tic:.0f} s")
     return folder
 
@@ -188,11 +177,6 @@ def measure_chosen(chosen: dict[str, Genome], table: Any, rounds: int, path: Pat
 # --------------------------------------------------------------------------------------------- summary
 
 
-def t_interval(values: list[float]) -> tuple[float, float | None]:
-    mean, half = refs.t_interval(values)
-    return mean, half
-
-
 def summarize(rows: list[dict[str, Any]], cal: dict[str, Any]) -> str:
     x = cal["latency_ms_max"]
     lines = [
@@ -224,12 +208,12 @@ def summarize(rows: list[dict[str, Any]], cal: dict[str, Any]) -> str:
                      f"{100 * statistics.fmean(shares):.0f}% of its trials predicted within it.")  # fmt: skip
     if tested:
         diffs = [a["test_top1"] - b["test_top1"] for a, b in tested]
-        mean, half = t_interval(diffs)
+        mean, half = refs.t_interval(diffs)
         ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
         lines.append(f"- test top-1, latency arm - MACs arm, paired by seed (n = {len(diffs)}): "
                      f"{', '.join(f'{d:+.2f}' for d in diffs)}; mean {mean:+.2f}{ci} (95% t).")  # fmt: skip
-        ok = [a["test_top1"] - b["test_top1"] for a, b in tested if a.get("within_budget") and b.get("within_budget")]
-        lines.append(f"- pairs where both meet the measured budget: {len(ok)} of {len(tested)}.")
+        both = sum(bool(a.get("within_budget") and b.get("within_budget")) for a, b in tested)
+        lines.append(f"- pairs where both meet the measured budget: {both} of {len(tested)}.")
     return "\n".join(lines) + "\n"
 
 

@@ -296,6 +296,21 @@ def _plain(cfg: Any) -> Any:
     return json.loads(json.dumps(to_dict(cfg)))
 
 
+def run_menas_cli(command: list[str], log: Path) -> None:
+    """Runs `python -m menas.cli COMMAND` from this checkout in a subprocess, its output appended to `log`; a
+    failure ends the benchmark with the log's last lines."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    with log.open("a") as handle:
+        handle.write(f"\n$ {sys.executable} -m menas.cli {' '.join(command)}\n")
+        handle.flush()
+        rc = subprocess.run([sys.executable, "-m", "menas.cli", *command], stdout=handle, stderr=subprocess.STDOUT,
+                            env=env, check=False).returncode  # fmt: skip
+    if rc != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise SystemExit(f"{log.stem}: `menas {command[0]}` exited with {rc} (log {log}):\n{tail}")
+
+
 def _log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 

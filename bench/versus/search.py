@@ -50,10 +50,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -524,18 +522,8 @@ def run_search(arm: str, seed: int, args: argparse.Namespace, budget: int | None
         for assignment in search_overrides(arm, seed, args, budget):
             command += ["--set", assignment]
         refs._log(f"{folder.name}: search")
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    log = out / "logs" / f"{folder.name}.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     tic = time.perf_counter()
-    with log.open("a") as handle:
-        handle.write(f"\n$ {sys.executable} -m menas.cli {' '.join(command)}\n")
-        handle.flush()
-        rc = subprocess.run([sys.executable, "-m", "menas.cli", *command], stdout=handle, stderr=subprocess.STDOUT,
-                            env=env, check=False).returncode  # fmt: skip
-    if rc != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise SystemExit(f"{folder.name}: the search exited with {rc} (log {log}):\n{tail}")
+    refs.run_menas_cli(command, out / "logs" / f"{folder.name}.log")
     refs._log(f"{folder.name}: search done, {time.perf_counter() - tic:.0f} s")
     return folder
 
