@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -152,10 +152,8 @@ def _no_training(monkeypatch: pytest.MonkeyPatch, refs: ModuleType, search: Modu
 
     monkeypatch.setattr(refs, "_train_genome", fail)
     monkeypatch.setattr(refs, "_train_timm", fail)
-    if search is not None:
-        import subprocess
-
-        monkeypatch.setattr(search, "subprocess", SimpleNamespace(run=fail, STDOUT=subprocess.STDOUT))
+    if search is not None:  # search.py runs `menas search` and `menas resume` through references.run_menas_cli
+        monkeypatch.setattr(search.refs, "run_menas_cli", fail)
 
 
 def _unfinished_leftovers(out: Path) -> None:
