@@ -276,6 +276,23 @@ def test_measure_records_settings_and_restores_threads() -> None:
     assert onnx.runs == 3 and onnx.host["onnxruntime"] == onnx.host["runtime_version"]
 
 
+def test_the_garbage_collector_is_off_while_timing_and_restored_after() -> None:
+    import gc
+
+    from menas.latency.measure import time_runs
+
+    seen: list[bool] = []
+    assert gc.isenabled()
+    times = time_runs(lambda: seen.append(gc.isenabled()), lambda: None, Settings(warmup=2, runs=3))
+    assert len(times) == 3 and seen == [False] * 5 and gc.isenabled()
+    gc.disable()
+    try:  # a caller that had it off keeps it off
+        time_runs(lambda: None, lambda: None, Settings(warmup=0, runs=1))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 
