@@ -31,11 +31,16 @@ def main() -> None:
     parser.add_argument("--regression", choices=("none", "gbr"), default="gbr")
     parser.add_argument("--remeasure", type=int, default=0, help="genomes to measure again (default 0)")
     parser.add_argument("--by-params", action="store_true", help="the measured / table-sum ratio by parameter count")
+    parser.add_argument("--save-remeasure", default=None, metavar="OUT",
+                        help="write the --remeasure latencies here (JSON), for --median-of in a later run")  # fmt: skip
+    parser.add_argument("--median-of", nargs="+", default=[], metavar="FILE",
+                        help="--save-remeasure files of other processes: each genome's latency becomes the "
+                             "median of its measurement in --results and in these (those covering it)")  # fmt: skip
     args = parser.parse_args()
     record = json.loads(Path(args.results).read_text())
     run = record["args"]
     genomes = [Genome.from_str(g["genome"]) for g in record["genomes"]]
-    measured = [g["measured_ms"] for g in record["genomes"]]
+    measured = median_of([g["measured_ms"] for g in record["genomes"]], args.median_of)
     k = max(3, round(run["fit_share"] * len(genomes)))
     fitted = Predictor(LatencyTable.load(args.table)).fit(genomes[:k], measured[:k], regression=args.regression)
     shape = (run["input_size"], run["in_chans"], run["num_classes"])
@@ -48,6 +53,15 @@ def main() -> None:
     if args.remeasure:
         again = remeasure(genomes[: args.remeasure], record["settings"], run)
         print(evaluate(again, measured[: args.remeasure]).line("measured again"))
+        if args.save_remeasure:
+            Path(args.save_remeasure).write_text(json.dumps({"results": args.results, "measured_ms": again}))
+
+
+def median_of(measured: list[float], files: list[str]) -> list[float]:
+    """Each genome's median over its measurement and those of `files` (--save-remeasure outputs, each covering the
+    first genomes): measurements from other processes, whose median is steadier than one process's."""
+    rounds = [json.loads(Path(f).read_text())["measured_ms"] for f in files]
+    return [statistics.median([m] + [r[i] for r in rounds if i < len(r)]) for i, m in enumerate(measured)]
 
 
 def ratio_by_params(plain: Predictor, genomes: list[Genome], measured: list[float]) -> str:
