@@ -34,9 +34,26 @@ def test_the_refit_reproduces_the_benchmarks_fit_from_its_saved_measurements(tmp
     record = json.loads(results.read_text())
     assert len(record["genomes"]) == 8 and all(g["measured_ms"] > 0 for g in record["genomes"])
     refit = _run("latency_refit.py", "--results", str(results), "--table", str(table), "--regression", "none",
-                 "--remeasure", "2", "--by-params")  # fmt: skip
+                 "--remeasure", "2", "--by-params", "--save-remeasure", str(tmp_path / "p1.json"))  # fmt: skip
     assert _line(refit, "table + overhead (none)") == _line(bench, "table + overhead")
+    again = json.loads((tmp_path / "p1.json").read_text())["measured_ms"]
+    assert len(again) == 2 and all(ms > 0 for ms in again)
     assert _line(refit, "MACs x factor") == _line(bench, "MACs x factor")
     assert "within +-10% of 2" in _line(refit, "measured again")
     by_params = _line(refit, "measured / table sum vs params")
     assert by_params.startswith(" Spearman ") and sum(int(n) for n in re.findall(r"n=(\d+)", by_params)) == 8
+
+
+def test_median_of_takes_each_genomes_median_over_the_processes_that_measured_it(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("latency_refit", ROOT / "bench" / "latency_refit.py")
+    assert spec is not None and spec.loader is not None
+    refit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refit)
+    files = []
+    for k, values in enumerate(([2.0, 5.0], [4.0, 6.0, 9.0])):  # the first covers 2 genomes, the second 3
+        files.append(tmp_path / f"p{k}.json")
+        files[-1].write_text(json.dumps({"measured_ms": values}))
+    # genome 0: median(1, 2, 4) = 2; genome 1: median(1, 5, 6) = 5; genome 2: median(1, 9) = 5; genome 3: 1 alone
+    assert refit.median_of([1.0, 1.0, 1.0, 1.0], [str(f) for f in files]) == [2.0, 5.0, 5.0, 1.0]
