@@ -225,3 +225,20 @@ def test_budgets_and_recipe_come_from_the_references(tmp_path: Path) -> None:
     args = bench.parse_args(["--out", str(tmp_path / "out"), "--budgets", "1.5M", "2M"])
     assert args.budgets == [1_500_000, 2_000_000] and args.epochs == bench.refs.DEFAULT_EPOCHS
     assert bench.parse_args(["--out", str(tmp_path / "out")]).budgets == list(bench.DEFAULT_BUDGETS)
+
+
+def test_searches_only_runs_every_search_seed_major_and_retrains_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _bench()
+    searched, retrained = [], []
+    monkeypatch.setattr(bench.refs, "preload", lambda: None)
+    monkeypatch.setattr(bench, "run_search", lambda arm, seed, args, budget: searched.append((seed, budget, arm)))
+    monkeypatch.setattr(bench, "retrain_choices", lambda *a: retrained.append(a))
+    monkeypatch.setattr(bench, "collect", lambda args, command: None)
+    argv = ["--out", str(tmp_path), "--budgets", "1M", "2M", "--seeds", "0", "1", "--searches-only"]
+    assert bench.main(argv) == 0
+    assert searched == [(s, b, a) for s in (0, 1) for b in (1_000_000, 2_000_000) for a in bench.ARMS]
+    assert retrained == []
+    bench.main(argv[:-1])  # without it, each search's choices are retrained
+    assert len(retrained) == len(searched) // 2

@@ -29,7 +29,8 @@ estimate, compute), meta["search"] (settings, choices without a network); and ``
 summary: per budget the best reference at <= budget and each arm (mean test top-1 over seeds with a 95%
 t-interval), the paired menas - random-mt difference against twice the pooled retrain noise (the std of a
 reference's test top-1 between its seeds, pooled over the references), the top-rung climb per seed, and the
-issue's three goals, each "met" or "not met" with its numbers. ``--collect-only`` rebuilds both from the folders.
+issue's three goals, each "met" or "not met" with its numbers. ``--collect-only`` rebuilds both from the folders;
+``--searches-only`` runs the searches and retrains nothing (a later run without it retrains their choices).
 
 Across sessions on fresh machines (only committed files survive): ``bench/versus/carry.py save --out OUT`` keeps
 each finished search's store (``menas.sqlite``, one self-contained snapshot) and ``config.yaml`` and each finished
@@ -634,6 +635,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="per arm and seed one search over base.yaml's MACs window")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="every step on a tiny setting into a temp --out")
     parser.add_argument("--collect-only", action="store_true", help="run nothing: rebuild results and summary")
+    parser.add_argument("--searches-only", action="store_true",
+                        help="run the searches, retrain nothing (the recipe may be decided later)")  # fmt: skip
     return resolve(parser.parse_args(argv), parser)
 
 
@@ -651,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
             for budget in [None] if args.wide else args.budgets:
                 for arm in args.arms:
                     folder = run_search(arm, seed, args, budget)
-                    retrain_choices(arm, seed, folder, args, None if budget is None else [budget])
+                    if not args.searches_only:
+                        retrain_choices(arm, seed, folder, args, None if budget is None else [budget])
     collect(args, command)
     return 0
 
