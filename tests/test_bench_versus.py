@@ -61,6 +61,15 @@ def _record(name: str, seed: int, epochs: int, top1: float, arm: str = "referenc
             "history": [{"epoch": 1}]}  # fmt: skip
 
 
+def test_the_plateau_check_decides_on_held_out_top1_never_on_test() -> None:
+    bench = _bench()
+    records = [_record("mobilenetv3_small_100", 0, 10, 88.0), _record("mobilenetv3_small_100", 0, 15, 89.0)]
+    records[1]["holdout_top1"] = records[0]["holdout_top1"] + 0.1  # test gains +1.0, held-out +0.1
+    plateau = bench.plateau_summary(records, 10)
+    assert plateau["mean_gain"] == pytest.approx(0.1) and plateau["mean_gain_below_limit"]
+    assert plateau["mean_test_gain"] == pytest.approx(1.0)
+
+
 def test_results_schema_plateau_pairs_and_kept_searched_arms() -> None:
     bench = _bench()
     records = [_record("mobilenetv3_small_100", 0, 10, 88.0), _record("mobilenetv3_small_100", 1, 10, 90.0),
@@ -82,8 +91,10 @@ def test_results_schema_plateau_pairs_and_kept_searched_arms() -> None:
         assert {"arm", "seed", "budget_macs", "name", "macs", "params", "test_top1", "chosen_by"} <= set(n)
         assert n["budget_macs"] is None and "history" not in n
     plateau = results["plateau_check"]
-    assert (plateau["epochs"], plateau["long_epochs"]) == (10, 15)
+    assert (plateau["epochs"], plateau["long_epochs"]) == (10, 15) and plateau["decided_on"] == "held-out top-1"
+    # held-out gains decide (_record's held-out is test - 1, so the same gains); the test's are beside them
     assert [p["gain"] for p in plateau["pairs"]] == pytest.approx([0.1, 0.3])
+    assert [p["test_gain"] for p in plateau["pairs"]] == pytest.approx([0.1, 0.3])
     assert plateau["mean_gain"] == pytest.approx(0.2) and plateau["mean_gain_below_limit"]
     assert plateau["ci95_half_width"] == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
     json.dumps(results)  # plain JSON

@@ -16,8 +16,10 @@ test split is read once per network at the end and chooses nothing.
 
 ``--seeds`` sets the training seed (`train.seed`: initialisation, dropout); the data split and order stay at
 ``data.seed`` 0, as in the evidence benchmark's retrain-noise measurements. ``--plateau-check`` also trains
-mobilenetv3_small_100 for round(1.5 x epochs) epochs at the same seeds and reports the paired test top-1 gain
-(the issue asks for < 0.3 points). Nothing is downloaded.
+mobilenetv3_small_100 for round(1.5 x epochs) epochs at the same seeds and reports the paired gain of held-out top-1
+(the issue asks for < 0.3 points; the check sets the recipe's epochs, so the test split decides nothing: its gain is
+listed beside). A held-out part of 2% is ~1,200 images, too few to tell 0.3 points: give the check a larger one
+(``--set holdout_fraction=0.1``), the same for every network. Nothing is downloaded.
 
 Resumable: each (arm, network, seed, epochs) is a folder ``--out/jobs/ARM-NAME-sSEED-eEPOCHS``; one whose
 ``versus.json`` exists is read, not trained again; an interrupted one resumes from its epoch checkpoint
@@ -75,7 +77,7 @@ REFERENCES: dict[str, str] = {
 }
 ARM = "reference"
 PLATEAU_NETWORK = "mobilenetv3_small_100"
-PLATEAU_LIMIT = 0.3  # points of test top-1 that 1.5x the epochs may add at most (issue 20)
+PLATEAU_LIMIT = 0.3  # points of held-out top-1 that 1.5x the epochs may add at most (issue 20)
 RESULT_FILE = "versus.json"  # a job folder's result: it exists = the job is finished
 JOB_FILE = "job.json"  # what a job folder trains (checked on resume)
 DEFAULT_EPOCHS = 10
@@ -352,15 +354,16 @@ def network_entries(records: list[dict[str, Any]], epochs: int) -> list[dict[str
 
 
 def plateau_summary(records: list[dict[str, Any]], epochs: int) -> dict[str, Any] | None:
-    """The paired test top-1 gain of PLATEAU_NETWORK from `epochs` to plateau_epochs(epochs), per seed present at
-    both; None when no seed has both."""
+    """The paired held-out top-1 gain of PLATEAU_NETWORK from `epochs` to plateau_epochs(epochs), per seed present at
+    both; None when no seed has both. The check decides the recipe's epochs, so it reads the held-out part of the
+    training split, never the test split; the test gain is listed beside it, deciding nothing."""
     long = plateau_epochs(epochs)
-    runs = {
-        (r["epochs"], r["seed"]): r["test_top1"] for r in records if r["arm"] == ARM and r["name"] == PLATEAU_NETWORK
-    }
+    runs = {(r["epochs"], r["seed"]): r for r in records if r["arm"] == ARM and r["name"] == PLATEAU_NETWORK}
     pairs = [
-        {"seed": seed, "test_top1": runs[(epochs, seed)], "test_top1_long": runs[(long, seed)],
-         "gain": runs[(long, seed)] - runs[(epochs, seed)]}
+        {"seed": seed, "holdout_top1": runs[(epochs, seed)]["holdout_top1"],
+         "holdout_top1_long": runs[(long, seed)]["holdout_top1"],
+         "gain": runs[(long, seed)]["holdout_top1"] - runs[(epochs, seed)]["holdout_top1"],
+         "test_gain": runs[(long, seed)]["test_top1"] - runs[(epochs, seed)]["test_top1"]}
         for (e, seed) in sorted(runs) if e == epochs and (long, seed) in runs
     ]  # fmt: skip
     if not pairs:
@@ -370,9 +373,11 @@ def plateau_summary(records: list[dict[str, Any]], epochs: int) -> dict[str, Any
         "network": PLATEAU_NETWORK,
         "epochs": epochs,
         "long_epochs": long,
+        "decided_on": "held-out top-1",
         "pairs": pairs,
         "mean_gain": mean,
         "ci95_half_width": half,
+        "mean_test_gain": statistics.fmean(p["test_gain"] for p in pairs),
         "limit": PLATEAU_LIMIT,
         "mean_gain_below_limit": mean < PLATEAU_LIMIT,
     }
@@ -415,8 +420,9 @@ def table(results: dict[str, Any]) -> str:
         gains = ", ".join(f"{p['gain']:+.2f} (s{p['seed']})" for p in plateau["pairs"])
         verdict = "below" if plateau["mean_gain_below_limit"] else "NOT below"
         lines += ["", f"Plateau check: {plateau['network']} at {plateau['long_epochs']} against "
-                  f"{plateau['epochs']} epochs, paired test top-1 gain {gains}; mean {plateau['mean_gain']:+.2f}{ci} "
-                  f"points (95% t), {verdict} the {plateau['limit']} limit."]  # fmt: skip
+                  f"{plateau['epochs']} epochs, paired held-out top-1 gain {gains}; mean {plateau['mean_gain']:+.2f}"
+                  f"{ci} points (95% t), {verdict} the {plateau['limit']} limit (test top-1 gain, deciding nothing: "
+                  f"{plateau['mean_test_gain']:+.2f})."]  # fmt: skip
     return "\n".join(lines)
 
 
