@@ -242,3 +242,19 @@ def test_carry_restored_searches_are_not_searched_or_retrained_again(
     after = json.loads((second / "results.json").read_text())
     assert after["networks"] == before["networks"] and after["generations"] == before["generations"]
     assert not (second / "runs" / "random-mt-b2000000-s0" / "trials").exists()
+
+
+def test_a_finished_job_of_another_recipe_is_refused_not_read(tmp_path: Path) -> None:
+    bench = _bench()
+    job = bench.reference_job("lcnet_050", 0, 3)
+    args = bench.parse_args(["--out", str(tmp_path), "--epochs", "3", "--set", "holdout_fraction=0.1"])
+    folder = tmp_path / "jobs" / job.folder
+    folder.mkdir(parents=True)
+    done = {"arm": "reference", "test_top1": 80.0}
+    (folder / bench.RESULT_FILE).write_text(json.dumps(done))
+    theirs = bench.parse_args(["--out", str(tmp_path), "--epochs", "3"])  # the default 2% held-out part
+    identity = {**bench.dataclasses.asdict(job), "recipe": bench._plain(bench.recipe_for(theirs, 0, 3))}
+    (folder / bench.JOB_FILE).write_text(json.dumps(identity))
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.run_job(job, args)
+    assert bench.run_job(job, theirs) == done  # the same recipe: read, not trained

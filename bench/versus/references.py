@@ -178,6 +178,12 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     """Trains (or resumes, or reads when finished) one job in `--out/jobs/FOLDER`; returns its versus.json record."""
     out = Path(args.out) / "jobs" / job.folder
     result = out / RESULT_FILE
+    cfg = recipe_for(args, job.seed, job.epochs)
+    identity = {**dataclasses.asdict(job), "recipe": _plain(cfg)}
+    if (out / JOB_FILE).is_file():  # checked for a finished job too: a result of another recipe is never read as ours
+        before = json.loads((out / JOB_FILE).read_text())
+        if before != identity:
+            raise SystemExit(f"{out}: holds a job of other settings ({out / JOB_FILE}); use the same ones or clear it")
     if result.is_file():
         return json.loads(result.read_text())
     import torch
@@ -185,14 +191,8 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     from menas.files import write_json
 
     torch.set_num_threads(args.threads)
-    cfg = recipe_for(args, job.seed, job.epochs)
     out.mkdir(parents=True, exist_ok=True)
-    identity = {**dataclasses.asdict(job), "recipe": _plain(cfg)}
-    if (out / JOB_FILE).is_file():
-        before = json.loads((out / JOB_FILE).read_text())
-        if before != identity:
-            raise SystemExit(f"{out}: holds a job of other settings ({out / JOB_FILE}); use the same ones or clear it")
-    else:
+    if not (out / JOB_FILE).is_file():
         write_json(out / JOB_FILE, identity)
     resumed = (out / "retrain.ckpt").is_file()
     _log(f"{job.folder}: {'resume' if resumed else 'train'} ({job.built_by}, {job.epochs} epochs, seed {job.seed})")
