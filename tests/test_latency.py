@@ -313,6 +313,50 @@ def test_menas_latency_prints_one_line_and_writes_json(tmp_path: Path, capsys: p
     assert record["timed_s"] >= 0.5 * NETWORK_MIN_TIME_S and record["runs"] > 3  # 3 runs take ~5 ms
 
 
+def test_menas_latency_rounds_take_the_median_over_fresh_processes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "latency.json"
+    args = ["latency", "mobilenetv3_small_100", "--input-size", "16", "--num-classes", "10", "--runs", "3"]
+    assert main([*args, "--warmup", "1", "--min-time", "0", "--rounds", "3", "--json", str(out)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[0]
+    assert " ms median of 3 processes (" in line and "spread " in line and "at 16 px" in line
+    record = json.loads(out.read_text())
+    medians = record["round_medians_ms"]
+    assert record["rounds"] == 3 == len(medians) == len(record["round_records"])
+    assert record["median_ms"] == sorted(medians)[1] and record["round_spread"] >= 0
+    assert {r["settings"]["runs"] for r in record["round_records"]} == {3} and record["input_shape"] == [1, 3, 16, 16]
+    assert main([*args, "--rounds", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--rounds: got 0, allowed: 1..20" in err[0]
+
+
+def test_latency_rounds_warn_when_the_processes_disagree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    medians = iter([1.0, 1.3, 1.1])
+
+    def fake_round(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        assert command[1:4] == ["-m", "menas.cli", "latency"] and "--rounds" not in command
+        record = {
+            "source": "x",
+            "input_size": 32,
+            "median_ms": next(medians),
+            "host": {"runtime_version": "t", "device_name": "cpu"},
+            "settings": {"batch": 1, "threads": 1, "runtime": "torch", "device": "cpu"},
+        }
+        Path(command[command.index("--json") + 1]).write_text(json.dumps(record))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_round)
+    assert main(["latency", "mobilenetv3_small_100", "--rounds", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("1.100 ms median of 3 processes (1.000-1.300 ms, spread 27.3%)")
+    assert lines[1].startswith("warning: the rounds spread over 27%")
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

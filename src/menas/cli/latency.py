@@ -5,11 +5,12 @@ commands."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from menas.cli.common import make_progress
-from menas.errors import UserError, check
+from menas.errors import UserError, check, is_int
 from menas.files import write_json
 from menas.latency.blocks import count_by_kind
 from menas.latency.measure import (
@@ -25,6 +26,9 @@ from menas.space.genome import REFERENCE_GENOMES, parse_genome_arg
 from menas.space.spaces import load_space
 
 DEFAULT_INPUT_SIZE = 224
+#: `menas latency --rounds`: at most this many processes; a spread of the rounds' medians over this is warned about.
+MAX_ROUNDS = 20
+ROUND_SPREAD_WARN = 0.10
 SOURCE_FORMS = (
     "a genome string, a reference name ({refs}), timm:NAME, a run folder, an export or checkpoint folder, a "
     ".safetensors file or a genome .json/.txt file"
@@ -107,6 +111,9 @@ def cmd_latency(args: argparse.Namespace) -> int:
     for flag, value, low in (("--input-size", args.input_size, 16), ("--in-chans", args.in_chans, 1),
                              ("--num-classes", args.num_classes, 2)):  # fmt: skip
         check(value is None or value >= low, flag, value, f"integers >= {low}")
+    check(is_int(args.rounds) and 1 <= args.rounds <= MAX_ROUNDS, "--rounds", args.rounds, f"1..{MAX_ROUNDS}")
+    if args.rounds > 1:
+        return _measure_rounds(args)
     model, info = _network(args.source, args.input_size, args.in_chans, args.num_classes)
     size = info["input_size"]
     result = measure(model, (info["in_chans"], size, size), settings)
@@ -118,6 +125,55 @@ def cmd_latency(args: argparse.Namespace) -> int:
         f"runs): {_label(info)} at {size} px, batch {settings.batch}, {settings.threads} thread(s), "
         f"{settings.runtime} {host['runtime_version']} on {settings.device} ({host['device_name']})"
     )
+    return 0
+
+
+def _measure_rounds(args: argparse.Namespace) -> int:
+    """`--rounds R`: the measurement made R times, each in a fresh process one after the other (`menas latency` with
+    the same flags), and the median of their medians. On a noisy machine (a shared VM) one network's median moves
+    more between processes minutes apart than within one (torch eager: 9% against 1-2%; BENCHMARKS.md "How
+    repeatable one measurement is"), so the rounds' spread says how far to trust one number, and their median is
+    steadier. Prints one line, and a warning when the rounds spread over more than ROUND_SPREAD_WARN."""
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+
+    flags = [args.source, "--batch", str(args.batch), "--threads", str(args.threads), "--runtime", args.runtime,
+             "--device", args.device, "--warmup", str(args.warmup), "--runs", str(args.runs),
+             "--min-time", str(args.min_time)]  # fmt: skip
+    for flag, value in (("--input-size", args.input_size), ("--in-chans", args.in_chans),
+                        ("--num-classes", args.num_classes)):  # fmt: skip
+        flags += [flag, str(value)] if value is not None else []
+    records = []
+    with tempfile.TemporaryDirectory(prefix="menas-latency-rounds-") as folder:
+        for k in range(args.rounds):
+            out = Path(folder) / f"round{k}.json"
+            done = subprocess.run([sys.executable, "-m", "menas.cli", "latency", *flags, "--json", str(out)],
+                                  capture_output=True, text=True)  # fmt: skip
+            if done.returncode != 0:
+                lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+                raise UserError(f"--rounds: round {k + 1} of {args.rounds} failed: {lines[-1]}")
+            records.append(json.loads(out.read_text()))
+    medians = [r["median_ms"] for r in records]
+    median = statistics.median(medians)
+    spread = (max(medians) - min(medians)) / median
+    first = records[0]
+    record = {**first, "median_ms": median, "rounds": len(records), "round_medians_ms": medians,
+              "round_spread": spread, "round_records": records}  # fmt: skip
+    if args.json:
+        write_json(args.json, record)
+    settings, host = first["settings"], first["host"]
+    print(
+        f"{median:.3f} ms median of {len(medians)} processes ({min(medians):.3f}-{max(medians):.3f} ms, spread "
+        f"{100 * spread:.1f}%): {_label(first)} at {first['input_size']} px, batch {settings['batch']}, "
+        f"{settings['threads']} thread(s), {settings['runtime']} {host['runtime_version']} on {settings['device']} "
+        f"({host['device_name']})"
+    )
+    if spread > ROUND_SPREAD_WARN:
+        print(f"warning: the rounds spread over {100 * spread:.0f}% (more than {100 * ROUND_SPREAD_WARN:.0f}%): this "
+              "machine's timing is noisy; compare latencies measured here only far apart, or measure on a quiet "
+              "machine")  # fmt: skip
     return 0
 
 
@@ -209,6 +265,13 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=None, help="classes (default: the recorded ones, or 1000)")
     _add_measure_args(p, NETWORK_MIN_TIME_S)
     p.add_argument("--json", default=None, metavar="OUT", help="write the whole measurement as JSON to OUT")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure in this many fresh processes one after the other and take the median of their medians; the "
+        "line gives their spread, a warning over 10%% (default 1)",
+    )
     p.add_argument(
         "--front",
         action="store_true",
