@@ -12,7 +12,8 @@ measurement and a search's final front each get). `measure` turns Python's garba
 Printed and written (`--out`, with every median): per runtime, the spread of one network's medians within a process
 (max - min over the repeats, relative to their median; the median over networks and processes), between processes
 (the same over the processes' first measurements), and the share of pairs of measurements from different processes
-within +-10% of each other (the issue's tolerance) and within +-5%.
+within +-10% of each other (the issue's tolerance) and within +-5%; then how well medians over 1, 2 and 3 processes
+agree with the next 1, 2 and 3 (`menas latency --rounds K`). `--summarize FILE` prints this from a saved `--out`.
 
 Run when nothing else runs:
     .venv/bin/python bench/latency_repeat.py --results bench/results/latency/2026-12-05/mt-32-torch-t1.json \\
@@ -85,6 +86,41 @@ def summarize(processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def rounds_agreement(processes: list[dict[str, Any]], runtime: str, k: int) -> dict[str, Any] | None:
+    """How well two medians over `k` processes each agree (what `menas latency --rounds k` gives): per network, the
+    processes' first measurements in time order (every gc mode), and for each window of 2k consecutive processes
+    the median of its first k against the median of its last k. Windows overlap, so the pairs are not independent;
+    None when there are fewer than 2k processes."""
+    runs = [p["medians"][runtime] for p in processes if runtime in p["medians"]]
+    if len(runs) < 2 * k:
+        return None
+    diffs = [abs(statistics.median(v[s : s + k]) / statistics.median(v[s + k : s + 2 * k]) - 1)
+             for v in ([r[i][0] for r in runs] for i in range(len(runs[0])))
+             for s in range(len(runs) - 2 * k + 1)]  # fmt: skip
+    share = {f"within_{p}pct": sum(d <= p / 100 for d in diffs) / len(diffs) for p in (10, 5)}
+    return {"runtime": runtime, "k": k, "pairs": len(diffs), **share, "median_diff": statistics.median(diffs)}
+
+
+def print_summary(processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prints the table (and the agreement of medians over 1-3 processes); returns the table's rows."""
+    rows = summarize(processes)
+    print("| runtime | gc | processes x networks | median ms | spread within a process | between processes "
+          "| pairs within ±10% | within ±5% |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['runtime']} | {r['gc']} | {r['processes']} x {r['networks']} | {r['median_ms']:.3f} | "
+              f"{_pct(r['within_process_spread'])} | {_pct(r['between_process_spread'])} | "
+              f"{_pct(r['pairs_within_10pct'])} | {_pct(r['pairs_within_5pct'])} |")  # fmt: skip
+    for runtime in sorted({rt for p in processes for rt in p["medians"]}):
+        for k in (1, 2, 3):
+            a = rounds_agreement(processes, runtime, k)
+            if a:
+                print(f"{runtime}: medians over {k} process(es) against the next {k}: {_pct(a['within_10pct'])} of "
+                      f"{a['pairs']} within ±10%, {_pct(a['within_5pct'])} within ±5%, median difference "
+                      f"{_pct(a['median_diff'])}")  # fmt: skip
+    return rows
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -103,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write every median and the summary here (JSON)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--gc-off", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--summarize", default=None, metavar="FILE", help="measure nothing: summarize a saved --out")
     args = parser.parse_args(argv)
+    if args.summarize:
+        print_summary(json.loads(Path(args.summarize).read_text())["processes"])
+        return 0
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
@@ -120,14 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         processes.append({"gc": mode, "medians": json.loads(done.stdout.strip().splitlines()[-1])})
         print(f"process {k + 1}/{args.processes * len(modes)} (gc {mode}) done, {time.perf_counter() - tic:.0f} s")
-    rows = summarize(processes)
-    print("| runtime | gc | processes x networks | median ms | spread within a process | between processes "
-          "| pairs within ±10% | within ±5% |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['runtime']} | {r['gc']} | {r['processes']} x {r['networks']} | {r['median_ms']:.3f} | "
-              f"{_pct(r['within_process_spread'])} | {_pct(r['between_process_spread'])} | "
-              f"{_pct(r['pairs_within_10pct'])} | {_pct(r['pairs_within_5pct'])} |")  # fmt: skip
+    rows = print_summary(processes)
     if args.out:
         from menas.latency.measure import cpu_model
 

@@ -41,3 +41,13 @@ def test_summary_spreads_and_pairs(repeat) -> None:
     assert rows[("onnxruntime", "on")]["pairs_within_5pct"] == 1.0
     single = rows[("torch", "off")]
     assert single["between_process_spread"] is None and single["pairs_within_10pct"] is None
+
+
+def test_rounds_agreement_compares_medians_over_consecutive_processes(repeat) -> None:
+    # one network, 4 processes in time order (first repeats 1.0, 1.2, 1.0, 1.05): k = 1 compares neighbours
+    processes = [{"gc": "on", "medians": {"torch": [[v, v]]}} for v in (1.0, 1.2, 1.0, 1.05)]
+    one = repeat.rounds_agreement(processes, "torch", 1)
+    assert one["pairs"] == 3 and one["within_10pct"] == pytest.approx(1 / 3)  # only 1.0 vs 1.05 (|1.0/1.05-1| 4.8%)
+    two = repeat.rounds_agreement(processes, "torch", 2)  # median(1.0, 1.2) = 1.1 against median(1.0, 1.05) = 1.025
+    assert two["pairs"] == 1 and two["median_diff"] == pytest.approx(1.1 / 1.025 - 1) and two["within_10pct"] == 1
+    assert repeat.rounds_agreement(processes, "torch", 3) is None and repeat.rounds_agreement(processes, "x", 1) is None
