@@ -36,13 +36,17 @@ def main() -> None:
     parser.add_argument("--median-of", nargs="+", default=[], metavar="FILE",
                         help="--save-remeasure files of other processes: each genome's latency becomes the "
                              "median of its measurement in --results and in these (those covering it)")  # fmt: skip
+    parser.add_argument("--tables", nargs="+", default=[], metavar="TABLE",
+                        help="tables of the same blocks measured in other processes: each block's latency becomes "
+                             "the median of its entry in --table and in these")  # fmt: skip
     args = parser.parse_args()
     record = json.loads(Path(args.results).read_text())
     run = record["args"]
     genomes = [Genome.from_str(g["genome"]) for g in record["genomes"]]
-    measured = median_of([g["measured_ms"] for g in record["genomes"]], args.median_of)
+    measured = median_of([g["measured_ms"] for g in record["genomes"]], args.median_of, record["genomes"])
     k = max(3, round(run["fit_share"] * len(genomes)))
-    fitted = Predictor(LatencyTable.load(args.table)).fit(genomes[:k], measured[:k], regression=args.regression)
+    table = median_table(LatencyTable.load(args.table), [LatencyTable.load(t) for t in args.tables])
+    fitted = Predictor(table).fit(genomes[:k], measured[:k], regression=args.regression)
     shape = (run["input_size"], run["in_chans"], run["num_classes"])
     factor = macs_factor([count_macs(g, *shape) for g in genomes[:k]], measured[:k])
     label = f"table + overhead ({args.regression})"
@@ -57,11 +61,29 @@ def main() -> None:
             Path(args.save_remeasure).write_text(json.dumps({"results": args.results, "measured_ms": again}))
 
 
-def median_of(measured: list[float], files: list[str]) -> list[float]:
-    """Each genome's median over its measurement and those of `files` (--save-remeasure outputs, each covering the
-    first genomes): measurements from other processes, whose median is steadier than one process's."""
-    rounds = [json.loads(Path(f).read_text())["measured_ms"] for f in files]
+def median_of(measured: list[float], files: list[str], genomes: list[dict] | None = None) -> list[float]:
+    """Each genome's median over its measurement and those of `files`: measurements from other processes, whose
+    median is steadier than one process's. A file is a --save-remeasure output (covering the first genomes) or
+    another bench_latency.py --out of the same genomes (same seed and budget; checked against `genomes`)."""
+    rounds = []
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        if "genomes" in data:
+            if genomes is not None and [g["genome"] for g in data["genomes"]] != [g["genome"] for g in genomes]:
+                raise SystemExit(f"--median-of {f}: other genomes than --results")
+            rounds.append([g["measured_ms"] for g in data["genomes"]])
+        else:
+            rounds.append(data["measured_ms"])
     return [statistics.median([m] + [r[i] for r in rounds if i < len(r)]) for i, m in enumerate(measured)]
+
+
+def median_table(table: LatencyTable, others: list[LatencyTable]) -> LatencyTable:
+    """`table` with each block's median latency replaced by the median over it and the same block in `others`
+    (tables measured in other processes; a block missing there keeps the entries it has)."""
+    for key, entry in table.entries.items():
+        values = [entry["median_ms"]] + [t.entries[key]["median_ms"] for t in others if key in t.entries]
+        table.entries[key] = {**entry, "median_ms": statistics.median(values)}
+    return table
 
 
 def ratio_by_params(plain: Predictor, genomes: list[Genome], measured: list[float]) -> str:
