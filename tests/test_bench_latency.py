@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from scripts import ROOT
 
 
@@ -57,3 +59,27 @@ def test_median_of_takes_each_genomes_median_over_the_processes_that_measured_it
         files[-1].write_text(json.dumps({"measured_ms": values}))
     # genome 0: median(1, 2, 4) = 2; genome 1: median(1, 5, 6) = 5; genome 2: median(1, 9) = 5; genome 3: 1 alone
     assert refit.median_of([1.0, 1.0, 1.0, 1.0], [str(f) for f in files]) == [2.0, 5.0, 5.0, 1.0]
+    # another bench_latency.py --out of the same genomes counts too; of other genomes it is refused
+    ours = [{"genome": "a", "measured_ms": 1.0}, {"genome": "b", "measured_ms": 1.0}]
+    other = tmp_path / "r2.json"
+    other.write_text(
+        json.dumps({"genomes": [{"genome": "a", "measured_ms": 3.0}, {"genome": "b", "measured_ms": 0.5}]})
+    )
+    assert refit.median_of([1.0, 1.0], [str(other), str(files[0])], ours) == [2.0, 1.0]
+    with pytest.raises(SystemExit, match="other genomes"):
+        refit.median_of([1.0], [str(other)], [{"genome": "z", "measured_ms": 1.0}])
+
+
+def test_median_table_takes_each_blocks_median_over_the_tables() -> None:
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("latency_refit", ROOT / "bench" / "latency_refit.py")
+    assert spec is not None and spec.loader is not None
+    refit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refit)
+    base = SimpleNamespace(entries={"x": {"median_ms": 1.0, "p90_ms": 9.0}, "y": {"median_ms": 2.0}})
+    others = [SimpleNamespace(entries={"x": {"median_ms": 3.0}, "y": {"median_ms": 4.0}}),
+              SimpleNamespace(entries={"x": {"median_ms": 2.0}})]  # fmt: skip
+    merged = refit.median_table(base, others)
+    assert merged.entries == {"x": {"median_ms": 2.0, "p90_ms": 9.0}, "y": {"median_ms": 3.0}}
