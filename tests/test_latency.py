@@ -229,6 +229,40 @@ def test_a_table_for_another_target_is_refused(tmp_path: Path) -> None:
         LatencyTable.load(path)
 
 
+def test_merged_tables_take_each_blocks_median_and_refuse_another_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = []
+    for k, factor in enumerate((1.0, 5.0, 2.0)):  # three "processes": the same blocks at 1x, 5x and 2x fake_cost
+
+        def scaled(block: Block, settings: Settings | None = None, factor: float = factor) -> dict[str, float]:
+            return {"median_ms": factor * fake_cost(block)["median_ms"], "p90_ms": factor, "iqr_ms": 0.0}
+
+        only = None if k < 2 else sorted(space_blocks(TINY, SIZE, CHANS, CLASSES), key=lambda b: b.key)[:5]
+        out = tmp_path / f"t{k}.json"
+        build_table(TINY, SIZE, CHANS, CLASSES, Settings(), out, measure=scaled, host=HOST, only=only)
+        paths.append(str(out))
+    merged_path = tmp_path / "merged.json"
+    assert main(["latency-table", "--merge", *paths, "--out", str(merged_path)]) == 0
+    line = capsys.readouterr().out.strip()
+    merged = LatencyTable.load(merged_path)
+    assert merged.complete and merged.fit is None and f"{merged.total}/{merged.total} blocks" in line
+    assert "the median of 3 tables (5 blocks in all of them)" in line
+    for block in space_blocks(TINY, SIZE, CHANS, CLASSES):
+        entry, base = merged.entries[block.key], fake_cost(block)["median_ms"]
+        factor = 2.0 if entry["rounds"] == 3 else 3.0  # the third table holds 5 blocks: median(1, 5, 2), else (1, 5)
+        assert entry["median_ms"] == pytest.approx(base * factor) and entry["p90_ms"] == factor
+    other = tmp_path / "other.json"
+    build_table(TINY, SIZE, CHANS, CLASSES, Settings(threads=1, batch=2), other, measure=fake_cost, host=HOST)
+    assert main(["latency-table", "--merge", paths[0], str(other), "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was measured for batch 2" in err[0] and not (tmp_path / "x.json").exists()
+    assert main(["latency-table", "--merge", paths[0], "--out", str(tmp_path / "x.json")]) == 2
+    assert "allowed: 2 or more tables" in capsys.readouterr().err
+    assert main(["latency-table", "--merge", paths[0], paths[1], "--out", paths[0]]) == 2
+    assert "is one of the --merge tables" in capsys.readouterr().err
+
+
 def test_the_build_is_resumable_and_saves_as_it_goes(tmp_path: Path) -> None:
     out, calls = tmp_path / "t.json", []
 

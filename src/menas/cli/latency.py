@@ -202,6 +202,10 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     """Measures (or continues) a space's per-block lookup table; `--count` only says how many blocks it has."""
     from menas.latency.table import build_table, plan
 
+    if args.merge:
+        return _merge_tables(args)
+    if args.space is None:
+        raise UserError("--space: required (a preset or a space YAML file), unless --merge")
     space = load_space(args.space)
     if args.count:
         blocks, _ = plan(space, args.input_size, args.in_chans, args.num_classes, args.channel_step)
@@ -239,6 +243,29 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
         f"{args.out}: {len(table.entries)}/{table.total} blocks ({result.measured_now} measured now, "
         f"{result.measured_before} before), {state}; {table.target.describe()} on {table.host['device_name']}"
     )
+    return 0
+
+
+def _merge_tables(args: argparse.Namespace) -> int:
+    """`menas latency-table --merge T1 T2 ... --out T`: the tables' per-block medians (`merge_tables`) into T."""
+    from menas.latency.table import LatencyTable, merge_tables
+
+    if args.out is None:
+        raise UserError("--out: required (the merged table's JSON file)")
+    if len(args.merge) < 2:
+        raise UserError(f"--merge: got {len(args.merge)} table, allowed: 2 or more tables of one target")
+    if any(Path(t).resolve() == Path(args.out).resolve() for t in args.merge):
+        raise UserError(f"--out: {args.out!r} is one of the --merge tables; write the merge to a new file")
+    for path in args.merge:
+        if not Path(path).is_file():
+            raise UserError(f"--merge: {path!r} does not exist, allowed: latency table files")
+    table = merge_tables([LatencyTable.load(t) for t in args.merge])
+    table.save(args.out)
+    every = sum(e["rounds"] == len(args.merge) for e in table.entries.values())
+    state = "complete" if table.complete else "incomplete"
+    print(f"{args.out}: {len(table.entries)}/{table.total} blocks, {state}, the median of {len(args.merge)} tables "
+          f"({every} blocks in all of them); no fitted overhead: fit it on the merged table "
+          "(bench/bench_latency.py --table ... --save-fit)")  # fmt: skip
     return 0
 
 
@@ -284,7 +311,7 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
 
 def _add_latency_table(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("latency-table", help="a search space's per-block latency lookup table on this machine")
-    p.add_argument("--space", required=True, help="a preset (mobilenet3-mt, mobilenet3-ws) or a space YAML file")
+    p.add_argument("--space", default=None, help="a preset (mobilenet3-mt, mobilenet3-ws) or a space YAML file")
     p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="image side in px (default 224)")
     p.add_argument("--in-chans", type=int, default=3, help="input channels (default 3)")
     p.add_argument("--num-classes", type=int, default=1000, help="classes (default 1000)")
@@ -300,6 +327,9 @@ def _add_latency_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every", type=int, default=100, help="write the table after this many new blocks")
     p.add_argument("--max-blocks", type=int, default=None, help="measure at most this many new blocks, then stop")
     p.add_argument("--count", action="store_true", help="only print how many blocks the table has")
+    p.add_argument("--merge", nargs="+", default=None, metavar="TABLE",
+                   help="measure nothing: write into --out the per-block medians of these tables of one target "
+                        "(built in separate processes, a steadier table on a noisy machine)")  # fmt: skip
     p.set_defaults(func=cmd_latency_table)
 
 

@@ -181,6 +181,41 @@ class LatencyTable:
         return table
 
 
+#: What must agree between tables merged into one: the measurement settings that change a block's latency.
+MERGE_SETTINGS = ("batch", "threads", "runtime", "device")
+
+
+def merge_tables(tables: list[LatencyTable]) -> LatencyTable:
+    """One table from several measurements of the same target (each built in its own process, ideally at different
+    times): every block's median, p90 and IQR become the medians over the tables that hold it, with `rounds` the
+    number of measurements behind it. On a noisy machine a block's latency moves between processes more than
+    within one (BENCHMARKS.md "How repeatable one measurement is"), so the merge is steadier than any one table.
+    The targets and the measurement settings must agree (a one-line `UserError` names the first that does not); a
+    fitted overhead is dropped (it was fitted to one table: fit again on the merged one). The host is the first
+    table's."""
+    import statistics
+
+    first = tables[0]
+    for other in tables[1:]:
+        for name, value in asdict(first.target).items():
+            if getattr(other.target, name) != value:
+                raise UserError(f"--merge: {other.where()} was measured for {name} {getattr(other.target, name)!r}, "
+                                f"{first.where()} for {value!r}; merge tables of one target only")  # fmt: skip
+        for name in MERGE_SETTINGS:
+            if other.settings.get(name) != first.settings.get(name):
+                theirs, ours = other.settings.get(name), first.settings.get(name)
+                raise UserError(f"--merge: {other.where()} was measured with {name} {theirs!r}, {first.where()} "
+                                f"with {ours!r}; merge tables of one setting")  # fmt: skip
+    keys = dict.fromkeys(key for t in tables for key in t.entries)
+    entries = {}
+    for key in keys:
+        held = [t.entries[key] for t in tables if key in t.entries]
+        entries[key] = {stat: statistics.median(e[stat] for e in held) for stat in held[0] if stat != "rounds"}
+        entries[key]["rounds"] = sum(e.get("rounds", 1) for e in held)
+    settings = {**first.settings, "merged_from": [str(t.path) for t in tables]}
+    return LatencyTable(first.target, first.space, first.host, settings, entries, first.total)
+
+
 def measure_block(block: Block, settings: Settings) -> dict[str, float]:
     """The block measured alone (a module of the block only, on a random input of its shape)."""
     from menas.latency.measure import measure
