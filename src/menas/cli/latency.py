@@ -128,6 +128,17 @@ def cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_round_flags(args: argparse.Namespace) -> list[str]:
+    """The command line of one round: SOURCE and every measurement and shape flag as given, no --rounds, --json."""
+    flags = [args.source, "--batch", str(args.batch), "--threads", str(args.threads), "--runtime", args.runtime,
+             "--device", args.device, "--warmup", str(args.warmup), "--runs", str(args.runs),
+             "--min-time", str(args.min_time)]  # fmt: skip
+    for flag, value in (("--input-size", args.input_size), ("--in-chans", args.in_chans),
+                        ("--num-classes", args.num_classes)):  # fmt: skip
+        flags += [flag, str(value)] if value is not None else []
+    return flags
+
+
 def _measure_rounds(args: argparse.Namespace) -> int:
     """`--rounds R`: the measurement made R times, each in a fresh process one after the other (`menas latency` with
     the same flags), and the median of their medians. On a noisy machine (a shared VM) one network's median moves
@@ -139,12 +150,7 @@ def _measure_rounds(args: argparse.Namespace) -> int:
     import sys
     import tempfile
 
-    flags = [args.source, "--batch", str(args.batch), "--threads", str(args.threads), "--runtime", args.runtime,
-             "--device", args.device, "--warmup", str(args.warmup), "--runs", str(args.runs),
-             "--min-time", str(args.min_time)]  # fmt: skip
-    for flag, value in (("--input-size", args.input_size), ("--in-chans", args.in_chans),
-                        ("--num-classes", args.num_classes)):  # fmt: skip
-        flags += [flag, str(value)] if value is not None else []
+    flags = _one_round_flags(args)
     records = []
     with tempfile.TemporaryDirectory(prefix="menas-latency-rounds-") as folder:
         for k in range(args.rounds):
