@@ -18,7 +18,7 @@ from pathlib import Path
 
 from menas.latency.measure import Settings, measure
 from menas.latency.predict import Predictor, evaluate, macs_factor, spearman
-from menas.latency.table import LatencyTable
+from menas.latency.table import LatencyTable, merge_tables
 from menas.nn.builder import build_model
 from menas.space.cost import count_macs
 from menas.space.genome import Genome
@@ -37,15 +37,16 @@ def main() -> None:
                         help="--save-remeasure files of other processes: each genome's latency becomes the "
                              "median of its measurement in --results and in these (those covering it)")  # fmt: skip
     parser.add_argument("--tables", nargs="+", default=[], metavar="TABLE",
-                        help="tables of the same blocks measured in other processes: each block's latency becomes "
-                             "the median of its entry in --table and in these")  # fmt: skip
+                        help="tables of one target measured in other processes: each block's latency becomes the "
+                             "median of its entry in --table and in these, as latency-table --merge does")  # fmt: skip
     args = parser.parse_args()
     record = json.loads(Path(args.results).read_text())
     run = record["args"]
     genomes = [Genome.from_str(g["genome"]) for g in record["genomes"]]
     measured = median_of([g["measured_ms"] for g in record["genomes"]], args.median_of, record["genomes"])
     k = max(3, round(run["fit_share"] * len(genomes)))
-    table = median_table(LatencyTable.load(args.table), [LatencyTable.load(t) for t in args.tables])
+    tables = [LatencyTable.load(t) for t in [args.table, *args.tables]]
+    table = merge_tables(tables) if args.tables else tables[0]  # each block's median over the tables
     fitted = Predictor(table).fit(genomes[:k], measured[:k], regression=args.regression)
     shape = (run["input_size"], run["in_chans"], run["num_classes"])
     factor = macs_factor([count_macs(g, *shape) for g in genomes[:k]], measured[:k])
@@ -75,15 +76,6 @@ def median_of(measured: list[float], files: list[str], genomes: list[dict] | Non
         else:
             rounds.append(data["measured_ms"])
     return [statistics.median([m] + [r[i] for r in rounds if i < len(r)]) for i, m in enumerate(measured)]
-
-
-def median_table(table: LatencyTable, others: list[LatencyTable]) -> LatencyTable:
-    """`table` with each block's median latency replaced by the median over it and the same block in `others`
-    (tables measured in other processes; a block missing there keeps the entries it has)."""
-    for key, entry in table.entries.items():
-        values = [entry["median_ms"]] + [t.entries[key]["median_ms"] for t in others if key in t.entries]
-        table.entries[key] = {**entry, "median_ms": statistics.median(values)}
-    return table
 
 
 def ratio_by_params(plain: Predictor, genomes: list[Genome], measured: list[float]) -> str:

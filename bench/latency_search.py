@@ -315,29 +315,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def save_to(out: Path, dst: Path) -> None:
-    """Copies the finished, small files of `out` to `dst`: results, calibration, measurements, each finished run's
-    store (a consistent snapshot, `carry.store_snapshot`) and config, each retrain's record, the logs."""
-    import shutil
-
+    """Copies the finished, small files of `out` to `dst`: what `carry.save` keeps of a benchmark folder (each
+    finished run's store snapshot and config, each finished retrain's record, results.json), plus this benchmark's
+    summary, calibration, measurements and logs."""
     import carry
 
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("results.json", "summary.md", "calibration.json", "measured.json"):
-        if (out / name).is_file():
-            shutil.copy(out / name, dst / name)
-    for run in sorted((out / "runs").glob("*")):
-        if (run / "menas.sqlite").is_file() and read_run(run)[0] == "finished":
-            (dst / "runs" / run.name).mkdir(parents=True, exist_ok=True)
-            carry.store_snapshot(run / "menas.sqlite", dst / "runs" / run.name / "menas.sqlite")
-            shutil.copy(run / "config.yaml", dst / "runs" / run.name / "config.yaml")
-    for job in sorted((out / "jobs").glob("*")):
-        if (job / refs.RESULT_FILE).is_file():
-            (dst / "jobs" / job.name).mkdir(parents=True, exist_ok=True)
-            for name in (refs.RESULT_FILE, refs.JOB_FILE):
-                shutil.copy(job / name, dst / "jobs" / job.name / name)
-    for log in sorted((out / "logs").glob("*.log")):
-        (dst / "logs").mkdir(exist_ok=True)
-        shutil.copy(log, dst / "logs" / log.name)
+    carry.save(out, dst)
+    extras = [out / name for name in ("summary.md", "calibration.json", "measured.json")]
+    for source in [p for p in extras if p.is_file()] + sorted((out / "logs").glob("*.log")):
+        carry.copy_if_changed(source, dst / source.relative_to(out))
     refs._log(f"saved the finished files of {out} in {dst}")
 
 

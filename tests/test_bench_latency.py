@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import ROOT
+from scripts import ROOT, load_script
 
 
 def _run(script: str, *args: str) -> str:
@@ -35,8 +35,10 @@ def test_the_refit_reproduces_the_benchmarks_fit_from_its_saved_measurements(tmp
                  "--in-chans", "1", "--table", str(table), "--out", str(results))  # fmt: skip
     record = json.loads(results.read_text())
     assert len(record["genomes"]) == 8 and all(g["measured_ms"] > 0 for g in record["genomes"])
+    # --tables with the table itself: every block's median is its own entry, so the fit is the benchmark's
     refit = _run("latency_refit.py", "--results", str(results), "--table", str(table), "--regression", "none",
-                 "--remeasure", "2", "--by-params", "--save-remeasure", str(tmp_path / "p1.json"))  # fmt: skip
+                 "--remeasure", "2", "--by-params", "--save-remeasure", str(tmp_path / "p1.json"),
+                 "--tables", str(table))  # fmt: skip
     assert _line(refit, "table + overhead (none)") == _line(bench, "table + overhead")
     again = json.loads((tmp_path / "p1.json").read_text())["measured_ms"]
     assert len(again) == 2 and all(ms > 0 for ms in again)
@@ -47,12 +49,7 @@ def test_the_refit_reproduces_the_benchmarks_fit_from_its_saved_measurements(tmp
 
 
 def test_median_of_takes_each_genomes_median_over_the_processes_that_measured_it(tmp_path: Path) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("latency_refit", ROOT / "bench" / "latency_refit.py")
-    assert spec is not None and spec.loader is not None
-    refit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(refit)
+    refit = load_script("bench/latency_refit.py", "latency_refit")
     files = []
     for k, values in enumerate(([2.0, 5.0], [4.0, 6.0, 9.0])):  # the first covers 2 genomes, the second 3
         files.append(tmp_path / f"p{k}.json")
@@ -68,18 +65,3 @@ def test_median_of_takes_each_genomes_median_over_the_processes_that_measured_it
     assert refit.median_of([1.0, 1.0], [str(other), str(files[0])], ours) == [2.0, 1.0]
     with pytest.raises(SystemExit, match="other genomes"):
         refit.median_of([1.0], [str(other)], [{"genome": "z", "measured_ms": 1.0}])
-
-
-def test_median_table_takes_each_blocks_median_over_the_tables() -> None:
-    import importlib.util
-    from types import SimpleNamespace
-
-    spec = importlib.util.spec_from_file_location("latency_refit", ROOT / "bench" / "latency_refit.py")
-    assert spec is not None and spec.loader is not None
-    refit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(refit)
-    base = SimpleNamespace(entries={"x": {"median_ms": 1.0, "p90_ms": 9.0}, "y": {"median_ms": 2.0}})
-    others = [SimpleNamespace(entries={"x": {"median_ms": 3.0}, "y": {"median_ms": 4.0}}),
-              SimpleNamespace(entries={"x": {"median_ms": 2.0}})]  # fmt: skip
-    merged = refit.median_table(base, others)
-    assert merged.entries == {"x": {"median_ms": 2.0, "p90_ms": 9.0}, "y": {"median_ms": 3.0}}

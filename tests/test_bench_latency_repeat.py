@@ -4,22 +4,14 @@ one network's medians within a process and between processes, and the share of c
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
-from scripts import ROOT
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def repeat():
-    spec = importlib.util.spec_from_file_location("latency_repeat", ROOT / "bench" / "latency_repeat.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["latency_repeat"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/latency_repeat.py", "latency_repeat")
 
 
 def test_summary_spreads_and_pairs(repeat) -> None:

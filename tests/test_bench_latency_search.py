@@ -4,10 +4,8 @@ the summary pairs the arms by seed and counts the networks within the measured b
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import statistics
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -18,7 +16,7 @@ from menas.latency.predict import Predictor
 from menas.latency.table import build_table
 from menas.space.operators import random_genome
 from menas.space.spaces import PRESETS
-from scripts import ROOT
+from scripts import load_script
 from test_latency import HOST, fake_cost
 
 SHAPE = (16, 1, 10)
@@ -31,12 +29,7 @@ data: {dataset: synthetic, input_size: 16}
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("latency_search", ROOT / "bench" / "latency_search.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["latency_search"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/latency_search.py", "latency_search")
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +84,22 @@ def test_the_summary_pairs_by_seed_and_counts_the_budget(bench: ModuleType) -> N
     assert f"(n = 3): -1.00, +2.00, -0.50; mean {statistics.fmean(diffs):+.2f} [" in text
     assert "- pairs where both meet the measured budget: 1 of 3." in text
     assert text.count("| latency |") == 3 and text.count("| macs |") == 3
+
+
+def test_save_to_keeps_the_finished_small_files_and_no_weights(bench: ModuleType, tmp_path: Path) -> None:
+    out, dst = tmp_path / "out", tmp_path / "saved"
+    job = out / "jobs" / "latency-s0-t1-s0-e3"
+    job.mkdir(parents=True)
+    for name in (bench.refs.RESULT_FILE, bench.refs.JOB_FILE, "model.safetensors", "retrain.ckpt"):
+        (job / name).write_text(name)
+    unfinished = out / "jobs" / "macs-s0-t2-s0-e3"
+    unfinished.mkdir()
+    (unfinished / bench.refs.JOB_FILE).write_text("{}")
+    (out / "logs").mkdir()
+    (out / "logs" / "latency-s0.log").write_text("log")
+    for name in ("results.json", "summary.md", "calibration.json"):
+        (out / name).write_text(name)
+    bench.save_to(out, dst)
+    saved = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
+    assert saved == ["calibration.json", "jobs/latency-s0-t1-s0-e3/job.json", "jobs/latency-s0-t1-s0-e3/versus.json",
+                     "logs/latency-s0.log", "results.json", "summary.md"]  # fmt: skip
