@@ -26,6 +26,7 @@ import argparse
 import gc
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -55,9 +56,16 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for runtime in args.runtimes:
         settings = Settings(threads=args.threads, runtime=runtime, runs=args.runs, min_time_s=args.min_time)
-        out[runtime] = [[measure(m, shape, settings, seed=i).median_ms for _ in range(args.repeats)]
-                        for i, m in enumerate(models)]  # fmt: skip
+        out[runtime] = [[measure(_copy(m) if args.rebuild else m, shape, settings, seed=i).median_ms
+                         for _ in range(args.repeats)] for i, m in enumerate(models)]  # fmt: skip
     return out
+
+
+def _copy(model: Any) -> Any:
+    """A fresh copy of the network: the same weights in new tensors and new Python objects (new addresses)."""
+    import copy
+
+    return copy.deepcopy(model)
 
 
 def _spread(values: list[float]) -> float:
@@ -70,12 +78,13 @@ def summarize(processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = sorted({(rt, p["gc"]) for p in processes for rt in p["medians"]})
     for runtime, gc_mode in keys:
         runs = [p["medians"][runtime] for p in processes if p["gc"] == gc_mode and runtime in p["medians"]]
+        variant = next(p.get("variant", "") for p in processes if p["gc"] == gc_mode)
         n = len(runs[0])
         within = [_spread(r[i]) for r in runs for i in range(n)]
         between = [_spread([r[i][0] for r in runs]) for i in range(n)] if len(runs) > 1 else []
         pairs = [abs(a[i][0] / b[i][0] - 1) for a, b in itertools.combinations(runs, 2) for i in range(n)]
         rows.append({
-            "runtime": runtime, "gc": gc_mode, "processes": len(runs), "networks": n,
+            "runtime": runtime, "gc": gc_mode, "variant": variant, "processes": len(runs), "networks": n,
             "median_ms": statistics.median(r[i][0] for r in runs for i in range(n)),
             "within_process_spread": statistics.median(within),
             "between_process_spread": statistics.median(between) if between else None,
@@ -104,11 +113,12 @@ def rounds_agreement(processes: list[dict[str, Any]], runtime: str, k: int) -> d
 def print_summary(processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Prints the table (and the agreement of medians over 1-3 processes); returns the table's rows."""
     rows = summarize(processes)
-    print("| runtime | gc | processes x networks | median ms | spread within a process | between processes "
+    print("| runtime | gc | variant | processes x networks | median ms | spread within a process | between processes "
           "| pairs within ±10% | within ±5% |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['runtime']} | {r['gc']} | {r['processes']} x {r['networks']} | {r['median_ms']:.3f} | "
+        print(f"| {r['runtime']} | {r['gc']} | {r.get('variant') or '-'} | {r['processes']} x {r['networks']} | "
+              f"{r['median_ms']:.3f} | "
               f"{_pct(r['within_process_spread'])} | {_pct(r['between_process_spread'])} | "
               f"{_pct(r['pairs_within_10pct'])} | {_pct(r['pairs_within_5pct'])} |")  # fmt: skip
     for runtime in sorted({rt for p in processes for rt in p["medians"]}):
@@ -119,6 +129,12 @@ def print_summary(processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       f"{a['pairs']} within ±10%, {_pct(a['within_5pct'])} within ±5%, median difference "
                       f"{_pct(a['median_diff'])}")  # fmt: skip
     return rows
+
+
+def _variant(args: argparse.Namespace) -> str:
+    """The run's variant in a few words: a fresh copy per repeat, a fixed hash seed ("" for neither)."""
+    parts = (["rebuild"] if args.rebuild else []) + ([f"hashseed={args.hashseed}"] if args.hashseed is not None else [])
+    return " ".join(parts)
 
 
 def _pct(value: float | None) -> str:
@@ -136,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--min-time", type=float, default=0.2)
     parser.add_argument("--gc", choices=("on", "off", "both"), default="on", help="the garbage collector while timing")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="measure a fresh copy of the network each repeat (new tensors and objects: does the "
+                        "memory layout explain the spread between processes?)")  # fmt: skip
+    parser.add_argument(
+        "--hashseed", default=None, help="PYTHONHASHSEED of every process (default: Python's, a random one each)"
+    )
     parser.add_argument("--out", default=None, help="write every median and the summary here (JSON)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--gc-off", action="store_true", help=argparse.SUPPRESS)
@@ -157,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
                    "--min-time", str(args.min_time), "--runtimes", *args.runtimes]  # fmt: skip
         if mode == "off":
             command.append("--gc-off")
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        processes.append({"gc": mode, "medians": json.loads(done.stdout.strip().splitlines()[-1])})
+        if args.rebuild:
+            command.append("--rebuild")
+        env = None if args.hashseed is None else {**os.environ, "PYTHONHASHSEED": args.hashseed}
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+        processes.append(
+            {"gc": mode, "variant": _variant(args), "medians": json.loads(done.stdout.strip().splitlines()[-1])}
+        )
         print(f"process {k + 1}/{args.processes * len(modes)} (gc {mode}) done, {time.perf_counter() - tic:.0f} s")
     rows = print_summary(processes)
     if args.out:

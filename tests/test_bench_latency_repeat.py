@@ -43,3 +43,12 @@ def test_rounds_agreement_compares_medians_over_consecutive_processes(repeat) ->
     two = repeat.rounds_agreement(processes, "torch", 2)  # median(1.0, 1.2) = 1.1 against median(1.0, 1.05) = 1.025
     assert two["pairs"] == 1 and two["median_diff"] == pytest.approx(1.1 / 1.025 - 1) and two["within_10pct"] == 1
     assert repeat.rounds_agreement(processes, "torch", 3) is None and repeat.rounds_agreement(processes, "x", 1) is None
+
+
+def test_a_variant_is_named_in_its_rows(repeat) -> None:
+    import argparse
+
+    processes = [{"gc": "off", "variant": "rebuild", "medians": {"torch": [[1.0, 1.1]]}}]
+    assert [r["variant"] for r in repeat.summarize(processes)] == ["rebuild"]
+    assert repeat._variant(argparse.Namespace(rebuild=True, hashseed="0")) == "rebuild hashseed=0"
+    assert repeat._variant(argparse.Namespace(rebuild=False, hashseed=None)) == ""

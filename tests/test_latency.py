@@ -19,8 +19,9 @@ from menas.cli.latency import NETWORK_MIN_TIME_S
 from menas.cli.main import main
 from menas.errors import UserError
 from menas.latency.blocks import Block, ChannelGrid, genome_blocks, space_blocks
-from menas.latency.measure import Settings, measure, statistics
+from menas.latency.measure import Measurement, Settings, measure, statistics
 from menas.latency.predict import Predictor, evaluate, macs_factor, spearman
+from menas.latency.rounds import combine, measurement_of, settings_flags
 from menas.latency.table import LatencyTable, build_table, open_table
 from menas.machine import cpu_cores
 from menas.space.cost import count_params
@@ -91,6 +92,13 @@ def fake_cost(block: Block, settings: Settings | None = None) -> dict[str, float
     """A known per-block latency (ms) for synthetic tables: any deterministic function of the block."""
     work = block.in_chs * block.mid_chs + block.mid_chs * block.kernel**2 + block.mid_chs * block.out_chs
     return {"median_ms": 0.001 * (block.res + work / 100 + 3 * block.se + len(block.kind))}
+
+
+def fake_measurement(median_ms: float, p90_ms: float | None = None, runs: int = 10) -> Measurement:
+    """A measurement of `runs` runs at 32 px, batch 1, one thread, whose median is `median_ms`."""
+    p90 = 1.2 * median_ms if p90_ms is None else p90_ms
+    return Measurement(median_ms, p90, 0.1 * median_ms, median_ms, 0.9 * median_ms, runs, runs * median_ms / 1e3,
+                       (1, 3, 32, 32), Settings(), dict(HOST))  # fmt: skip
 
 
 def synthetic_table(tmp_path: Path, space: SearchSpace = TINY, **kwargs) -> LatencyTable:
@@ -374,13 +382,7 @@ def test_latency_rounds_warn_when_the_processes_disagree(
 
     def fake_round(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         assert command[1:4] == ["-m", "menas.cli", "latency"] and "--rounds" not in command
-        record = {
-            "source": "x",
-            "input_size": 32,
-            "median_ms": next(medians),
-            "host": {"runtime_version": "t", "device_name": "cpu"},
-            "settings": {"batch": 1, "threads": 1, "runtime": "torch", "device": "cpu"},
-        }
+        record = {"source": "x", "input_size": 32, **fake_measurement(next(medians)).to_dict()}
         Path(command[command.index("--json") + 1]).write_text(json.dumps(record))
         return subprocess.CompletedProcess(command, 0, "", "")
 
@@ -425,3 +427,20 @@ def test_menas_latency_table_counts_builds_and_refuses(tmp_path: Path, capsys: p
     other = ["latency-table", "--space", str(space), "--input-size", "64", "--num-classes", "10", "--runs", "2"]
     assert main([*other, "--warmup", "0", "--out", str(out)]) == 2
     assert "measured for input_size 32, this asks 64" in capsys.readouterr().err
+
+
+def test_rounds_combine_into_the_median_of_their_medians() -> None:
+    """Median, p90, IQR and mean are the rounds' medians, the minimum the smallest, runs and time the totals; the
+    JSON form reads back to the same measurement."""
+    rounds = [fake_measurement(1.0, 1.5), fake_measurement(1.3, 1.4), fake_measurement(1.1, 2.0, runs=20)]
+    one = combine(rounds)
+    assert (one.median_ms, one.p90_ms, one.min_ms, one.runs) == (1.1, 1.5, 0.9, 40)
+    assert one.rounds == 3 and one.round_medians_ms == (1.0, 1.3, 1.1)
+    assert one.round_spread == pytest.approx(0.3 / 1.1) and rounds[0].round_spread == 0
+    assert measurement_of(json.loads(json.dumps(one.to_dict()))) == one
+    assert measurement_of(rounds[0].to_dict()) == rounds[0] and "round_spread" not in rounds[0].to_dict()
+    flags = settings_flags(Settings(batch=2, threads=1, runtime="torch", warmup=3, runs=7, min_time_s=0.5))
+    assert flags == ["--batch", "2", "--threads", "1", "--runtime", "torch", "--device", "cpu", "--warmup", "3",
+                     "--runs", "7", "--min-time", "0.5"]  # fmt: skip
+    with pytest.raises(ValueError, match="no rounds"):
+        combine([])

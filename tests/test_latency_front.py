@@ -10,16 +10,23 @@ import dataclasses
 import json
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import menas
 from menas.cli.main import main
-from menas.config import SearchConfig, StrategyConfig
+from menas.config import BudgetConfig, SearchConfig, StrategyConfig, dump_yaml, to_dict
 from menas.errors import UserError
 from menas.files import FolderLock
-from menas.latency.front import measure_front, measurement_record, table_settings
+from menas.latency.front import (
+    measure_front,
+    measure_genome_in_rounds,
+    measure_run_front,
+    measurement_record,
+    table_settings,
+)
 from menas.latency.measure import NETWORK_MIN_TIME_S, Settings
 from menas.latency.table import LatencyTable, build_table
 from menas.machine import cpu_cores
@@ -27,8 +34,9 @@ from menas.report.build import write_report
 from menas.search import pareto
 from menas.search.engine import Search, load_run_config
 from menas.search.store import Store
+from menas.space.genome import MOBILENETV3_SMALL, Genome
 from menas.space.spaces import PRESETS
-from test_latency import HOST, fake_cost
+from test_latency import HOST, fake_cost, fake_measurement
 from test_search import tiny_config
 
 #: Few timed runs: the front's networks are measured for real at the table's settings.
@@ -224,3 +232,94 @@ def test_the_report_plots_accuracy_against_latency(front_run: Path, tmp_path: Pa
     assert "Pareto front" in names and "measured on the search's machine" in names
     front = next(trace for trace in figure["data"] if trace["name"] == "Pareto front")
     assert front["line"]["shape"] == "hv"  # latency is the only cost: a staircase
+
+
+def _fake_rounds(medians: list[float], seen: list[list[str]]):
+    """A `subprocess.run` standing in for `menas latency` rounds: each writes a measurement whose median is the
+    next of `medians`, and its command line is kept in `seen`."""
+    queue = iter(medians)
+
+    def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen.append(command)
+        record = {"source": command[4], "input_size": 16, **fake_measurement(next(queue)).to_dict()}
+        Path(command[command.index("--json") + 1]).write_text(json.dumps(record))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    return run
+
+
+def test_the_front_measured_in_rounds_records_the_median_of_fresh_processes(
+    front_run: Path,
+    quick_table: LatencyTable,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`menas latency RUN --front --rounds 3`: each member measured by 3 `menas latency GENOME` processes at the
+    table's input shape and settings; the median of their medians is recorded with each process's median, and a
+    spread over 10% is warned about."""
+    run = _copy(front_run, tmp_path, clear=True)
+    with Store.open(run, readonly=True) as store:
+        front = store.final_networks()
+    medians = [1.0, 1.3, 1.1] + [2.0, 2.02, 2.01] * (len(front) - 1)
+    seen: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", _fake_rounds(medians, seen))
+    assert main(["latency", str(run), "--front", "--rounds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert len(seen) == 3 * len(front)
+    first = seen[0]
+    assert first[1:4] == ["-m", "menas.cli", "latency"] and first[4] == front[0].final_genome
+    flags = dict(zip(first[5:-2:2], first[6:-2:2], strict=True))
+    assert flags["--input-size"] == "16" and flags["--in-chans"] == "1" and flags["--num-classes"] == "10"
+    assert (flags["--runs"], flags["--warmup"], flags["--threads"]) == ("3", "1", "1")
+    assert float(flags["--min-time"]) == NETWORK_MIN_TIME_S
+    with Store.open(run, readonly=True) as store:
+        measured = {t.trial_id: t for t in store.final_networks()}
+    one = measured[front[0].trial_id]
+    assert one.measured_latency_ms == 1.1 and one.latency_measurement["rounds"] == 3
+    assert one.latency_measurement["round_medians_ms"] == [1.0, 1.3, 1.1]
+    assert one.latency_measurement["round_spread"] == pytest.approx(0.3 / 1.1)
+    assert f"trial {front[0].trial_id}: 1.100 ms median of 3 processes (spread 27.3%) measured" in out
+    assert out.count("warning: ") == 1 and f"trial {front[0].trial_id}'s rounds spread over 27%" in out
+    assert all(measured[t.trial_id].measured_latency_ms == 2.01 for t in front[1:])
+    assert main(["status", str(run)]) == 0
+    assert "median of 3 processes (spread 27.3%)" in " ".join(capsys.readouterr().out.split())
+    report = Path(write_report(run, tmp_path / "report")[1].parent)
+    assert "| processes (spread) |" in (report / "report.md").read_text()
+    assert "| 3 (27.3%) |" in (report / "report.md").read_text()
+
+
+def test_the_front_is_measured_in_the_runs_configured_rounds(
+    front_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --rounds, `menas latency RUN --front` (and the search's end) measures in `budget.latency_rounds`
+    processes; a count out of 1..20 is refused in one line."""
+    run = _copy(front_run, tmp_path, clear=True)
+    cfg = load_run_config(run)
+    cfg = dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, latency_rounds=2))
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    with Store.open(run) as store:
+        store.set_config(to_dict(cfg))
+        members = len(store.final_networks())
+    seen: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", _fake_rounds([1.0] * (4 * members), seen))
+    done = measure_run_front(run)
+    assert len(done.measured) == members and len(seen) == 2 * members
+    with sqlite3.connect(run / "menas.sqlite") as conn:  # the search's own end measures in the same rounds
+        conn.execute("UPDATE trials SET measured_latency_ms = NULL, latency_measurement = NULL")
+    Search(load_run_config(run), run, resume=True).run()
+    assert len(seen) == 4 * members
+    with Store.open(run, readonly=True) as store:
+        assert {t.latency_measurement["rounds"] for t in store.final_networks()} == {2}
+    with pytest.raises(UserError, match=r"budget.latency_rounds: got 0, allowed: integers 1..20"):
+        BudgetConfig(latency_rounds=0)
+    assert main(["latency", str(run), "--front", "--rounds", "21"]) == 2
+
+
+def test_a_genome_measured_in_real_rounds_keeps_the_tables_input_shape(quick_table: LatencyTable) -> None:
+    """Two real `menas latency` processes for one genome: the table's input shape, two medians, their median."""
+    genome = Genome.from_str(MOBILENETV3_SMALL)
+    result = measure_genome_in_rounds(2)(genome, quick_table, table_settings(quick_table))
+    assert result.rounds == 2 and len(result.round_medians_ms) == 2 and result.input_shape == (1, 1, 16, 16)
+    assert result.median_ms == pytest.approx(sum(result.round_medians_ms) / 2)
+    assert result.settings == table_settings(quick_table) and result.runs >= 2 * QUICK.runs

@@ -22,6 +22,8 @@ from menas.config_io import apply_override, dump_yaml, from_dict, load_yaml, to_
 from menas.errors import UserError, check, is_int
 
 T = TypeVar("T")
+#: `budget.latency_rounds` (and `menas latency --rounds`): at most this many processes per measurement.
+MAX_LATENCY_ROUNDS = 20
 
 DatasetName = Literal["fashion-mnist", "cifar10", "cifar100", "imagefolder", "digits", "synthetic"]
 OptimizerName = Literal["rmsproptf", "sgd"]
@@ -240,9 +242,18 @@ class BudgetConfig:
     # `latency` objective of strategy.pareto is predicted from (then latency_ms_max may stay null); at the end the
     # final front is measured on this machine at the table's settings
     latency_table: str | None = None
+    # the final front's latency: the median over this many fresh processes a network (1..20). On a noisy machine
+    # (a shared VM) one process's median moves up to ~10% (docs/latency.md); 3 makes it repeatable there
+    latency_rounds: int = 1
 
     def __post_init__(self) -> None:
         _check_min("budget.latency_ms_max", self.latency_ms_max, 0.0, optional=True, strict=True)
+        check(
+            is_int(self.latency_rounds) and 1 <= self.latency_rounds <= MAX_LATENCY_ROUNDS,
+            "budget.latency_rounds",
+            self.latency_rounds,
+            f"integers 1..{MAX_LATENCY_ROUNDS}",
+        )
 
     def check_latency(self, latency_objective: bool = False) -> None:
         """Both latency keys or neither; with `latency_objective` (`strategy.pareto` names latency) the table is

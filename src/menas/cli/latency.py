@@ -5,7 +5,6 @@ commands."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,12 @@ from menas.latency.measure import (
     Settings,
     check_available,
 )
+from menas.latency.rounds import MAX_ROUNDS, ROUND_SPREAD_WARN, combine, measurement_of, run_rounds, settings_flags
 from menas.space.cost import count_cost, format_count
 from menas.space.genome import REFERENCE_GENOMES, parse_genome_arg
 from menas.space.spaces import load_space
 
 DEFAULT_INPUT_SIZE = 224
-#: `menas latency --rounds`: at most this many processes; a spread of the rounds' medians over this is warned about.
-MAX_ROUNDS = 20
-ROUND_SPREAD_WARN = 0.10
 SOURCE_FORMS = (
     "a genome string, a reference name ({refs}), timm:NAME, a run folder, an export or checkpoint folder, a "
     ".safetensors file or a genome .json/.txt file"
@@ -105,15 +102,16 @@ def cmd_latency(args: argparse.Namespace) -> int:
     `--front`, a run's final front into its store."""
     from menas.latency.measure import measure
 
+    check(args.rounds is None or (is_int(args.rounds) and 1 <= args.rounds <= MAX_ROUNDS), "--rounds", args.rounds,
+          f"1..{MAX_ROUNDS}")  # fmt: skip
     if args.front:
-        return _measure_front(Path(args.source))
+        return _measure_front(Path(args.source), args.rounds)
     settings = _settings(args)
     for flag, value, low in (("--input-size", args.input_size, 16), ("--in-chans", args.in_chans, 1),
                              ("--num-classes", args.num_classes, 2)):  # fmt: skip
         check(value is None or value >= low, flag, value, f"integers >= {low}")
-    check(is_int(args.rounds) and 1 <= args.rounds <= MAX_ROUNDS, "--rounds", args.rounds, f"1..{MAX_ROUNDS}")
-    if args.rounds > 1:
-        return _measure_rounds(args)
+    if (args.rounds or 1) > 1:
+        return _measure_rounds(args, settings)
     model, info = _network(args.source, args.input_size, args.in_chans, args.num_classes)
     size = info["input_size"]
     result = measure(model, (info["in_chans"], size, size), settings)
@@ -128,75 +126,62 @@ def cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_round_flags(args: argparse.Namespace) -> list[str]:
+def _one_round_flags(args: argparse.Namespace, settings: Settings) -> list[str]:
     """The command line of one round: SOURCE and every measurement and shape flag as given, no --rounds, --json."""
-    flags = [args.source, "--batch", str(args.batch), "--threads", str(args.threads), "--runtime", args.runtime,
-             "--device", args.device, "--warmup", str(args.warmup), "--runs", str(args.runs),
-             "--min-time", str(args.min_time)]  # fmt: skip
+    flags = [args.source, *settings_flags(settings)]
     for flag, value in (("--input-size", args.input_size), ("--in-chans", args.in_chans),
                         ("--num-classes", args.num_classes)):  # fmt: skip
         flags += [flag, str(value)] if value is not None else []
     return flags
 
 
-def _measure_rounds(args: argparse.Namespace) -> int:
+def _measure_rounds(args: argparse.Namespace, settings: Settings) -> int:
     """`--rounds R`: the measurement made R times, each in a fresh process one after the other (`menas latency` with
-    the same flags), and the median of their medians. On a noisy machine (a shared VM) one network's median moves
-    more between processes minutes apart than within one (torch eager: 9% against 1-2%; BENCHMARKS.md "How
-    repeatable one measurement is"), so the rounds' spread says how far to trust one number, and their median is
-    steadier. Prints one line, and a warning when the rounds spread over more than ROUND_SPREAD_WARN."""
-    import statistics
-    import subprocess
-    import sys
-    import tempfile
-
-    flags = _one_round_flags(args)
-    records = []
-    with tempfile.TemporaryDirectory(prefix="menas-latency-rounds-") as folder:
-        for k in range(args.rounds):
-            out = Path(folder) / f"round{k}.json"
-            done = subprocess.run([sys.executable, "-m", "menas.cli", "latency", *flags, "--json", str(out)],
-                                  capture_output=True, text=True)  # fmt: skip
-            if done.returncode != 0:
-                lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-                raise UserError(f"--rounds: round {k + 1} of {args.rounds} failed: {lines[-1]}")
-            records.append(json.loads(out.read_text()))
-    medians = [r["median_ms"] for r in records]
-    median = statistics.median(medians)
-    spread = (max(medians) - min(medians)) / median
-    first = records[0]
-    record = {**first, "median_ms": median, "rounds": len(records), "round_medians_ms": medians,
-              "round_spread": spread, "round_records": records}  # fmt: skip
+    the same flags; `menas.latency.rounds`), and the median of their medians. Prints one line, and a warning when
+    the rounds spread over more than ROUND_SPREAD_WARN."""
+    records = run_rounds(_one_round_flags(args, settings), args.rounds)
+    result = combine([measurement_of(r) for r in records])
+    medians = result.round_medians_ms
+    info = {k: v for k, v in records[0].items() if k not in result.to_dict()}
     if args.json:
-        write_json(args.json, record)
-    settings, host = first["settings"], first["host"]
+        write_json(args.json, {**info, **result.to_dict(), "round_records": records})
+    host = result.host
     print(
-        f"{median:.3f} ms median of {len(medians)} processes ({min(medians):.3f}-{max(medians):.3f} ms, spread "
-        f"{100 * spread:.1f}%): {_label(first)} at {first['input_size']} px, batch {settings['batch']}, "
-        f"{settings['threads']} thread(s), {settings['runtime']} {host['runtime_version']} on {settings['device']} "
-        f"({host['device_name']})"
+        f"{result.median_ms:.3f} ms median of {len(medians)} processes ({min(medians):.3f}-{max(medians):.3f} ms, "
+        f"spread {100 * result.round_spread:.1f}%): {_label(info)} at {info['input_size']} px, batch "
+        f"{settings.batch}, {settings.threads} thread(s), {settings.runtime} {host['runtime_version']} on "
+        f"{settings.device} ({host['device_name']})"
     )
-    if spread > ROUND_SPREAD_WARN:
-        print(f"warning: the rounds spread over {100 * spread:.0f}% (more than {100 * ROUND_SPREAD_WARN:.0f}%): this "
-              "machine's timing is noisy; compare latencies measured here only far apart, or measure on a quiet "
-              "machine")  # fmt: skip
+    _warn_spread(result.round_spread, "the rounds")
     return 0
 
 
-def _measure_front(run: Path) -> int:
+def _warn_spread(spread: float, what: str) -> None:
+    """A warning line when rounds of one measurement spread over ROUND_SPREAD_WARN."""
+    if spread > ROUND_SPREAD_WARN:
+        print(f"warning: {what} spread over {100 * spread:.0f}% (more than {100 * ROUND_SPREAD_WARN:.0f}%): this "
+              "machine's timing is noisy; compare latencies measured here only far apart, or measure on a quiet "
+              "machine")  # fmt: skip
+
+
+def _measure_front(run: Path, rounds: int | None) -> int:
     """`menas latency RUN --front`: the run's result (its Pareto front, else its best) measured at its latency
-    table's settings and recorded in its store, what was measured before kept; one line a network."""
+    table's settings, in `rounds` fresh processes a network (None: the run's `budget.latency_rounds`), and recorded
+    in its store, what was measured before kept; one line a network."""
     from menas.latency.front import measure_run_front
     from menas.search.store import store_path
 
     if not store_path(run).is_file():
         raise UserError(f"--front: {str(run)!r} holds no search (no menas.sqlite), allowed: a run folder")
 
-    def show(trial: Any, median_ms: float) -> None:
+    def show(trial: Any, result: Any) -> None:
         predicted = "" if trial.final_latency_ms is None else f" (predicted {trial.final_latency_ms:.3f} ms)"
-        print(f"trial {trial.trial_id}: {median_ms:.3f} ms median measured{predicted}")
+        how = "" if result.rounds == 1 else f" of {result.rounds} processes (spread {100 * result.round_spread:.1f}%)"
+        print(f"trial {trial.trial_id}: {result.median_ms:.3f} ms median{how} measured{predicted}")
+        _warn_spread(result.round_spread, f"trial {trial.trial_id}'s rounds")
 
-    done = measure_run_front(run, " ".join(["menas latency", str(run), "--front"]), progress=show)
+    command = " ".join(["menas latency", str(run), "--front", *([] if rounds is None else ["--rounds", str(rounds)])])
+    done = measure_run_front(run, command, progress=show, rounds=rounds)
     print(
         f"run {run}: {len(done.measured)} network(s) measured now, {len(done.before)} measured before; "
         f"`menas status {run}` shows them"
@@ -301,9 +286,9 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rounds",
         type=int,
-        default=1,
+        default=None,
         help="measure in this many fresh processes one after the other and take the median of their medians; the "
-        "line gives their spread, a warning over 10%% (default 1)",
+        "line gives their spread, a warning over 10%% (default 1; with --front the run's budget.latency_rounds)",
     )
     p.add_argument(
         "--front",

@@ -257,8 +257,10 @@ def _how(t: Any) -> str:
     m = t.latency_measurement or {}
     s, host = m.get("settings", {}), m.get("host", {})
     where = "the table's host" if m.get("same_host") else "not the table's host"
+    rounds = m.get("rounds", 1)
+    processes = f"median of {rounds} processes (spread {100 * m.get('round_spread', 0):.1f}%), " if rounds > 1 else ""
     return (
-        f"p90 {m.get('p90_ms', 0):.3g} ms, {m.get('runs', '?')} runs, batch {s.get('batch', '?')}, "
+        f"{processes}p90 {m.get('p90_ms', 0):.3g} ms, {m.get('runs', '?')} runs, batch {s.get('batch', '?')}, "
         f"{s.get('threads', '?')} thread(s), {s.get('runtime', '?')} on {s.get('device', '?')} "
         f"({host.get('device_name', '?')}; {where})"
     )

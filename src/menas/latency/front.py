@@ -8,7 +8,10 @@ runtime, device, warm-up and timed runs) and input shape, and recorded in the st
 `measured_latency_ms` and how it was measured, with the host and whether it is the table's). A network already
 measured is not measured again, so a resumed finished search, or `menas latency RUN --front` after it, measures
 only what is missing. Latency does not depend on the weights' values, so a network is built from its genome (a
-trial whose weights file is gone is measured the same).
+trial whose weights file is gone is measured the same). With `rounds` over 1 (`budget.latency_rounds`, `menas
+latency RUN --front --rounds R`) each network is measured in that many fresh processes and the median over them
+recorded (`menas.latency.rounds`: on a noisy machine one process's median is not repeatable to 10%), with each
+process's median and their spread; a spread over 10% is warned about.
 
 The store is written only under the run folder's lock: the search holds it while it ends; `measure_run_front`
 (`menas latency RUN --front`) takes it. Torch is imported only to measure.
@@ -24,10 +27,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from menas.errors import UserError
+from menas.errors import UserError, check, is_int
 from menas.files import FolderLock, FolderLocked
 from menas.folders import LOCK_FILE
 from menas.latency.measure import NETWORK_MIN_TIME_S, Measurement, Settings, check_available
+from menas.latency.rounds import MAX_ROUNDS, ROUND_SPREAD_WARN, combine, genome_flags, measurement_of, run_rounds
 from menas.latency.table import HOST_FIELDS, LatencyTable, space_hash
 from menas.search.store import Store, TrialRecord
 from menas.space.genome import Genome
@@ -73,6 +77,18 @@ def measure_genome(genome: Genome, table: LatencyTable, settings: Settings) -> M
     return measure(model, (t.in_chans, t.input_size, t.input_size), settings)
 
 
+def measure_genome_in_rounds(rounds: int) -> MeasureGenome:
+    """`measure_genome`, made `rounds` times in fresh processes (`menas latency GENOME ...`), combined into one
+    measurement: the median of the rounds' medians (`rounds.combine`)."""
+
+    def measure(genome: Genome, table: LatencyTable, settings: Settings) -> Measurement:
+        t = table.target
+        flags = genome_flags(genome.to_str(), (t.in_chans, t.input_size, t.input_size), t.num_classes, settings)
+        return combine([measurement_of(r) for r in run_rounds(flags, rounds)])
+
+    return measure
+
+
 def measurement_record(result: Measurement, table: LatencyTable) -> dict[str, Any]:
     """What the store keeps of a measurement (`TrialRecord.latency_measurement`): its statistics, input shape,
     settings and host, whether the host is the one the table was measured on (`same_host`: only then are
@@ -87,12 +103,17 @@ def measurement_record(result: Measurement, table: LatencyTable) -> dict[str, An
 def measure_front(
     store: Store,
     table: LatencyTable,
-    measure: MeasureGenome = measure_genome,
-    progress: Callable[[TrialRecord, float], None] | None = None,
+    measure: MeasureGenome | None = None,
+    progress: Callable[[TrialRecord, Measurement], None] | None = None,
+    rounds: int = 1,
 ) -> FrontMeasured:
     """Measures the run's result (`Store.final_networks`) not measured yet at the table's settings and records
     each in `store` (opened for writing, under the run's lock) as soon as it is measured, so an interrupted pass
-    keeps what it measured. `progress(trial, median_ms)` is called after each."""
+    keeps what it measured. `measure` defaults to `measure_genome` in this process (`rounds` 1) or to
+    `measure_genome_in_rounds(rounds)`. `progress(trial, measurement)` is called after each."""
+    check(is_int(rounds) and 1 <= rounds <= MAX_ROUNDS, "budget.latency_rounds", rounds, f"1..{MAX_ROUNDS}")
+    if measure is None:
+        measure = measure_genome if rounds == 1 else measure_genome_in_rounds(rounds)
     members = store.final_networks()
     todo = [t for t in members if t.measured_latency_ms is None]
     before = tuple(t.trial_id for t in members if t.measured_latency_ms is not None)
@@ -105,8 +126,14 @@ def measure_front(
         store.record_latency(trial.trial_id, result.median_ms, measurement_record(result, table))
         measured[trial.trial_id] = result.median_ms
         logger.info("trial %d measured: %.3f ms median", trial.trial_id, result.median_ms)
+        if result.round_spread > ROUND_SPREAD_WARN:
+            logger.warning(
+                "trial %d: its %d processes' medians spread over %.0f%% (%s ms): this machine's timing is noisy",
+                trial.trial_id, result.rounds, 100 * result.round_spread,
+                ", ".join(f"{m:.3f}" for m in result.round_medians_ms),
+            )  # fmt: skip
         if progress is not None:
-            progress(trial, result.median_ms)
+            progress(trial, result)
     return FrontMeasured(measured, before)
 
 
@@ -131,25 +158,30 @@ def run_table(config: dict[str, Any], where: str = "budget.latency_table") -> La
 def measure_run_front(
     run_dir: str | os.PathLike[str],
     command: str = "menas latency --front",
-    measure: MeasureGenome = measure_genome,
-    progress: Callable[[TrialRecord, float], None] | None = None,
+    measure: MeasureGenome | None = None,
+    progress: Callable[[TrialRecord, Measurement], None] | None = None,
+    rounds: int | None = None,
 ) -> FrontMeasured:
     """Measures a run's result not measured yet (`measure_front`), holding the run folder's lock (a search or
-    resume in the folder is refused, and refuses this, in one line naming the holder). A run without a latency
-    table is a one-line `UserError`: it has no settings to measure at."""
+    resume in the folder is refused, and refuses this, in one line naming the holder), in `rounds` processes a
+    network (None: the run's `budget.latency_rounds`). A run without a latency table is a one-line `UserError`:
+    it has no settings to measure at."""
     run = Path(run_dir)
     try:
         lock = FolderLock(run, command, LOCK_FILE)
     except FolderLocked as exc:
         raise UserError(f"run {exc}") from None
     with lock, Store.open(run) as store:
-        table = run_table(store.config())
+        config = store.config()
+        table = run_table(config)
         if table is None:
             raise UserError(
                 f"--front: run {str(run)!r} has no budget.latency_table (nothing says at which settings to measure); "
                 f"`menas latency {run}` measures its best network at the flags' settings"
             )
-        return measure_front(store, table, measure, progress)
+        if rounds is None:
+            rounds = (config.get("budget") or {}).get("latency_rounds") or 1
+        return measure_front(store, table, measure, progress, rounds)
 
 
 __all__ = [
@@ -157,6 +189,7 @@ __all__ = [
     "MeasureGenome",
     "measure_front",
     "measure_genome",
+    "measure_genome_in_rounds",
     "measure_run_front",
     "measurement_record",
     "run_table",

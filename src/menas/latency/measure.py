@@ -145,10 +145,23 @@ class Measurement:
     input_shape: tuple[int, ...]
     settings: Settings
     host: dict[str, Any] = field(default_factory=dict)
+    # more than 1: the median over this many fresh processes (`menas.latency.rounds`), each process's median here
+    rounds: int = 1
+    round_medians_ms: tuple[float, ...] = ()
+
+    @property
+    def round_spread(self) -> float:
+        """(largest - smallest) of the rounds' medians over their median; 0 for one round."""
+        if len(self.round_medians_ms) < 2:
+            return 0.0
+        return (max(self.round_medians_ms) - min(self.round_medians_ms)) / self.median_ms
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_shape"] = list(self.input_shape)
+        data["round_medians_ms"] = list(self.round_medians_ms)
+        if self.rounds > 1:
+            data["round_spread"] = self.round_spread
         return data
 
     def summary(self) -> dict[str, float]:

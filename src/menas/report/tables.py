@@ -195,9 +195,9 @@ def _latency_lines(final: Sequence[TrialRecord]) -> list[str]:
             "",
         ]
     lines += [
-        "| trial | top-1 | predicted ms | measured ms | p90 ms | IQR ms | runs | batch | threads | runtime | device | "
-        "host |",
-        "|---" * 12 + "|",
+        "| trial | top-1 | predicted ms | measured ms | p90 ms | IQR ms | runs | processes (spread) | batch | "
+        "threads | runtime | device | host |",
+        "|---" * 13 + "|",
     ]
     for t in final:
         m = t.latency_measurement or {}
@@ -206,10 +206,18 @@ def _latency_lines(final: Sequence[TrialRecord]) -> list[str]:
         lines.append(
             f"| {t.trial_id} | {_pct(t.final_score)} | {_ms(t.final_latency_ms)} | "
             f"{_ms(t.measured_latency_ms, 'not measured')} | {_ms(m.get('p90_ms'))} | {_ms(m.get('iqr_ms'))} | "
-            f"{m.get('runs', '-')} | {s.get('batch', '-')} | {s.get('threads', '-')} | {s.get('runtime', '-')} | "
-            f"{s.get('device', '-')} | {_cell(where)} |"
+            f"{m.get('runs', '-')} | {_processes(m)} | {s.get('batch', '-')} | {s.get('threads', '-')} | "
+            f"{s.get('runtime', '-')} | {s.get('device', '-')} | {_cell(where)} |"
         )
     return lines
+
+
+def _processes(m: dict) -> str:
+    """How many processes a measurement's median is taken over, and their spread (`menas.latency.rounds`)."""
+    if not m:
+        return "-"
+    rounds = m.get("rounds", 1)
+    return "1" if rounds == 1 else f"{rounds} ({100 * m.get('round_spread', 0):.1f}%)"
 
 
 def write_markdown(

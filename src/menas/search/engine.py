@@ -376,7 +376,7 @@ class Search:
             return
         try:
             table = open_table(self.cfg.budget.latency_table, self.space, *self.shape)
-            done = measure_front(self.store, table)
+            done = measure_front(self.store, table, rounds=self.cfg.budget.latency_rounds)
         except (UserError, OSError) as exc:  # a table gone since the start, settings this machine cannot use
             logger.warning("the final front's latency is not measured: %s", exc)
             self.store.log_event("latency_not_measured", error=str(exc))
