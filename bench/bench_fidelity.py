@@ -7,7 +7,9 @@ Variants (`--set` overrides on top of configs/demo.yaml; every run also gets `--
 * `rungs`: every child trains 1 epoch (+ its lottery and 1 fine-tune epoch), the best 3 of 8 continue 2 more
   epochs from their weights (rung 1 = 3 training epochs), and one child per generation is repeated with another
   seed (the run's noise estimate): about the demo's compute (BENCHMARKS.md says what each used);
-* `rungs-e2`: as `rungs` with children trained 2 epochs and continued to 5.
+* `rungs-e2`: as `rungs` with children trained 2 epochs and continued to 5;
+* `rungs-top`: as `rungs` with `fidelity.tickets: top`: children train 1 epoch only (no lottery, no fine-tuning);
+  the best 3 of 8 continue their candidates 2 more epochs, then search their tickets and fine-tune them 1 epoch.
 
 Each (variant, seed) is one run folder `--out`/VARIANT-sSEED, searched by `bench_policy.search` (a finished folder is
 skipped, an unfinished one resumed). Per run and generation it prints the best search-val top-1 at the run's top
@@ -42,6 +44,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "demo": (),
     "rungs": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=1"),
     "rungs-e2": ("fidelity.rungs=[2, 5]", "fidelity.eta=3", "fidelity.repeats=1"),
+    "rungs-top": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=1", "fidelity.tickets=top"),
 }
 
 

@@ -347,3 +347,49 @@ def test_common_random_numbers_every_trial_of_a_generation_sees_the_same_batches
         assert a_images.equal(b_images) and a_labels.equal(b_labels)
     first, second = batches[0][0][0][1], batches[0][1][0][1]
     assert not first.equal(second)  # the order does change from epoch to epoch
+
+
+# ----------------------------------------------------------------------------------------- tickets at the top rung
+
+
+def test_tickets_at_the_top_rung_move_the_lottery_and_fine_tuning_to_its_promotions() -> None:
+    """`fidelity.tickets: top`: children and lower rungs train only; a promotion to the top rung searches its ticket
+    and fine-tunes it. Without rungs, "top" is the one rung, as "first"."""
+    strategy = drive(menas(rungs=(1, 3, 9), eta=3, repeats=1, tickets="top"))
+    for spec, _ in strategy.history():
+        rung = spec.recipe.get("rung", 0)
+        top = rung == 2
+        assert spec.use_tickets == top and spec.recipe["finetune_epochs"] == (1 if top else 0), spec
+    recipe = Recipe(epochs=2, finetune_epochs=1, fidelity=Fidelity(rungs=(1, 3), tickets="top"))
+    ablation = MENAS(MT, BUDGET, 5, population=6, generations=2, parents=3, use_tickets=False, recipe=recipe)
+    for spec, _ in drive(ablation).history():  # the ablation fine-tunes where MENAS does, with no ticket
+        assert not spec.use_tickets and spec.recipe["finetune_epochs"] == (spec.recipe["rung"] == 1)
+    single = drive(menas(tickets="top")).history()
+    assert single == drive(menas()).history() and all(s.use_tickets for s, _ in single)
+    assert all(s.recipe["finetune_epochs"] == 1 for s, _ in single)
+    with pytest.raises(UserError, match=r"fidelity.tickets: got 'last', allowed: first, top"):
+        FidelityConfig(rungs=[1, 3], tickets="last")
+    cfg = SearchConfig(fidelity=FidelityConfig(rungs=[1, 3], tickets="top"))
+    assert make_strategy(cfg).recipe.fidelity.tickets_at_top
+
+
+def test_a_search_with_tickets_at_the_top_rung_prunes_only_its_promotions(tmp_path: Path) -> None:
+    """A real search under `tickets: top`: children keep their candidates and are not fine-tuned; each promotion
+    continues its parent's network, searches its ticket (the lottery ran) and fine-tunes what it keeps."""
+    cfg = staged_config(fidelity=FidelityConfig(rungs=[1, 3], eta=2, repeats=0, tickets="top"))
+    cfg = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, generations=1))
+    run_dir = tmp_path / "run"
+    Search(cfg, run_dir).run()
+    with Store.open(run_dir, readonly=True) as store:
+        trials = store.trials()
+        children = [t for t in trials if t.role != ROLE_PROMOTE]
+        promotions = [t for t in trials if t.role == ROLE_PROMOTE]
+        assert children and len(promotions) == 2
+        for t in children:
+            assert (t.ticket, t.lottery_s, t.finetune_epochs) == (None, 0.0, 0)
+        for t in promotions:
+            parent = store.trial(t.parent_ids[0])
+            assert t.genome == parent.genome == parent.final_genome and t.lottery_s > 0
+            assert t.finetune_epochs == cfg.finetune_epochs and t.epochs == 2 + cfg.finetune_epochs
+            assert (run_dir / t.weights).parent.joinpath("lottery.json").is_file()
+        assert store.best().role == ROLE_PROMOTE

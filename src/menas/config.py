@@ -381,6 +381,10 @@ class FidelityConfig:
     # children per generation (the best) trained again from scratch with another seed: `menas status` and the
     # report show the score noise they measure; they never change selection
     repeats: int = 0
+    # where tickets (and fine-tuning) happen with rungs: first (every child, after rung 0) or top (only a network
+    # promoted to the top rung searches its ticket and fine-tunes it: children train only, so a rung-0 trial costs
+    # its training alone and the lottery prunes better-trained weights)
+    tickets: str = "first"
 
     def __post_init__(self) -> None:
         rungs = self.rungs
@@ -398,6 +402,7 @@ class FidelityConfig:
         _check_min("fidelity.eta", self.eta, 2)
         _check_min("fidelity.repeats", self.repeats, 0)
         _check_min("fidelity.lr_scale", self.lr_scale, 0.0, strict=True)
+        check(self.tickets in ("first", "top"), "fidelity.tickets", self.tickets, "first, top")
 
     @property
     def staged(self) -> bool:

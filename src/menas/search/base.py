@@ -276,7 +276,7 @@ class Strategy:
         genomes, ids = tuple(p.final_genome for p in parents), tuple(p.trial_id for p in parents)
         if recipe is None:
             recipe = self.recipe.for_trial(bred=origin is not None, finetunes=self.use_tickets or self.finetunes)
-        tickets = self.use_tickets if use_tickets is None else use_tickets
+        tickets = self.use_tickets and self.recipe.fidelity.ticket_rung(0) if use_tickets is None else use_tickets
         self._queue.append(TrialSpec(trial_id, genome, generation, role, genomes, tickets, recorded, ids, recipe))
         self._seen.add(genome)
 
@@ -301,7 +301,8 @@ class Strategy:
     def _enqueue_stage(self, generation: int) -> bool:
         """Enqueues generation `generation`'s next fidelity stage; False when it is complete. A repeat trains its
         source's candidate from scratch with its own seed (tickets as the source did); a promotion continues its
-        source's final network from its weights, without tickets."""
+        source's final network from its weights, without tickets, except at the top rung under `fidelity.tickets:
+        top`, where it searches its ticket and fine-tunes it (as a child does under "first")."""
         proposals = self._next_stage(generation)
         for role, source, rung in proposals:
             if role == fidelity.ROLE_REPEAT:
@@ -311,8 +312,9 @@ class Strategy:
                 self._enqueue(source.genome, generation, role, (source,), recipe=recipe, use_tickets=tickets)
             else:
                 genome = source.final_genome
-                recipe = self.recipe.for_promotion(rung)
-                self._enqueue(genome, generation, role, (source,), recipe=recipe, use_tickets=False)
+                recipe = self.recipe.for_promotion(rung, finetunes=self.use_tickets or self.finetunes)
+                tickets = self.use_tickets and self.recipe.fidelity.ticket_rung(rung)
+                self._enqueue(genome, generation, role, (source,), recipe=recipe, use_tickets=tickets)
         return bool(proposals)
 
     def _fresh(self, count: int, taboo: set[str]) -> list[str]:

@@ -256,6 +256,7 @@ class RegularizedEvolution(Strategy):
                 for k, member in enumerate(self._members):
                     if member.trial_id == outcome.parent_ids[0]:
                         self._members[k] = outcome
+                self._member_tickets.add(outcome.final_genome)  # a ticket under `fidelity.tickets: top`
                 continue
             self._members.append(outcome)
             self._member_tickets.add(outcome.final_genome)

@@ -28,6 +28,10 @@ from menas.errors import check, is_int
 
 ROLE_REPEAT = "repeat"  # a child trained again with another seed: measures the fitness noise
 ROLE_PROMOTE = "promote"  # a network continued from its own weights to the next rung
+#: Where a search with rungs cuts its lottery tickets (`fidelity.tickets`): after every child's first rung
+#: ("first"), or only when a network reaches the top rung ("top": the promotion searches the ticket and fine-tunes
+#: it; children and lower rungs neither search nor fine-tune).
+TICKET_PLACES = ("first", "top")
 
 
 class Staged(Protocol):
@@ -56,12 +60,15 @@ class Fidelity:
         eta: the best 1/eta of a rung's networks go on to the next.
         repeats: children per generation trained again with another seed, to measure the score's noise.
         lr_scale: a promotion's peak lr as a share of the training peak lr (cosine to 0, no warmup).
+        tickets: where tickets (and fine-tuning) happen with rungs: "first" (every child, after rung 0) or "top"
+            (only promotions to the top rung); the same without rungs.
     """
 
     rungs: tuple[int, ...] = ()
     eta: int = 3
     repeats: int = 0
     lr_scale: float = 1.0
+    tickets: str = "first"
 
     def __post_init__(self) -> None:
         rungs = tuple(self.rungs)
@@ -74,6 +81,16 @@ class Fidelity:
         object.__setattr__(self, "rungs", rungs)
         check(is_int(self.eta) and self.eta >= 2, "fidelity.eta", self.eta, "integers >= 2")
         check(is_int(self.repeats) and self.repeats >= 0, "fidelity.repeats", self.repeats, "integers >= 0")
+        check(self.tickets in TICKET_PLACES, "fidelity.tickets", self.tickets, ", ".join(TICKET_PLACES))
+
+    @property
+    def tickets_at_top(self) -> bool:
+        """Whether tickets and fine-tuning wait for the top rung (`tickets: top` with more than one rung)."""
+        return self.tickets == "top" and len(self.rungs) > 1
+
+    def ticket_rung(self, rung: int) -> bool:
+        """Whether a trial reaching `rung` searches tickets and fine-tunes (when its strategy does at all)."""
+        return rung == (len(self.rungs) - 1 if self.tickets_at_top else 0)
 
     @property
     def staged(self) -> bool:
@@ -174,6 +191,7 @@ def repeat_pairs(trials: Sequence[Any]) -> list[tuple[float, float]]:
 __all__ = [
     "ROLE_PROMOTE",
     "ROLE_REPEAT",
+    "TICKET_PLACES",
     "Fidelity",
     "NoiseEstimate",
     "next_stage",

@@ -63,15 +63,18 @@ class Recipe:
         fine-tunes when its strategy fine-tunes every candidate or it searches tickets."""
         inherit = self.inherit and bred
         epochs = self.inherit_epochs if inherit and self.inherit_epochs is not None else self.first_epochs
+        finetunes = finetunes and self.fidelity.ticket_rung(0)
         recipe = {"epochs": epochs, "finetune_epochs": self.finetune_epochs if finetunes else 0, "inherit": inherit}
         return {**recipe, "rung": 0} if len(self.fidelity.rungs) > 1 else recipe
 
-    def for_promotion(self, rung: int) -> dict[str, Any]:
+    def for_promotion(self, rung: int, finetunes: bool = False) -> dict[str, Any]:
         """A promotion's recipe: `rungs[rung] - rungs[rung - 1]` more epochs from its parent's weights at
-        `lr_scale` x the peak lr, no lottery, no fine-tuning."""
+        `lr_scale` x the peak lr; fine-tuning (`finetune_epochs`, when the strategy fine-tunes: `finetunes`) only at
+        the top rung under `fidelity.tickets: top`."""
+        finetunes = finetunes and self.fidelity.ticket_rung(rung)
         return {
             "epochs": self.fidelity.extra_epochs(rung),
-            "finetune_epochs": 0,
+            "finetune_epochs": self.finetune_epochs if finetunes else 0,
             "inherit": False,
             "rung": rung,
             "continues": True,
