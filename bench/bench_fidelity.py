@@ -36,6 +36,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))  # run from a checkout without installing
 
+sys.path.insert(0, str(HERE / "versus"))
+from references import t_interval  # noqa: E402
+
 import bench_policy  # noqa: E402
 from menas.search import fidelity  # noqa: E402
 from menas.search.store import Store, TrialRecord  # noqa: E402
@@ -110,6 +113,36 @@ def print_tables(results: list[dict[str, Any]]) -> None:
     for variant, climbs in by_variant.items():
         print(f"{variant}: top-rung best rose in {sum(c > 0 for c in climbs)} of {len(climbs)} runs "
               f"(last - first: {', '.join(f'{c:+.2f}' for c in climbs)})")  # fmt: skip
+    variants = sorted({res["run"].rsplit("-s", 1)[0] for res in results})
+    for a, b in ((a, b) for i, a in enumerate(variants) for b in variants[i + 1 :]):
+        for row in paired(results, a, b):
+            print(row)
+
+
+def paired(results: list[dict[str, Any]], a: str, b: str) -> list[str]:
+    """Lines comparing variant `b` with `a` on the seeds both ran: per seed and as a mean with its 95% t-interval,
+    the climb, the best top-rung score of the last generation and the compute used."""
+    runs = {res["run"]: res for res in results}
+    seeds = sorted(int(name.rsplit("-s", 1)[1]) for name in runs if name.rsplit("-s", 1)[0] == a
+                   and f"{b}-s{name.rsplit('-s', 1)[1]}" in runs)  # fmt: skip
+    if not seeds:
+        return []
+    pairs = [(runs[f"{a}-s{s}"], runs[f"{b}-s{s}"]) for s in seeds]
+    measures = {
+        "climb": lambda r: r["climb"],
+        "last generation's top-rung best": lambda r: r["rows"][-1]["best_top_rung"],
+        "compute (M images)": lambda r: r["compute_images"] / 1e6,
+    }
+    lines = []
+    for name, measure in measures.items():
+        diffs = [measure(y) - measure(x) for x, y in pairs if measure(x) is not None and measure(y) is not None]
+        if not diffs:
+            continue
+        mean, half = t_interval(diffs)
+        ci = "" if half is None else f", 95% CI [{mean - half:+.2f}, {mean + half:+.2f}]"
+        lines.append(f"{b} - {a}, {name}, seeds {seeds}: {', '.join(f'{d:+.2f}' for d in diffs)}; "
+                     f"mean {mean:+.2f}{ci}")  # fmt: skip
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

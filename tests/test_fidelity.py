@@ -393,3 +393,7 @@ def test_a_search_with_tickets_at_the_top_rung_prunes_only_its_promotions(tmp_pa
             assert t.finetune_epochs == cfg.finetune_epochs and t.epochs == 2 + cfg.finetune_epochs
             assert (run_dir / t.weights).parent.joinpath("lottery.json").is_file()
         assert store.best().role == ROLE_PROMOTE
+    from menas.cli.main import main
+
+    assert main(["report", str(run_dir)]) == 0  # the lottery panels read the promotions' lottery.json
+    assert (run_dir / "report" / "lottery.png").is_file()

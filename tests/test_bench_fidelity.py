@@ -1,0 +1,30 @@
+"""bench/bench_fidelity.py's paired comparison of two variants on hand-made run summaries: per seed and as a mean
+with its 95% t-interval, only on the seeds both variants ran."""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts import load_script
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_script("bench/bench_fidelity.py", "bench_fidelity")
+
+
+def _run(name: str, climb: float, last: float, images: float) -> dict:
+    return {"run": name, "climb": climb, "rows": [{"best_top_rung": last - climb}, {"best_top_rung": last}],
+            "compute_images": images}  # fmt: skip
+
+
+def test_variants_are_paired_by_seed(bench) -> None:
+    results = [_run("rungs-s5", 1.0, 60.0, 4e5), _run("rungs-s6", -1.0, 58.0, 4e5), _run("rungs-s7", 2.0, 61.0, 4e5),
+               _run("rungs-top-s5", 3.0, 61.0, 3e5), _run("rungs-top-s6", 2.0, 60.0, 3e5)]  # fmt: skip
+    lines = bench.paired(results, "rungs", "rungs-top")
+    assert len(lines) == 3 and all("seeds [5, 6]" in line for line in lines)
+    climb, last, compute = lines
+    # climbs +2.00 and +3.00: mean +2.50, half-width t(1) 12.706 x stdev 0.7071 / sqrt(2) = 6.353
+    assert climb.startswith("rungs-top - rungs, climb, seeds [5, 6]: +2.00, +3.00; mean +2.50, 95% CI [-3.85, +8.85]")
+    assert "+1.00, +2.00; mean +1.50" in last and "-0.10, -0.10; mean -0.10" in compute
+    assert bench.paired(results, "rungs", "demo") == []
