@@ -9,7 +9,8 @@ Variants (`--set` overrides on top of configs/demo.yaml; every run also gets `--
   seed (the run's noise estimate): about the demo's compute (BENCHMARKS.md says what each used);
 * `rungs-e2`: as `rungs` with children trained 2 epochs and continued to 5;
 * `rungs-top`: as `rungs` with `fidelity.tickets: top`: children train 1 epoch only (no lottery, no fine-tuning);
-  the best 3 of 8 continue their candidates 2 more epochs, then search their tickets and fine-tune them 1 epoch.
+  the best 3 of 8 continue their candidates 2 more epochs, then search their tickets and fine-tune them 1 epoch;
+* `rungs-top-e2`: as `rungs-top` with children trained 2 epochs and continued to 4 (about `rungs`' compute).
 
 Each (variant, seed) is one run folder `--out`/VARIANT-sSEED, searched by `bench_policy.search` (a finished folder is
 skipped, an unfinished one resumed). Per run and generation it prints the best search-val top-1 at the run's top
@@ -48,6 +49,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "rungs": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=1"),
     "rungs-e2": ("fidelity.rungs=[2, 5]", "fidelity.eta=3", "fidelity.repeats=1"),
     "rungs-top": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=1", "fidelity.tickets=top"),
+    "rungs-top-e2": ("fidelity.rungs=[2, 4]", "fidelity.eta=3", "fidelity.repeats=1", "fidelity.tickets=top"),
 }
 
 
@@ -69,10 +71,12 @@ def collect(folder: Path) -> dict[str, Any]:
     """A run's rows and summary from its store."""
     with Store.open(folder, readonly=True) as store:
         records, used, noise, best = store.trials(), store.compute_used(), store.noise(), store.best()
+        finished = store.run_info().status == "finished"
     rows = generation_rows(records)
     first, last = rows[0]["best_top_rung"], rows[-1]["best_top_rung"]
     return {
         "run": folder.name,
+        "finished": finished,
         "rows": rows,
         "climb": None if first is None or last is None else last - first,
         "noise_sigma": None if noise is None else noise.sigma,
@@ -104,8 +108,10 @@ def print_tables(results: list[dict[str, Any]]) -> None:
         rows = res["rows"]
         cells = [" / ".join(_fmt(r[key]) for r in rows) for key in ("best_top_rung", "best_rung0", "median_rung0")]
         noise = "-" if res["noise_sigma"] is None else f"{res['noise_sigma']:.2f} ({res['noise_pairs']})"
-        print(f"| {res['run']} | {' | '.join(cells)} | {_fmt(res['climb'])} | {noise} | "
+        name = res["run"] if res.get("finished", True) else f"{res['run']} (unfinished)"
+        print(f"| {name} | {' | '.join(cells)} | {_fmt(res['climb'])} | {noise} | "
               f"{res['compute_images'] / 1e6:.3f}M | {res['trial_s']:.0f} |")  # fmt: skip
+    results = [res for res in results if res.get("finished", True)]  # an unfinished run is shown, not counted
     by_variant: dict[str, list[float]] = {}
     for res in results:
         if res["climb"] is not None:

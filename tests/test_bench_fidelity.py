@@ -28,3 +28,15 @@ def test_variants_are_paired_by_seed(bench) -> None:
     assert climb.startswith("rungs-top - rungs, climb, seeds [5, 6]: +2.00, +3.00; mean +2.50, 95% CI [-3.85, +8.85]")
     assert "+1.00, +2.00; mean +1.50" in last and "-0.10, -0.10; mean -0.10" in compute
     assert bench.paired(results, "rungs", "demo") == []
+
+
+def test_an_unfinished_run_is_shown_but_not_counted(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    done, cut = _run("rungs-s5", 1.0, 60.0, 4e5), {**_run("rungs-s6", 5.0, 70.0, 2e5), "finished": False}
+    for res in (done, cut):
+        res.update(noise_sigma=None, noise_pairs=0, trial_s=1.0)
+        res["rows"] = [{**r, "best_rung0": 1.0, "median_rung0": 1.0} for r in res["rows"]]
+    bench.print_tables([done, cut])
+    out = capsys.readouterr().out
+    assert (
+        "| rungs-s6 (unfinished) |" in out and "rungs: top-rung best rose in 1 of 1 runs (last - first: +1.00)" in out
+    )
