@@ -224,6 +224,8 @@ ExecutorKind = Literal["local", "pool", "ray"]
 ObjectiveName = Literal["accuracy", "pareto"]
 #: Where a search logs its trials (`track`; `menas.track.hook`): none, or a tracker and the extra it needs.
 TrackerName = Literal["none", "tensorboard", "mlflow"]
+#: Where a search with rungs cuts its lottery tickets (`fidelity.tickets`; `menas.search.fidelity.TICKET_PLACES`).
+TicketPlace = Literal["first", "top"]
 
 
 @dataclasses.dataclass
@@ -384,7 +386,7 @@ class FidelityConfig:
     # where tickets (and fine-tuning) happen with rungs: first (every child, after rung 0) or top (only a network
     # promoted to the top rung searches its ticket and fine-tunes it: children train only, so a rung-0 trial costs
     # its training alone and the lottery prunes better-trained weights)
-    tickets: str = "first"
+    tickets: TicketPlace = "first"
 
     def __post_init__(self) -> None:
         rungs = self.rungs
@@ -402,7 +404,8 @@ class FidelityConfig:
         _check_min("fidelity.eta", self.eta, 2)
         _check_min("fidelity.repeats", self.repeats, 0)
         _check_min("fidelity.lr_scale", self.lr_scale, 0.0, strict=True)
-        check(self.tickets in ("first", "top"), "fidelity.tickets", self.tickets, "first, top")
+        places = typing.get_args(TicketPlace)
+        check(self.tickets in places, "fidelity.tickets", self.tickets, ", ".join(places))  # a Python caller's value
 
     @property
     def staged(self) -> bool:

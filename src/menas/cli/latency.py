@@ -20,7 +20,7 @@ from menas.latency.measure import (
     Settings,
     check_available,
 )
-from menas.latency.rounds import MAX_ROUNDS, ROUND_SPREAD_WARN, combine, measurement_of, run_rounds, settings_flags
+from menas.latency.rounds import MAX_ROUNDS, combine, measurement_of, run_rounds, settings_flags, spread_warning
 from menas.space.cost import count_cost, format_count
 from menas.space.genome import REFERENCE_GENOMES, parse_genome_arg
 from menas.space.spaces import load_space
@@ -138,7 +138,7 @@ def _one_round_flags(args: argparse.Namespace, settings: Settings) -> list[str]:
 def _measure_rounds(args: argparse.Namespace, settings: Settings) -> int:
     """`--rounds R`: the measurement made R times, each in a fresh process one after the other (`menas latency` with
     the same flags; `menas.latency.rounds`), and the median of their medians. Prints one line, and a warning when
-    the rounds spread over more than ROUND_SPREAD_WARN."""
+    the rounds spread over more than 10% (`rounds.spread_warning`)."""
     records = run_rounds(_one_round_flags(args, settings), args.rounds)
     result = combine([measurement_of(r) for r in records])
     medians = result.round_medians_ms
@@ -152,16 +152,10 @@ def _measure_rounds(args: argparse.Namespace, settings: Settings) -> int:
         f"{settings.batch}, {settings.threads} thread(s), {settings.runtime} {host['runtime_version']} on "
         f"{settings.device} ({host['device_name']})"
     )
-    _warn_spread(result.round_spread, "the rounds")
+    warning = spread_warning(result.round_spread, "the rounds")
+    if warning is not None:
+        print(f"warning: {warning}")
     return 0
-
-
-def _warn_spread(spread: float, what: str) -> None:
-    """A warning line when rounds of one measurement spread over ROUND_SPREAD_WARN."""
-    if spread > ROUND_SPREAD_WARN:
-        print(f"warning: {what} spread over {100 * spread:.0f}% (more than {100 * ROUND_SPREAD_WARN:.0f}%): this "
-              "machine's timing is noisy; compare latencies measured here only far apart, or measure on a quiet "
-              "machine")  # fmt: skip
 
 
 def _measure_front(run: Path, rounds: int | None) -> int:
@@ -177,8 +171,8 @@ def _measure_front(run: Path, rounds: int | None) -> int:
     def show(trial: Any, result: Any) -> None:
         predicted = "" if trial.final_latency_ms is None else f" (predicted {trial.final_latency_ms:.3f} ms)"
         how = "" if result.rounds == 1 else f" of {result.rounds} processes (spread {100 * result.round_spread:.1f}%)"
+        # (a spread over 10% is warned about by the measurement itself: `front.measure_front` logs it)
         print(f"trial {trial.trial_id}: {result.median_ms:.3f} ms median{how} measured{predicted}")
-        _warn_spread(result.round_spread, f"trial {trial.trial_id}'s rounds")
 
     command = " ".join(["menas latency", str(run), "--front", *([] if rounds is None else ["--rounds", str(rounds)])])
     done = measure_run_front(run, command, progress=show, rounds=rounds)

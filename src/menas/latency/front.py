@@ -31,7 +31,7 @@ from menas.errors import UserError, check, is_int
 from menas.files import FolderLock, FolderLocked
 from menas.folders import LOCK_FILE
 from menas.latency.measure import NETWORK_MIN_TIME_S, Measurement, Settings, check_available
-from menas.latency.rounds import MAX_ROUNDS, ROUND_SPREAD_WARN, combine, genome_flags, measurement_of, run_rounds
+from menas.latency.rounds import MAX_ROUNDS, combine, genome_flags, measurement_of, run_rounds, spread_warning
 from menas.latency.table import HOST_FIELDS, LatencyTable, space_hash
 from menas.search.store import Store, TrialRecord
 from menas.space.genome import Genome
@@ -126,12 +126,9 @@ def measure_front(
         store.record_latency(trial.trial_id, result.median_ms, measurement_record(result, table))
         measured[trial.trial_id] = result.median_ms
         logger.info("trial %d measured: %.3f ms median", trial.trial_id, result.median_ms)
-        if result.round_spread > ROUND_SPREAD_WARN:
-            logger.warning(
-                "trial %d: its %d processes' medians spread over %.0f%% (%s ms): this machine's timing is noisy",
-                trial.trial_id, result.rounds, 100 * result.round_spread,
-                ", ".join(f"{m:.3f}" for m in result.round_medians_ms),
-            )  # fmt: skip
+        warning = spread_warning(result.round_spread, f"trial {trial.trial_id}'s rounds")
+        if warning is not None:
+            logger.warning(warning)
         if progress is not None:
             progress(trial, result)
     return FrontMeasured(measured, before)

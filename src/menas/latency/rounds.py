@@ -97,6 +97,17 @@ def combine(rounds: Sequence[Measurement]) -> Measurement:
     )
 
 
+def spread_warning(spread: float, what: str) -> str | None:
+    """The warning for rounds of one measurement that spread over ROUND_SPREAD_WARN (None when they do not);
+    `what` names them ("the rounds", "trial 3's rounds")."""
+    if spread <= ROUND_SPREAD_WARN:
+        return None
+    return (
+        f"{what} spread over {100 * spread:.0f}% (more than {100 * ROUND_SPREAD_WARN:.0f}%): this machine's timing "
+        "is noisy; compare latencies measured here only far apart, or measure on a quiet machine"
+    )
+
+
 def genome_flags(genome: str, input_shape: tuple[int, int, int], num_classes: int, settings: Settings) -> list[str]:
     """The `menas latency` command line of one round for a genome at (channels, height, width) and classes."""
     chans, size, _ = input_shape
@@ -113,4 +124,5 @@ __all__ = [
     "measurement_of",
     "run_rounds",
     "settings_flags",
+    "spread_warning",
 ]

@@ -276,8 +276,9 @@ class Strategy:
         genomes, ids = tuple(p.final_genome for p in parents), tuple(p.trial_id for p in parents)
         if recipe is None:
             recipe = self.recipe.for_trial(bred=origin is not None, finetunes=self.use_tickets or self.finetunes)
-        tickets = self.use_tickets and self.recipe.fidelity.ticket_rung(0) if use_tickets is None else use_tickets
-        self._queue.append(TrialSpec(trial_id, genome, generation, role, genomes, tickets, recorded, ids, recipe))
+        if use_tickets is None:  # a child: tickets after its first rung, unless they wait for the top one
+            use_tickets = self.use_tickets and self.recipe.fidelity.ticket_rung(0)
+        self._queue.append(TrialSpec(trial_id, genome, generation, role, genomes, use_tickets, recorded, ids, recipe))
         self._seen.add(genome)
 
     # -- fidelity stages (`menas.search.fidelity`) ----------------------------------------------------
