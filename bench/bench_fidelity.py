@@ -10,7 +10,10 @@ Variants (`--set` overrides on top of configs/demo.yaml; every run also gets `--
 * `rungs-e2`: as `rungs` with children trained 2 epochs and continued to 5;
 * `rungs-top`: as `rungs` with `fidelity.tickets: top`: children train 1 epoch only (no lottery, no fine-tuning);
   the best 3 of 8 continue their candidates 2 more epochs, then search their tickets and fine-tune them 1 epoch;
-* `rungs-top-e2`: as `rungs-top` with children trained 2 epochs and continued to 4 (about `rungs`' compute).
+* `rungs-top-e2`: as `rungs-top` with children trained 2 epochs and continued to 4 (about `rungs`' compute);
+* `rungs-rescore`: as `rungs` with `fidelity.rescore: 1` instead of the repeat: after each generation the best
+  network of the parent pool scored once is trained again (1 epoch, ticket, fine-tune, 2 more epochs) with another
+  seed, and selection reads the mean of its two trainings; the pairs give the noise estimate.
 
 Each (variant, seed) is one run folder `--out`/VARIANT-sSEED, searched by `bench_policy.search` (a finished folder is
 skipped, an unfinished one resumed). Per run and generation it prints the best search-val top-1 at the run's top
@@ -50,6 +53,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "rungs-e2": ("fidelity.rungs=[2, 5]", "fidelity.eta=3", "fidelity.repeats=1"),
     "rungs-top": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=1", "fidelity.tickets=top"),
     "rungs-top-e2": ("fidelity.rungs=[2, 4]", "fidelity.eta=3", "fidelity.repeats=1", "fidelity.tickets=top"),
+    "rungs-rescore": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=0", "fidelity.rescore=1"),
 }
 
 
@@ -58,7 +62,7 @@ def generation_rows(records: list[TrialRecord]) -> list[dict[str, Any]]:
     top = max((r.rung for r in records if r.status == "done"), default=0)
     rows = []
     for gen in sorted({r.generation for r in records}):
-        done = [r for r in records if r.generation == gen and r.ok and r.role != fidelity.ROLE_REPEAT]
+        done = [r for r in records if r.generation == gen and r.ok and r.role not in fidelity.PROBES]
         at_top = [r.final_score for r in done if r.rung == top]
         at_zero = [r.final_score for r in done if r.rung == 0]
         rows.append({"generation": gen, "trials": sum(r.generation == gen for r in records),

@@ -387,6 +387,10 @@ class FidelityConfig:
     # promoted to the top rung searches its ticket and fine-tunes it: children train only, so a rung-0 trial costs
     # its training alone and the lottery prunes better-trained weights)
     tickets: TicketPlace = "first"
+    # elites re-scored after each generation: the best networks scored once (MENAS' parent pool, regularized
+    # evolution's population, random search's best) are trained again from scratch with another seed through the
+    # same rungs; their score becomes the mean of the two trainings (each replica also measures the score noise)
+    rescore: int = 0
 
     def __post_init__(self) -> None:
         rungs = self.rungs
@@ -403,14 +407,15 @@ class FidelityConfig:
             self.rungs = list(rungs)
         _check_min("fidelity.eta", self.eta, 2)
         _check_min("fidelity.repeats", self.repeats, 0)
+        _check_min("fidelity.rescore", self.rescore, 0)
         _check_min("fidelity.lr_scale", self.lr_scale, 0.0, strict=True)
         places = typing.get_args(TicketPlace)
         check(self.tickets in places, "fidelity.tickets", self.tickets, ", ".join(places))  # a Python caller's value
 
     @property
     def staged(self) -> bool:
-        """Whether generations have stages after their children (promotions or repeats)."""
-        return (self.rungs is not None and len(self.rungs) > 1) or self.repeats > 0
+        """Whether generations have stages after their children (promotions, repeats or re-scores)."""
+        return (self.rungs is not None and len(self.rungs) > 1) or self.repeats > 0 or self.rescore > 0
 
 
 @dataclasses.dataclass

@@ -121,6 +121,12 @@ def _fidelity_lines(records: Sequence[TrialRecord]) -> list[str]:
     noise = fidelity.noise_estimate(fidelity.repeat_pairs([r for r in records if r.status == "done"]))
     if noise is not None:
         lines += ["", "## Score noise", "", noise.describe() + "."]
+        rescored = [t for t in fidelity.representatives(records) if isinstance(t, fidelity.Rescored)]
+        if rescored:
+            change = statistics.fmean(t.final_score - t.own_score for t in rescored)
+            lines += ["", f"{len(rescored)} elite(s) re-scored (`fidelity.rescore`): selection reads the mean of "
+                      f"their trainings, on average {change:+.2f} points from their first score (a first score "
+                      "chosen for being high carries luck that a second training does not)."]  # fmt: skip
     if len({r.rung for r in records}) < 2:
         return lines
     lines += [
@@ -128,12 +134,12 @@ def _fidelity_lines(records: Sequence[TrialRecord]) -> list[str]:
         "## Rungs",
         "",
         "Per generation and rung: networks trained to it (rung 0: the children; a promotion continues its network "
-        "from its weights), and their search-val top-1.",
+        "from its weights), and their search-val top-1 (noise repeats and re-score replicas left out).",
         "",
         "| generation | rung | networks | done | best top-1 | median top-1 |",
         "|---|---|---|---|---|---|",
     ]
-    trials = [r for r in records if r.role != fidelity.ROLE_REPEAT]
+    trials = [r for r in records if r.role not in fidelity.PROBES]
     for generation in sorted({r.generation for r in trials}):
         for rung in sorted({r.rung for r in trials if r.generation == generation}):
             at = [r for r in trials if r.generation == generation and r.rung == rung]

@@ -294,19 +294,34 @@ class Strategy:
         return [self._outcomes[s.trial_id] for s in self._specs if s.generation == generation]
 
     def _next_stage(self, generation: int) -> list[tuple[str, TrialOutcome, int]]:
-        """What generation `generation`'s next fidelity stage proposes ([]: the generation is complete)."""
+        """What generation `generation`'s next fidelity stage proposes ([]: the generation is complete): its
+        repeats and promotions, then the re-scores of the elites (`rescore_elites`)."""
         if generation < 0 or not self.recipe.fidelity.staged:
             return []
-        return fidelity.next_stage(self.recipe.fidelity, self._generation_outcomes(generation), self.order)
+        outcomes = self._generation_outcomes(generation)
+        stage = fidelity.next_stage(self.recipe.fidelity, outcomes, self.order)
+        if stage or not self.recipe.fidelity.rescore:
+            return stage
+        told = [self._outcomes[t] for t in sorted(self._outcomes)]
+        return fidelity.rescore_stage(self.recipe.fidelity, outcomes, told, lambda: self.rescore_elites(generation))
+
+    def rescore_elites(self, generation: int) -> list[Any]:
+        """The lineages `fidelity.rescore` may re-score once generation `generation` is complete, best first:
+        every network so far (`fidelity.representatives`, by `order`); MENAS and regularized evolution narrow it
+        to their parent pool and population."""
+        lineages = fidelity.representatives(self._outcomes[t] for t in sorted(self._outcomes))
+        top = max((o.rung for o in lineages), default=0)
+        return [o for r in range(top, -1, -1) for o in self.order([x for x in lineages if x.rung == r])]
 
     def _enqueue_stage(self, generation: int) -> bool:
-        """Enqueues generation `generation`'s next fidelity stage; False when it is complete. A repeat trains its
-        source's candidate from scratch with its own seed (tickets as the source did); a promotion continues its
-        source's final network from its weights, without tickets, except at the top rung under `fidelity.tickets:
-        top`, where it searches its ticket and fine-tunes it (as a child does under "first")."""
+        """Enqueues generation `generation`'s next fidelity stage; False when it is complete. A repeat (and a
+        re-score replica's first rung) trains its source's candidate from scratch with its own seed (tickets as the
+        source did); a promotion (and a replica's later rungs) continues its source's final network from its
+        weights, without tickets, except at the top rung under `fidelity.tickets: top`, where it searches its ticket
+        and fine-tunes it (as a child does under "first")."""
         proposals = self._next_stage(generation)
         for role, source, rung in proposals:
-            if role == fidelity.ROLE_REPEAT:
+            if role in fidelity.PROBES and rung == 0:  # a repeat, or a re-score's first rung: the child again
                 finetunes = self.use_tickets or self.finetunes
                 recipe = self.recipe.for_trial(bred=False, finetunes=finetunes)
                 tickets = self._specs[source.trial_id].use_tickets

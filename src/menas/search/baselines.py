@@ -8,7 +8,7 @@ compute. Both follow the base class's determinism contract (`menas.search.base`)
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from menas.errors import BudgetError, check, is_int
@@ -249,24 +249,44 @@ class RegularizedEvolution(Strategy):
     def _apply_block(self, block: int) -> None:
         """Block `block`'s done children join the population, its done promotions replace the network they
         continue in place (`_applied` then counts applied blocks)."""
+        self._members = self._joined(block)
+        joined = (o for o in self._generation_outcomes(block) if o.ok and o.role not in fidelity.PROBES)
+        self._member_tickets.update(o.final_genome for o in joined)
+        self._applied = block + 1
+
+    def _joined(self, block: int) -> deque[TrialOutcome]:
+        """The population once block `block` joins it (a promotion under `fidelity.tickets: top` brings a ticket;
+        repeats and re-score replicas join nothing)."""
+        members = deque(self._members)
         for outcome in self._generation_outcomes(block):
-            if not outcome.ok or outcome.role == fidelity.ROLE_REPEAT:
+            if not outcome.ok or outcome.role in fidelity.PROBES:
                 continue
             if outcome.role == fidelity.ROLE_PROMOTE:
-                for k, member in enumerate(self._members):
+                for k, member in enumerate(members):
                     if member.trial_id == outcome.parent_ids[0]:
-                        self._members[k] = outcome
-                self._member_tickets.add(outcome.final_genome)  # a ticket under `fidelity.tickets: top`
+                        members[k] = outcome
                 continue
-            self._members.append(outcome)
-            self._member_tickets.add(outcome.final_genome)
-            if len(self._members) > self.population:
-                self._members.popleft()
-        self._applied = block + 1
+            members.append(outcome)
+            if len(members) > self.population:
+                members.popleft()
+        return members
+
+    def rescore_elites(self, generation: int) -> list[Any]:
+        """The population once block `generation` joined it, best first (its lineages' scores as re-scored so
+        far): what `fidelity.rescore` may re-score."""
+        members = self._members if self._applied > generation else self._joined(generation)
+        scored = self._scored(members)
+        top = max((o.rung for o in scored), default=0)
+        return [o for r in range(top, -1, -1) for o in self.order([x for x in scored if x.rung == r])]
+
+    def _scored(self, members: Iterable[TrialOutcome]) -> list[Any]:
+        """`members` with the scores selection reads: a re-scored lineage's mean (`fidelity.Rescored`)."""
+        lineages = {o.trial_id: o for o in fidelity.representatives(self._outcomes[t] for t in sorted(self._outcomes))}
+        return [lineages.get(m.trial_id, m) for m in members]
 
     def _breed_one(self, generation: int) -> None:
         """One child of a tournament over the current members (a fresh sample when mutation finds nothing new)."""
-        members = list(self._members)
+        members = self._scored(self._members) if self.recipe.fidelity.rescore else list(self._members)
         key = self._tournament_key(members)
         for _ in range(TRIES_PER_SLOT if members else 0):
             contenders = self._rng.sample(members, min(self.sample_size, len(members)))

@@ -9,11 +9,17 @@ outcomes in trial_id order, and a resumed run proposes the same trials):
    (role "repeat"). They measure the fitness noise (`noise_estimate`); they never change selection;
 3. for each further rung r: the best `ceil(n / eta)` of the n networks proposed at rung r - 1 continue from
    their own weights for `rungs[r] - rungs[r - 1]` more epochs (role "promote"; a trial of its own, so it is
-   resumable mid-rung and counted by the compute budget like any other).
+   resumable mid-rung and counted by the compute budget like any other);
+4. `rescore` elites re-scored (role "rescore"): the best networks so far that were scored once (the strategy
+   names them: MENAS its parent pool, regularized evolution its population, random search all) are trained
+   again from scratch with another seed, each through the same rungs as its first training (a replica: its child
+   repeated, then promoted rung by rung from its own weights). Their score becomes the mean of the two trainings
+   at that rung, so an elite is not kept on one lucky number.
 
-A *lineage* is a network and its promotions: its score is the one of its highest rung reached. Selection (parent
-pools, the run's best, fronts) ranks lineages by `representatives`: rung first, then score (`ranking.rank_key`),
-so a network trained longer is never passed over for one lucky short training.
+A *lineage* is a network and its promotions: its score is the one of its highest rung reached, or with a re-score
+the mean of its trainings there (`Rescored`). Selection (parent pools, the run's best, fronts) ranks lineages by
+`representatives`: rung first, then score (`ranking.rank_key`), so a network trained longer is never passed over
+for one lucky short training.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from menas.errors import check, is_int
 
 ROLE_REPEAT = "repeat"  # a child trained again with another seed: measures the fitness noise
 ROLE_PROMOTE = "promote"  # a network continued from its own weights to the next rung
+ROLE_RESCORE = "rescore"  # a replica of an elite's training with another seed: its score joins the elite's mean
+#: Roles of trials that stand for no network of their own: noise probes and re-score replicas.
+PROBES = (ROLE_REPEAT, ROLE_RESCORE)
 #: Where a search with rungs cuts its lottery tickets (`fidelity.tickets`): after every child's first rung
 #: ("first"), or only when a network reaches the top rung ("top": the promotion searches the ticket and fine-tunes
 #: it; children and lower rungs neither search nor fine-tune).
@@ -62,6 +71,7 @@ class Fidelity:
         lr_scale: a promotion's peak lr as a share of the training peak lr (cosine to 0, no warmup).
         tickets: where tickets (and fine-tuning) happen with rungs: "first" (every child, after rung 0) or "top"
             (only promotions to the top rung); the same without rungs.
+        rescore: elites re-scored after each generation (replicas with another seed, `ROLE_RESCORE`).
     """
 
     rungs: tuple[int, ...] = ()
@@ -69,6 +79,7 @@ class Fidelity:
     repeats: int = 0
     lr_scale: float = 1.0
     tickets: str = "first"
+    rescore: int = 0
 
     def __post_init__(self) -> None:
         rungs = tuple(self.rungs)
@@ -82,6 +93,7 @@ class Fidelity:
         check(is_int(self.eta) and self.eta >= 2, "fidelity.eta", self.eta, "integers >= 2")
         check(is_int(self.repeats) and self.repeats >= 0, "fidelity.repeats", self.repeats, "integers >= 0")
         check(self.tickets in TICKET_PLACES, "fidelity.tickets", self.tickets, ", ".join(TICKET_PLACES))
+        check(is_int(self.rescore) and self.rescore >= 0, "fidelity.rescore", self.rescore, "integers >= 0")
 
     @property
     def tickets_at_top(self) -> bool:
@@ -94,8 +106,8 @@ class Fidelity:
 
     @property
     def staged(self) -> bool:
-        """Whether a generation has stages after its children (promotions or repeats)."""
-        return len(self.rungs) > 1 or self.repeats > 0
+        """Whether a generation has stages after its children (promotions, repeats or re-scores)."""
+        return len(self.rungs) > 1 or self.repeats > 0 or self.rescore > 0
 
     def promotions(self, children: int) -> list[int]:
         """Networks proposed at rungs 1, 2, ... when a generation has `children` children (at most: a rung promotes
@@ -107,8 +119,10 @@ class Fidelity:
         return counts
 
     def planned(self, children: int) -> int:
-        """Trials of a generation of `children` children, every stage full."""
-        return children + min(self.repeats, children) + sum(self.promotions(children))
+        """Trials of a generation of `children` children, every stage full (re-scores at most one replica per
+        rung each)."""
+        rescores = self.rescore * max(1, len(self.rungs))
+        return children + min(self.repeats, children) + sum(self.promotions(children)) + rescores
 
     def extra_epochs(self, rung: int) -> int:
         """Training epochs a promotion to `rung` (>= 1) adds."""
@@ -123,7 +137,7 @@ def next_stage(
     rung's promotions; [] once it is complete. `order` sorts done trials of one
     rung best first (the strategy's objective). A stage with nothing to propose is skipped."""
     roles = {t.role for t in generation}
-    children = [t for t in generation if t.role not in (ROLE_REPEAT, ROLE_PROMOTE)]
+    children = [t for t in generation if t.role not in (ROLE_REPEAT, ROLE_PROMOTE, ROLE_RESCORE)]
     if fidelity.repeats and ROLE_REPEAT not in roles:
         best = order([t for t in children if t.ok])[: fidelity.repeats]
         if best:
@@ -138,12 +152,125 @@ def next_stage(
     return []
 
 
+def rescore_stage(
+    fidelity: Fidelity, generation: Sequence[T], trials: Sequence[T], elites: Callable[[], Sequence[Any]]
+) -> list[tuple[str, T, int]]:
+    """A generation's re-score stage, once its other stages are complete, as (role, the trial it repeats or
+    continues, the rung it reaches): the first replicas (each elite's child trained again, rung 0) when the
+    generation has none yet, else each replica continued one rung until it reaches its elite's rung; [] once
+    done. `trials` are all the run's told trials, `elites` gives the lineages eligible, best first (only those
+    scored once are re-scored; called only when the replicas start)."""
+    if not fidelity.rescore:
+        return []
+    by_id = {t.trial_id: t for t in trials}
+    replicas = [t for t in generation if t.role == ROLE_RESCORE]
+    if not replicas:
+        rescored = {lineage_root(t, by_id) for t in trials if t.role == ROLE_RESCORE}
+        chosen = []
+        for elite in elites():
+            root = lineage_root(elite, by_id)
+            if elite.ok and root in by_id and root not in rescored and root not in {c.trial_id for c in chosen}:
+                chosen.append(by_id[root])
+            if len(chosen) == fidelity.rescore:
+                break
+        return [(ROLE_RESCORE, child, 0) for child in chosen]
+    continued = {t.parent_ids[0] for t in replicas if t.parent_ids}
+    tips = [t for t in replicas if t.trial_id not in continued and t.ok]
+    targets = {t.trial_id: _lineage_rung(lineage_root(t, by_id), trials) for t in tips}
+    return [(ROLE_RESCORE, t, t.rung + 1) for t in tips if t.rung < targets[t.trial_id]]
+
+
+def lineage_root(trial: Staged, by_id: dict[int, Any]) -> int:
+    """The trial id of the child a promotion or re-score replica goes back to (the trial itself for a child)."""
+    current = trial
+    for _ in range(len(by_id) + 1):  # a chain never revisits a trial
+        if current.role not in (ROLE_PROMOTE, ROLE_RESCORE) or not current.parent_ids:
+            return current.trial_id
+        parent = by_id.get(current.parent_ids[0])
+        if parent is None:
+            return current.parent_ids[0]
+        current = parent
+    raise AssertionError(f"trial {trial.trial_id}: its parents form a cycle")
+
+
+def _lineage_rung(root: int, trials: Iterable[Staged]) -> int:
+    """The highest rung the lineage of child `root` reached (its promotions, not its replicas)."""
+    rung, frontier = 0, {root}
+    for t in sorted(trials, key=lambda t: t.trial_id):  # a promotion always comes after the trial it continues
+        if t.role == ROLE_PROMOTE and t.ok and t.parent_ids and t.parent_ids[0] in frontier:
+            frontier.add(t.trial_id)
+            rung = max(rung, t.rung)
+    return rung
+
+
+class Rescored:
+    """A lineage's representative that was re-scored: every attribute is its trial's, except `final_score`, the
+    mean of its own score and its replicas' scores at the same rung (`evaluations` trainings in all)."""
+
+    def __init__(self, trial: Any, scores: Sequence[float]) -> None:
+        self.trial = trial
+        self.scores = tuple(scores)  # its own score first
+
+    @property
+    def final_score(self) -> float:
+        return sum(self.scores) / len(self.scores)
+
+    @property
+    def own_score(self) -> float:
+        """The representative's own score (its first training)."""
+        return self.scores[0]
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.scores)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "trial":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.trial, name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rescored) and (self.trial, self.scores) == (other.trial, other.scores)
+
+    def __hash__(self) -> int:
+        return hash((self.trial.trial_id, self.scores))
+
+    def __repr__(self) -> str:
+        return f"Rescored({self.trial!r}, scores={self.scores})"
+
+
+def evaluations(trial: Any) -> int:
+    """How many trainings a lineage's score averages (1 unless it is `Rescored`)."""
+    return trial.evaluations if isinstance(trial, Rescored) else 1
+
+
 def representatives(trials: Iterable[T]) -> list[T]:
     """One done trial per lineage, the one at its highest rung reached (a done promotion stands for the network
-    it continued); repeats are noise probes and stand for nothing. In trial_id order."""
-    done = [t for t in trials if t.ok and t.role != ROLE_REPEAT]
+    it continued), as `Rescored` when replicas of it reached that rung; repeats and replicas stand for no network
+    of their own. In trial_id order."""
+    every = list(trials)
+    done = [t for t in every if t.ok and t.role not in PROBES]
     continued = {t.parent_ids[0] for t in done if t.role == ROLE_PROMOTE and t.parent_ids}
-    return [t for t in done if t.trial_id not in continued]
+    reps = [t for t in done if t.trial_id not in continued]
+    replicas = _replica_scores(every)
+    if not replicas:
+        return reps
+    by_id = {t.trial_id: t for t in every}
+    out: list[Any] = []
+    for rep in reps:
+        scores = replicas.get((lineage_root(rep, by_id), rep.rung), [])
+        out.append(Rescored(rep, [rep.final_score, *scores]) if scores else rep)
+    return out
+
+
+def _replica_scores(trials: Sequence[Any]) -> dict[tuple[int, int], list[float]]:
+    """The final scores of done re-score replicas by (the child they replicate, the rung they reached)."""
+    by_id = {t.trial_id: t for t in trials}
+    scores: dict[tuple[int, int], list[float]] = {}
+    for t in trials:
+        if t.role == ROLE_RESCORE and t.ok and t.final_score is not None:
+            scores.setdefault((lineage_root(t, by_id), t.rung), []).append(t.final_score)
+    return scores
 
 
 @dataclass(frozen=True)
@@ -175,8 +302,8 @@ def noise_estimate(pairs: Iterable[tuple[float, float]]) -> NoiseEstimate | None
 
 
 def repeat_pairs(trials: Sequence[Any]) -> list[tuple[float, float]]:
-    """(original final score, repeated final score) of every done repeat whose original is done (records or
-    outcomes with `final_score`)."""
+    """(original final score, repeated final score) of every done repeat whose original is done, and of every
+    re-scored lineage (its own score, each replica's at its rung) (records or outcomes with `final_score`)."""
     by_id = {t.trial_id: t for t in trials}
     pairs = []
     for t in trials:
@@ -185,17 +312,26 @@ def repeat_pairs(trials: Sequence[Any]) -> list[tuple[float, float]]:
         original = by_id.get(t.parent_ids[0])
         if original is not None and original.ok:
             pairs.append((original.final_score, t.final_score))
+    for rep in representatives(trials):
+        if isinstance(rep, Rescored):
+            pairs += [(rep.own_score, score) for score in rep.scores[1:]]
     return pairs
 
 
 __all__ = [
+    "PROBES",
     "ROLE_PROMOTE",
     "ROLE_REPEAT",
+    "ROLE_RESCORE",
     "TICKET_PLACES",
     "Fidelity",
     "NoiseEstimate",
+    "Rescored",
+    "evaluations",
+    "lineage_root",
     "next_stage",
     "noise_estimate",
     "repeat_pairs",
     "representatives",
+    "rescore_stage",
 ]

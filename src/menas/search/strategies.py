@@ -195,6 +195,11 @@ class MENAS(Strategy):
     def _proposed_all(self) -> bool:
         return len(self._pools) == self.generations and not self._next_stage(self.generation)
 
+    def rescore_elites(self, generation: int) -> list[Any]:
+        """The parent pool the next generation would be bred from (`select_parents`): what `fidelity.rescore`
+        may re-score once generation `generation` is complete."""
+        return list(self.select_parents())
+
     def _refill(self) -> None:
         if len(self._outcomes) < len(self._specs):
             return  # waiting for the current stage's results
@@ -308,7 +313,7 @@ def _menas(cfg: SearchConfig, space: SearchSpace, budget: Budget | None, use_tic
 def recipe_of(cfg: SearchConfig) -> Recipe:
     """The strategy's `Recipe` from a search config."""
     f = cfg.fidelity
-    schedule = fidelity.Fidelity(tuple(f.rungs or ()), f.eta, f.repeats, f.lr_scale, f.tickets)
+    schedule = fidelity.Fidelity(tuple(f.rungs or ()), f.eta, f.repeats, f.lr_scale, f.tickets, f.rescore)
     return Recipe(cfg.train.epochs, cfg.finetune_epochs, cfg.inherits, cfg.inherit.epochs, schedule)
 
 
