@@ -150,7 +150,7 @@ def generation_rows(arm: str, seed: int, trials: Sequence[Any]) -> list[dict[str
     rows, total = [], 0.0
     for gen in sorted({t.generation for t in trials}):
         mine = [t for t in trials if t.generation == gen]
-        done = [t for t in mine if t.ok and t.role != fidelity.ROLE_REPEAT]
+        done = [t for t in mine if t.ok and t.role not in fidelity.PROBES]
         noise = fidelity.noise_estimate(fidelity.repeat_pairs(mine))
         images = sum(t.budget_images or 0.0 for t in mine if t.status in ("done", "failed"))
         total += images
