@@ -76,6 +76,7 @@ def collect(folder: Path) -> dict[str, Any]:
     with Store.open(folder, readonly=True) as store:
         records, used, noise, best = store.trials(), store.compute_used(), store.noise(), store.best()
         finished = store.run_info().status == "finished"
+        lineages = store.lineages()
     rows = generation_rows(records)
     first, last = rows[0]["best_top_rung"], rows[-1]["best_top_rung"]
     return {
@@ -86,6 +87,7 @@ def collect(folder: Path) -> dict[str, Any]:
         "noise_sigma": None if noise is None else noise.sigma,
         "noise_pairs": 0 if noise is None else noise.pairs,
         "compute_images": used.images,
+        "rescored": rescored_pairs(lineages),
         "trial_s": used.trial_s,
         "trials": used.trials,
         "best": None
@@ -98,6 +100,12 @@ def collect(folder: Path) -> dict[str, Any]:
             "genome": best.final_genome,
         },
     }
+
+
+def rescored_pairs(lineages: list[Any]) -> list[list[float]]:
+    """[first score, second score] of every re-scored lineage (`fidelity.rescore`), in trial_id order: how far a
+    score chosen for being high falls when the network is trained again."""
+    return [list(t.scores[:2]) for t in lineages if isinstance(t, fidelity.Rescored)]
 
 
 def _fmt(value: float | None) -> str:
@@ -123,6 +131,15 @@ def print_tables(results: list[dict[str, Any]]) -> None:
     for variant, climbs in by_variant.items():
         print(f"{variant}: top-rung best rose in {sum(c > 0 for c in climbs)} of {len(climbs)} runs "
               f"(last - first: {', '.join(f'{c:+.2f}' for c in climbs)})")  # fmt: skip
+    shifts: dict[str, list[float]] = {}
+    for res in results:
+        for first, second in res.get("rescored", []):
+            shifts.setdefault(res["run"].rsplit("-s", 1)[0], []).append(second - first)
+    for variant, diffs in shifts.items():
+        mean, half = t_interval(diffs)
+        ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
+        print(f"{variant}: re-scored elites, second training minus first: mean {mean:+.2f}{ci} over {len(diffs)} "
+              f"lineages, {sum(d < 0 for d in diffs)} fell")  # fmt: skip
     variants = sorted({res["run"].rsplit("-s", 1)[0] for res in results})
     for a, b in ((a, b) for i, a in enumerate(variants) for b in variants[i + 1 :]):
         for row in paired(results, a, b):

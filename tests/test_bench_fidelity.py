@@ -40,3 +40,22 @@ def test_an_unfinished_run_is_shown_but_not_counted(bench, capsys: pytest.Captur
     assert (
         "| rungs-s6 (unfinished) |" in out and "rungs: top-rung best rose in 1 of 1 runs (last - first: +1.00)" in out
     )
+
+
+def test_rescored_elites_fall_back_by_their_luck(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    from menas.search.fidelity import Rescored
+    from menas.search.protocol import TrialOutcome
+
+    elite = Rescored(TrialOutcome(3, "g3", "done", 60.0, 100, 1), [60.0, 56.0])
+    plain = TrialOutcome(4, "g4", "done", 50.0, 100, 1)
+    assert bench.rescored_pairs([plain, elite]) == [[60.0, 56.0]]
+    runs = []
+    for seed, pairs in ((5, [[60.0, 56.0]]), (6, [[62.0, 60.0], [58.0, 59.0]])):
+        res = {**_run(f"rungs-rescore-s{seed}", 1.0, 60.0, 4e5), "noise_sigma": None, "noise_pairs": 0,
+               "trial_s": 1.0, "rescored": pairs}  # fmt: skip
+        res["rows"] = [{**r, "best_rung0": 1.0, "median_rung0": 1.0} for r in res["rows"]]
+        runs.append(res)
+    bench.print_tables(runs)
+    out = capsys.readouterr().out  # -4, -2, +1: mean -1.67, half-width t(2) 4.303 x 2.5166 / sqrt(3) = 6.25
+    assert "rungs-rescore: re-scored elites, second training minus first: mean -1.67 [-7.92, +4.59] over 3 " in out
+    assert "lineages, 2 fell" in out
