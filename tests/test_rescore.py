@@ -4,6 +4,7 @@ of the two trainings, for parent pools, tournaments, the run's best and the nois
 
 from __future__ import annotations
 
+import json
 import random
 import zlib
 from pathlib import Path
@@ -227,7 +228,7 @@ def test_a_search_with_rescores_records_them_and_reports_the_mean(tmp_path: Path
     Search(cfg, run).run()
     with Store.open(run, readonly=True) as store:
         trials = store.trials()
-        best, noise, lineages = store.best(), store.noise(), store.lineages()
+        best, noise, lineages, ranked = store.best(), store.noise(), store.lineages(), store.ranked()
     replicas = [t for t in trials if t.role == ROLE_RESCORE]
     assert replicas and all(t.status == "done" for t in replicas)
     by_id = {t.trial_id: t for t in trials}
@@ -247,6 +248,14 @@ def test_a_search_with_rescores_records_them_and_reports_the_mean(tmp_path: Path
     networks = {(int(r.split("|")[1]), int(r.split("|")[2])): int(r.split("|")[3]) for r in rows}
     children = [t for t in trials if t.role not in fidelity.PROBES]
     assert networks == {k: sum((t.generation, t.rung) == k for t in children) for k in networks}
+    # an export of a re-scored network says which trainings its score averages (its weights scored the first)
+    rank = 1 + [t.trial_id for t in ranked].index(rescored[0].trial_id)
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--rank", str(rank), "--out", str(out), "--format", "safetensors"]) == 0
+    record = json.loads((out / "genome.json").read_text())
+    assert record["trial_id"] == rescored[0].trial_id
+    assert record["search_val_top1"] == pytest.approx(rescored[0].final_score)
+    assert record["search_val_top1_trainings"] == pytest.approx(list(rescored[0].scores))
     assert _rescored_text(rescored[0]) == (
         f" (mean of 2 trainings: {rescored[0].scores[0]:.2f}%, {rescored[0].scores[1]:.2f}%)"
     )

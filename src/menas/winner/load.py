@@ -22,6 +22,7 @@ from menas.config import DataConfig, from_dict
 from menas.errors import UserError
 from menas.folders import RunFolder
 from menas.nn.builder import MenasNet
+from menas.search import fidelity
 from menas.space.genome import Genome
 from menas.train.checkpoint import WEIGHTS_FILE, load_weights, read_genome, resolve_checkpoint
 
@@ -180,6 +181,8 @@ def _run_source(run: Path, trial: int | None, rank: int | None, front: int | Non
         "search_val_top1": best.final_score,
         "ticket": best.ticket is not None,
     }
+    if isinstance(best, fidelity.Rescored):  # the mean of its trainings ranked it; these weights scored the first
+        info["search_val_top1_trainings"] = list(best.scores)
     latency = _latency(best, run)
     if latency is not None:
         info["latency"] = latency
