@@ -259,3 +259,32 @@ def test_a_search_with_rescores_records_them_and_reports_the_mean(tmp_path: Path
     assert _rescored_text(rescored[0]) == (
         f" (mean of 2 trainings: {rescored[0].scores[0]:.2f}%, {rescored[0].scores[1]:.2f}%)"
     )
+
+
+def test_a_pareto_search_rescores_its_first_front_and_fronts_read_the_mean() -> None:
+    from menas.search import pareto
+
+    recipe = Recipe(epochs=2, finetune_epochs=1, fidelity=Fidelity(rungs=(1, 3), eta=3, rescore=2))
+    strategy = noisy_drive(
+        MENAS(MT, BUDGET, 7, population=6, generations=2, parents=3, recipe=recipe, objective="pareto")
+    )
+    history = strategy.history()
+    # generation 1's pool of 3 holds the two networks re-scored after generation 0: one replica is left to make
+    assert len(history) == strategy.total_trials - 2 and strategy.total_trials == 2 * (6 + 2 + 2 * 2)
+    outcomes = [o for _, o in history]
+    lineages = representatives(outcomes)
+    rescored = [t for t in lineages if isinstance(t, Rescored)]
+    assert len(rescored) == 3 and all(t.rung == 1 for t in rescored)
+    final_pool = strategy.select_parents()
+    assert all(isinstance(o, Rescored) for o in final_pool if o.rung == 1)  # every elite at the top rung: twice
+    # the first replicas of generation 0 went to the first two of the pool NSGA-II ordered then
+    gen0 = [o for s, o in history if s.generation == 0 and s.role not in fidelity.PROBES]
+    expected = [o.trial_id for o in strategy.order([o for o in representatives(gen0) if o.rung == 1])][:2]
+    first = [s for s, _ in history if s.role == ROLE_RESCORE and s.generation == 0 and not s.recipe["rung"]]
+    roots = [s.parent_ids[0] for s in first]
+    by_id = {o.trial_id: o for o in outcomes}
+    assert roots == [fidelity.lineage_root(by_id[t], by_id) for t in expected]
+    front = pareto.trial_front([t for t in lineages if t.rung == 1])  # a front over means and MACs
+    assert front and any(isinstance(t, Rescored) for t in lineages if t.rung == 1)
+    assert all(not pareto.dominates(pareto.trial_point(o), pareto.trial_point(f), pareto.trial_senses())
+               for f in front for o in lineages if o.rung == 1)  # fmt: skip
