@@ -112,9 +112,10 @@ def test_promotions_take_the_best_of_the_rung_below(scores: list[float], repeats
 # ----------------------------------------------------------------------------------------- strategies
 
 
-def drive(strategy, workers: int = 1, order_seed: int = 0, fail_every: int = 0):
+def drive(strategy, workers: int = 1, order_seed: int = 0, fail_every: int = 0, luck=None):
     """Ask/tell with `workers` trials in flight completed in a seeded random order; a trial's score is a fixed
-    function of its genome plus its rung (a promotion scores higher), and every `fail_every`-th trial fails."""
+    function of its genome plus its rung (a promotion scores higher) plus `luck(strategy, spec)` when given, and
+    every `fail_every`-th trial fails."""
     rng, in_flight = random.Random(order_seed), list(strategy.pending)
     for _ in range(3 * strategy.total_trials + 3):
         if strategy.finished:
@@ -125,7 +126,7 @@ def drive(strategy, workers: int = 1, order_seed: int = 0, fail_every: int = 0):
         if fail_every and spec.trial_id % fail_every == fail_every - 1:
             strategy.tell([TrialOutcome(spec.trial_id, spec.genome, "failed")])
             continue
-        score = (zlib.crc32(spec.genome.encode()) % 1000) / 20 + 5 * rung
+        score = (zlib.crc32(spec.genome.encode()) % 1000) / 20 + 5 * rung + (luck(strategy, spec) if luck else 0)
         strategy.tell([TrialOutcome(spec.trial_id, spec.genome, "done", score, 1000 + len(spec.genome), 10)])
     assert strategy.finished
     return strategy

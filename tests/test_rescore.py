@@ -5,8 +5,6 @@ of the two trainings, for parent pools, tournaments, the run's best and the nois
 from __future__ import annotations
 
 import json
-import random
-import zlib
 from pathlib import Path
 
 import pytest
@@ -29,11 +27,11 @@ from menas.search.fidelity import (
     representatives,
     rescore_stage,
 )
-from menas.search.protocol import Recipe, TrialOutcome
+from menas.search.protocol import Recipe
 from menas.search.ranking import rank_key
 from menas.search.store import Store
 from menas.search.strategies import MENAS, RandomSearch, RegularizedEvolution, make_strategy
-from test_fidelity import BUDGET, MT, by_rank, outcome
+from test_fidelity import BUDGET, MT, by_rank, drive, outcome
 from test_search import tiny_config
 
 # ----------------------------------------------------------------------------------------- the stage
@@ -91,28 +89,16 @@ def test_rescore_proposes_the_best_lineages_not_yet_rescored(scores: list[float]
 
 
 def noisy_drive(strategy, workers: int = 1, order_seed: int = 0, lucky: int = 30):
-    """Ask/tell in a seeded random order; a trial scores a fixed function of its genome plus 5 per rung, and
-    children whose trial id is divisible by 3 get `lucky` points of luck that their replicas do not get."""
-    rng, in_flight = random.Random(order_seed), list(strategy.pending)
-    for _ in range(3 * strategy.total_trials + 3):
-        if strategy.finished:
-            break
-        in_flight += strategy.ask(max(0, workers - len(in_flight)))
-        spec = in_flight.pop(rng.randrange(len(in_flight)))
-        rung = (spec.recipe or {}).get("rung", 0)
-        score = (zlib.crc32(spec.genome.encode()) % 1000) / 20 + 5 * rung
-        if spec.role not in fidelity.PROBES and spec.role != ROLE_PROMOTE and spec.trial_id % 3 == 0:
-            score += lucky
-        elif spec.role == ROLE_PROMOTE and _root_luck(strategy, spec):
-            score += lucky  # a promotion keeps its network's luck
-        strategy.tell([TrialOutcome(spec.trial_id, spec.genome, "done", score, 1000 + len(spec.genome), 10)])
-    assert strategy.finished
-    return strategy
+    """`drive` (a trial scores a fixed function of its genome plus 5 per rung) where children whose trial id is
+    divisible by 3 get `lucky` points of luck, which their promotions keep and their replicas do not get."""
 
+    def luck(strategy, spec) -> float:
+        if spec.role in fidelity.PROBES:
+            return 0
+        by_id = {s.trial_id: s for s, _ in strategy.history()}
+        return lucky if fidelity.lineage_root(spec, by_id) % 3 == 0 else 0
 
-def _root_luck(strategy, spec) -> bool:
-    by_id = {s.trial_id: s for s, _ in strategy.history()}
-    return fidelity.lineage_root(spec, by_id) % 3 == 0
+    return drive(strategy, workers, order_seed, luck=luck)
 
 
 def menas(seed: int = 5, **schedule) -> MENAS:

@@ -309,7 +309,10 @@ class Strategy:
         """The lineages `fidelity.rescore` may re-score once generation `generation` is complete, best first:
         every network so far (`fidelity.representatives`, by `order`); MENAS and regularized evolution narrow it
         to their parent pool and population."""
-        lineages = fidelity.representatives(self._outcomes[t] for t in sorted(self._outcomes))
+        return self._best_first(fidelity.representatives(self._outcomes[t] for t in sorted(self._outcomes)))
+
+    def _best_first(self, lineages: list[Any]) -> list[Any]:
+        """`lineages` best first: the highest rung first, each rung in the strategy's `order`."""
         top = max((o.rung for o in lineages), default=0)
         return [o for r in range(top, -1, -1) for o in self.order([x for x in lineages if x.rung == r])]
 

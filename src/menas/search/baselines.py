@@ -275,9 +275,7 @@ class RegularizedEvolution(Strategy):
         """The population once block `generation` joined it, best first (its lineages' scores as re-scored so
         far): what `fidelity.rescore` may re-score."""
         members = self._members if self._applied > generation else self._joined(generation)
-        scored = self._scored(members)
-        top = max((o.rung for o in scored), default=0)
-        return [o for r in range(top, -1, -1) for o in self.order([x for x in scored if x.rung == r])]
+        return self._best_first(self._scored(members))
 
     def _scored(self, members: Iterable[TrialOutcome]) -> list[Any]:
         """`members` with the scores selection reads: a re-scored lineage's mean (`fidelity.Rescored`)."""

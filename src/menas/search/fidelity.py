@@ -137,7 +137,7 @@ def next_stage(
     rung's promotions; [] once it is complete. `order` sorts done trials of one
     rung best first (the strategy's objective). A stage with nothing to propose is skipped."""
     roles = {t.role for t in generation}
-    children = [t for t in generation if t.role not in (ROLE_REPEAT, ROLE_PROMOTE, ROLE_RESCORE)]
+    children = [t for t in generation if t.role not in (*PROBES, ROLE_PROMOTE)]
     if fidelity.repeats and ROLE_REPEAT not in roles:
         best = order([t for t in children if t.ok])[: fidelity.repeats]
         if best:
@@ -165,12 +165,13 @@ def rescore_stage(
     by_id = {t.trial_id: t for t in trials}
     replicas = [t for t in generation if t.role == ROLE_RESCORE]
     if not replicas:
-        rescored = {lineage_root(t, by_id) for t in trials if t.role == ROLE_RESCORE}
+        taken = {lineage_root(t, by_id) for t in trials if t.role == ROLE_RESCORE}  # re-scored already
         chosen = []
         for elite in elites():
             root = lineage_root(elite, by_id)
-            if elite.ok and root in by_id and root not in rescored and root not in {c.trial_id for c in chosen}:
+            if elite.ok and root in by_id and root not in taken:
                 chosen.append(by_id[root])
+                taken.add(root)
             if len(chosen) == fidelity.rescore:
                 break
         return [(ROLE_RESCORE, child, 0) for child in chosen]
