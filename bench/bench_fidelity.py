@@ -13,7 +13,9 @@ Variants (`--set` overrides on top of configs/demo.yaml; every run also gets `--
 * `rungs-top-e2`: as `rungs-top` with children trained 2 epochs and continued to 4 (about `rungs`' compute);
 * `rungs-rescore`: as `rungs` with `fidelity.rescore: 1` instead of the repeat: after each generation the best
   network of the parent pool scored once is trained again (1 epoch, ticket, fine-tune, 2 more epochs) with another
-  seed, and selection reads the mean of its two trainings; the pairs give the noise estimate.
+  seed, and selection reads the mean of its two trainings; the pairs give the noise estimate;
+* `rungs-tse`: as `rungs` with `fidelity.score: tse`: promotions, parents and the run's best ranked by the
+  training-speed estimate (minus the mean training loss of a trial's own epochs) instead of search-val.
 
 Each (variant, seed) is one run folder `--out`/VARIANT-sSEED, searched by `bench_policy.search` (a finished folder is
 skipped, an unfinished one resumed). Per run and generation it prints the best search-val top-1 at the run's top
@@ -54,6 +56,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "rungs-top": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=1", "fidelity.tickets=top"),
     "rungs-top-e2": ("fidelity.rungs=[2, 4]", "fidelity.eta=3", "fidelity.repeats=1", "fidelity.tickets=top"),
     "rungs-rescore": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=0", "fidelity.rescore=1"),
+    "rungs-tse": ("fidelity.rungs=[1, 3]", "fidelity.eta=3", "fidelity.repeats=1", "fidelity.score=tse"),
 }
 
 

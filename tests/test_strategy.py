@@ -480,6 +480,7 @@ class _Record:
         self.parent_ids, self.origin = spec.parent_ids, spec.origin
         for name in ("final_score", "final_macs", "final_params", "ticket"):
             setattr(self, name, getattr(outcome, name.removeprefix("final_"), None))
+        self.fitness = self.final_score
 
 
 # ----------------------------------------------------------------------------------------- multi-objective

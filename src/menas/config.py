@@ -226,6 +226,7 @@ ObjectiveName = Literal["accuracy", "pareto"]
 TrackerName = Literal["none", "tensorboard", "mlflow"]
 #: Where a search with rungs cuts its lottery tickets (`fidelity.tickets`; `menas.search.fidelity.TICKET_PLACES`).
 TicketPlace = Literal["first", "top"]
+ScoreName = Literal["val", "tse"]
 
 
 @dataclasses.dataclass
@@ -391,6 +392,11 @@ class FidelityConfig:
     # evolution's population, random search's best) are trained again from scratch with another seed through the
     # same rungs; their score becomes the mean of the two trainings (each replica also measures the score noise)
     rescore: int = 0
+    # what selection ranks a rung's networks by: val (the final network's search-val top-1) or tse (the training-speed
+    # estimate: minus the mean training loss of the trial's own training epochs, comparable between trials of one
+    # rung; steadier between seeds than val in bench/bench_proxy.py). Status, report and export show search-val
+    # either way
+    score: ScoreName = "val"
 
     def __post_init__(self) -> None:
         rungs = self.rungs
@@ -411,6 +417,8 @@ class FidelityConfig:
         _check_min("fidelity.lr_scale", self.lr_scale, 0.0, strict=True)
         places = typing.get_args(TicketPlace)
         check(self.tickets in places, "fidelity.tickets", self.tickets, ", ".join(places))  # a Python caller's value
+        scores = typing.get_args(ScoreName)
+        check(self.score in scores, "fidelity.score", self.score, ", ".join(scores))
 
     @property
     def staged(self) -> bool:
@@ -484,6 +492,11 @@ class SearchConfig:
         if self.strategy.name == "menas-inherit":  # a name for menas with `inherit.enabled`: one switch, stored so
             object.__setattr__(self, "strategy", dataclasses.replace(self.strategy, name="menas"))
             object.__setattr__(self, "inherit", dataclasses.replace(self.inherit, enabled=True))
+        if self.inherit.enabled and self.fidelity.score == "tse":
+            raise UserError(
+                "fidelity.score: got 'tse' with inherit.enabled, allowed: val (an inheriting child starts from trained "
+                "weights, so its training loss is not comparable with a child's from scratch)"
+            )
         if self.inherit.enabled and self.strategy.name not in INHERITING_STRATEGIES:
             raise UserError(
                 f"inherit.enabled: got True with strategy.name {self.strategy.name!r}, allowed: true only with "

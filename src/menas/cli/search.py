@@ -178,7 +178,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if best is not None:
         rung = f" (rung {best.rung})" if best.rung else ""
         console.print(
-            f"best so far: trial {best.trial_id}{rung}, {pct(best.final_score)}{_rescored_text(best)}, "
+            f"best so far: trial {best.trial_id}{rung}, {pct(best.final_score)}{_rescored_text(best)}"
+            f"{_tse_text(best)}, "
             f"{format_count(best.final_macs or 0)} MACs, {format_count(best.final_params or 0)} params"
             f"{_latency_text(best, cfg.budget.latency_ms_max)}\n{best.final_genome}"
         )
@@ -223,6 +224,14 @@ def _rescored_text(best: Any) -> str:
     if fidelity.evaluations(best) < 2:
         return ""
     return f" (mean of {best.evaluations} trainings: {', '.join(pct(s) for s in best.scores)})"
+
+
+def _tse_text(best: Any) -> str:
+    """ " (ranked by its training-speed estimate, -0.412)" for a search that ranks by it (`fidelity.score: tse`);
+    "" else. The percentage before it is search-val top-1 either way."""
+    if (best.recipe or {}).get("score") != "tse" or best.fitness is None:
+        return ""
+    return f" (ranked by its training-speed estimate, {best.fitness:.3f}: minus its mean training loss)"
 
 
 def _latency_text(best: Any, bound_ms: float | None) -> str:

@@ -19,7 +19,9 @@ outcomes in trial_id order, and a resumed run proposes the same trials):
 A *lineage* is a network and its promotions: its score is the one of its highest rung reached, or with a re-score
 the mean of its trainings there (`Rescored`). Selection (parent pools, the run's best, fronts) ranks lineages by
 `representatives`: rung first, then score (`ranking.rank_key`), so a network trained longer is never passed over
-for one lucky short training.
+for one lucky short training. The score selection reads is the trial's fitness (`fidelity.score`): its search-val
+top-1, or the training-speed estimate (minus its mean training loss), which compares trials only within a rung,
+as selection does.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ PROBES = (ROLE_REPEAT, ROLE_RESCORE)
 #: ("first"), or only when a network reaches the top rung ("top": the promotion searches the ticket and fine-tunes
 #: it; children and lower rungs neither search nor fine-tune).
 TICKET_PLACES = ("first", "top")
+#: What selection ranks by (`Fidelity.score`): the final network's search-val top-1, or the training-speed estimate.
+SCORES = ("val", "tse")
 
 
 class Staged(Protocol):
@@ -72,6 +76,8 @@ class Fidelity:
         tickets: where tickets (and fine-tuning) happen with rungs: "first" (every child, after rung 0) or "top"
             (only promotions to the top rung); the same without rungs.
         rescore: elites re-scored after each generation (replicas with another seed, `ROLE_RESCORE`).
+        score: what selection ranks by: "val" (the final network's search-val top-1) or "tse" (minus the mean
+            training loss of the trial's own training epochs, `TrialRecord.tse`); every trial's recipe names it.
     """
 
     rungs: tuple[int, ...] = ()
@@ -80,6 +86,7 @@ class Fidelity:
     lr_scale: float = 1.0
     tickets: str = "first"
     rescore: int = 0
+    score: str = "val"
 
     def __post_init__(self) -> None:
         rungs = tuple(self.rungs)
@@ -94,6 +101,7 @@ class Fidelity:
         check(is_int(self.repeats) and self.repeats >= 0, "fidelity.repeats", self.repeats, "integers >= 0")
         check(self.tickets in TICKET_PLACES, "fidelity.tickets", self.tickets, ", ".join(TICKET_PLACES))
         check(is_int(self.rescore) and self.rescore >= 0, "fidelity.rescore", self.rescore, "integers >= 0")
+        check(self.score in SCORES, "fidelity.score", self.score, ", ".join(SCORES))
 
     @property
     def tickets_at_top(self) -> bool:
@@ -205,16 +213,22 @@ def _lineage_rung(root: int, trials: Iterable[Staged]) -> int:
 
 
 class Rescored:
-    """A lineage's representative that was re-scored: every attribute is its trial's, except `final_score`, the
-    mean of its own score and its replicas' scores at the same rung (`evaluations` trainings in all)."""
+    """A lineage's representative that was re-scored: every attribute is its trial's, except `final_score` and
+    `fitness`, the means of its own and its replicas' at the same rung (`evaluations` trainings in all)."""
 
-    def __init__(self, trial: Any, scores: Sequence[float]) -> None:
+    def __init__(self, trial: Any, scores: Sequence[float], fitnesses: Sequence[float] | None = None) -> None:
         self.trial = trial
-        self.scores = tuple(scores)  # its own score first
+        self.scores = tuple(scores)  # final scores (search-val), its own first
+        self.fitnesses = tuple(scores if fitnesses is None else fitnesses)  # what selection ranks by, its own first
 
     @property
     def final_score(self) -> float:
         return sum(self.scores) / len(self.scores)
+
+    @property
+    def fitness(self) -> float:
+        """The mean of the trainings' fitness (`TrialRecord.fitness`; the final score under `fidelity.score: val`)."""
+        return sum(self.fitnesses) / len(self.fitnesses)
 
     @property
     def own_score(self) -> float:
@@ -231,10 +245,11 @@ class Rescored:
         return getattr(self.trial, name)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Rescored) and (self.trial, self.scores) == (other.trial, other.scores)
+        mine, theirs = (self.trial, self.scores, self.fitnesses), (other.trial, other.scores, other.fitnesses)
+        return isinstance(other, Rescored) and mine == theirs
 
     def __hash__(self) -> int:
-        return hash((self.trial.trial_id, self.scores))
+        return hash((self.trial.trial_id, self.scores, self.fitnesses))
 
     def __repr__(self) -> str:
         return f"Rescored({self.trial!r}, scores={self.scores})"
@@ -259,18 +274,21 @@ def representatives(trials: Iterable[T]) -> list[T]:
     by_id = {t.trial_id: t for t in every}
     out: list[Any] = []
     for rep in reps:
-        scores = replicas.get((lineage_root(rep, by_id), rep.rung), [])
-        out.append(Rescored(rep, [rep.final_score, *scores]) if scores else rep)
+        found = replicas.get((lineage_root(rep, by_id), rep.rung), [])
+        if found:
+            scores, fitnesses = zip(*found, strict=True)
+            rep = Rescored(rep, [rep.final_score, *scores], [rep.fitness, *fitnesses])
+        out.append(rep)
     return out
 
 
-def _replica_scores(trials: Sequence[Any]) -> dict[tuple[int, int], list[float]]:
-    """The final scores of done re-score replicas by (the child they replicate, the rung they reached)."""
+def _replica_scores(trials: Sequence[Any]) -> dict[tuple[int, int], list[tuple[float, float]]]:
+    """(final score, fitness) of the done re-score replicas by (the child they replicate, the rung they reached)."""
     by_id = {t.trial_id: t for t in trials}
-    scores: dict[tuple[int, int], list[float]] = {}
+    scores: dict[tuple[int, int], list[tuple[float, float]]] = {}
     for t in trials:
-        if t.role == ROLE_RESCORE and t.ok and t.final_score is not None:
-            scores.setdefault((lineage_root(t, by_id), t.rung), []).append(t.final_score)
+        if t.role == ROLE_RESCORE and t.ok and t.final_score is not None and t.fitness is not None:
+            scores.setdefault((lineage_root(t, by_id), t.rung), []).append((t.final_score, t.fitness))
     return scores
 
 
@@ -324,6 +342,7 @@ __all__ = [
     "ROLE_PROMOTE",
     "ROLE_REPEAT",
     "ROLE_RESCORE",
+    "SCORES",
     "TICKET_PLACES",
     "Fidelity",
     "NoiseEstimate",

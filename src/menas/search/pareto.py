@@ -39,7 +39,9 @@ TRIAL_SENSES = (MAX, MIN)
 DEFAULT_OBJECTIVES = ("accuracy", "macs")
 #: The objectives a front may trade (`strategy.pareto`), each with its sense and the trial attribute it reads.
 OBJECTIVES: dict[str, tuple[str, str]] = {
-    "accuracy": (MAX, "final_score"),
+    # what selection ranks by (`TrialRecord.fitness`): search-val top-1, or the training-speed estimate under
+    # `fidelity.score: tse`
+    "accuracy": (MAX, "fitness"),
     "macs": (MIN, "final_macs"),
     "params": (MIN, "final_params"),
     # the final network's predicted latency (a latency table's, `budget.latency_table`; None without one)

@@ -65,21 +65,29 @@ class Recipe:
         epochs = self.inherit_epochs if inherit and self.inherit_epochs is not None else self.first_epochs
         finetunes = finetunes and self.fidelity.ticket_rung(0)
         recipe = {"epochs": epochs, "finetune_epochs": self.finetune_epochs if finetunes else 0, "inherit": inherit}
-        return {**recipe, "rung": 0} if len(self.fidelity.rungs) > 1 else recipe
+        return self._scored({**recipe, "rung": 0} if len(self.fidelity.rungs) > 1 else recipe)
 
     def for_promotion(self, rung: int, finetunes: bool = False) -> dict[str, Any]:
         """A promotion's recipe: `rungs[rung] - rungs[rung - 1]` more epochs from its parent's weights at
         `lr_scale` x the peak lr; fine-tuning (`finetune_epochs`, when the strategy fine-tunes: `finetunes`) only at
         the top rung under `fidelity.tickets: top`."""
         finetunes = finetunes and self.fidelity.ticket_rung(rung)
-        return {
-            "epochs": self.fidelity.extra_epochs(rung),
-            "finetune_epochs": self.finetune_epochs if finetunes else 0,
-            "inherit": False,
-            "rung": rung,
-            "continues": True,
-            "lr_scale": self.fidelity.lr_scale,
-        }
+        return self._scored(
+            {
+                "epochs": self.fidelity.extra_epochs(rung),
+                "finetune_epochs": self.finetune_epochs if finetunes else 0,
+                "inherit": False,
+                "rung": rung,
+                "continues": True,
+                "lr_scale": self.fidelity.lr_scale,
+            }
+        )
+
+    def _scored(self, recipe: dict[str, Any]) -> dict[str, Any]:
+        """`recipe` with "score": "tse" when selection ranks by the training-speed estimate (`fidelity.score`), so
+        the trial's record says what it is ranked by (`TrialRecord.fitness`); unchanged under "val" (recipes
+        recorded before the option compare equal on replay)."""
+        return {**recipe, "score": "tse"} if self.fidelity.score == "tse" else recipe
 
 
 @dataclass(frozen=True)
@@ -169,8 +177,8 @@ class TrialOutcome:
         trial_id: the spec's trial id.
         genome: the spec's genome string (the candidate).
         status: "done" or "failed".
-        score: the final network's search-val score, the one the search ranks by (`TrialRecord.final_score`);
-            required when done.
+        score: the score the search ranks by (`TrialRecord.fitness`: the final network's search-val top-1, or the
+            training-speed estimate under `fidelity.score: tse`); required when done.
         macs: the final network's multiply-accumulates; required when done.
         params: the final network's parameter count; required when done.
         ticket: the lottery ticket's genome string when one replaced the candidate (then the final network and a
@@ -233,6 +241,11 @@ class TrialOutcome:
         return self.score
 
     @property
+    def fitness(self) -> float | None:
+        """What selection ranks by (`menas.search.ranking.rank_key`): the score."""
+        return self.score
+
+    @property
     def final_macs(self) -> int | None:
         return self.macs
 
@@ -260,7 +273,7 @@ class TrialOutcome:
             record.trial_id,
             record.genome,
             "done",
-            record.final_score,
+            record.fitness,
             record.final_macs,
             record.final_params,
             record.ticket,

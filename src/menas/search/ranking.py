@@ -7,7 +7,8 @@ final score and MACs are the ticket's or the candidate's accordingly (`menas.sea
 
 1. higher rung (`menas.search.fidelity`: a network trained to a later rung is scored with less noise; every trial
    is at rung 0 in a search without rungs);
-2. then higher final score (search-val top-1);
+2. then higher fitness: the final score (search-val top-1), or the training-speed estimate under
+   `fidelity.score: tse` (`TrialRecord.fitness`);
 3. then fewer final MACs (of two networks that score the same, the cheaper one is the better find);
 4. then the earlier trial (lower trial_id), so the order is total and never depends on the order results arrive.
 
@@ -26,7 +27,7 @@ class Ranked(Protocol):
     """What `rank_key` reads from a finished trial (`TrialRecord`, `TrialOutcome`)."""
 
     trial_id: int
-    final_score: float | None
+    fitness: float | None
     final_macs: int | None
 
 
@@ -34,13 +35,13 @@ T = TypeVar("T", bound=Ranked)
 
 
 def rank_key(trial: Ranked) -> tuple[int, float, int, int]:
-    """Sort key of finished trials, best first: higher rung, then higher final score, then fewer final MACs, then
+    """Sort key of finished trials, best first: higher rung, then higher fitness, then fewer final MACs, then
     earlier trial.
 
-    Only for trials that finished (final score and MACs set): a failed trial is never ranked.
+    Only for trials that finished (fitness and MACs set): a failed trial is never ranked.
     """
-    assert trial.final_score is not None and trial.final_macs is not None, f"trial {trial.trial_id} is unfinished"
-    return (-getattr(trial, "rung", 0), -trial.final_score, trial.final_macs, trial.trial_id)
+    assert trial.fitness is not None and trial.final_macs is not None, f"trial {trial.trial_id} is unfinished"
+    return (-getattr(trial, "rung", 0), -trial.fitness, trial.final_macs, trial.trial_id)
 
 
 def best(trials: Iterable[T]) -> T | None:

@@ -12,8 +12,9 @@ The fields come in three parts (`PART` in each field's metadata):
 - **measured**: what the trial measured. Scores are search-val top-1 in percent, one per phase:
   `trained_score` (the candidate after its training epochs), `ticket_recalibrated_score` and
   `ticket_finetuned_score` (the kept ticket right after BN recalibration, and after fine-tuning),
-  `finetuned_score` (the candidate after fine-tuning when no ticket was kept). The search ranks by
-  `final_score`: the final network's last score.
+  `finetuned_score` (the candidate after fine-tuning when no ticket was kept). The search ranks by `fitness`:
+  `final_score`, the final network's last score, or under `fidelity.score: tse` (the recipe's "score") `tse`, the
+  training-speed estimate (minus the mean of the trial's own training losses).
 
 One convention for "no ticket": `ticket` is None and so are the ticket's fields. The *final* network is the ticket
 when one was kept, else the candidate (`final_genome`, `final_macs`, `final_params`, `final_latency_ms`: the
@@ -156,6 +157,19 @@ class TrialRecord:
         return self.trained_score if self.finetuned_score is None else self.finetuned_score
 
     @property
+    def tse(self) -> float | None:
+        """The training-speed estimate: minus the mean training loss of the trial's own training epochs (a
+        promotion's: the epochs it continued for), so higher is better; None without training epochs. Comparable
+        between trials trained alike (one rung); the sum of the losses (Ru et al., 2021) ranks them the same."""
+        return -sum(self.train_losses) / len(self.train_losses) if self.train_losses else None
+
+    @property
+    def fitness(self) -> float | None:
+        """What selection ranks the trial by (`menas.search.ranking.rank_key`): `tse` when its recipe says so
+        (`fidelity.score: tse`), else `final_score`."""
+        return self.tse if (self.recipe or {}).get("score") == "tse" else self.final_score
+
+    @property
     def final_macs(self) -> int | None:
         return self.ticket_macs if self.ticket is not None else self.macs
 
@@ -209,6 +223,7 @@ PART = {f.name: f.metadata["part"] for f in FIELDS}
 DERIVED = (
     "final_genome",
     "final_score",
+    "tse",
     "final_macs",
     "final_params",
     "final_latency_ms",

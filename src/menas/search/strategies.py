@@ -313,7 +313,7 @@ def _menas(cfg: SearchConfig, space: SearchSpace, budget: Budget | None, use_tic
 def recipe_of(cfg: SearchConfig) -> Recipe:
     """The strategy's `Recipe` from a search config."""
     f = cfg.fidelity
-    schedule = fidelity.Fidelity(tuple(f.rungs or ()), f.eta, f.repeats, f.lr_scale, f.tickets, f.rescore)
+    schedule = fidelity.Fidelity(tuple(f.rungs or ()), f.eta, f.repeats, f.lr_scale, f.tickets, f.rescore, f.score)
     return Recipe(cfg.train.epochs, cfg.finetune_epochs, cfg.inherits, cfg.inherit.epochs, schedule)
 
 

@@ -1,0 +1,163 @@
+"""Does choosing a search's result by the training-speed estimate give a better network than choosing it by
+search-val? (issue 20 item 2: `fidelity.score: tse`.)
+
+For each finished search (a `bench_fidelity.py` run's `RUN.trials.csv`, given as globs), among the networks at the
+top rung (each lineage at its highest rung; noise repeats and re-score replicas left out) it takes the best by
+search-val top-1 (what `fidelity.score: val` returns) and the best by TSE (minus the mean training loss of the
+trial's own training epochs: what `fidelity.score: tse` returns), both tie-broken by fewer MACs. Where the two
+differ, it retrains both final genomes from scratch with `menas retrain` (the short recipe, `--epochs`, one seed,
+a held-out part of the training split) and compares them paired by search: the held-out top-1 decides, the test
+top-1 is printed beside it and decides nothing. The same choice over the same candidates, so only the rule
+differs (not the search path: selection inside the searches was by search-val).
+
+Each retrain is a folder `--out`/FOLDER/RUN-CHOICE, FOLDER the csv's folder name (resumed when unfinished, skipped
+when `retrain.json` exists);
+`--collect-only` prints the table from what is there; `results.json` in `--out` holds every figure printed.
+
+Usage:
+    python bench/bench_tse_choice.py 'bench/results/fidelity/2026-12-05-rescore/rungs-s*.trials.csv' \
+        --out runs/tse-choice --epochs 5 --threads 1 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "versus"))
+from references import t_interval  # noqa: E402
+
+PROBES = ("repeat", "rescore")
+RESULT = "retrain.json"
+
+
+def top_rung(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The done networks at the run's top rung (one per lineage: a promoted trial stands for the one it continued;
+    probes stand for nothing), each with its rung, final score, MACs and TSE parsed."""
+    done = [r for r in rows if r["status"] == "done" and r["role"] not in PROBES]
+    continued = {json.loads(r["parent_ids"])[0] for r in done if r["role"] == "promote"}
+    nets = []
+    for r in done:
+        if int(r["trial_id"]) in continued:
+            continue
+        losses = json.loads(r["train_losses"] or "[]")
+        nets.append({
+            "trial_id": int(r["trial_id"]), "rung": json.loads(r["recipe"] or "{}").get("rung", 0),
+            "val": float(r["final_score"]), "macs": int(r["final_macs"]), "genome": r["final_genome"],
+            "tse": -sum(losses) / len(losses) if losses else None,
+        })  # fmt: skip
+    top = max(n["rung"] for n in nets)
+    return [n for n in nets if n["rung"] == top]
+
+
+def choices(nets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The best network by search-val and by TSE (ties: fewer MACs, then the earlier trial)."""
+    by = {
+        "val": min(nets, key=lambda n: (-n["val"], n["macs"], n["trial_id"])),
+        "tse": min((n for n in nets if n["tse"] is not None), key=lambda n: (-n["tse"], n["macs"], n["trial_id"])),
+    }
+    return by
+
+
+def retrain(genome: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """`menas retrain` of `genome` into `out` (resumed when unfinished); its retrain.json."""
+    if not (out / RESULT).is_file():
+        cmd = [sys.executable, "-m", "menas.cli", "retrain", genome, "--data", args.data, "--epochs",
+               str(args.epochs), "--out", str(out), "--threads", str(args.threads), "--device", "cpu",
+               "--set", f"holdout_fraction={args.holdout}", "--set", f"train.seed={args.seed}",
+               "--set", f"data.seed={args.seed}"]  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / f"{out.name}.log", "a") as log:
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return json.loads((out / RESULT).read_text())
+
+
+def kept(record: dict[str, Any], split: str) -> float:
+    return record[split][record["kept"]]["top1"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="globs of RUN.trials.csv files (bench_fidelity.py's)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--holdout", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--collect-only", action="store_true")
+    args = parser.parse_args(argv)
+
+    runs = sorted({Path(p) for pattern in args.runs for p in glob.glob(pattern)})
+    if not runs or any(not p.name.endswith(".trials.csv") for p in runs):
+        raise SystemExit(f"runs: got {args.runs}, allowed: globs that match RUN.trials.csv files only")
+    picked = {}
+    for path in runs:
+        with path.open() as f:
+            picked[f"{path.parent.name}/{path.name.removesuffix('.trials.csv')}"] = choices(
+                top_rung(list(csv.DictReader(f)))
+            )
+    jobs = [(run, c) for run, by in picked.items() if by["val"]["trial_id"] != by["tse"]["trial_id"] for c in by]
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    if args.collect_only:
+        for run, c in jobs:
+            path = args.out / f"{run}-{c}" / RESULT
+            if path.is_file():
+                records[run, c] = json.loads(path.read_text())
+    else:
+        with ThreadPoolExecutor(args.workers) as pool:
+            futures = {(run, c): pool.submit(retrain, picked[run][c]["genome"], args.out / f"{run}-{c}", args)
+                       for run, c in jobs}  # fmt: skip
+            records = {key: f.result() for key, f in futures.items()}
+
+    rows, lines = [], []
+    lines.append(f"{len(picked)} searches; the choices differ in {len(jobs) // 2}: " + ", ".join(
+        run for run, by in picked.items() if by["val"]["trial_id"] != by["tse"]["trial_id"]))  # fmt: skip
+    lines.append("| search | by val: trial, search-val, TSE, MACs | by TSE: trial, search-val, TSE, MACs | "
+                 "held-out val / TSE | test val / TSE |")  # fmt: skip
+    lines.append("|---|---|---|---|---|")
+    diffs: dict[str, list[float]] = {"holdout": [], "test": []}
+    for run, by in picked.items():
+        v, t = by["val"], by["tse"]
+        row = {"run": run, "by_val": v, "by_tse": t, "same": v["trial_id"] == t["trial_id"]}
+        held = test = "same network"
+        if not row["same"] and (run, "val") in records and (run, "tse") in records:
+            rv, rt = records[run, "val"], records[run, "tse"]
+            row.update({f"{split}_{c}": kept(records[run, c], split) for split in ("holdout", "test") for c in by})
+            for split in diffs:
+                diffs[split].append(kept(rt, split) - kept(rv, split))
+            held = f"{kept(rv, 'holdout'):.2f} / {kept(rt, 'holdout'):.2f}"
+            test = f"{kept(rv, 'test'):.2f} / {kept(rt, 'test'):.2f}"
+        elif not row["same"]:
+            held = test = "not retrained yet"
+        rows.append(row)
+        lines.append(
+            f"| {run} | {v['trial_id']}, {v['val']:.2f}, {v['tse']:.3f}, {v['macs'] / 1e6:.2f}M | {t['trial_id']}, "
+            f"{t['val']:.2f}, {t['tse']:.3f}, {t['macs'] / 1e6:.2f}M | {held} | {test} |"
+        )
+    summary = {}
+    for split, values in diffs.items():
+        if values:
+            mean, half = t_interval(values)
+            summary[split] = {"n": len(values), "mean": mean, "half_width": half, "diffs": values}
+            ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
+            lines.append(f"{split} top-1, by TSE - by val, paired by search (n = {len(values)}): {mean:+.2f}{ci}; "
+                         f"TSE's ahead in {sum(d > 0 for d in values)} of {len(values)}")  # fmt: skip
+    print("\n".join(lines))
+    args.out.mkdir(parents=True, exist_ok=True)
+    figures = {"runs": rows, "paired": summary, "epochs": args.epochs, "seed": args.seed, "holdout": args.holdout}
+    (args.out / "results.json").write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
