@@ -100,12 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = sorted({Path(p) for pattern in args.runs for p in glob.glob(pattern)})
     if not runs or any(not p.name.endswith(".trials.csv") for p in runs):
         raise SystemExit(f"runs: got {args.runs}, allowed: globs that match RUN.trials.csv files only")
-    picked = {}
+    picked, skipped = {}, []
     for path in runs:
         with path.open() as f:
-            picked[f"{path.parent.name}/{path.name.removesuffix('.trials.csv')}"] = choices(
-                top_rung(list(csv.DictReader(f)))
-            )
+            nets = top_rung(list(csv.DictReader(f)))
+        if not any(n["tse"] is not None for n in nets):  # recorded before training losses were
+            skipped.append(str(path))
+            continue
+        picked[f"{path.parent.name}/{path.name.removesuffix('.trials.csv')}"] = choices(nets)
     jobs = [(run, c) for run, by in picked.items() if by["val"]["trial_id"] != by["tse"]["trial_id"] for c in by]
     records: dict[tuple[str, str], dict[str, Any]] = {}
     if args.collect_only:
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                        for run, c in jobs}  # fmt: skip
             records = {key: f.result() for key, f in futures.items()}
 
-    rows, lines = [], []
+    rows, lines = [], [f"left out (no training losses recorded): {', '.join(skipped)}"] if skipped else []
     lines.append(f"{len(picked)} searches; the choices differ in {len(jobs) // 2}: " + ", ".join(
         run for run, by in picked.items() if by["val"]["trial_id"] != by["tse"]["trial_id"]))  # fmt: skip
     lines.append("| search | by val: trial, search-val, TSE, MACs | by TSE: trial, search-val, TSE, MACs | "

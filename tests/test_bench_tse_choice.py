@@ -59,6 +59,7 @@ def test_the_pairs_are_retrained_and_compared_on_the_held_out_part(bench, tmp_pa
     write(runs / "rungs-s0.trials.csv", SEARCH)
     write(runs / "rungs-s1.trials.csv", [trial(0, 50.0, [1.0]), trial(1, 60.0, [2.0])])  # val 1, TSE 0
     write(runs / "rungs-s2.trials.csv", [trial(0, 50.0, [1.0]), trial(1, 40.0, [2.0])])  # the same network
+    write(runs / "rungs-s3.trials.csv", [trial(0, 50.0, []), trial(1, 40.0, [])])  # no losses recorded: left out
     held = {"net3": 80.0, "net4": 81.5, "net1": 79.0, "net0": 78.5}
     asked = []
 
@@ -78,6 +79,7 @@ def test_the_pairs_are_retrained_and_compared_on_the_held_out_part(bench, tmp_pa
     assert sorted(asked) == [("net0", "fid/rungs-s1-tse"), ("net1", "fid/rungs-s1-val"),
                              ("net3", "fid/rungs-s0-val"), ("net4", "fid/rungs-s0-tse")]  # fmt: skip
     out = capsys.readouterr().out
+    assert "left out (no training losses recorded): " in out and "rungs-s3.trials.csv" in out
     assert "3 searches; the choices differ in 2" in out
     # held-out differences +1.50 and -0.50: mean +0.50, half-width 12.706 x 1.4142 / sqrt(2) = 12.706
     assert (
