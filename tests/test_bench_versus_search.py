@@ -38,6 +38,10 @@ class Trial:
     def ok(self) -> bool:
         return self.status == "done"
 
+    @property
+    def fitness(self) -> float | None:  # what rank_key reads: search-val under the default `fidelity.score: val`
+        return self.final_score
+
 
 def test_choice_per_budget_filters_macs_ranks_rung_first_and_reads_search_val_only() -> None:
     bench = _bench()
