@@ -154,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
             lines.append(f"{split} top-1, by TSE - by val, paired by search (n = {len(values)}): {mean:+.2f}{ci}; "
                          f"TSE's ahead in {sum(d > 0 for d in values)} of {len(values)}")  # fmt: skip
+    macs = [r["by_tse"]["macs"] / 1e6 - r["by_val"]["macs"] / 1e6 for r in rows if "holdout_tse" in r]
+    if macs:
+        mean, half = t_interval(macs)
+        summary["macs_m"] = {"n": len(macs), "mean": mean, "half_width": half, "diffs": macs}
+        ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
+        lines.append(f"final MACs (M), by TSE - by val, the same pairs: {mean:+.2f}{ci}; larger in "
+                     f"{sum(d > 0 for d in macs)} of {len(macs)}")  # fmt: skip
     print("\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)
     figures = {"runs": rows, "paired": summary, "epochs": args.epochs, "seed": args.seed, "holdout": args.holdout}

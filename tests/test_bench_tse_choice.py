@@ -57,7 +57,7 @@ def test_the_top_rung_and_the_two_choices(bench) -> None:
 def test_the_pairs_are_retrained_and_compared_on_the_held_out_part(bench, tmp_path: Path, monkeypatch, capsys):
     runs = tmp_path / "fid"
     write(runs / "rungs-s0.trials.csv", SEARCH)
-    write(runs / "rungs-s1.trials.csv", [trial(0, 50.0, [1.0]), trial(1, 60.0, [2.0])])  # val 1, TSE 0
+    write(runs / "rungs-s1.trials.csv", [trial(0, 50.0, [1.0], macs=3_500_000), trial(1, 60.0, [2.0], macs=1_000_000)])
     write(runs / "rungs-s2.trials.csv", [trial(0, 50.0, [1.0]), trial(1, 40.0, [2.0])])  # the same network
     write(runs / "rungs-s3.trials.csv", [trial(0, 50.0, []), trial(1, 40.0, [])])  # no losses recorded: left out
     held = {"net3": 80.0, "net4": 81.5, "net1": 79.0, "net0": 78.5}
@@ -85,6 +85,8 @@ def test_the_pairs_are_retrained_and_compared_on_the_held_out_part(bench, tmp_pa
     assert (
         "holdout top-1, by TSE - by val, paired by search (n = 2): +0.50 [-12.21, +13.21]; TSE's ahead in 1 of 2" in out
     )
+    # MACs differences 0 and +2.5M (s1: TSE's choice is trial 0): mean +1.25, half-width 12.706 x 1.7678 / sqrt(2)
+    assert "final MACs (M), by TSE - by val, the same pairs: +1.25 [-14.63, +17.13]; larger in 1 of 2" in out
     figures = json.loads((tmp_path / "out" / "results.json").read_text())
     assert figures["paired"]["holdout"]["diffs"] == pytest.approx([1.5, -0.5])
     assert [r["same"] for r in figures["runs"]] == [False, False, True]
