@@ -127,6 +127,41 @@ def test_menas_promotes_and_breeds_from_the_best_tse_not_the_best_search_val() -
     assert parents == pool and max(rest, key=lambda r: r.final_score).trial_id not in parents
 
 
+# ----------------------------------------------------------------------------------------- the engine
+
+
+def _opposite_run_trial(job, on_epoch=None) -> TrialRecord:
+    """A done trial whose search-val and training loss rank genomes in opposite orders (no training)."""
+    quality = zlib.crc32(job.genome.encode()) % 1000 / 1000  # the lower, the better it learns
+    return TrialRecord(trial_id=job.trial_id, genome=job.genome, status="done", macs=1000, params=100,
+                       trained_score=50 + 40 * quality, train_losses=(1.0 + 2.0 * quality,), train_images=100,
+                       train_epoch_s=(0.1,), worker="fake:1")  # fmt: skip
+
+
+def test_the_engine_tells_the_strategy_the_fitness_live_as_on_resume(tmp_path: Path, monkeypatch) -> None:
+    """The worker's result carries no recipe; the strategy is told the stored record (result and spec), so a
+    live search promotes by TSE as its replay does."""
+    from menas.search import engine as search_module
+
+    monkeypatch.setattr(search_module, "run_trial", _opposite_run_trial)
+    strategy = StrategyConfig(population=6, generations=2, parents=2)
+    cfg = tiny_config(strategy=strategy, fidelity=FidelityConfig(rungs=[1, 2], eta=3, score="tse"))
+    run = tmp_path / "run"
+    Search(cfg, run).run()
+    with Store.open(run, readonly=True) as store:
+        trials = store.trials()
+    differ = 0
+    for generation in (0, 1):
+        children = [t for t in trials if t.generation == generation and t.rung == 0]
+        promoted = {t.parent_ids[0] for t in trials if t.generation == generation and t.role == ROLE_PROMOTE}
+        by_tse = {t.trial_id for t in sorted(children, key=lambda t: -t.tse)[: len(promoted)]}
+        by_val = {t.trial_id for t in sorted(children, key=lambda t: -t.final_score)[: len(promoted)]}
+        assert promoted == by_tse
+        differ += by_tse != by_val
+    assert differ  # the two orders disagree, so the check above can fail
+    Search(cfg, run, resume=True).run()  # the replay of the stored records proposes the same trials
+
+
 # ----------------------------------------------------------------------------------------- a real search
 
 

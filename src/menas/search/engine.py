@@ -459,7 +459,9 @@ class Search:
         if result.inherited is not None and result.inherited.get("fallback"):
             logger.warning("trial %d trained from scratch: %s", spec.trial_id, result.inherited["fallback"])
             self.store.log_event("inherit_fallback", trial_id=spec.trial_id, reason=result.inherited["fallback"])
-        self.strategy.tell([TrialOutcome.from_record(result)])
+        # the stored record: the result joined with its spec (the recipe says what selection ranks by), as a resumed
+        # search replays it
+        self.strategy.tell([TrialOutcome.from_record(self.store.trial(spec.trial_id))])
         self._finished_here.append(result)
         if on_result is not None:
             on_result(spec, result)
