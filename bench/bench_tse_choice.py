@@ -11,8 +11,8 @@ top-1 is printed beside it and decides nothing. The same choice over the same ca
 differs (not the search path: selection inside the searches was by search-val).
 
 Each retrain is a folder `--out`/FOLDER/RUN-CHOICE, FOLDER the csv's folder name (resumed when unfinished, skipped
-when `retrain.json` exists);
-`--collect-only` prints the table from what is there; `results.json` in `--out` holds every figure printed.
+when `retrain.json` exists). `--collect-only` prints the table from what is there; `results.json` in `--out` holds
+every figure printed.
 
 Usage:
     python bench/bench_tse_choice.py 'bench/results/fidelity/2026-12-05-rescore/rungs-s*.trials.csv' \
@@ -60,11 +60,10 @@ def top_rung(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 def choices(nets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The best network by search-val and by TSE (ties: fewer MACs, then the earlier trial)."""
-    by = {
+    return {
         "val": min(nets, key=lambda n: (-n["val"], n["macs"], n["trial_id"])),
         "tse": min((n for n in nets if n["tse"] is not None), key=lambda n: (-n["tse"], n["macs"], n["trial_id"])),
     }
-    return by
 
 
 def retrain(genome: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:

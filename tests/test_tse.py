@@ -165,7 +165,9 @@ def test_the_engine_tells_the_strategy_the_fitness_live_as_on_resume(tmp_path: P
 # ----------------------------------------------------------------------------------------- a real search
 
 
-def test_a_search_ranked_by_tse_promotes_and_chooses_by_it_and_shows_search_val(tmp_path: Path, capsys) -> None:
+def test_a_real_search_ranked_by_tse_records_it_and_shows_search_val(tmp_path: Path, capsys) -> None:
+    """The wiring end to end: recipes, the best, status, report and export. (At this size's near-chance scores
+    search-val and TSE happen to promote alike; the engine test above is the one that tells them apart.)"""
     from menas.cli.main import main
 
     cfg = tiny_config(fidelity=FidelityConfig(rungs=[1, 2], eta=2, score="tse"))

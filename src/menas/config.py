@@ -226,6 +226,7 @@ ObjectiveName = Literal["accuracy", "pareto"]
 TrackerName = Literal["none", "tensorboard", "mlflow"]
 #: Where a search with rungs cuts its lottery tickets (`fidelity.tickets`; `menas.search.fidelity.TICKET_PLACES`).
 TicketPlace = Literal["first", "top"]
+#: What selection ranks by (`fidelity.score`; `menas.search.fidelity.SCORES`).
 ScoreName = Literal["val", "tse"]
 
 

@@ -229,7 +229,7 @@ def _rescored_text(best: Any) -> str:
 def _tse_text(best: Any) -> str:
     """ " (ranked by its training-speed estimate, -0.412)" for a search that ranks by it (`fidelity.score: tse`);
     "" else. The percentage before it is search-val top-1 either way."""
-    if (best.recipe or {}).get("score") != "tse" or best.fitness is None:
+    if not best.ranks_by_tse or best.fitness is None:
         return ""
     return f" (ranked by its training-speed estimate, {best.fitness:.3f}: minus its mean training loss)"
 

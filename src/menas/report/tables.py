@@ -118,7 +118,7 @@ def _phase_lines(phases) -> list[str]:
 def _fidelity_lines(records: Sequence[TrialRecord]) -> list[str]:
     """The score noise the repeated trials measured, and with rungs each generation's networks per rung."""
     lines: list[str] = []
-    if any((r.recipe or {}).get("score") == "tse" for r in records):
+    if any(r.ranks_by_tse for r in records):
         lines += ["", "Selection ranked each rung's networks by the training-speed estimate (`fidelity.score: tse`: "
                   "minus the mean training loss of a trial's own training epochs), not by search-val top-1; the "
                   "scores below are search-val top-1, measured but not selected on."]  # fmt: skip

@@ -164,10 +164,15 @@ class TrialRecord:
         return -sum(self.train_losses) / len(self.train_losses) if self.train_losses else None
 
     @property
+    def ranks_by_tse(self) -> bool:
+        """Whether selection ranks the trial by `tse`: its recipe says so (`fidelity.score: tse`)."""
+        return (self.recipe or {}).get("score") == "tse"
+
+    @property
     def fitness(self) -> float | None:
-        """What selection ranks the trial by (`menas.search.ranking.rank_key`): `tse` when its recipe says so
-        (`fidelity.score: tse`), else `final_score`."""
-        return self.tse if (self.recipe or {}).get("score") == "tse" else self.final_score
+        """What selection ranks the trial by (`menas.search.ranking.rank_key`): `tse` when it `ranks_by_tse`, else
+        `final_score`."""
+        return self.tse if self.ranks_by_tse else self.final_score
 
     @property
     def final_macs(self) -> int | None:

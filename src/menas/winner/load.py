@@ -183,7 +183,7 @@ def _run_source(run: Path, trial: int | None, rank: int | None, front: int | Non
     }
     if isinstance(best, fidelity.Rescored):  # the mean of its trainings ranked it; these weights scored the first
         info["search_val_top1_trainings"] = list(best.scores)
-    if (best.recipe or {}).get("score") == "tse":  # `fidelity.score: tse` ranked it, not search-val
+    if best.ranks_by_tse:  # `fidelity.score: tse` ranked it, not search-val
         info["search_tse"] = best.fitness
     latency = _latency(best, run)
     if latency is not None:
