@@ -10,12 +10,20 @@ a held-out part of the training split) and compares them paired by search: the h
 top-1 is printed beside it and decides nothing. The same choice over the same candidates, so only the rule
 differs (not the search path: selection inside the searches was by search-val).
 
+`--across BASE=OTHER` compares whole searches instead: for each seed, search BASE-sN's result chosen by search-val
+(how it was searched) against search OTHER-sN's result chosen by TSE (searched with `fidelity.score: tse`, so its
+promotions and parents were ranked by TSE too), both retrained the same way, paired by seed. The searches are
+matched by variant and seed among the given csv files (FOLDER may differ).
+
 Each retrain is a folder `--out`/FOLDER/RUN-CHOICE, FOLDER the csv's folder name (resumed when unfinished, skipped
-when `retrain.json` exists). `--collect-only` prints the table from what is there; `results.json` in `--out` holds
-every figure printed.
+when `retrain.json` exists: a network already retrained for one comparison is reused by the other). `--collect-only`
+prints the table from what is there; `results.json` in `--out` holds every figure printed.
 
 Usage:
     python bench/bench_tse_choice.py 'bench/results/fidelity/2026-12-05-rescore/rungs-s*.trials.csv' \
+        --out runs/tse-choice --epochs 5 --threads 1 --workers 2
+    python bench/bench_tse_choice.py 'bench/results/fidelity/2026-12-05-rescore/rungs-s*.trials.csv' \
+        'bench/results/fidelity/2026-12-06-tse/rungs-tse-s*.trials.csv' --across rungs=rungs-tse \
         --out runs/tse-choice --epochs 5 --threads 1 --workers 2
 """
 
@@ -58,12 +66,58 @@ def top_rung(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     return [n for n in nets if n["rung"] == top]
 
 
-def choices(nets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The best network by search-val and by TSE (ties: fewer MACs, then the earlier trial)."""
+def choices(nets: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """The best network by search-val and by TSE (ties: fewer MACs, then the earlier trial); by TSE None when no
+    network recorded training losses."""
+    with_tse = [n for n in nets if n["tse"] is not None]
     return {
         "val": min(nets, key=lambda n: (-n["val"], n["macs"], n["trial_id"])),
-        "tse": min((n for n in nets if n["tse"] is not None), key=lambda n: (-n["tse"], n["macs"], n["trial_id"])),
+        "tse": min(with_tse, key=lambda n: (-n["tse"], n["macs"], n["trial_id"])) if with_tse else None,
     }
+
+
+def variant_and_seed(run: str) -> tuple[str, int]:
+    """("rungs-tse", 5) for "FOLDER/rungs-tse-s5"."""
+    variant, _, seed = run.split("/")[-1].rpartition("-s")
+    if not variant or not seed.isdigit():
+        raise SystemExit(f"runs: {run!r} is not named VARIANT-sSEED (bench_fidelity.py's run names)")
+    return variant, int(seed)
+
+
+def pairs_within(picked: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each search's two choices (searches without training losses left out, named)."""
+    pairs, skipped = [], []
+    for run, by in picked.items():
+        if by["tse"] is None:  # recorded before training losses were
+            skipped.append(run)
+            continue
+        same = by["val"]["trial_id"] == by["tse"]["trial_id"]
+        pairs.append({"run": run, "val": (run, by["val"]), "tse": (run, by["tse"]), "same": same})
+    return pairs, skipped
+
+
+def pairs_across(picked: dict[str, dict[str, Any]], across: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """For every seed searched by both variants of `across` ("BASE=OTHER"): BASE's result by search-val against
+    OTHER's by TSE (seeds only one variant has, named as left out)."""
+    base, _, other = across.partition("=")
+    if not base or not other or base == other:
+        raise SystemExit(f"--across: got {across!r}, allowed: BASE=OTHER, two different variant names")
+    found: dict[tuple[str, int], str] = {}
+    for run in picked:
+        key = variant_and_seed(run)
+        if key in found:
+            raise SystemExit(f"runs: {key[0]} seed {key[1]} is given twice ({found[key]}, {run})")
+        found[key] = run
+    seeds = sorted({seed for variant, seed in found if variant in (base, other)})
+    pairs, skipped = [], []
+    for seed in seeds:
+        a, b = found.get((base, seed)), found.get((other, seed))
+        if a is None or b is None or picked[b]["tse"] is None:
+            skipped.append(a or b)
+            continue
+        v, t = picked[a]["val"], picked[b]["tse"]
+        pairs.append({"run": f"s{seed}: {a} / {b}", "val": (a, v), "tse": (b, t), "same": v["genome"] == t["genome"]})
+    return pairs, skipped
 
 
 def retrain(genome: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -93,21 +147,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument(
+        "--across",
+        metavar="BASE=OTHER",
+        help="pair BASE's search-val choice with OTHER's TSE "
+        "choice, seed by seed (whole searches by each score); default: both choices in each search",
+    )
     parser.add_argument("--collect-only", action="store_true")
     args = parser.parse_args(argv)
 
     runs = sorted({Path(p) for pattern in args.runs for p in glob.glob(pattern)})
     if not runs or any(not p.name.endswith(".trials.csv") for p in runs):
         raise SystemExit(f"runs: got {args.runs}, allowed: globs that match RUN.trials.csv files only")
-    picked, skipped = {}, []
+    picked = {}
     for path in runs:
         with path.open() as f:
-            nets = top_rung(list(csv.DictReader(f)))
-        if not any(n["tse"] is not None for n in nets):  # recorded before training losses were
-            skipped.append(str(path))
-            continue
-        picked[f"{path.parent.name}/{path.name.removesuffix('.trials.csv')}"] = choices(nets)
-    jobs = [(run, c) for run, by in picked.items() if by["val"]["trial_id"] != by["tse"]["trial_id"] for c in by]
+            picked[f"{path.parent.name}/{path.name.removesuffix('.trials.csv')}"] = choices(
+                top_rung(list(csv.DictReader(f)))
+            )
+    pairs, skipped = pairs_across(picked, args.across) if args.across else pairs_within(picked)
+    jobs = sorted({(pair[c][0], c) for pair in pairs if not pair["same"] for c in ("val", "tse")})
+    genomes = {(pair[c][0], c): pair[c][1]["genome"] for pair in pairs for c in ("val", "tse")}
     records: dict[tuple[str, str], dict[str, Any]] = {}
     if args.collect_only:
         for run, c in jobs:
@@ -116,33 +176,41 @@ def main(argv: list[str] | None = None) -> int:
                 records[run, c] = json.loads(path.read_text())
     else:
         with ThreadPoolExecutor(args.workers) as pool:
-            futures = {(run, c): pool.submit(retrain, picked[run][c]["genome"], args.out / f"{run}-{c}", args)
+            futures = {(run, c): pool.submit(retrain, genomes[run, c], args.out / f"{run}-{c}", args)
                        for run, c in jobs}  # fmt: skip
             records = {key: f.result() for key, f in futures.items()}
 
-    rows, lines = [], [f"left out (no training losses recorded): {', '.join(skipped)}"] if skipped else []
-    lines.append(f"{len(picked)} searches; the choices differ in {len(jobs) // 2}: " + ", ".join(
-        run for run, by in picked.items() if by["val"]["trial_id"] != by["tse"]["trial_id"]))  # fmt: skip
+    rows = []
+    lines = [f"left out ({'no pair or no training losses' if args.across else 'no training losses recorded'}): "
+             f"{', '.join(skipped)}"] if skipped else []  # fmt: skip
+    differ = [pair["run"] for pair in pairs if not pair["same"]]
+    unit = "seeds paired" if args.across else "searches"
+    lines.append(f"{len(pairs)} {unit}; the choices differ in {len(differ)}: " + ", ".join(differ))
     lines.append("| search | by val: trial, search-val, TSE, MACs | by TSE: trial, search-val, TSE, MACs | "
                  "held-out val / TSE | test val / TSE |")  # fmt: skip
     lines.append("|---|---|---|---|---|")
     diffs: dict[str, list[float]] = {"holdout": [], "test": []}
-    for run, by in picked.items():
-        v, t = by["val"], by["tse"]
-        row = {"run": run, "by_val": v, "by_tse": t, "same": v["trial_id"] == t["trial_id"]}
+    for pair in pairs:
+        (run_v, v), (run_t, t) = pair["val"], pair["tse"]
+        row = {"run": pair["run"], "by_val": v, "by_tse": t, "same": pair["same"]}
+        if args.across:
+            row.update({"val_from": run_v, "tse_from": run_t})
         held = test = "same network"
-        if not row["same"] and (run, "val") in records and (run, "tse") in records:
-            rv, rt = records[run, "val"], records[run, "tse"]
-            row.update({f"{split}_{c}": kept(records[run, c], split) for split in ("holdout", "test") for c in by})
+        if not pair["same"] and (run_v, "val") in records and (run_t, "tse") in records:
+            rv, rt = records[run_v, "val"], records[run_t, "tse"]
+            row.update(
+                {f"{split}_{c}": kept(r, split) for split in ("holdout", "test") for c, r in (("val", rv), ("tse", rt))}
+            )
             for split in diffs:
                 diffs[split].append(kept(rt, split) - kept(rv, split))
             held = f"{kept(rv, 'holdout'):.2f} / {kept(rt, 'holdout'):.2f}"
             test = f"{kept(rv, 'test'):.2f} / {kept(rt, 'test'):.2f}"
-        elif not row["same"]:
+        elif not pair["same"]:
             held = test = "not retrained yet"
         rows.append(row)
+        v_tse = "-" if v["tse"] is None else f"{v['tse']:.3f}"
         lines.append(
-            f"| {run} | {v['trial_id']}, {v['val']:.2f}, {v['tse']:.3f}, {v['macs'] / 1e6:.2f}M | {t['trial_id']}, "
+            f"| {pair['run']} | {v['trial_id']}, {v['val']:.2f}, {v_tse}, {v['macs'] / 1e6:.2f}M | {t['trial_id']}, "
             f"{t['val']:.2f}, {t['tse']:.3f}, {t['macs'] / 1e6:.2f}M | {held} | {test} |"
         )
     summary = {}
@@ -162,7 +230,14 @@ def main(argv: list[str] | None = None) -> int:
                      f"{sum(d > 0 for d in macs)} of {len(macs)}")  # fmt: skip
     print("\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)
-    figures = {"runs": rows, "paired": summary, "epochs": args.epochs, "seed": args.seed, "holdout": args.holdout}
+    figures = {
+        "runs": rows,
+        "paired": summary,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "holdout": args.holdout,
+        "across": args.across,
+    }
     (args.out / "results.json").write_text(json.dumps(figures, indent=1))
     return 0
 

@@ -79,7 +79,7 @@ def test_the_pairs_are_retrained_and_compared_on_the_held_out_part(bench, tmp_pa
     assert sorted(asked) == [("net0", "fid/rungs-s1-tse"), ("net1", "fid/rungs-s1-val"),
                              ("net3", "fid/rungs-s0-val"), ("net4", "fid/rungs-s0-tse")]  # fmt: skip
     out = capsys.readouterr().out
-    assert "left out (no training losses recorded): " in out and "rungs-s3.trials.csv" in out
+    assert "left out (no training losses recorded): fid/rungs-s3" in out
     assert "3 searches; the choices differ in 2" in out
     # held-out differences +1.50 and -0.50: mean +0.50, half-width 12.706 x 1.4142 / sqrt(2) = 12.706
     assert (
@@ -96,3 +96,35 @@ def test_the_pairs_are_retrained_and_compared_on_the_held_out_part(bench, tmp_pa
     assert json.loads((tmp_path / "out" / "results.json").read_text())["paired"] == figures["paired"]
     with pytest.raises(SystemExit, match="RUN.trials.csv"):
         bench.main([str(tmp_path / "nothing*"), "--out", str(tmp_path / "out")])
+
+
+def test_whole_searches_are_paired_by_seed_across_variants(bench, tmp_path: Path, monkeypatch, capsys) -> None:
+    """--across rungs=rungs-tse: the val search's result by search-val against the tse search's result by TSE,
+    matched by seed across folders; a seed only one variant has is left out; equal genomes are not retrained."""
+    base = [trial(0, 50.0, []), trial(1, 55.0, []), trial(2, 61.0, [], rung=1, role="promote", parent=1)]
+    write(tmp_path / "old" / "rungs-s0.trials.csv", base)  # searched by val before losses were recorded
+    write(tmp_path / "old" / "rungs-s1.trials.csv", [trial(7, 50.0, [])])
+    write(tmp_path / "old" / "rungs-s2.trials.csv", [trial(0, 50.0, [])])  # no rungs-tse seed 2
+    write(tmp_path / "new" / "rungs-tse-s0.trials.csv", SEARCH)  # its TSE choice: trial 4, net4
+    write(tmp_path / "new" / "rungs-tse-s1.trials.csv", [{**trial(3, 40.0, [1.0]), "final_genome": "net7"}])
+    held = {"net2": 80.0, "net4": 82.0}
+    asked = []
+
+    def fake_retrain(genome: str, out: Path, args) -> dict:
+        asked.append((genome, out.relative_to(tmp_path / "out").as_posix()))
+        return {"kept": "raw", "holdout": {"raw": {"top1": held[genome]}}, "test": {"raw": {"top1": held[genome]}}}
+
+    monkeypatch.setattr(bench, "retrain", fake_retrain)
+    globs = [str(tmp_path / "old" / "rungs-s*.trials.csv"), str(tmp_path / "new" / "*.trials.csv")]
+    assert bench.main([*globs, "--across", "rungs=rungs-tse", "--out", str(tmp_path / "out")]) == 0
+    assert sorted(asked) == [("net2", "old/rungs-s0-val"), ("net4", "new/rungs-tse-s0-tse")]
+    out = capsys.readouterr().out
+    assert "left out (no pair or no training losses): old/rungs-s2" in out
+    assert "2 seeds paired; the choices differ in 1: s0: old/rungs-s0 / new/rungs-tse-s0" in out
+    assert "| s1: old/rungs-s1 / new/rungs-tse-s1 | 7, 50.00, -, 0.00M | 3, 40.00, -1.000, 0.00M | same network" in out
+    figures = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert figures["paired"]["holdout"]["diffs"] == pytest.approx([2.0])
+    assert figures["runs"][0]["val_from"] == "old/rungs-s0" and figures["runs"][0]["tse_from"] == "new/rungs-tse-s0"
+    for bad in ("rungs", "rungs=rungs", "=rungs-tse"):
+        with pytest.raises(SystemExit, match="--across"):
+            bench.main([*globs, "--across", bad, "--out", str(tmp_path / "out"), "--collect-only"])
