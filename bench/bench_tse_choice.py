@@ -221,6 +221,15 @@ def main(argv: list[str] | None = None) -> int:
             ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
             lines.append(f"{split} top-1, by TSE - by val, paired by search (n = {len(values)}): {mean:+.2f}{ci}; "
                          f"TSE's ahead in {sum(d > 0 for d in values)} of {len(values)}")  # fmt: skip
+    same = sum(pair["same"] for pair in pairs)
+    if args.across and same and diffs["holdout"] and len(diffs["holdout"]) + same == len(pairs):
+        # a whole search's worth: a seed whose two searches ended on the same network gains nothing (0)
+        values = diffs["holdout"] + [0.0] * same
+        mean, half = t_interval(values)
+        summary["holdout_all_seeds"] = {"n": len(values), "mean": mean, "half_width": half, "diffs": values}
+        ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
+        lines.append(f"holdout top-1 over all {len(values)} seeds (the {same} ending on the same network count 0): "
+                     f"{mean:+.2f}{ci}")  # fmt: skip
     macs = [r["by_tse"]["macs"] / 1e6 - r["by_val"]["macs"] / 1e6 for r in rows if "holdout_tse" in r]
     if macs:
         mean, half = t_interval(macs)

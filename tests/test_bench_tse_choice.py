@@ -124,6 +124,9 @@ def test_whole_searches_are_paired_by_seed_across_variants(bench, tmp_path: Path
     assert "| s1: old/rungs-s1 / new/rungs-tse-s1 | 7, 50.00, -, 0.00M | 3, 40.00, -1.000, 0.00M | same network" in out
     figures = json.loads((tmp_path / "out" / "results.json").read_text())
     assert figures["paired"]["holdout"]["diffs"] == pytest.approx([2.0])
+    # over both seeds, s1 (the same network) counting 0: mean +1.00, half-width 12.706 x 1.4142 / sqrt(2)
+    assert "holdout top-1 over all 2 seeds (the 1 ending on the same network count 0): +1.00 [-11.71, +13.71]" in out
+    assert figures["paired"]["holdout_all_seeds"]["diffs"] == pytest.approx([2.0, 0.0])
     assert figures["runs"][0]["val_from"] == "old/rungs-s0" and figures["runs"][0]["tse_from"] == "new/rungs-tse-s0"
     for bad in ("rungs", "rungs=rungs", "=rungs-tse"):
         with pytest.raises(SystemExit, match="--across"):
