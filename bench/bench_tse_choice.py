@@ -113,7 +113,7 @@ def pairs_across(picked: dict[str, dict[str, Any]], across: str) -> tuple[list[d
     for seed in seeds:
         a, b = found.get((base, seed)), found.get((other, seed))
         if a is None or b is None or picked[b]["tse"] is None:
-            skipped.append(a or b)
+            skipped.append(b or a)
             continue
         v, t = picked[a]["val"], picked[b]["tse"]
         pairs.append({"run": f"s{seed}: {a} / {b}", "val": (a, v), "tse": (b, t), "same": v["genome"] == t["genome"]})
@@ -135,6 +135,13 @@ def retrain(genome: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def kept(record: dict[str, Any], split: str) -> float:
     return record[split][record["kept"]]["top1"]
+
+
+def paired(summary: dict[str, dict[str, Any]], name: str, values: list[float]) -> str:
+    """Store `values`' mean and 95% t-interval as `summary[name]`; "+0.50 [-12.21, +13.21]" (no interval for one)."""
+    mean, half = t_interval(values)
+    summary[name] = {"n": len(values), "mean": mean, "half_width": half, "diffs": values}
+    return f"{mean:+.2f}" + ("" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,29 +220,23 @@ def main(argv: list[str] | None = None) -> int:
             f"| {pair['run']} | {v['trial_id']}, {v['val']:.2f}, {v_tse}, {v['macs'] / 1e6:.2f}M | {t['trial_id']}, "
             f"{t['val']:.2f}, {t['tse']:.3f}, {t['macs'] / 1e6:.2f}M | {held} | {test} |"
         )
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for split, values in diffs.items():
         if values:
-            mean, half = t_interval(values)
-            summary[split] = {"n": len(values), "mean": mean, "half_width": half, "diffs": values}
-            ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
-            lines.append(f"{split} top-1, by TSE - by val, paired by search (n = {len(values)}): {mean:+.2f}{ci}; "
+            text = paired(summary, split, values)
+            lines.append(f"{split} top-1, by TSE - by val, paired by search (n = {len(values)}): {text}; "
                          f"TSE's ahead in {sum(d > 0 for d in values)} of {len(values)}")  # fmt: skip
     same = sum(pair["same"] for pair in pairs)
     if args.across and same and diffs["holdout"] and len(diffs["holdout"]) + same == len(pairs):
         # a whole search's worth: a seed whose two searches ended on the same network gains nothing (0)
         values = diffs["holdout"] + [0.0] * same
-        mean, half = t_interval(values)
-        summary["holdout_all_seeds"] = {"n": len(values), "mean": mean, "half_width": half, "diffs": values}
-        ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
+        text = paired(summary, "holdout_all_seeds", values)
         lines.append(f"holdout top-1 over all {len(values)} seeds (the {same} ending on the same network count 0): "
-                     f"{mean:+.2f}{ci}")  # fmt: skip
+                     f"{text}")  # fmt: skip
     macs = [r["by_tse"]["macs"] / 1e6 - r["by_val"]["macs"] / 1e6 for r in rows if "holdout_tse" in r]
     if macs:
-        mean, half = t_interval(macs)
-        summary["macs_m"] = {"n": len(macs), "mean": mean, "half_width": half, "diffs": macs}
-        ci = "" if half is None else f" [{mean - half:+.2f}, {mean + half:+.2f}]"
-        lines.append(f"final MACs (M), by TSE - by val, the same pairs: {mean:+.2f}{ci}; larger in "
+        text = paired(summary, "macs_m", macs)
+        lines.append(f"final MACs (M), by TSE - by val, the same pairs: {text}; larger in "
                      f"{sum(d > 0 for d in macs)} of {len(macs)}")  # fmt: skip
     print("\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)

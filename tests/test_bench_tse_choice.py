@@ -105,6 +105,8 @@ def test_whole_searches_are_paired_by_seed_across_variants(bench, tmp_path: Path
     write(tmp_path / "old" / "rungs-s0.trials.csv", base)  # searched by val before losses were recorded
     write(tmp_path / "old" / "rungs-s1.trials.csv", [trial(7, 50.0, [])])
     write(tmp_path / "old" / "rungs-s2.trials.csv", [trial(0, 50.0, [])])  # no rungs-tse seed 2
+    write(tmp_path / "old" / "rungs-s3.trials.csv", [trial(0, 50.0, [])])
+    write(tmp_path / "new" / "rungs-tse-s3.trials.csv", [trial(0, 50.0, [])])  # no losses: the tse search is named
     write(tmp_path / "new" / "rungs-tse-s0.trials.csv", SEARCH)  # its TSE choice: trial 4, net4
     write(tmp_path / "new" / "rungs-tse-s1.trials.csv", [{**trial(3, 40.0, [1.0]), "final_genome": "net7"}])
     held = {"net2": 80.0, "net4": 82.0}
@@ -119,7 +121,7 @@ def test_whole_searches_are_paired_by_seed_across_variants(bench, tmp_path: Path
     assert bench.main([*globs, "--across", "rungs=rungs-tse", "--out", str(tmp_path / "out")]) == 0
     assert sorted(asked) == [("net2", "old/rungs-s0-val"), ("net4", "new/rungs-tse-s0-tse")]
     out = capsys.readouterr().out
-    assert "left out (no pair or no training losses): old/rungs-s2" in out
+    assert "left out (no pair or no training losses): old/rungs-s2, new/rungs-tse-s3" in out
     assert "2 seeds paired; the choices differ in 1: s0: old/rungs-s0 / new/rungs-tse-s0" in out
     assert "| s1: old/rungs-s1 / new/rungs-tse-s1 | 7, 50.00, -, 0.00M | 3, 40.00, -1.000, 0.00M | same network" in out
     figures = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -159,7 +159,11 @@ def test_the_engine_tells_the_strategy_the_fitness_live_as_on_resume(tmp_path: P
         assert promoted == by_tse
         differ += by_tse != by_val
     assert differ  # the two orders disagree, so the check above can fail
-    Search(cfg, run, resume=True).run()  # the replay of the stored records proposes the same trials
+    Search(cfg, run, resume=True).run()  # the replay of the stored records proposes no other trial
+    with Store.open(run, readonly=True) as store:
+        assert [(t.trial_id, t.genome, t.parent_ids) for t in store.trials()] == [
+            (t.trial_id, t.genome, t.parent_ids) for t in trials
+        ]
 
 
 # ----------------------------------------------------------------------------------------- a real search
