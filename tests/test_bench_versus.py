@@ -258,3 +258,24 @@ def test_a_finished_job_of_another_recipe_is_refused_not_read(tmp_path: Path) ->
     with pytest.raises(SystemExit, match="other settings"):
         bench.run_job(job, args)
     assert bench.run_job(job, theirs) == done  # the same recipe: read, not trained
+
+
+def test_a_job_another_process_is_training_is_refused_and_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes never train one job: while one holds the job folder's lock, run_job raises FolderLocked naming
+    it, trains nothing and writes nothing there."""
+    from menas.files import FolderLock, FolderLocked
+
+    bench = _bench()
+    _no_training(monkeypatch, bench)
+    job = bench.reference_job("lcnet_050", 0, 3)
+    args = bench.parse_args(["--out", str(tmp_path), "--epochs", "3"])
+    folder = tmp_path / "jobs" / job.folder
+    folder.mkdir(parents=True)
+    with (
+        FolderLock(folder, "the other trainer", name=bench.LOCK_FILE),
+        pytest.raises(FolderLocked, match="the other trainer"),
+    ):
+        bench.run_job(job, args)
+    assert sorted(p.name for p in folder.iterdir()) == [bench.LOCK_FILE]

@@ -237,7 +237,9 @@ def test_searches_only_runs_every_search_seed_major_and_retrains_nothing(
     bench = _bench()
     searched, retrained = [], []
     monkeypatch.setattr(bench.refs, "preload", lambda: None)
-    monkeypatch.setattr(bench, "run_search", lambda arm, seed, args, budget: searched.append((seed, budget, arm)))
+    monkeypatch.setattr(
+        bench, "run_search", lambda arm, seed, args, budget: searched.append((seed, budget, arm)) or tmp_path
+    )
     monkeypatch.setattr(bench, "retrain_choices", lambda *a: retrained.append(a))
     monkeypatch.setattr(bench, "collect", lambda args, command: None)
     argv = ["--out", str(tmp_path), "--budgets", "1M", "2M", "--seeds", "0", "1", "--searches-only"]
@@ -246,3 +248,51 @@ def test_searches_only_runs_every_search_seed_major_and_retrains_nothing(
     assert retrained == []
     bench.main(argv[:-1])  # without it, each search's choices are retrained
     assert len(retrained) == len(searched) // 2
+
+
+def test_retrains_only_retrains_the_finished_searches_and_runs_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--retrains-only beside a process that searches: a finished search's choices are retrained; a search that is
+    running or not started yet is neither started, resumed nor retrained."""
+    bench = _bench()
+
+    def no_search(*args: Any) -> None:
+        raise AssertionError("--retrains-only ran a search")
+
+    statuses = {"menas-b1000000-s0": "finished", "random-mt-b1000000-s0": "running", "menas-b2000000-s0": "failed"}
+    for name in statuses:
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "menas.sqlite").write_bytes(b"")  # read_run below stands for the store
+    retrained = []
+    monkeypatch.setattr(bench.refs, "preload", lambda: None)
+    monkeypatch.setattr(bench, "run_search", no_search)
+    monkeypatch.setattr(bench, "read_run", lambda folder: (statuses[folder.name], [], {}))
+    monkeypatch.setattr(bench, "retrain_choices", lambda arm, seed, folder, args, budgets: retrained.append(folder))
+    monkeypatch.setattr(bench, "collect", lambda args, command: None)
+    argv = ["--out", str(tmp_path), "--budgets", "1M", "2M", "--seeds", "0"]
+    assert bench.main([*argv, "--retrains-only"]) == 0
+    assert retrained == [tmp_path / "runs" / "menas-b1000000-s0"]
+    with pytest.raises(SystemExit):  # searching nothing and retraining nothing at once is refused
+        bench.parse_args([*argv, "--retrains-only", "--searches-only"])
+
+
+def test_a_choice_another_process_is_retraining_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """retrain_choices goes on past a job whose folder another process holds (references.run_job's FolderLocked)."""
+    from menas.files import FolderLocked
+
+    bench = _bench()
+    trials = [Trial(1, 80.0, 900_000), Trial(2, 85.0, 1_900_000)]
+    monkeypatch.setattr(bench, "read_run", lambda folder: ("finished", trials, {}))
+    monkeypatch.setattr(bench, "searched_job", lambda arm, seed, trial, epochs, budget: trial.trial_id)
+    trained = []
+
+    def run_job(job: int, args: Any) -> None:
+        if job == 1:
+            raise FolderLocked("in use by pid 1")
+        trained.append(job)
+
+    monkeypatch.setattr(bench.refs, "run_job", run_job)
+    args = bench.parse_args(["--out", str(tmp_path), "--budgets", "1M", "2M"])
+    bench.retrain_choices("menas", 0, tmp_path / "runs" / "menas-s0", args)
+    assert trained == [2]

@@ -80,6 +80,7 @@ PLATEAU_NETWORK = "mobilenetv3_small_100"
 PLATEAU_LIMIT = 0.3  # points of held-out top-1 that 1.5x the epochs may add at most (issue 20)
 RESULT_FILE = "versus.json"  # a job folder's result: it exists = the job is finished
 JOB_FILE = "job.json"  # what a job folder trains (checked on resume)
+LOCK_FILE = "job.lock"  # held while a process trains the job (menas.files.FolderLock): two never train one job
 DEFAULT_EPOCHS = 10
 
 
@@ -175,7 +176,8 @@ def recipe_for(args: argparse.Namespace, seed: int, epochs: int) -> Any:
 
 
 def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
-    """Trains (or resumes, or reads when finished) one job in `--out/jobs/FOLDER`; returns its versus.json record."""
+    """Trains (or resumes, or reads when finished) one job in `--out/jobs/FOLDER`; returns its versus.json record.
+    Raises `menas.files.FolderLocked` when another process is training the same job (its lock file, LOCK_FILE)."""
     out = Path(args.out) / "jobs" / job.folder
     result = out / RESULT_FILE
     cfg = recipe_for(args, job.seed, job.epochs)
@@ -186,12 +188,23 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"{out}: holds a job of other settings ({out / JOB_FILE}); use the same ones or clear it")
     if result.is_file():
         return json.loads(result.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    from menas.files import FolderLock
+
+    with FolderLock(out, " ".join(sys.argv), name=LOCK_FILE):  # FolderLocked when another process trains it
+        return _train_job(job, args, cfg, identity, out)
+
+
+def _train_job(job: Job, args: argparse.Namespace, cfg: Any, identity: dict[str, Any], out: Path) -> dict[str, Any]:
+    """run_job's training, under the job folder's lock: writes job.json, trains (or resumes), writes versus.json."""
     import torch
 
     from menas.files import write_json
 
+    result = out / RESULT_FILE
+    if result.is_file():  # another process finished it between run_job's check and the lock
+        return json.loads(result.read_text())
     torch.set_num_threads(args.threads)
-    out.mkdir(parents=True, exist_ok=True)
     if not (out / JOB_FILE).is_file():
         write_json(out / JOB_FILE, identity)
     resumed = (out / "retrain.ckpt").is_file()

@@ -30,7 +30,10 @@ summary: per budget the best reference at <= budget and each arm (mean test top-
 t-interval), the paired menas - random-mt difference against twice the pooled retrain noise (the std of a
 reference's test top-1 between its seeds, pooled over the references), the top-rung climb per seed, and the
 issue's three goals, each "met" or "not met" with its numbers. ``--collect-only`` rebuilds both from the folders;
-``--searches-only`` runs the searches and retrains nothing (a later run without it retrains their choices).
+``--searches-only`` runs the searches and retrains nothing (a later run without it retrains their choices);
+``--retrains-only`` retrains the choices of the searches that have finished and runs no search, so one process can
+retrain beside another that searches (bench/versus/run.sh; a job another process is training is skipped: its
+folder's lock, references.LOCK_FILE).
 
 Across sessions on fresh machines (only committed files survive): ``bench/versus/carry.py save --out OUT`` keeps
 each finished search's store (``menas.sqlite``, one self-contained snapshot) and ``config.yaml`` and each finished
@@ -69,6 +72,7 @@ sys.path.insert(0, str(HERE))
 
 import references as refs  # noqa: E402
 
+from menas.files import FolderLocked  # noqa: E402
 from menas.search import fidelity, ranking  # noqa: E402
 
 BASE = HERE / "base.yaml"
@@ -507,11 +511,27 @@ def search_overrides(arm: str, seed: int, args: argparse.Namespace, budget: int 
             for k, v in keys.items()] + list(args.search_set)  # fmt: skip
 
 
+def run_folder(arm: str, seed: int, args: argparse.Namespace, budget: int | None = None) -> Path:
+    """The search's run folder: `--out/runs/ARM-bBUDGET-sSEED` (`ARM-sSEED` for a wide run)."""
+    return Path(args.out) / "runs" / (f"{arm}-s{seed}" if budget is None else f"{arm}-b{budget}-s{seed}")
+
+
+def finished_search(arm: str, seed: int, args: argparse.Namespace, budget: int | None = None) -> Path | None:
+    """--retrains-only: the search's run folder when that search has finished, else None (it is left alone: another
+    process may be running it)."""
+    folder = run_folder(arm, seed, args, budget)
+    status = read_run(folder)[0] if (folder / "menas.sqlite").is_file() else "not started"
+    if status == "finished":
+        return folder
+    refs._log(f"{folder.name}: search {status}; its retrain waits")
+    return None
+
+
 def run_search(arm: str, seed: int, args: argparse.Namespace, budget: int | None = None) -> Path:
-    """Searches (or resumes, or skips when finished) run folder `--out/runs/ARM-bBUDGET-sSEED` (`ARM-sSEED` for a
-    wide run) with `python -m menas.cli` in a subprocess, its output appended to `--out/logs/FOLDER.log`."""
+    """Searches (or resumes, or skips when finished) `run_folder` with `python -m menas.cli` in a subprocess, its
+    output appended to `--out/logs/FOLDER.log`."""
     out = Path(args.out)
-    folder = out / "runs" / (f"{arm}-s{seed}" if budget is None else f"{arm}-b{budget}-s{seed}")
+    folder = run_folder(arm, seed, args, budget)
     if (folder / "menas.sqlite").is_file():
         status = read_run(folder)[0]
         if status == "finished":
@@ -545,7 +565,10 @@ def retrain_choices(
         job = searched_job(arm, seed, trial, args.epochs, None if budgets is None else budgets[0])
         refs._log(f"{folder.name}: trial {trial.trial_id} (rung {trial.rung}, search-val {trial.final_score:.2f}, "
                   f"{_m(trial.final_macs)} MACs) for <= {', '.join(_m(b) for b in budgets)}")  # fmt: skip
-        refs.run_job(job, args)
+        try:
+            refs.run_job(job, args)
+        except FolderLocked as error:  # another process (a --retrains-only beside the searches) is training it
+            refs._log(f"{folder.name}: trial {trial.trial_id} skipped: {error}")
 
 
 def run_smoke_references(args: argparse.Namespace) -> None:
@@ -635,8 +658,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="per arm and seed one search over base.yaml's MACs window")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="every step on a tiny setting into a temp --out")
     parser.add_argument("--collect-only", action="store_true", help="run nothing: rebuild results and summary")
-    parser.add_argument("--searches-only", action="store_true",
-                        help="run the searches, retrain nothing (the recipe may be decided later)")  # fmt: skip
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--searches-only", action="store_true",
+                      help="run the searches, retrain nothing (the recipe may be decided later)")  # fmt: skip
+    only.add_argument("--retrains-only", action="store_true",
+                      help="retrain the choices of the finished searches, start or resume no search (run it "
+                           "beside a --searches-only process, as run.sh does)")  # fmt: skip
     return resolve(parser.parse_args(argv), parser)
 
 
@@ -653,8 +680,11 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:  # seeds outermost: a cut benchmark has both arms at the same seeds
             for budget in [None] if args.wide else args.budgets:
                 for arm in args.arms:
-                    folder = run_search(arm, seed, args, budget)
-                    if not args.searches_only:
+                    if args.retrains_only:
+                        folder = finished_search(arm, seed, args, budget)
+                    else:
+                        folder = run_search(arm, seed, args, budget)
+                    if folder is not None and not args.searches_only:
                         retrain_choices(arm, seed, folder, args, None if budget is None else [budget])
     collect(args, command)
     return 0
