@@ -296,3 +296,26 @@ def test_a_choice_another_process_is_retraining_is_skipped(tmp_path: Path, monke
     args = bench.parse_args(["--out", str(tmp_path), "--budgets", "1M", "2M"])
     bench.retrain_choices("menas", 0, tmp_path / "runs" / "menas-s0", args)
     assert trained == [2]
+
+
+def test_a_search_under_one_budget_optimises_the_score_and_a_wide_one_the_front(tmp_path: Path) -> None:
+    """Per budget: base.yaml's `accuracy` objective inside [WINDOW x budget, budget]; --wide: base.yaml's window
+    with the Pareto objective (one front for every budget)."""
+    from menas.config import SearchConfig
+    from menas.config_io import apply_override, load_yaml
+    from menas.space.cost import parse_count
+
+    bench = _bench()
+    args = bench.parse_args(["--out", str(tmp_path), "--budgets", "2M"])
+
+    def config(budget: int | None) -> Any:
+        cfg = load_yaml(SearchConfig, bench.BASE)
+        for assignment in bench.search_overrides("menas", 3, args, budget):
+            cfg = apply_override(cfg, assignment)
+        return cfg
+
+    one, wide = config(2_000_000), config(None)
+    window = [parse_count(str(one.budget.macs_min), "min"), parse_count(str(one.budget.macs_max), "max")]
+    assert one.strategy.objective == "accuracy" and window == [1_000_000, 2_000_000]
+    assert wide.strategy.objective == "pareto" and parse_count(str(wide.budget.macs_max), "max") == 5_000_000
+    assert one.seed == wide.seed == 3 and one.strategy.name == wide.strategy.name == "menas"
