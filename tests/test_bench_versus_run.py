@@ -1,6 +1,6 @@
 """bench/versus/run.sh's orchestration, with a stand-in for python that records each call: the references, the
-searches and the retrains run side by side, the retrains pass again until the searches end, and the last calls
-collect both summaries."""
+searches and the retrains run side by side, the retrains pass again until the searches end, then two retrain
+processes share what is left, and the last calls collect both summaries."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ FAKE_PYTHON = """#!/bin/bash
 echo "$*" >> "$CALLS"
 case "$*" in
   *--searches-only*) sleep 3; echo "searches ended" >> "$CALLS" ;;
-  *search.py*--retrains-only*) ;;
+  *search.py*--retrains-only*) sleep 1; echo "retrains ended" >> "$CALLS" ;;
   *search.py*) touch "$OUT_DIR/search_summary.md" ;;
   *references.py*--collect-only*) touch "$OUT_DIR/table.md" ;;
 esac
@@ -37,16 +37,23 @@ def test_run_sh_retrains_beside_the_searches_until_they_end(tmp_path: Path) -> N
                           text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = calls.read_text().splitlines()
-    script = [line.split()[0].rsplit("/", 1)[-1] + " " + _mode(line) for line in lines if line != "searches ended"]
+    calls_made = [line for line in lines if not line.endswith(" ended")]
+    script = [line.split()[0].rsplit("/", 1)[-1] + " " + _mode(line) for line in calls_made]
     assert script[:2] == ["carry.py restore", "references.py collect"]
-    assert script[-4:] == ["carry.py save", "references.py collect", "search.py all", "carry.py save"]  # + the trap
+    assert script[-4:] == [
+        "search.py retrains",
+        "references.py collect",
+        "search.py all",
+        "carry.py save",
+    ]  # the trap's
     middle = script[2:-4]
     assert middle.count("references.py train") == 1 and middle.count("search.py searches") == 1
     passes = [i for i, line in enumerate(lines) if "--retrains-only" in line]
     ended = lines.index("searches ended")
-    assert len(passes) >= 2 and passes[0] < ended  # retrains began while the searches ran ...
-    assert passes[-1] > ended  # ... and one pass came after they ended
-    assert all(" --out " + str(out) in " " + line for line in lines if line != "searches ended")
+    assert len(passes) >= 3 and passes[0] < ended  # retrains began while the searches ran ...
+    last_two = passes[-2:]  # ... and once they ended, two passes ran side by side: both began before either ended
+    assert ended < last_two[0] and "retrains ended" not in lines[last_two[0] + 1 : last_two[1]]
+    assert all(" --out " + str(out) in " " + line for line in calls_made)
 
 
 def _mode(line: str) -> str:

@@ -4,6 +4,7 @@
 #   2. the references (9 networks x 2 seeds, 30 epochs, the plateau check first), one process of one thread;
 #   3. beside them the searches of MENAS and random-MT (3 budgets x 5 seeds each, seed by seed, a pool of two
 #      workers), and a third process retraining each finished search's choices (search.py --retrains-only);
+#      once the searches end, two retrain processes share what is left;
 #   4. save what is finished into the progress folder (commit it), and print both summaries.
 # The recipe (short, 30 epochs, a 10% held-out part) is BENCHMARKS.md's "Does a higher peak learning rate converge
 # sooner?" decision. Usage: bash bench/versus/run.sh [OUT]   (default runs/versus2)
@@ -26,13 +27,19 @@ SEARCH=(--out "$OUT" --references "$OUT/results.json")
 references=$!
 "$PY" bench/versus/search.py "${SEARCH[@]}" --searches-only &
 searches=$!
+retrains() { "$PY" bench/versus/search.py "${SEARCH[@]}" --retrains-only; }
 for _ in $(seq 1 100000); do  # bounded: 100,000 passes of 10 minutes are longer than all the searches take
-  "$PY" bench/versus/search.py "${SEARCH[@]}" --retrains-only
+  retrains
   save
   kill -0 "$searches" 2> /dev/null || break
   sleep "$POLL"
 done
-wait "$references" "$searches"
+wait "$searches"
+# the searches' cores are free: two processes retrain what is left (a job one of them trains is locked; the other
+# skips it and takes the next), beside the references if any are left
+retrains &
+retrains
+wait "$references" "$!"
 "$PY" bench/versus/references.py "${REFS[@]}" --collect-only > /dev/null
 "$PY" bench/versus/search.py "${SEARCH[@]}"  # whatever is still to retrain, then both summaries
 cat "$OUT/table.md" "$OUT/search_summary.md"
