@@ -97,7 +97,7 @@ WINDOW = 0.5
 #: --wide: the keys a search over base.yaml's whole window sets. Its network per budget comes from one front, so it
 #: optimises (score, MACs) with NSGA-II; a search under one budget optimises the score (base.yaml's `accuracy`): a
 #: user who deploys at one budget wants the best network under it, and Pareto ranking would spend promotions and
-#: parents on the window's small networks, which that budget's choice (the best score <= budget) seldom takes.
+#: parents on the window's small networks for their MACs alone, where that budget's choice is the best score <= budget.
 WIDE = {"strategy.objective": "pareto"}
 
 #: --smoke: every step on synthetic 16 px data (1,000 search-train images), one generation of 4, rungs [1, 2].
