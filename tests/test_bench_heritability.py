@@ -108,3 +108,18 @@ def test_main_reads_a_trials_csv_and_writes_every_figure(tmp_path: Path, capsys:
     assert abs(tse["selection"]["differential"]) < 2  # in loss units, not points of top-1
     with pytest.raises(SystemExit):
         bench.main([str(tmp_path / "nothing-*.csv")])
+
+
+def test_a_run_folder_reads_as_its_trials_csv(reference_run: Path, tmp_path: Path) -> None:
+    """The store path and the csv path give the same rows (the csv as menas.report.tables.write_csv writes it)."""
+    from menas.report.tables import write_csv
+    from menas.search.store import Store
+
+    bench = _bench()
+    with Store.open(reference_run, readonly=True) as store:
+        csv = write_csv(store.trials(), tmp_path / "run.trials.csv")
+    from_store, from_csv = bench.read_rows(reference_run), bench.read_rows(csv)
+    assert from_store == from_csv and len(from_store) > 4
+    assert any(r["role"] in bench.CHILD_ROLES for r in from_store)
+    pairs = bench.run_pairs(from_store)
+    assert pairs == bench.run_pairs(from_csv) and pairs
