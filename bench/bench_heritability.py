@@ -104,13 +104,7 @@ def read_rows(source: Path) -> list[dict[str, Any]]:
         from menas.search.store import Store
 
         with Store.open(source, readonly=True) as store:
-            trials = store.trials()
-        return [
-            {"trial_id": t.trial_id, "role": t.role, "status": t.status, "parent_ids": list(t.parent_ids),
-             "genome": t.genome, "final_genome": t.final_genome, "final_score": t.final_score,
-             "generation": t.generation, "tse": t.tse}
-            for t in trials
-        ]  # fmt: skip
+            return rows_from_trials(store.trials())
     with source.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     return [{"trial_id": int(r["trial_id"]), "role": r["role"], "status": r["status"],
@@ -118,6 +112,16 @@ def read_rows(source: Path) -> list[dict[str, Any]]:
              "final_genome": r["final_genome"] or None,
              "final_score": float(r["final_score"]) if r["final_score"] else None,
              "generation": int(r["generation"]), "tse": _tse(r.get("train_losses"))} for r in rows]  # fmt: skip
+
+
+def rows_from_trials(trials: Iterable[Any]) -> list[dict[str, Any]]:
+    """`read_rows`' dicts from a store's `TrialRecord`s."""
+    return [
+        {"trial_id": t.trial_id, "role": t.role, "status": t.status, "parent_ids": list(t.parent_ids),
+         "genome": t.genome, "final_genome": t.final_genome, "final_score": t.final_score,
+         "generation": t.generation, "tse": t.tse}
+        for t in trials
+    ]  # fmt: skip
 
 
 def _tse(losses: str | None) -> float | None:
@@ -253,11 +257,12 @@ def selection(runs: Sequence[list[dict[str, Any]]], boot: int, seed: int) -> dic
         return {"runs": 0}
     values = np.array(per_run)
     rng = np.random.default_rng(seed)
-    means = np.array([values[rng.integers(0, len(values), len(values))].mean(axis=0) for _ in range(boot)])
+    draws = boot if len(values) >= 2 else 0  # one run: no interval
+    means = np.array([values[rng.integers(0, len(values), len(values))].mean(axis=0) for _ in range(draws)])
     result: dict[str, Any] = {"runs": len(values)}
     for k, name in enumerate(("differential", "response")):
         result[name] = float(values[:, k].mean())
-        result[f"{name}_ci"] = [float(np.percentile(means[:, k], q)) for q in (2.5, 97.5)] if boot else None
+        result[f"{name}_ci"] = [float(np.percentile(means[:, k], q)) for q in (2.5, 97.5)] if len(means) else None
     return result
 
 

@@ -319,3 +319,23 @@ def test_a_search_under_one_budget_optimises_the_score_and_a_wide_one_the_front(
     assert one.strategy.objective == "accuracy" and window == [1_000_000, 2_000_000]
     assert wide.strategy.objective == "pareto" and parse_count(str(wide.budget.macs_max), "max") == 5_000_000
     assert one.seed == wide.seed == 3 and one.strategy.name == wide.strategy.name == "menas"
+
+
+def test_the_summary_reads_selection_off_the_searches_children() -> None:
+    """search_summary.md's selection line per arm with children (bench_heritability.py): parents S above their pool,
+    children R above it, the slope; an arm without children (random search) has none."""
+    bench = _bench()
+
+    def pairs(shift: float) -> list[dict[str, Any]]:
+        return [{"child": 50 + shift + 0.5 * d, "parents": 55 + d, "pool": 50.0, "role": "mutation", "distance": 3,
+                 "strides_moved": False} for d in (-2.0, 0.0, 1.0, 3.0)]  # fmt: skip
+
+    selection = bench.selection({"menas": {"a": pairs(0.0), "b": pairs(1.0)}, "random-mt": {"c": []}}, boot=50)
+    assert list(selection) == ["menas"]
+    assert selection["menas"]["children"]["slope"] == pytest.approx(0.5)
+    assert selection["menas"]["selection"]["differential"] == pytest.approx(5.5)  # 55 + mean(d) 0.5 - 50
+    summary = bench.summarize([], [], [1_000_000], [])
+    summary["selection"] = selection
+    text = bench.summary_text(summary)
+    assert "- menas, selection (bench_heritability.py, 2 searches, 8 children): parents +5.50" in text
+    assert "random-mt, selection" not in text

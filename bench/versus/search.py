@@ -29,7 +29,8 @@ the highest rung any of its trials reached, as bench/bench_fidelity.py; plus run
 estimate, compute), meta["search"] (settings, choices without a network); and ``search_summary.md``, the printed
 summary: per budget the best reference at <= budget and each arm (mean test top-1 over seeds with a 95%
 t-interval), the paired menas - random-mt difference against twice the pooled retrain noise (the std of a
-reference's test top-1 between its seeds, pooled over the references), the top-rung climb per seed, and the
+reference's test top-1 between its seeds, pooled over the references), the top-rung climb per seed, each arm's
+selection differential, response and heritability slope (bench_heritability.py: why it climbs or not), and the
 issue's three goals, each "met" or "not met" with its numbers. ``--collect-only`` rebuilds both from the folders;
 ``--searches-only`` runs the searches and retrains nothing (a later run without it retrains their choices);
 ``--retrains-only`` retrains the choices of the searches that have finished and runs no search, so one process can
@@ -70,9 +71,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # bench/: bench_heritability
 
 import references as refs  # noqa: E402
 
+import bench_heritability as heritability  # noqa: E402
 from menas.files import FolderLocked  # noqa: E402
 from menas.search import fidelity, ranking  # noqa: E402
 
@@ -303,6 +306,17 @@ def summarize(
     return out
 
 
+def selection(lineage: dict[str, dict[str, list[dict[str, Any]]]], boot: int = 1000) -> dict[str, Any]:
+    """Per arm with children (bench_heritability.py over its finished searches): the selection differential S, the
+    response R and the heritability slope h², pooled over its searches, with bootstrap intervals over searches."""
+    out = {}
+    for arm, runs_pairs in lineage.items():
+        if any(runs_pairs.values()):
+            result = heritability.analyse(runs_pairs, boot=boot)
+            out[arm] = {"children": result["children"], "selection": result["selection"]}
+    return out
+
+
 # --------------------------------------------------------------------------------------------- the summary text
 
 
@@ -320,6 +334,12 @@ def _ci(stats: dict[str, Any] | None) -> str:
 def _seeds(values: dict[int, float], signed: bool = False) -> str:
     fmt = "{:+.2f}" if signed else "{:.2f}"
     return " / ".join(f"{fmt.format(v)} (s{s})" for s, v in sorted(values.items())) or "-"
+
+
+def _signed_ci(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
 
 def _verdict(met: bool) -> str:
@@ -352,6 +372,13 @@ def summary_text(summary: dict[str, Any], arms: Sequence[str] = tuple(ARMS), not
         if c:
             per_seed = ", ".join(f"{'-' if v is None else f'{v:+.2f}'} ({k})" for k, v in c["per_seed"].items())
             lines.append(f"- {arm}: last - first {per_seed or '-'}; rose in {c['rose']} of {c['n']} searches")
+    for arm, sel in summary.get("selection", {}).items():
+        h, sr = sel["children"], sel["selection"]
+        if sr.get("runs"):
+            lines.append(f"- {arm}, selection (bench_heritability.py, {sr['runs']} searches, {h['pairs']} children): "
+                         f"parents {_signed_ci(sr['differential'], sr['differential_ci'])} above the pool they were "
+                         f"chosen from, children {_signed_ci(sr['response'], sr['response_ci'])}; child on parents' "
+                         f"slope {_signed_ci(h['slope'], h['slope_ci'])}")  # fmt: skip
     a, b = PAIR
     lines += ["", "Goals (issue 20 item 5):", "",
               f"1. Searched beats the best hand-designed network at <= budget by >= {SEARCHED_GAIN} points (met: "
@@ -454,12 +481,14 @@ def collect(args: argparse.Namespace, command: str) -> dict[str, Any]:
     networks: list[dict[str, Any]] = []
     generations: list[dict[str, Any]] = []
     missing, notes, totals = [], [], []
+    lineage: dict[str, dict[str, list[dict[str, Any]]]] = {arm: {} for arm in ARMS}  # parent-child pairs per run
     for arm, seed, run_budget, folder in runs(out):  # every arm's runs there, whatever --arms ran this time
         status, trials, total = read_run(folder)
         if status != "finished":
             notes.append(f"{folder.name}: search {status}, left out")
             continue
         generations += [{**row, "budget_macs": run_budget} for row in generation_rows(arm, seed, trials)]
+        lineage[arm][folder.name] = heritability.run_pairs(heritability.rows_from_trials(trials))
         totals.append({"arm": arm, "seed": seed, "budget_macs": run_budget, **total})
         for budget in args.budgets if run_budget is None else [run_budget]:
             trial = choose(trials, budget)
@@ -486,6 +515,7 @@ def collect(args: argparse.Namespace, command: str) -> dict[str, Any]:
     results = merge_results(previous, networks, generations, meta, tuple(ARMS))
     reference_rows = [n for n in reference_results(args, results)["networks"] if n.get("arm") == refs.ARM]
     summary = summarize(networks, generations, args.budgets, reference_rows)
+    summary["selection"] = selection(lineage)
     results["meta"]["search"]["summary"] = summary
     write_json(path, results)
     text = summary_text(summary, notes=notes)
