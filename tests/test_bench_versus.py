@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,6 +15,8 @@ from typing import Any
 import pytest
 
 from scripts import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench() -> ModuleType:
@@ -279,3 +283,17 @@ def test_a_job_another_process_is_training_is_refused_and_left_alone(
     ):
         bench.run_job(job, args)
     assert sorted(p.name for p in folder.iterdir()) == [bench.LOCK_FILE]
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
+def test_what_carry_saves_is_not_ignored_by_git() -> None:
+    """carry.py's progress folder is committed to reach a fresh machine: none of the files it writes may match a
+    .gitignore pattern (a bare `runs/` pattern once hid every saved search store)."""
+    carry = _carry()
+    progress = carry.PROGRESS.relative_to(ROOT)
+    paths = [progress / "results.json", progress / "jobs" / "x" / "versus.json", progress / "jobs" / "x" / "job.json",
+             progress / "runs" / "menas-b1-s0" / "menas.sqlite", progress / "runs" / "menas-b1-s0" / "config.yaml",
+             Path("bench/results/versus/progress-h10/runs/menas-b1-s0/menas.sqlite")]  # fmt: skip
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *map(str, paths)], cwd=ROOT, capture_output=True,
+                             text=True)  # fmt: skip
+    assert ignored.stdout.strip() == "", f"git ignores {ignored.stdout.split()}"
