@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import glob
 import json
 import shlex
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
@@ -60,6 +62,12 @@ SCORES = ("val", "tse")
 # --------------------------------------------------------------------------------------------- genomes
 
 
+@functools.lru_cache(maxsize=4096)
+def _genome(text: str) -> Genome:
+    """A genome string parsed once: a run's genomes are compared with many children."""
+    return Genome.from_str(text)
+
+
 def _layer_genes(layer: Any) -> tuple:
     return (layer.kernel, layer.mid_chs, layer.se, layer.act)
 
@@ -68,7 +76,7 @@ def gene_distance(a: str, b: str) -> int:
     """Genes that differ between genomes `a` and `b`: per stage its depth, width and stride, and per layer position
     its kernel, expansion, SE and activation (a layer only one genome has counts all four); the stem, ds and head
     genes. Genomes of different stage counts are refused (one search space)."""
-    ga, gb = Genome.from_str(a), Genome.from_str(b)
+    ga, gb = _genome(a), _genome(b)
     if len(ga.stages) != len(gb.stages):
         raise ValueError(f"genomes of {len(ga.stages)} and {len(gb.stages)} stages: not one search space")
     fixed = [(ga.stem.out_chs, gb.stem.out_chs), (ga.stem.act, gb.stem.act), (ga.head.head_chs, gb.head.head_chs),
@@ -90,7 +98,7 @@ def gene_distance(a: str, b: str) -> int:
 
 def strides_moved(a: str, b: str) -> bool:
     """Whether any stage's stride (or the ds block's) differs between genomes `a` and `b`."""
-    ga, gb = Genome.from_str(a), Genome.from_str(b)
+    ga, gb = _genome(a), _genome(b)
     return ga.ds.stride != gb.ds.stride or any(x.stride != y.stride for x, y in zip(ga.stages, gb.stages, strict=True))
 
 
@@ -153,6 +161,8 @@ def run_pairs(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     to the nearest parent's final genome (what it was bred from), whether a stride moved, and `pool`: the mean
     rung-0 score of the run's networks of earlier generations (what its parents were selected from)."""
     by_id = {r["trial_id"]: r for r in rows}
+    scored = [t for t in rows if _is_rung0(t)]
+    pools = {g: [t["final_score"] for t in scored if t["generation"] < g] for g in {r["generation"] for r in rows}}
     children = []
     for r in rows:
         if r["role"] not in CHILD_ROLES or r["status"] != "done" or r["final_score"] is None:
@@ -163,7 +173,7 @@ def run_pairs(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         bred_from = [p["final_genome"] or p["genome"] for p in parents]
         distances = [gene_distance(g, r["genome"]) for g in bred_from]
         nearest = bred_from[int(np.argmin(distances))]
-        earlier = [t["final_score"] for t in rows if t["generation"] < r["generation"] and _is_rung0(t)]
+        earlier = pools[r["generation"]]
         children.append({"child": r["final_score"], "parents": float(np.mean([p["final_score"] for p in parents])),
                          "role": r["role"], "distance": min(distances),
                          "strides_moved": strides_moved(nearest, r["genome"]),
@@ -179,23 +189,12 @@ def _is_rung0(row: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------------------------- statistics
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank)."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=float)
-    for value in np.unique(x):
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman's rank correlation (None under 3 pairs or a constant side)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
+    return float(spearmanr(x, y).statistic)
 
 
 def slope(x: Sequence[float], y: Sequence[float]) -> float | None:
